@@ -1,0 +1,335 @@
+"""Typed, strict, frozen configs (nanoGPT-style dataclasses, pycls-style key checks).
+
+YAML -> ``--set a.b=c`` overrides -> unknown keys rejected with the dotted path and
+a close-match suggestion -> types checked -> cross-field checks -> frozen object.
+Search and retrain have separate classes; each space validates its own ``space.args``
+and ``model`` sections (its ``Args`` / ``ModelArgs`` dataclasses).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user's mistake in a config file or override; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------------------
+# generic strict conversion: plain dict -> frozen dataclass
+# ---------------------------------------------------------------------------
+
+
+def from_dict(cls, data: Any, path: str = ""):
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    where = path or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
+            raise ConfigError(
+                f"unknown key '{_join(path, key)}'{hint} (allowed here: {', '.join(fields)})"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], _join(path, name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key '{_join(path, name)}'")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:  # __post_init__ cross-field checks
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _join(path: str, key) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _convert(tp, value, path: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path)
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"'{path}': {value!r} is not one of {list(args)}{hint}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{path}': expected a list, got {value!r}")
+        return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{path}': expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{path}': expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{path}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{path}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"'{path}': expected a string, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"config field type {tp!r} at {path} is not supported")  # programming error
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+# ---------------------------------------------------------------------------
+# loading: YAML file + overrides
+# ---------------------------------------------------------------------------
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``a.b=c`` strings; values are parsed as YAML (``1e-3``, ``true``, ``[1, 2]``)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set controller.lr=1e-3")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{p}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def dump(cfg, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------
+# the sections
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpaceSection:
+    name: str
+    args: dict = field(default_factory=dict)  # checked against the space's Args
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: Literal["ptb", "text", "cifar10"]
+    batch_size: int = 64
+    eval_batch_size: int = 64
+    bptt: int = 35  # text: tokens per truncated-BPTT window (paper 3.2)
+    # Variable BPTT length of enas_lm: N(bptt, 5) w.p. 0.95 else N(bptt/2, 5), capped.
+    variable_bptt: bool = False
+    bptt_max: int = 55
+    # CIFAR-10 search split: the first train_size training images train the shared
+    # weights, the last valid_size score the controller (paper: 45,000 / 5,000).
+    # 0 = all remaining images. Retraining uses the whole training set.
+    train_size: int = 45000
+    valid_size: int = 5000
+    augment: bool = True  # pad-4 random crop + horizontal flip
+    cutout: int = 0  # cutout square size; 16 for final training (paper 3.3)
+
+    def __post_init__(self):
+        for k in ("batch_size", "eval_batch_size", "bptt"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"data.{k} must be >= 1, got {getattr(self, k)}")
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """SGD on the shared (or child) weights."""
+
+    lr: float
+    lr_min: float = 0.0
+    momentum: float = 0.0
+    nesterov: bool = False
+    # PyTorch convention: the official code adds l2 * sum(w^2), so weight_decay = 2 * l2.
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # global norm; 0 = off
+    schedule: Literal["constant", "cosine", "exp"] = "constant"
+    t0: int = 10  # cosine with warm restarts: first period (epochs) (official: 10)
+    t_mul: int = 2  # period multiplier (official: 2)
+    decay_rate: float = 0.96  # exp: lr *= decay_rate each epoch after decay_start (paper, PTB)
+    decay_start: int = 15
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.schedule == "cosine" and (self.t0 < 1 or self.t_mul < 1):
+            raise ValueError("cosine schedule needs t0 >= 1 and t_mul >= 1")
+
+
+@dataclass(frozen=True)
+class PerKind:
+    categorical: float = 0.0
+    index: float = 0.0
+    skip: float = 0.0
+
+
+@dataclass(frozen=True)
+class ControllerSection:
+    kind: Literal["enas", "random"] = "enas"
+    hidden: int = 64  # LSTM size: 64 CIFAR, 100 PTB (paper 3.1, 3.2)
+    init_range: float = 0.1  # uniform init (official code)
+    lr: float = 3.5e-4
+    adam_beta1: float = 0.0  # official: Adam(beta1=0, eps=1e-3)
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-3
+    # logits = C * tanh(logits / T) per decision kind; 0 = no shaping.
+    tanh_constant: PerKind = PerKind()
+    temperature: PerKind = PerKind()
+    entropy_weight: float = 1e-4  # added to the reward (paper 3.1)
+    baseline_decay: float = 0.99  # moving-average baseline (paper 2.1)
+    updates_per_epoch: int = 30  # Adam steps per controller phase
+    num_aggregate: int = 10  # samples whose gradients are averaged per Adam step
+    skip_target: float = 0.4  # macro: KL(p_skip || target) penalty (paper 2.2)
+    skip_weight: float = 0.0
+
+    def __post_init__(self):
+        if self.updates_per_epoch < 0 or self.num_aggregate < 1:
+            raise ValueError("controller.updates_per_epoch must be >= 0 and num_aggregate >= 1")
+        if not 0.0 <= self.baseline_decay < 1.0:
+            raise ValueError(f"controller.baseline_decay must be in [0, 1), got {self.baseline_decay}")
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    epochs: int = 10
+    seed: int = 0
+    controller_warmup_epochs: int = 0  # shared-only epochs before the controller trains
+    derive_samples: int = 10  # archs sampled from the policy at each derive
+    derive_batches: int = 1  # validation minibatches per candidate; 0 = whole split
+    reward_c: float = 80.0  # LM reward c / valid_ppl (paper 3.2)
+    eval_bn: Literal["batch", "recalibrate"] = "batch"  # BN during reward (image)
+    recalibrate_batches: int = 4
+    log_every: int = 20  # console/TensorBoard every N shared steps
+    checkpoint_minutes: float = 10.0  # time-based checkpoint inside long epochs
+    max_bad_steps: int = 20  # consecutive non-finite steps before stopping
+    entropy_floor: float = 0.0  # collapse warning when policy entropy is below this
+    amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast on CUDA when auto
+    channels_last: bool = True  # image models on CUDA
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"search.epochs must be >= 1, got {self.epochs}")
+        if self.derive_samples < 1 or self.derive_batches < 0:
+            raise ValueError("search.derive_samples must be >= 1 and derive_batches >= 0")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: SpaceSection
+    data: DataSection
+    train: OptimSection
+    controller: ControllerSection = ControllerSection()
+    search: SearchSection = SearchSection()
+    model: dict = field(default_factory=dict)  # checked against the space's ModelArgs
+
+
+@dataclass(frozen=True)
+class RetrainSection:
+    epochs: int = 10
+    seed: int = 0
+    aux_weight: float = 0.0  # auxiliary head loss weight (paper: 0.4, micro)
+    drop_path: float = 0.0  # final drop-path probability (1 - keep 0.6 -> 0.4), linear in depth and time
+    label_smoothing: float = 0.0
+    asgd: bool = False  # LM: switch to averaged SGD when valid ppl stops improving
+    asgd_patience: int = 5
+    compile: bool = False  # torch.compile the child (static graph)
+    log_every: int = 50
+    checkpoint_minutes: float = 10.0
+    max_bad_steps: int = 20
+    amp: Literal["auto", "off", "bf16"] = "auto"
+    channels_last: bool = True
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"retrain.epochs must be >= 1, got {self.epochs}")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    data: DataSection
+    train: OptimSection
+    retrain: RetrainSection = RetrainSection()
+    model: dict = field(default_factory=dict)
+
+
+def load(cls, path: str | Path, overrides: list[str] | None = None):
+    data = apply_overrides(read_yaml(path), overrides)
+    cfg = from_dict(cls, data)
+    return cfg
+
+
+def load_search(path, overrides=None) -> SearchConfig:
+    """Load and fully check a search config, including the space's own sections."""
+    from .space import SPACES
+    import search_spaces  # noqa: F401
+
+    cfg = load(SearchConfig, path, overrides)
+    if cfg.space.name not in SPACES:
+        from .registry import unknown_message
+
+        raise ConfigError(unknown_message("search space (space.name)", cfg.space.name, SPACES.names()))
+    cls = SPACES.get(cfg.space.name)
+    from_dict(cls.Args, cfg.space.args, "space.args")
+    from_dict(cls.ModelArgs, cfg.model, "model")
+    return cfg

@@ -1,0 +1,156 @@
+"""Decisions, architectures and the search-space protocol.
+
+A search space declares an ordered list of decisions with stable names
+(``node3/input``, ``normal/node2/a/op``, ``layer5/skips``); an architecture is a
+plain dict keyed by those names. The controller (enas/controller.py) only ever
+sees this list, so it never needs to know whether it designs an RNN or a CNN
+(NNI's "every choice has a label" contract; ENAS paper, section 2).
+
+Three kinds of decision:
+
+* ``categorical``: one name out of ``choices`` (an op, an activation).
+* ``index``: one earlier node out of ``num_inputs``; the controller attends over
+  the anchors (LSTM outputs) of those nodes (paper, section 2.1 / 2.3).
+* ``skip``: any subset of ``num_inputs`` earlier layers, an independent yes/no
+  per layer (macro space, paper section 2.2). Stored as a sorted list of indices.
+
+Anchors: when ``anchor`` is true, the controller's LSTM output after this decision
+becomes the anchor of a new node in ``scope``. ``SearchSpace.initial_anchors``
+gives the number of anchors a scope starts with (the two cell inputs of a micro
+cell), produced by feeding the go embedding. An ``index``/``skip`` decision's
+``num_inputs`` must equal the number of anchors its scope holds at that point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Protocol, Sequence, Union
+
+import torch.nn as nn
+
+from .registry import Registry
+
+ArchValue = Union[str, int, list]
+Arch = dict  # {decision name: str (categorical) | int (index) | sorted list[int] (skip)}
+
+KINDS = ("categorical", "index", "skip")
+
+
+class ArchError(ValueError):
+    """An architecture that does not fit its space. The message names the decision."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str
+    kind: str  # one of KINDS
+    choices: tuple[str, ...] = ()  # categorical only
+    num_inputs: int = 0  # index / skip: candidates 0 .. num_inputs-1
+    # Decisions of one group share an output head (and, for categorical decisions,
+    # an embedding table): all "activation" decisions of the RNN cell, all "op"
+    # decisions of both micro cells (the official controller shares w_soft).
+    group: str = ""
+    scope: str = ""  # anchor list this decision reads from / appends to
+    anchor: bool = False  # the LSTM output after this decision is a new anchor
+    # Learned bias added before the tanh shaping, initial value per choice
+    # (micro: [10, 10, 0, 0, 0], paper section 4 / official micro_controller.py).
+    bias_init: tuple[float, ...] | None = None
+    # Fixed offset added after shaping: micro normal cell [+.25,+.25,-.25,-.25,-.25],
+    # RNN index prior -(l-j)^2/6 (official enas_lm controller).
+    logit_offset: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"decision {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "categorical" and len(self.choices) < 1:
+            raise ValueError(f"decision {self.name}: categorical needs choices")
+        if self.kind != "categorical" and self.num_inputs < 1:
+            raise ValueError(f"decision {self.name}: {self.kind} needs num_inputs >= 1")
+        if not self.group:
+            object.__setattr__(self, "group", self.kind)
+
+    @property
+    def size(self) -> int:
+        return len(self.choices) if self.kind == "categorical" else self.num_inputs
+
+
+def validate(decisions: Sequence[Decision], arch: Mapping[str, Any]) -> Arch:
+    """Check ``arch`` against ``decisions``; return a clean copy (lists sorted).
+
+    Rejects missing, extra and out-of-range values with the decision's name.
+    """
+    if not isinstance(arch, Mapping):
+        raise ArchError(f"an architecture must be a mapping of decision names, got {type(arch).__name__}")
+    names = [d.name for d in decisions]
+    extra = sorted(set(arch) - set(names))
+    if extra:
+        from .registry import unknown_message
+
+        raise ArchError(unknown_message("decision", extra[0], names))
+    out: Arch = {}
+    for d in decisions:
+        if d.name not in arch:
+            raise ArchError(f"decision {d.name!r} is missing")
+        v = arch[d.name]
+        if d.kind == "categorical":
+            if not isinstance(v, str) or v not in d.choices:
+                raise ArchError(f"decision {d.name!r}: {v!r} is not one of {list(d.choices)}")
+        elif d.kind == "index":
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < d.num_inputs:
+                raise ArchError(f"decision {d.name!r}: input {v!r} is out of range 0..{d.num_inputs - 1}")
+        else:
+            if not isinstance(v, (list, tuple)) or any(
+                isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < d.num_inputs for i in v
+            ):
+                raise ArchError(
+                    f"decision {d.name!r}: skips must be a list of layer indices in 0..{d.num_inputs - 1}, got {v!r}"
+                )
+            if len(set(v)) != len(v):
+                raise ArchError(f"decision {d.name!r}: repeated skip index in {v!r}")
+            v = sorted(v)
+        out[d.name] = v
+    return out
+
+
+class SearchSpace(Protocol):
+    """What every space in search_spaces/ provides (see search_spaces/enas_rnn.py).
+
+    ``Args`` (frozen dataclass) defines the space itself and is written into every
+    architecture file; ``ModelArgs`` (frozen dataclass) sizes the networks (width,
+    depth, dropout), which differ between search and retraining for one arch.
+    ``modality`` names the task family ("lm" or "image") the space's models serve.
+    """
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    Args: ClassVar[type]
+    ModelArgs: ClassVar[type]
+    args: Any
+    initial_anchors: Mapping[str, int]
+
+    def decisions(self) -> list[Decision]: ...
+
+    def supernet(self, model_args: Any, **task_kwargs) -> nn.Module: ...
+
+    def child(self, arch: Arch, model_args: Any, **task_kwargs) -> nn.Module: ...
+
+    def describe(self, arch: Arch) -> str: ...
+
+    # Optional hooks:
+    #   extras(arch) -> dict           extra readable fields for arch files (nb201: cell_string)
+    #   parse_text(line) -> Arch        one architecture per line for `enas rank --archs`
+    #   draw(arch, path)                a picture of the cell(s) (PNG)
+    #   param_free_choices: set[str]    op names without weights (collapse warning)
+
+
+SPACES: Registry[type] = Registry("search space")
+
+
+def build_space(name: str, args: Mapping[str, Any] | None = None):
+    """Instantiate a registered space from a plain mapping of its Args."""
+    import search_spaces  # noqa: F401  (registers every space)
+
+    from .config import from_dict
+
+    cls = SPACES.get(name)
+    return cls(from_dict(cls.Args, dict(args or {}), f"space.args"))
+
