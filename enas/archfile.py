@@ -1,0 +1,115 @@
+"""Architectures as files a person can read (DARTS genotypes, without the ``eval``).
+
+    format_version: 1
+    space: {name: enas_rnn, args: {num_nodes: 12, ...}}
+    arch:                       # decision name -> op name / input index / skip list
+      node0/activation: tanh
+      node1/input: 0
+      ...
+    description: |              # informational, ignored when loading
+      node 1 <- node 0  tanh
+    provenance: {run: runs/ptb_search-..., epoch: 150, score: 0.92, ...}
+
+Loading is strict (yaml.safe_load, known keys only, the arch validated against its
+space) and never runs code from the file.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, to_dict
+from .space import ArchError, build_space, validate
+
+FORMAT_VERSION = 1
+_KEYS = {"format_version", "space", "arch", "description", "provenance"}
+
+
+class ArchFileError(ArchError):
+    pass
+
+
+def arch_to_yaml(space, arch: dict, provenance: dict | None = None) -> str:
+    doc: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "space": {"name": space.name, "args": _plain(to_dict(space.args))},
+        "arch": validate(space.decisions(), arch),
+    }
+    extras = getattr(space, "extras", None)
+    if extras is not None:
+        doc.update(extras(arch))
+    doc["description"] = space.describe(arch)
+    prov = {"created": datetime.datetime.now().isoformat(timespec="seconds")}
+    prov.update(provenance or {})
+    doc["provenance"] = _plain(prov)
+    return yaml.safe_dump(doc, sort_keys=False, width=100)
+
+
+def save_arch(path: str | Path, space, arch: dict, provenance: dict | None = None) -> Path:
+    """Write atomically (a reader never sees half a file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(arch_to_yaml(space, arch, provenance))
+    os.replace(tmp, path)
+    return path
+
+
+def load_arch(path: str | Path, expected_space: str | None = None):
+    """Return ``(space, arch, doc)``; raise ArchFileError naming the file and the problem."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ArchFileError(f"architecture file {path} does not exist") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ArchFileError(f"{path} is not a readable YAML architecture file: {e}") from None
+    try:
+        return _parse(doc, expected_space)
+    except (ArchError, ConfigError, KeyError) as e:
+        raise ArchFileError(f"{path}: {e}") from None
+
+
+def _parse(doc, expected_space):
+    if not isinstance(doc, dict):
+        raise ArchError("expected a mapping with keys format_version, space, arch")
+    version = doc.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ArchError(f"format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ArchError(
+            f"format_version {version} is newer than this enas understands ({FORMAT_VERSION}); upgrade enas"
+        )
+    space_doc = doc.get("space")
+    if not isinstance(space_doc, dict) or not isinstance(space_doc.get("name"), str):
+        raise ArchError("'space' must be a mapping with a 'name' (and optional 'args')")
+    extra_space_keys = set(space_doc) - {"name", "args"}
+    if extra_space_keys:
+        raise ArchError(f"unknown key 'space.{sorted(extra_space_keys)[0]}' (allowed: name, args)")
+    name = space_doc["name"]
+    if expected_space is not None and name != expected_space:
+        raise ArchError(f"this architecture is for space {name!r}, but {expected_space!r} is needed")
+    space = build_space(name, space_doc.get("args") or {})
+    allowed = _KEYS | set(getattr(space, "extra_keys", ()))
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise ArchError(f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    if "arch" not in doc:
+        raise ArchError("missing key 'arch'")
+    arch = validate(space.decisions(), doc["arch"])
+    check = getattr(space, "check_extras", None)
+    if check is not None:
+        check(arch, doc)
+    return space, arch, doc
+
+
+def _plain(x):
+    """Tuples -> lists, so safe_dump writes plain YAML that safe_load reads back."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x

@@ -1,0 +1,105 @@
+"""Atomic checkpoints and exact resume.
+
+A checkpoint is written to a temporary file, flushed, fsync'ed and renamed over
+``checkpoint.pt``; the previous one is first kept as ``checkpoint.prev.pt``, so a
+kill or a full disk at any moment leaves at least one complete checkpoint. Loading
+uses ``torch.load(weights_only=True)``: plain containers and tensors only, never code.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = 1
+NAME = "checkpoint.pt"
+PREV = "checkpoint.prev.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read; the message says what to do."""
+
+
+def save(run_dir: str | Path, state: dict) -> Path:
+    run_dir = Path(run_dir)
+    path, prev, tmp = run_dir / NAME, run_dir / PREV, run_dir / (NAME + ".tmp")
+    state = dict(state, format=FORMAT)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, prev)
+        os.replace(tmp, path)
+        _fsync_dir(run_dir)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        last = path if path.exists() else prev
+        raise CheckpointError(
+            f"could not write a checkpoint in {run_dir}: {e.strerror or e}. "
+            f"The last complete checkpoint is {last}; free space or fix permissions, then resume."
+        ) from None
+    return path
+
+
+def load(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    path = run_dir / NAME
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} has no {NAME}; is it a run folder that finished an epoch?")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        hint = f"; the previous checkpoint {run_dir / PREV} may still be good" if (run_dir / PREV).exists() else ""
+        raise CheckpointError(f"{path} is corrupt or not an enas checkpoint ({type(e).__name__}){hint}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} was written by an incompatible enas version (format {state.get('format') if isinstance(state, dict) else '?'})")
+    return state
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rng_state(*generators: torch.Generator) -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": _numpy_state(),
+        "python": repr(random.getstate()),
+        "generators": [g.get_state() for g in generators],
+    }
+
+
+def set_rng_state(state: dict, *generators: torch.Generator) -> None:
+    import ast
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(ast.literal_eval(state["python"]))
+    for g, s in zip(generators, state["generators"]):
+        g.set_state(s)
+
+
+def _numpy_state() -> dict:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}

@@ -1,0 +1,237 @@
+"""The generic LSTM policy over a space's decision list (paper, sections 2.1-2.4).
+
+It knows three decision kinds (enas/space.py), never a particular space. One
+batched pass samples K architectures at once (the LSTM runs on [K, H]) and returns
+each sample's exact log-probability and entropy; ``evaluate`` feeds given choices
+back through the same code and must return the same numbers (tested).
+
+The controller lives on the CPU whatever device the supernet uses: its output is
+Python control flow (which path of the supernet to run), so it is needed on the
+host anyway, and a [K, 64] LSTM is too small to gain from a GPU.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import PerKind
+from .space import Arch, Decision
+
+
+@dataclass
+class Sample:
+    archs: list[Arch]
+    log_prob: torch.Tensor  # [K] sum over decisions (carries grad when sampled with grad)
+    entropy: torch.Tensor  # [K] sum of full per-decision entropies
+    skip_penalty: torch.Tensor  # [K] sum over skip decisions of KL(p || target) (macro)
+    probs: dict = field(default_factory=dict)  # decision -> [size] mean choice prob over K
+
+
+class Controller(nn.Module):
+    def __init__(
+        self,
+        decisions: Sequence[Decision],
+        initial_anchors: Mapping[str, int] | None = None,
+        hidden: int = 64,
+        tanh_constant: PerKind = PerKind(),
+        temperature: PerKind = PerKind(),
+        skip_target: float = 0.4,
+        init_range: float = 0.1,
+    ):
+        super().__init__()
+        self.decisions = list(decisions)
+        self.initial_anchors = dict(initial_anchors or {})
+        self.tanh_constant = tanh_constant
+        self.temperature = temperature
+        self.skip_target = skip_target
+        H = hidden
+        self.lstm = nn.LSTMCell(H, H)
+        self.go = nn.Parameter(torch.zeros(1, H))  # learned first input (official g_emb)
+        # One head / embedding per categorical group (activations, ops), sized by its choices.
+        self.heads = nn.ModuleDict()
+        self.embeds = nn.ModuleDict()
+        self.biases = nn.ParameterDict()
+        for d in self.decisions:
+            if d.kind != "categorical":
+                continue
+            if d.group in self.heads:
+                if self.heads[d.group].out_features != d.size:
+                    raise ValueError(f"decisions of group {d.group!r} have different numbers of choices")
+                continue
+            self.heads[d.group] = nn.Linear(H, d.size, bias=False)
+            self.embeds[d.group] = nn.Embedding(d.size, H)
+            if d.bias_init is not None:
+                self.biases[d.group] = nn.Parameter(torch.tensor(d.bias_init, dtype=torch.float32))
+        # Attention over anchors for index and skip decisions: v . tanh(W1 a_j + W2 h).
+        self.attn_anchor = nn.Linear(H, H, bias=False)
+        self.attn_query = nn.Linear(H, H, bias=False)
+        self.attn_v = nn.Linear(H, 1, bias=False)
+        for p in self.parameters():
+            nn.init.uniform_(p, -init_range, init_range)  # official: uniform [-0.1, 0.1]
+        with torch.no_grad():
+            for g, b in self.biases.items():  # the learned op bias keeps its stated start
+                b.copy_(torch.tensor(next(d.bias_init for d in self.decisions if d.group == g)))
+        self._check_anchors()
+
+    def _check_anchors(self) -> None:
+        count = dict(self.initial_anchors)
+        for d in self.decisions:
+            have = count.setdefault(d.scope, 0)
+            if d.kind != "categorical" and d.num_inputs != have:
+                raise ValueError(
+                    f"decision {d.name}: num_inputs={d.num_inputs} but scope {d.scope!r} has {have} anchors"
+                )
+            if d.anchor:
+                count[d.scope] += 1
+
+    def _shape(self, logits: torch.Tensor, d: Decision) -> torch.Tensor:
+        """logits = C * tanh(logits / T) (official controllers), then the fixed offset."""
+        kind = d.kind
+        T = getattr(self.temperature, kind)
+        C = getattr(self.tanh_constant, kind)
+        if T:
+            logits = logits / T
+        if C:
+            logits = C * torch.tanh(logits)
+        if d.logit_offset is not None:
+            logits = logits + torch.tensor(d.logit_offset, dtype=logits.dtype)
+        return logits
+
+    def forward(
+        self,
+        num_samples: int = 1,
+        archs: Sequence[Arch] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Sample:
+        """Sample ``num_samples`` architectures, or score the given ``archs``."""
+        K = len(archs) if archs is not None else num_samples
+        H = self.go.shape[1]
+        h = torch.zeros(K, H)
+        c = torch.zeros(K, H)
+        x = self.go.expand(K, H)
+        anchors: dict[str, list[torch.Tensor]] = {}
+        keys: dict[str, list[torch.Tensor]] = {}
+        log_prob = torch.zeros(K)
+        entropy = torch.zeros(K)
+        penalty = torch.zeros(K)
+        out: list[Arch] = [{} for _ in range(K)]
+        probs = {}
+        for d in self.decisions:
+            if d.scope not in anchors:  # a new scope: its given inputs get anchors first
+                anchors[d.scope], keys[d.scope] = [], []
+                x = self.go.expand(K, H)
+                for _ in range(self.initial_anchors.get(d.scope, 0)):
+                    h, c = self.lstm(x, (h, c))
+                    anchors[d.scope].append(h)
+                    keys[d.scope].append(self.attn_anchor(h))
+            h, c = self.lstm(x, (h, c))
+            if d.kind == "categorical":
+                logits = self.heads[d.group](h)
+                if d.group in self.biases:
+                    logits = logits + self.biases[d.group]
+            else:  # index / skip: attention over the anchors of earlier nodes
+                key = torch.stack(keys[d.scope], 1)  # [K, n, H]
+                logits = self.attn_v(torch.tanh(key + self.attn_query(h)[:, None])).squeeze(-1)
+            logits = self._shape(logits, d)
+            if d.kind == "skip":
+                p = torch.sigmoid(logits)  # [K, n] independent yes/no per earlier layer
+                if archs is None:
+                    choice = (torch.rand(p.shape, generator=generator) < p.detach()).float()
+                else:
+                    choice = torch.zeros_like(p)
+                    for k, a in enumerate(archs):
+                        choice[k, list(a[d.name])] = 1.0
+                log_prob = log_prob - F.binary_cross_entropy_with_logits(logits, choice, reduction="none").sum(1)
+                ent = F.binary_cross_entropy_with_logits(logits, p, reduction="none").sum(1)
+                q, pc = self.skip_target, p.clamp(1e-6, 1 - 1e-6)  # clamp: 0 * log 0 = nan
+                penalty = penalty + (pc * torch.log(pc / q) + (1 - pc) * torch.log((1 - pc) / (1 - q))).sum(1)
+                stack = torch.stack(anchors[d.scope], 1)
+                x = (choice[..., None] * stack).sum(1) / (1.0 + choice.sum(1, keepdim=True))
+                for k in range(K):
+                    out[k][d.name] = [j for j, v in enumerate(choice[k].tolist()) if v]
+            else:
+                logp_all = F.log_softmax(logits, -1)
+                p = logp_all.exp()
+                if archs is None:
+                    idx = torch.multinomial(p.detach(), 1, generator=generator).squeeze(1)
+                else:
+                    idx = torch.tensor([_to_index(d, a[d.name]) for a in archs])
+                log_prob = log_prob + logp_all.gather(1, idx[:, None]).squeeze(1)
+                ent = -(p * logp_all).sum(1)
+                if d.kind == "categorical":
+                    x = self.embeds[d.group](idx)
+                else:  # feed the chosen node's anchor (official micro controller)
+                    x = torch.stack(anchors[d.scope], 1)[torch.arange(K), idx]
+                for k, i in enumerate(idx.tolist()):
+                    out[k][d.name] = d.choices[i] if d.kind == "categorical" else i
+            entropy = entropy + ent
+            probs[d.name] = p.detach().mean(0)
+            if d.anchor:
+                anchors[d.scope].append(h)
+                keys[d.scope].append(self.attn_anchor(h))
+        return Sample(out, log_prob, entropy, penalty, probs)
+
+    def evaluate(self, archs: Sequence[Arch]) -> Sample:
+        return self(archs=archs)
+
+
+def _to_index(d: Decision, value) -> int:
+    return d.choices.index(value) if d.kind == "categorical" else int(value)
+
+
+class RandomPolicy(nn.Module):
+    """Uniform sampling with the controller's interface and no parameters: the
+    "random search with weight sharing" baseline (Li & Talwalkar, 2019)."""
+
+    def __init__(self, decisions: Sequence[Decision], **_ignored):
+        super().__init__()
+        self.decisions = list(decisions)
+
+    def forward(self, num_samples=1, archs=None, generator=None) -> Sample:
+        K = len(archs) if archs is not None else num_samples
+        out: list[Arch] = [{} for _ in range(K)]
+        logp = 0.0
+        ent = 0.0
+        probs = {}
+        for d in self.decisions:
+            n = d.size
+            if d.kind == "skip":
+                bits = torch.rand(K, n, generator=generator) < 0.5
+                for k in range(K):
+                    out[k][d.name] = [j for j, v in enumerate(bits[k].tolist()) if v]
+                logp += n * math.log(0.5)
+                ent += n * math.log(2)
+                probs[d.name] = torch.full((n,), 0.5)
+            else:
+                idx = torch.randint(n, (K,), generator=generator).tolist()
+                for k, i in enumerate(idx):
+                    out[k][d.name] = d.choices[i] if d.kind == "categorical" else i
+                logp -= math.log(n)
+                ent += math.log(n)
+                probs[d.name] = torch.full((n,), 1.0 / n)
+        if archs is not None:
+            out = [dict(a) for a in archs]
+        return Sample(out, torch.full((K,), logp), torch.full((K,), ent), torch.zeros(K), probs)
+
+    def evaluate(self, archs):
+        return self(archs=archs)
+
+
+def build_policy(kind: str, space, cfg) -> nn.Module:
+    """``cfg``: the ControllerSection."""
+    if kind == "random":
+        return RandomPolicy(space.decisions())
+    return Controller(
+        space.decisions(),
+        space.initial_anchors,
+        hidden=cfg.hidden,
+        tanh_constant=cfg.tanh_constant,
+        temperature=cfg.temperature,
+        skip_target=cfg.skip_target,
+        init_range=cfg.init_range,
+    )

@@ -1,0 +1,87 @@
+"""REINFORCE with a moving-average baseline and an entropy bonus (paper, section 2.1).
+
+One ``step``: the K samples of one batched controller pass (K = num_aggregate)
+each carry a reward; the loss -log pi(m) * (R - b) is averaged over them, so one
+Adam step uses the mean gradient of num_aggregate samples (official code:
+``num_aggregate``). The baseline is updated after every sample, before that
+sample's advantage is taken (official: the loss reads the updated baseline).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import ControllerSection
+from .controller import Sample
+
+
+class Reinforce:
+    def __init__(self, policy: torch.nn.Module, cfg: ControllerSection):
+        self.policy = policy
+        self.cfg = cfg
+        params = list(policy.parameters())
+        # Adam(beta1=0, eps=1e-3), constant LR, no clipping (official controllers).
+        self.opt = (
+            torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+            if params
+            else None  # the random policy has nothing to train
+        )
+        self.baseline = 0.0  # official: tf.Variable(0.0)
+        self.updates = 0
+        self.dropped = 0  # samples with a non-finite reward, left out of the update
+
+    def step(self, sample: Sample, rewards) -> dict:
+        """Update the policy from one batch of rewarded samples; return logged figures."""
+        rewards = [float(r) for r in rewards]
+        bonus = (self.cfg.entropy_weight * sample.entropy.detach()).tolist()
+        advantages, kept, total = [], [], []
+        for k, (r, e) in enumerate(zip(rewards, bonus)):
+            if not math.isfinite(r):  # a diverged child must not poison the baseline
+                self.dropped += 1
+                continue
+            R = r + e  # entropy bonus added to the reward (paper 3.1)
+            d = self.cfg.baseline_decay
+            self.baseline = d * self.baseline + (1 - d) * R
+            advantages.append(R - self.baseline)
+            kept.append(k)
+            total.append(R)
+        stats = {
+            "baseline": self.baseline,
+            "entropy": float(sample.entropy.detach().mean()),
+            "dropped_rewards": self.dropped,
+        }
+        if not kept:
+            return stats
+        idx = torch.tensor(kept)
+        adv = torch.tensor(advantages)
+        loss = -(sample.log_prob[idx] * adv).mean()
+        if self.cfg.skip_weight:
+            loss = loss + self.cfg.skip_weight * sample.skip_penalty[idx].mean()  # paper 2.2
+        if self.opt is not None:
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.updates += 1
+        stats.update(
+            reward=sum(rewards[k] for k in kept) / len(kept),
+            advantage=float(adv.mean()),
+            controller_loss=float(loss.detach()),
+            skip_penalty=float(sample.skip_penalty.detach().mean()),
+        )
+        return stats
+
+    def state_dict(self) -> dict:
+        return {
+            "opt": self.opt.state_dict() if self.opt else {},
+            "baseline": self.baseline,
+            "updates": self.updates,
+            "dropped": self.dropped,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.opt is not None:
+            self.opt.load_state_dict(state["opt"])
+        self.baseline = float(state["baseline"])
+        self.updates = int(state["updates"])
+        self.dropped = int(state["dropped"])

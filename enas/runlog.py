@@ -1,0 +1,119 @@
+"""Run folders, metrics.jsonl, TensorBoard and console progress.
+
+Runs are folders (pycls/detectron2): ``runs/<config>-<time>/`` unless ``--run-dir``
+names one. An existing, non-empty folder is never reused or overwritten; resume
+it instead. Every logged figure goes to ``metrics.jsonl`` (one JSON object a line)
+and to TensorBoard under the same name.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+class RunDirError(RuntimeError):
+    pass
+
+
+def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str | Path = "runs") -> Path:
+    if run_dir is not None:
+        path = Path(run_dir)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirError(
+                f"run folder {path} already exists and is not empty; enas never overwrites a run. "
+                f"Choose another --run-dir, or continue that run with `enas search --resume {path}`"
+            )
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = Path(root) / f"{Path(config_path).stem}-{stamp}"
+        path, n = base, 1
+        while path.exists():
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create run folder {path}: {e.strerror or e}") from None
+    return path
+
+
+class RunLog:
+    """metrics.jsonl + TensorBoard. ``resume_offset`` truncates metrics.jsonl to what the
+    checkpoint had seen, so a resumed run's log equals an uninterrupted one's."""
+
+    def __init__(self, run_dir: Path, resume_offset: int | None = None, purge_step: int | None = None,
+                 enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.tb = None
+        self.file = None
+        if not enabled:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        if resume_offset is not None and path.exists():
+            with open(path, "r+b") as f:
+                f.truncate(resume_offset)
+        self.file = open(path, "a")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+
+    def offset(self) -> int:
+        if self.file is None:
+            return 0
+        self.file.flush()
+        return self.file.tell()
+
+    def log(self, step: int, **figures) -> None:
+        """``figures`` keyed like ``shared/loss``; floats, ints or short strings."""
+        if not self.enabled:
+            return
+        row = {"step": step}
+        for k, v in figures.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                v = str(v)  # JSON has no NaN
+            row[k] = v
+            if self.tb is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.tb.add_scalar(k, v, step)
+        self.file.write(json.dumps(row) + "\n")
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if self.tb is not None:
+            # TensorBoard renders markdown: indent to keep the cell's layout.
+            self.tb.add_text(tag, "    " + text.replace("\n", "\n    "), step)
+
+    def image(self, tag: str, png_path: Path, step: int) -> None:
+        if self.tb is None:
+            return
+        import matplotlib.image as mpimg
+
+        img = mpimg.imread(str(png_path))[..., :3]
+        self.tb.add_image(tag, img, step, dataformats="HWC")
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def progress(total: int, desc: str, initial: int = 0, enabled: bool = True) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True,
+                mininterval=1.0, file=sys.stderr, disable=not enabled)
+
+
+def say(msg: str, enabled: bool = True) -> None:
+    if enabled:
+        tqdm.write(msg, file=sys.stderr)

@@ -1,0 +1,292 @@
+"""The ENAS search loop (paper, section 2.1): shared phase, controller phase, derive.
+
+It knows a space (decisions, supernet), a policy and a task (data, loss, reward),
+never a modality: tokens vs. images, perplexity vs. accuracy live in enas/tasks/.
+
+Position in a run is (epoch, phase, step); a checkpoint can be taken between any
+two steps (end of epoch, every ``checkpoint_minutes``, on SIGINT/SIGTERM) and a
+resumed run continues exactly: the architectures of a shared phase come from a
+generator seeded by (seed, epoch), data order from the task's (seed, epoch)
+generator, and every other random state is in the checkpoint.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .archfile import save_arch
+from .config import SearchConfig, from_dict, to_dict
+from .controller import build_policy
+from .interrupt import GracefulStop, StopRequested
+from .reinforce import Reinforce
+from .runlog import RunLog, progress, say
+from .schedule import lr_at, make_sgd, set_lr
+from .space import build_space
+from .tasks import build_task
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+class Search:
+    """Everything a search holds; ``state_dict`` is the checkpoint."""
+
+    def __init__(self, cfg: SearchConfig, run_dir: Path, data_dir, device: torch.device, log: bool = True):
+        self.cfg, self.run_dir, self.device = cfg, Path(run_dir), device
+        s = cfg.search
+        self.space = build_space(cfg.space.name, cfg.space.args)
+        self.model_args = from_dict(type(self.space).ModelArgs, cfg.model, "model")
+        self.task = build_task(
+            self.space.modality, cfg.data, data_dir, device, s.seed, split="search",
+            reward_c=s.reward_c, eval_bn=s.eval_bn, recalibrate_batches=s.recalibrate_batches,
+            amp=s.amp, channels_last=s.channels_last,
+        )
+        torch.manual_seed(s.seed)  # weights of supernet and controller
+        self.supernet = self.space.supernet(self.model_args, **self.task.model_kwargs()).to(device)
+        self.policy = build_policy(cfg.controller.kind, self.space, cfg.controller)
+        self.reinforce = Reinforce(self.policy, cfg.controller)
+        self.opt = make_sgd(self.supernet.parameters(), cfg.train)
+        self.gen = torch.Generator().manual_seed(s.seed + 1)  # controller-phase and derive samples
+        self.epoch, self.phase, self.step, self.global_step, self.bad_steps = 0, "shared", 0, 0, 0
+        self.skipped_steps = 0
+        self.best: dict = {}
+        self.log_enabled = log
+        self.log: RunLog | None = None
+
+    # ---- checkpoint -----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "kind": "search",
+            "config": to_dict(self.cfg),
+            "position": {"epoch": self.epoch, "phase": self.phase, "step": self.step,
+                         "global_step": self.global_step, "skipped_steps": self.skipped_steps},
+            "supernet": self.supernet.state_dict(),
+            "shared_opt": self.opt.state_dict(),
+            "policy": self.policy.state_dict(),
+            "reinforce": self.reinforce.state_dict(),
+            "task": self.task.state_dict(),
+            "rng": ckpt.rng_state(self.gen),
+            "best": self.best,
+            "metrics_offset": self.log.offset() if self.log else 0,
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        if st.get("kind") != "search":
+            raise ckpt.CheckpointError("this checkpoint is not from `enas search`")
+        pos = st["position"]
+        self.epoch, self.phase, self.step = pos["epoch"], pos["phase"], pos["step"]
+        self.global_step, self.skipped_steps = pos["global_step"], pos["skipped_steps"]
+        try:
+            self.supernet.load_state_dict(st["supernet"])
+            self.policy.load_state_dict(st["policy"])
+        except RuntimeError as e:
+            raise ckpt.CheckpointError(f"checkpoint does not fit this search's models: {str(e)[:300]}") from None
+        self.opt.load_state_dict(st["shared_opt"])
+        self.reinforce.load_state_dict(st["reinforce"])
+        self.task.load_state_dict(st["task"])
+        ckpt.set_rng_state(st["rng"], self.gen)
+        self.best = st["best"]
+
+    def save(self) -> None:
+        if self.log_enabled:
+            self.log.flush()
+            ckpt.save(self.run_dir, self.state_dict())
+
+    # ---- the loop ---------------------------------------------------------------------
+    def run(self, resume_offset: int | None = None) -> dict:
+        self.log = RunLog(self.run_dir, resume_offset, purge_step=self.global_step if resume_offset is not None else None,
+                          enabled=self.log_enabled)
+        self._last_save = time.monotonic()
+        try:
+            with GracefulStop() as self.stop:
+                while self.epoch < self.cfg.search.epochs:
+                    t0 = time.monotonic()
+                    if self.phase == "shared":
+                        shared = self._shared_phase()
+                        self.phase, self.step = "controller", 0
+                    else:
+                        shared = {}
+                    ctrl = self._controller_phase()
+                    derived = self._derive()
+                    self.epoch, self.phase, self.step = self.epoch + 1, "shared", 0
+                    self.save()
+                    self._last_save = time.monotonic()
+                    self._epoch_line(shared, ctrl, derived, time.monotonic() - t0)
+        finally:
+            self.log.close()
+        return self.best
+
+    def _maybe_checkpoint(self) -> None:
+        """Between two steps: on a stop signal, or when checkpoint_minutes have passed."""
+        if self.stop.requested:
+            self.save()
+            raise StopRequested(self.stop.signum, f"enas search --resume {self.run_dir}")
+        if time.monotonic() - self._last_save > 60 * self.cfg.search.checkpoint_minutes:
+            self.save()
+            self._last_save = time.monotonic()
+
+    def _shared_phase(self) -> dict:
+        cfg, task, net = self.cfg, self.task, self.supernet
+        set_lr(self.opt, lr_at(cfg.train, self.epoch))
+        n = task.num_train_batches()
+        if self.step == 0:
+            task.start_epoch(self.epoch)
+        # One architecture per minibatch (paper: M = 1). The policy does not change
+        # during this phase, so the epoch's archs are drawn in one batched pass.
+        gen = torch.Generator().manual_seed(self.cfg.search.seed * 1_000_003 + self.epoch + 7)
+        with torch.no_grad():
+            archs = self.policy(n, generator=gen).archs
+        net.train()
+        params = [p for p in net.parameters()]
+        clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf
+        sums: dict = {}
+        count = 0
+        bar = progress(n, f"epoch {self.epoch + 1}/{cfg.search.epochs} shared", self.step, self.log_enabled)
+        for i, batch in enumerate(task.train_batches(self.epoch)):
+            if i < self.step:
+                continue  # resumed mid-epoch: same order, already trained
+            loss, stats = task.train_loss(net, batch, archs[i])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)  # really clips (official bug: it did not)
+            self.step = i + 1
+            if not torch.isfinite(norm):  # the one host sync per step: skip a poisoned update
+                self._bad_step()
+            else:
+                self.bad_steps = 0
+                self.opt.step()
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            self.global_step += 1
+            bar.update(1)
+            if count and self.global_step % cfg.search.log_every == 0:
+                figs = {f"shared/{k}": float(v) / count for k, v in sums.items()}
+                self.log.log(self.global_step, epoch=self.epoch, lr=self.opt.param_groups[0]["lr"],
+                             **figs, **{"shared/skipped_steps": self.skipped_steps})
+                bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in figs.items()})
+            self._maybe_checkpoint()
+        bar.close()
+        return {k: float(v) / max(count, 1) for k, v in sums.items()}
+
+    def _bad_step(self) -> None:
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        self.opt.zero_grad(set_to_none=True)
+        if self.bad_steps >= self.cfg.search.max_bad_steps:
+            raise NonFiniteError(
+                f"{self.bad_steps} shared steps in a row had a non-finite loss or gradient; stopping. "
+                f"The last good checkpoint in {self.run_dir} is intact: lower train.lr or set "
+                f"train.grad_clip, then resume with `enas search --resume {self.run_dir} --set ...`"
+            )
+
+    def _controller_phase(self) -> dict:
+        c, s = self.cfg.controller, self.cfg.search
+        if c.kind == "random" or self.epoch < s.controller_warmup_epochs or c.updates_per_epoch == 0:
+            return {}
+        last: dict = {}
+        bar = progress(c.updates_per_epoch, f"epoch {self.epoch + 1}/{s.epochs} controller", self.step,
+                       self.log_enabled)
+        while self.step < c.updates_per_epoch:
+            sample = self.policy(c.num_aggregate, generator=self.gen)
+            rewards = [self.task.reward(self.supernet, a) for a in sample.archs]
+            last = self.reinforce.step(sample, rewards)
+            self.step += 1
+            self.log.log(self.reinforce.updates, epoch=self.epoch,
+                         **{f"controller/{k}": v for k, v in last.items()})
+            bar.update(1)
+            bar.set_postfix(reward=f"{last.get('reward', float('nan')):.3g}")
+            self._maybe_checkpoint()
+        bar.close()
+        return last
+
+    def _derive(self) -> dict:
+        """Sample N archs from the policy, score each on validation data, keep the best."""
+        s = self.cfg.search
+        with torch.no_grad():
+            sample = self.policy(s.derive_samples, generator=self.gen)
+        scores = [float(self.task.score(self.supernet, a, s.derive_batches)) for a in sample.archs]
+        finite = [i for i, v in enumerate(scores) if math.isfinite(v)]
+        best = max(finite, key=lambda i: scores[i]) if finite else 0
+        arch, score = sample.archs[best], scores[best]
+        prov = {"run": str(self.run_dir), "epoch": self.epoch + 1, "score": score,
+                "score_is": f"{self.task.metric}-based reward on {s.derive_batches or 'all'} validation batches"}
+        self.best = {"arch": arch, "score": score, "epoch": self.epoch + 1}
+        ep = self.epoch + 1
+        if self.log_enabled:
+            (self.run_dir / "archs").mkdir(exist_ok=True)
+            save_arch(self.run_dir / "archs" / f"epoch_{ep:03d}.yaml", self.space, arch, prov)
+            save_arch(self.run_dir / "best_arch.yaml", self.space, arch, prov)
+            self._log_policy(sample, ep)
+            self.log.log(self.global_step, epoch=self.epoch, **{"derive/score": score,
+                         "derive/score_mean": sum(scores[i] for i in finite) / max(len(finite), 1)})
+            self.log.text("derive/arch", self.space.describe(arch), ep)
+            draw = getattr(self.space, "draw", None)
+            if draw is not None:
+                png = self.run_dir / "archs" / f"epoch_{ep:03d}.png"
+                draw(arch, png)
+                self.log.image("derive/cell", png, ep)
+        return {"score": score, "arch": arch}
+
+    def _log_policy(self, sample, ep: int) -> None:
+        """Per-decision choice probabilities, mean entropy and the collapse warning (issue 5)."""
+        figs = {}
+        free_mass, n_free = 0.0, 0
+        free = getattr(self.space, "param_free_choices", set())
+        for d in self.space.decisions():
+            p = sample.probs[d.name].tolist()
+            labels = d.choices if d.kind == "categorical" else [str(j) for j in range(d.size)]
+            for lab, v in zip(labels, p):
+                figs[f"policy/{d.name}/{lab}"] = v
+            if d.kind == "categorical" and free & set(d.choices):
+                free_mass += sum(v for lab, v in zip(labels, p) if lab in free)
+                n_free += 1
+        entropy = float(sample.entropy.mean())
+        figs["policy/entropy"] = entropy
+        self.log.log(self.global_step, **figs)
+        s = self.cfg.search
+        early = ep <= s.epochs / 2
+        warn = None
+        if n_free and free_mass / n_free > 0.8:
+            warn = f"the policy puts {free_mass / n_free:.0%} of its op probability on parameter-free ops"
+        elif early and s.entropy_floor > 0 and entropy < s.entropy_floor:
+            warn = f"policy entropy {entropy:.3g} fell below search.entropy_floor={s.entropy_floor} before the midpoint"
+        if warn:
+            msg = f"warning (epoch {ep}): {warn}; the search may be collapsing (see README, 'Does it beat chance?')"
+            say(msg, self.log_enabled)
+            self.log.text("warning/collapse", msg, ep)
+            self.log.log(self.global_step, **{"warning/collapse": 1})
+
+    def _epoch_line(self, shared: dict, ctrl: dict, derived: dict, seconds: float) -> None:
+        parts = [f"epoch {self.epoch}/{self.cfg.search.epochs}"]
+        parts += [f"{k} {v:.4g}" for k, v in shared.items()]
+        for k in ("reward", "entropy", "baseline"):
+            if k in ctrl:
+                parts.append(f"{k} {ctrl[k]:.4g}")
+        parts.append(f"derived {derived['score']:.4g}")
+        parts.append(f"{seconds:.1f}s")
+        say("  ".join(parts), self.log_enabled)
+
+
+def derive_from_checkpoint(run_dir: Path, data_dir, device, samples: int, seed: int = 0) -> tuple[Path, dict]:
+    """``enas derive``: reload a search checkpoint and re-derive with ``samples`` candidates."""
+    from .config import load_search
+
+    run_dir = Path(run_dir)
+    cfg = load_search(run_dir / "config.yaml", [f"search.derive_samples={samples}"])
+    state = ckpt.load(run_dir)
+    search = Search(cfg, run_dir, data_dir, device, log=False)
+    search.load_state_dict(state)
+    search.gen.manual_seed(seed)  # the same candidates for the same --seed
+    derived = search._derive()
+    out = run_dir / "archs" / f"derive-{time.strftime('%Y%m%d-%H%M%S')}-n{samples}.yaml"
+    out.parent.mkdir(exist_ok=True)
+    prov = {"run": str(run_dir), "epoch": state["position"]["epoch"], "score": derived["score"],
+            "derived_from": "checkpoint.pt", "samples": samples}
+    save_arch(out, search.space, derived["arch"], prov)
+    return out, derived

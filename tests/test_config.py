@@ -1,0 +1,87 @@
+"""Strict config loading: unknown keys, wrong types, overrides, cross-field checks."""
+import pytest
+import yaml
+
+from enas.config import ConfigError, OptimSection, SearchConfig, apply_overrides, from_dict, load
+
+BASE = {
+    "space": {"name": "enas_rnn"},
+    "data": {"dataset": "ptb"},
+    "train": {"lr": 20.0},
+    "controller": {"lr": 1e-3},
+}
+
+
+def write(tmp_path, data):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_valid_config_loads_and_is_frozen(tmp_path):
+    cfg = load(SearchConfig, write(tmp_path, BASE))
+    assert cfg.train.lr == 20.0 and cfg.controller.lr == 1e-3
+    with pytest.raises(Exception):
+        cfg.train.lr = 1.0  # frozen
+
+
+def test_unknown_key_names_dotted_path_and_suggests(tmp_path):
+    bad = {**BASE, "controller": {"lrr": 1e-3}}
+    with pytest.raises(ConfigError, match=r"controller\.lrr.*did you mean 'controller\.lr'"):
+        load(SearchConfig, write(tmp_path, bad))
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'serch'.*'search'"):
+        load(SearchConfig, write(tmp_path, {**BASE, "serch": {}}))
+
+
+@pytest.mark.parametrize(
+    "override, msg",
+    [
+        ("train.lr=fast", "train.lr': expected a number"),
+        ("search.epochs=2.5", "search.epochs': expected an integer"),
+        ("train.nesterov=3", "expected true or false"),
+        ("data.dataset=cifar100", "is not one of"),
+        ("search.epochs=0", "search.epochs must be >= 1"),
+        ("controller.no_such_key=1", "controller.no_such_key"),
+        ("train.lr", "expected KEY=VALUE"),
+    ],
+)
+def test_bad_values_rejected(tmp_path, override, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load(SearchConfig, write(tmp_path, BASE), [override])
+
+
+def test_overrides_parse_yaml_values(tmp_path):
+    cfg = load(SearchConfig, write(tmp_path, BASE), ["train.lr=1e-3", "search.epochs=7", "train.nesterov=true",
+                                                     "controller.tanh_constant.index=1.1"])
+    assert cfg.train.lr == 1e-3 and cfg.search.epochs == 7 and cfg.train.nesterov is True
+    assert cfg.controller.tanh_constant.index == 1.1
+
+
+def test_missing_required_key():
+    with pytest.raises(ConfigError, match="missing required key 'train.lr'"):
+        from_dict(SearchConfig, {**BASE, "train": {}})
+
+
+def test_override_into_value_rejected():
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"train": {"lr": 1.0}}, ["train.lr.x=2"])
+
+
+def test_bool_is_not_a_number():
+    with pytest.raises(ConfigError, match="expected a number"):
+        from_dict(OptimSection, {"lr": True})
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from enas.config import load_search
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*_search.yaml")) + sorted((root / "smoke").glob("*_search.yaml"))
+    assert files
+    for f in files:
+        load_search(f)  # each shipped search config passes every check, space sections included

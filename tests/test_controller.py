@@ -1,0 +1,163 @@
+"""The generic controller over synthetic decision lists of every kind."""
+import math
+
+import pytest
+import torch
+
+from enas.config import ControllerSection, PerKind
+from enas.controller import Controller, RandomPolicy
+from enas.reinforce import Reinforce
+from enas.space import ArchError, Decision, validate
+
+OPS = ("a", "b", "c")
+
+
+def mixed_decisions():
+    """Two scopes with two given inputs each (micro-like), plus a skip layer scope (macro-like)."""
+    ds = []
+    for cell in ("normal", "reduction"):
+        for k in range(2, 4):
+            ds.append(Decision(f"{cell}/node{k}/input", "index", num_inputs=k, scope=cell))
+            ds.append(Decision(f"{cell}/node{k}/op", "categorical", choices=OPS, group="op", scope=cell,
+                               anchor=True, bias_init=(1.0, 0.0, 0.0),
+                               logit_offset=(0.25, -0.25, 0.0) if cell == "normal" else None))
+    ds.append(Decision("layer0/op", "categorical", choices=OPS, group="op", scope="macro", anchor=True))
+    for i in range(1, 4):
+        ds.append(Decision(f"layer{i}/op", "categorical", choices=OPS, group="op", scope="macro"))
+        ds.append(Decision(f"layer{i}/skips", "skip", num_inputs=i, scope="macro", anchor=True))
+    return ds
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    return Controller(mixed_decisions(), {"normal": 2, "reduction": 2}, hidden=16,
+                      tanh_constant=PerKind(1.5, 1.1, 1.5), temperature=PerKind(5.0, 5.0, 5.0), **kw)
+
+
+def test_samples_are_valid_architectures():
+    ctrl = make()
+    g = torch.Generator().manual_seed(1)
+    s = ctrl(32, generator=g)
+    assert len(s.archs) == 32
+    for a in s.archs:
+        assert validate(ctrl.decisions, a) == a
+    assert s.log_prob.shape == (32,) and s.entropy.shape == (32,)
+    assert torch.all(s.log_prob < 0) and torch.all(s.entropy > 0)
+
+
+def test_log_prob_and_entropy_recomputed_exactly():
+    ctrl = make()
+    s = ctrl(16, generator=torch.Generator().manual_seed(2))
+    again = ctrl.evaluate(s.archs)
+    assert torch.allclose(s.log_prob, again.log_prob, atol=1e-6)
+    assert torch.allclose(s.entropy, again.entropy, atol=1e-6)
+    assert torch.allclose(s.skip_penalty, again.skip_penalty, atol=1e-6)
+    # and one at a time equals batched
+    one = ctrl.evaluate(s.archs[:1])
+    assert torch.allclose(one.log_prob, s.log_prob[:1], atol=1e-6)
+
+
+def test_log_prob_is_a_distribution():
+    """Probabilities of every arch of a tiny space sum to one."""
+    ds = [Decision("x", "categorical", choices=("p", "q"), anchor=True),
+          Decision("y", "index", num_inputs=1, anchor=True),
+          Decision("z", "skip", num_inputs=2)]
+    ctrl = Controller(ds, hidden=8, tanh_constant=PerKind(2.0, 2.0, 2.0))
+    archs = [{"x": x, "y": 0, "z": z} for x in ("p", "q") for z in ([], [0], [1], [0, 1])]
+    total = ctrl.evaluate(archs).log_prob.exp().sum()
+    assert math.isclose(float(total.detach()), 1.0, rel_tol=1e-5)
+
+
+def test_sampling_follows_seed():
+    ctrl = make()
+    a = ctrl(8, generator=torch.Generator().manual_seed(5)).archs
+    b = ctrl(8, generator=torch.Generator().manual_seed(5)).archs
+    assert a == b
+
+
+def test_learned_bias_starts_at_stated_value_and_shaping_bounds_logits():
+    ctrl = make()
+    assert torch.equal(ctrl.biases["op"].detach(), torch.tensor([1.0, 0.0, 0.0]))
+    d = Decision("t", "categorical", choices=OPS)
+    big = torch.tensor([[100.0, -100.0, 0.0]])
+    shaped = ctrl._shape(big, d)
+    assert torch.allclose(shaped, 1.5 * torch.tanh(big / 5.0))
+
+
+def test_anchor_count_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="num_inputs=2 but scope"):
+        Controller([Decision("i", "index", num_inputs=2)], hidden=4)
+
+
+def test_random_policy_uniform_and_parameter_free():
+    pol = RandomPolicy(mixed_decisions())
+    assert list(pol.parameters()) == []
+    s = pol(400, generator=torch.Generator().manual_seed(0))
+    seen = {a["layer2/op"] for a in s.archs}
+    assert seen == set(OPS)
+    for a in s.archs[:20]:
+        validate(pol.decisions, a)
+
+
+def test_reinforce_baseline_and_advantage():
+    ctrl = make()
+    cfg = ControllerSection(lr=1e-2, entropy_weight=0.0, baseline_decay=0.5)
+    rl = Reinforce(ctrl, cfg)
+    s = ctrl(2, generator=torch.Generator().manual_seed(0))
+    before = [p.detach().clone() for p in ctrl.parameters()]
+    stats = rl.step(s, [1.0, 3.0])
+    # b: 0 -> 0.5 -> 1.75 ; advantages 0.5, 1.25
+    assert stats["baseline"] == pytest.approx(1.75)
+    assert stats["advantage"] == pytest.approx((0.5 + 1.25) / 2)
+    assert any(not torch.equal(a, b) for a, b in zip(before, ctrl.parameters()))
+
+
+def test_reinforce_drops_non_finite_rewards():
+    ctrl = make()
+    rl = Reinforce(ctrl, ControllerSection(entropy_weight=0.0, baseline_decay=0.5))
+    s = ctrl(3, generator=torch.Generator().manual_seed(0))
+    stats = rl.step(s, [2.0, float("nan"), float("inf")])
+    assert stats["baseline"] == pytest.approx(1.0) and stats["dropped_rewards"] == 2
+
+
+def test_reinforce_gradient_is_mean_over_aggregate():
+    """One Adam step's gradient = mean of the per-sample REINFORCE gradients."""
+    ctrl = make()
+    cfg = ControllerSection(entropy_weight=0.0, baseline_decay=0.5)
+    s = ctrl(3, generator=torch.Generator().manual_seed(3))
+    rl = Reinforce(ctrl, cfg)
+    rl.opt = torch.optim.SGD(ctrl.parameters(), lr=0.0)  # keep the gradient, leave weights alone
+    rl.step(s, [1.0, 2.0, 4.0])
+    batched = [p.grad.clone() for p in ctrl.parameters()]
+    advantages = [1.0 - 0.5, 2.0 - 1.25, 4.0 - 2.625]  # b: 0 -> .5 -> 1.25 -> 2.625
+    expected = [torch.zeros_like(p) for p in ctrl.parameters()]
+    for arch, adv in zip(s.archs, advantages):
+        ctrl.zero_grad()
+        (-ctrl.evaluate([arch]).log_prob[0] * adv / 3).backward()
+        for e, p in zip(expected, ctrl.parameters()):
+            e += p.grad
+    for b, e in zip(batched, expected):
+        assert torch.allclose(b, e, atol=1e-6)
+
+
+def test_entropy_bonus_enters_reward():
+    ctrl = make()
+    rl = Reinforce(ctrl, ControllerSection(entropy_weight=0.5, baseline_decay=0.0))
+    s = ctrl(1, generator=torch.Generator().manual_seed(0))
+    stats = rl.step(s, [1.0])
+    assert stats["baseline"] == pytest.approx(1.0 + 0.5 * float(s.entropy[0].detach()))
+
+
+def test_validate_rejects_missing_extra_and_out_of_range():
+    ds = mixed_decisions()
+    a = make()(1, generator=torch.Generator().manual_seed(0)).archs[0]
+    with pytest.raises(ArchError, match="missing"):
+        validate(ds, {k: v for k, v in a.items() if k != "layer1/op"})
+    with pytest.raises(ArchError, match="unknown decision"):
+        validate(ds, {**a, "layer9/op": "a"})
+    with pytest.raises(ArchError, match="out of range"):
+        validate(ds, {**a, "normal/node2/input": 2})
+    with pytest.raises(ArchError, match="not one of"):
+        validate(ds, {**a, "layer1/op": "zz"})
+    with pytest.raises(ArchError, match="skips"):
+        validate(ds, {**a, "layer2/skips": [5]})
