@@ -1,0 +1,191 @@
+"""Word-level language modelling (PTB or any corpus): data, loss, reward, evaluation.
+
+Both splits train on the training text and score on the validation text (the paper's
+search uses PTB train/valid, paper 3.2); only a final model is evaluated on test.
+The recurrent state is carried from one BPTT window to the next (truncated BPTT):
+across training windows within an epoch (reset by ``start_epoch``) and across the
+validation windows the controller's rewards are computed on (the cursor cycles).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..data.text import batchify, get_window, load_corpus, window_starts
+from . import TASKS
+
+
+@TASKS.register("lm")
+class LanguageModelTask:
+    metric = "ppl"
+
+    def __init__(self, data_cfg, data_dir, device, seed: int, split: str = "search",
+                 reward_c: float = 80.0, amp: str = "auto", **ignored):
+        # **ignored: image-only options (eval_bn, channels_last, recalibrate_batches, ...)
+        # so the loop can build either task with one call.
+        if split not in ("search", "final"):
+            raise ValueError(f"split must be 'search' or 'final', got {split!r}")
+        self.cfg, self.split, self.seed = data_cfg, split, int(seed)
+        self.reward_c = float(reward_c)  # reward = c / valid_ppl, c = 80 (paper 3.2)
+        self.device = torch.device(device)
+        self.amp = amp == "bf16" or (amp == "auto" and self.device.type == "cuda")
+        corpus = load_corpus(data_cfg.dataset, data_dir)
+        self.vocab = corpus.vocab
+        self.train_data = batchify(corpus.train, data_cfg.batch_size, self.device)  # [T, B]
+        self.valid_data = batchify(corpus.valid, data_cfg.eval_batch_size, self.device)
+        self.test_data = batchify(corpus.test, data_cfg.eval_batch_size, self.device)
+        self._windows_cache: tuple[int, list] | None = None
+        self._epoch = 0
+        self._train_hidden: torch.Tensor | None = None
+        self._valid_cursor = 0
+        self._valid_hidden: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ training
+
+    def model_kwargs(self) -> dict:
+        return {"vocab_size": len(self.vocab)}
+
+    def _windows(self, epoch: int) -> list[tuple[int, int]]:
+        """Training windows of one epoch, deterministic in (seed, epoch)."""
+        if self._windows_cache is None or self._windows_cache[0] != epoch:
+            c = self.cfg
+            gen = None
+            if c.variable_bptt:
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            wins = window_starts(self.train_data.size(0), c.bptt, c.variable_bptt, c.bptt_max, gen)
+            self._windows_cache = (epoch, wins)
+        return self._windows_cache[1]
+
+    def num_train_batches(self) -> int:
+        """Windows in the current epoch (with variable BPTT the count varies a little by epoch)."""
+        return len(self._windows(self._epoch))
+
+    def start_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+        self._train_hidden = None
+
+    def reset_hidden(self) -> None:
+        """Forget the carried training state (e.g. after a non-finite step)."""
+        self._train_hidden = None
+
+    def train_batches(self, epoch: int):
+        for i, L in self._windows(epoch):
+            x, y = get_window(self.train_data, i, L)
+            yield {"x": x, "y": y, "start": i, "seq_len": L}
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def train_loss(self, model, batch, arch):
+        """Per-token mean cross-entropy + AR/TAR; stats are detached tensors (no host sync)."""
+        x, y = batch["x"], batch["y"]  # [L, B] each
+        hidden = self._train_hidden
+        if hidden is None:
+            hidden = model.init_hidden(x.size(1))
+        with self._autocast():
+            logits, hidden, extra = model(x, hidden, arch)  # [L, B, V]
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        self._train_hidden = hidden.detach()  # truncated BPTT: carry the value, not the graph
+        loss = ce + extra
+        if self.cfg.variable_bptt:
+            # enas_lm / AWD-LSTM scale the learning rate by L / bptt so short windows
+            # move the weights less. Scaling the loss is the same step for SGD, except
+            # that gradient clipping then sees the scaled gradient.
+            loss = loss * (batch["seq_len"] / self.cfg.bptt)
+        ce = ce.detach()
+        return loss, {"loss": ce, "ppl": ce.exp(), "extra_loss": extra.detach()}
+
+    # ------------------------------------------------------------------ scoring
+
+    def _run(self, model, arch, source, windows, hidden):
+        """Token-weighted CE sum over ``windows`` (eval mode, no grad). Returns (sum, count, hidden)."""
+        total = torch.zeros((), device=self.device)
+        count = 0
+        for i, L in windows:
+            x, y = get_window(source, i, L)
+            with self._autocast():
+                logits, hidden, _ = model(x, hidden, arch)
+            total = total + F.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
+            )
+            count += y.numel()
+        return total, count, hidden
+
+    @contextlib.contextmanager
+    def _eval(self, model):
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            model.train(was)
+
+    def _reward_from(self, mean_ce: float) -> float:
+        # A diverged arch (non-finite loss) gets reward 0, not NaN, so one bad sample
+        # cannot poison the controller's moving-average baseline.
+        if not math.isfinite(mean_ce):
+            return 0.0
+        return self.reward_c / math.exp(min(mean_ce, 700.0))
+
+    def reward(self, model, arch) -> float:
+        """c / ppl on the next validation window (eval_batch_size x bptt tokens)."""
+        src = self.valid_data
+        if self._valid_cursor >= src.size(0) - 1:
+            self._valid_cursor, self._valid_hidden = 0, None
+        hidden = self._valid_hidden
+        if hidden is None:
+            hidden = model.init_hidden(src.size(1))
+        with self._eval(model):
+            total, count, hidden = self._run(model, arch, src, [(self._valid_cursor, self.cfg.bptt)], hidden)
+        self._valid_hidden = hidden
+        self._valid_cursor += self.cfg.bptt
+        if self._valid_cursor >= src.size(0) - 1:  # cycle: start over from a fresh state
+            self._valid_cursor, self._valid_hidden = 0, None
+        return self._reward_from(total.item() / count)
+
+    def _split_windows(self, source, num_batches: int = 0):
+        wins = window_starts(source.size(0), self.cfg.bptt, False, self.cfg.bptt, None)
+        return wins[:num_batches] if num_batches > 0 else wins
+
+    def score(self, model, arch, num_batches: int = 0) -> float:
+        """c / ppl over the first ``num_batches`` validation windows (0 = all), fresh state."""
+        src = self.valid_data
+        with self._eval(model):
+            total, count, _ = self._run(model, arch, src, self._split_windows(src, num_batches),
+                                        model.init_hidden(src.size(1)))
+        return self._reward_from(total.item() / count)
+
+    def evaluate(self, model, arch, split: str) -> dict:
+        """{"loss", "ppl"} over a whole split ("valid" or "test") from a fresh state."""
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        src = self.valid_data if split == "valid" else self.test_data
+        with self._eval(model):
+            total, count, _ = self._run(model, arch, src, self._split_windows(src),
+                                        model.init_hidden(src.size(1)))
+        loss = total.item() / count
+        return {"loss": loss, "ppl": math.exp(min(loss, 700.0)) if math.isfinite(loss) else float("inf")}
+
+    # ------------------------------------------------------------------ resume
+
+    def state_dict(self) -> dict:
+        cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
+        return {
+            "epoch": self._epoch,
+            "train_hidden": cpu(self._train_hidden),
+            "valid_cursor": self._valid_cursor,
+            "valid_hidden": cpu(self._valid_hidden),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        dev = lambda t: None if t is None else t.to(self.device)  # noqa: E731
+        self._epoch = int(state["epoch"])
+        self._train_hidden = dev(state["train_hidden"])
+        self._valid_cursor = int(state["valid_cursor"])
+        self._valid_hidden = dev(state["valid_hidden"])

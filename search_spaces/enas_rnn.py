@@ -1,0 +1,312 @@
+"""The ENAS recurrent cell for language modelling (paper section 2.1, 3.2).
+
+A cell of N nodes runs once per time step. Node 0 mixes the input and the previous
+state; node l >= 1 reads one earlier node p_l and applies one activation f_l:
+
+    [h, c] = [x_t, s_{t-1}] W_0             s_0 = s_{t-1} + sigmoid(c) * (f_0(h) - s_{t-1})
+    [h, c] = s_p W_{l,p}                    s_l = s_p     + sigmoid(c) * (f_l(h) - s_p)
+
+(highway connections, paper eq. 1-2). The next state s_t is the average of the loose
+ends (nodes no other node reads), or, as in the authors' enas_lm code, of every node
+except node 0.
+
+One module class, ``RNNModel``, is both the supernet (``arch=None`` at construction:
+every (node, input[, activation]) matrix exists) and the child (only the chosen
+matrices exist, under the same state-dict keys). Both run the same ``forward``, so
+"supernet weights loaded into the child give the same outputs" holds by construction
+and is tested in tests/test_enas_rnn.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from enas.space import SPACES, Arch, Decision, validate
+
+# The activation table of the cell, defined once; supernet and child both read it.
+# (The op registry in search_spaces/ops.py is for the conv spaces.)
+ACTIVATIONS = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "identity": lambda h: h,
+    "sigmoid": torch.sigmoid,
+}
+
+
+@dataclass(frozen=True)
+class Args:
+    num_nodes: int = 12  # N, paper 3.2
+    # The paper samples all four; the official repo's num_funcs=2 (tanh/ReLU only) is a bug.
+    activations: tuple[str, ...] = ("tanh", "relu", "identity", "sigmoid")
+    # "pair": one W_{l,p} per node pair, whatever the activation (paper 2.1).
+    # "pair_activation": one per (pair, activation), as the official code keeps them.
+    weights: Literal["pair", "pair_activation"] = "pair"
+    # "loose_ends": average of nodes nobody reads (paper); "all": average of nodes
+    # 1..N-1 (enas_lm; node 0 alone when N = 1).
+    output: Literal["loose_ends", "all"] = "loose_ends"
+
+    def __post_init__(self):
+        if self.num_nodes < 1:
+            raise ValueError(f"num_nodes must be >= 1, got {self.num_nodes}")
+        if not self.activations:
+            raise ValueError("activations must not be empty")
+        unknown = [a for a in self.activations if a not in ACTIVATIONS]
+        if unknown:
+            raise ValueError(f"unknown activation {unknown[0]!r} (known: {', '.join(ACTIVATIONS)})")
+        if len(set(self.activations)) != len(self.activations):
+            raise ValueError(f"repeated activation in {list(self.activations)}")
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """Network size and regularisation. Defaults: the enas_lm search child (H = 200);
+    its final model uses hidden 800, drops e .125 i .175 x .725 l .225 o .75, ar 0.7, tar 0."""
+
+    hidden: int = 200  # state size = embedding size (tied input/output embeddings)
+    dropout_e: float = 0.10  # word-level embedding dropout: whole rows of the embedding
+    dropout_i: float = 0.20  # locked dropout on the embedded inputs
+    dropout_x: float = 0.75  # locked mask on x_t where it enters node 0's matmul
+    dropout_l: float = 0.25  # locked mask on every node's input state inside its matmul
+    dropout_o: float = 0.75  # locked dropout on the cell outputs before the decoder
+    ar: float = 0.0  # activation regularisation: ar * mean(s_t^2) (enas_lm "alpha")
+    tar: float = 1.0  # temporal AR: tar * mean((s_t - s_{t-1})^2) (enas_lm "beta", search)
+    init_range: float = 0.04  # every weight ~ U(-r, r) (enas_lm: 0.04 search, 0.05 final)
+
+    def __post_init__(self):
+        if self.hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {self.hidden}")
+        for k in ("dropout_e", "dropout_i", "dropout_x", "dropout_l", "dropout_o"):
+            if not 0.0 <= getattr(self, k) < 1.0:
+                raise ValueError(f"{k} must be in [0, 1), got {getattr(self, k)}")
+
+
+# The cell found by the paper on PTB (Figure 6 / reference section 3): loose ends
+# {3, 4, 7, 9, 10, 11}. A retraining fixture.
+ENAS_PTB_CELL: Arch = {
+    "node0/activation": "tanh",
+    **{f"node{l}/{k}": v for l, p, a in [
+        (1, 0, "tanh"), (2, 1, "relu"), (3, 2, "relu"), (4, 2, "tanh"), (5, 2, "tanh"),
+        (6, 5, "relu"), (7, 1, "tanh"), (8, 6, "relu"), (9, 8, "relu"), (10, 8, "relu"),
+        (11, 8, "relu"),
+    ] for k, v in (("input", p), ("activation", a))},
+}
+
+
+def cell_edges(arch: Mapping[str, Any], num_nodes: int) -> list[tuple[int, int, str]]:
+    """[(node, input, activation)] for nodes 1..N-1."""
+    return [(l, arch[f"node{l}/input"], arch[f"node{l}/activation"]) for l in range(1, num_nodes)]
+
+
+def output_nodes(arch: Mapping[str, Any], num_nodes: int, output: str) -> list[int]:
+    """The nodes averaged into the next state."""
+    if num_nodes == 1:
+        return [0]
+    if output == "all":
+        return list(range(1, num_nodes))
+    used = {p for _, p, _ in cell_edges(arch, num_nodes)}
+    return [l for l in range(num_nodes) if l not in used]
+
+
+def _locked_mask(like: torch.Tensor, shape, p: float) -> torch.Tensor | None:
+    """Variational dropout mask (Gal & Ghahramani 2016), one per sequence, scaled 1/(1-p)."""
+    if p == 0.0:
+        return None
+    return like.new_empty(shape).bernoulli_(1.0 - p).div_(1.0 - p)
+
+
+class Node0(nn.Module):
+    """[h, c] = [x_t, s_{t-1}] W_0, W_0 split as w_x (input) and w_s (state), H x 2H each.
+    Shared across activations in both weight modes (official w_prev is one matrix)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.w_x = nn.Parameter(torch.empty(hidden, 2 * hidden))
+        self.w_s = nn.Parameter(torch.empty(hidden, 2 * hidden))
+
+
+class Node(nn.Module):
+    """W_{l,p} (H x 2H) for the inputs p this node may read: keys ``w.{p}`` or ``w.{p}.{act}``."""
+
+    def __init__(self, hidden: int, inputs, activations, per_activation: bool):
+        super().__init__()
+        new = lambda: nn.Parameter(torch.empty(hidden, 2 * hidden))  # noqa: E731
+        if per_activation:
+            self.w = nn.ModuleDict(
+                {str(p): nn.ParameterDict({a: new() for a in acts}) for p, acts in inputs.items()}
+            )
+        else:
+            self.w = nn.ParameterDict({str(p): new() for p in inputs})
+        self.per_activation = per_activation
+
+    def weight(self, p: int, act: str) -> torch.Tensor:
+        return self.w[str(p)][act] if self.per_activation else self.w[str(p)]
+
+
+class RNNModel(nn.Module):
+    """Tied-embedding LM around the ENAS cell; supernet when ``arch`` is None, else child."""
+
+    def __init__(self, space_args: Args, model_args: ModelArgs, vocab_size: int, arch: Arch | None = None):
+        super().__init__()
+        self.space_args, self.model_args, self.arch = space_args, model_args, arch
+        H, N, acts = model_args.hidden, space_args.num_nodes, space_args.activations
+        per_act = space_args.weights == "pair_activation"
+        self.encoder = nn.Embedding(vocab_size, H)
+        nodes = [Node0(H)]
+        for l in range(1, N):
+            if arch is None:  # supernet: every earlier node, every activation
+                inputs = {p: acts for p in range(l)}
+            else:  # child: the chosen input (and activation) only, same keys
+                inputs = {arch[f"node{l}/input"]: (arch[f"node{l}/activation"],)}
+            nodes.append(Node(H, inputs, acts, per_act))
+        self.cell = nn.Module()
+        self.cell.nodes = nn.ModuleList(nodes)
+        # Tied input/output embeddings (Inan et al. 2017; paper 3.2). No decoder bias,
+        # as in enas_lm (logits = s . w_emb^T).
+        self.decoder = nn.Linear(H, vocab_size, bias=False)
+        self.decoder.weight = self.encoder.weight
+        r = model_args.init_range
+        for prm in self.parameters():
+            nn.init.uniform_(prm, -r, r)
+        self._plans: dict[tuple, tuple] = {}
+
+    def init_hidden(self, batch_size: int) -> torch.Tensor:
+        w = self.encoder.weight
+        return w.new_zeros(batch_size, self.model_args.hidden)
+
+    def _plan(self, arch: Mapping[str, Any]):
+        """Group nodes by the node they read, so each group is one matmul per step."""
+        N = self.space_args.num_nodes
+        key = tuple(arch[f"node{l}/{k}"] for l in range(1, N) for k in ("input", "activation")) + (
+            arch["node0/activation"],
+        )
+        if key not in self._plans:
+            if len(self._plans) > 4096:  # sampled archs rarely repeat; keep the cache bounded
+                self._plans.clear()
+            groups: dict[int, list[tuple[int, str]]] = {}
+            for l, p, a in cell_edges(arch, N):
+                groups.setdefault(p, []).append((l, a))
+            outs = output_nodes(arch, N, self.space_args.output)
+            # Parents in increasing order: every parent p is itself a child of some
+            # p' < p, so s_p exists by the time its group runs.
+            self._plans[key] = (arch["node0/activation"], sorted(groups.items()), outs)
+        return self._plans[key]
+
+    def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, arch: Mapping[str, Any] | None = None):
+        # tokens: [T, B] int64; hidden: [B, H]
+        # -> logits [T, B, V], hidden [B, H], extra_loss (AR/TAR; 0 in eval mode)
+        if self.arch is not None:
+            arch = self.arch  # a child's arch is fixed
+        elif arch is None:
+            raise ValueError("the supernet needs an arch: model(tokens, hidden, arch)")
+        act0, groups, outs = self._plan(arch)
+        ma, nodes = self.model_args, self.cell.nodes
+        T, B = tokens.shape
+        H = ma.hidden
+        train = self.training
+
+        # Word-level embedding dropout: drop whole vocabulary rows (AWD-LSTM, enas_lm drop_e).
+        w_emb = self.encoder.weight
+        if train and ma.dropout_e > 0:
+            w_emb = w_emb * _locked_mask(w_emb, (w_emb.size(0), 1), ma.dropout_e)
+        x = F.embedding(tokens, w_emb)  # [T, B, H]
+        m_i = _locked_mask(x, (1, B, H), ma.dropout_i) if train else None
+        m_x = _locked_mask(x, (B, H), ma.dropout_x) if train else None
+        m_l = _locked_mask(x, (B, H), ma.dropout_l) if train else None
+        if m_i is not None:
+            x = x * m_i
+        if m_x is not None:
+            x = x * m_x  # locked: the same mask at every step
+        # Input projection for all steps at once: one [T*B, H] x [H, 2H] matmul.
+        xw = x @ nodes[0].w_x  # [T, B, 2H]
+        # Concatenate each group's weights once per forward: [H, 2H * k].
+        gw = [torch.cat([nodes[l].weight(p, a) for l, a in ch], dim=1) for p, ch in groups]
+        f0 = ACTIVATIONS[act0]
+        fs = [[ACTIVATIONS[a] for _, a in ch] for _, ch in groups]
+
+        s = hidden
+        steps = []
+        for t in range(T):
+            s_in = s * m_l if m_l is not None else s
+            h, c = (xw[t] + s_in @ nodes[0].w_s).chunk(2, dim=-1)
+            s0 = s + torch.sigmoid(c) * (f0(h) - s)
+            states = {0: s0}
+            for (p, ch), w, f in zip(groups, gw, fs):
+                sp = states[p]
+                hc = ((sp * m_l if m_l is not None else sp) @ w).view(B, len(ch), 2, H)
+                gate = torch.sigmoid(hc[:, :, 1])  # [B, k, H]
+                for k, (l, _) in enumerate(ch):
+                    states[l] = sp + gate[:, k] * (f[k](hc[:, k, 0]) - sp)
+            s = states[outs[0]] if len(outs) == 1 else torch.stack([states[i] for i in outs]).mean(0)
+            steps.append(s)
+        raw = torch.stack(steps)  # [T, B, H]
+
+        out = raw
+        if train and ma.dropout_o > 0:
+            out = out * _locked_mask(out, (1, B, H), ma.dropout_o)
+        logits = self.decoder(out)  # [T, B, V]
+
+        extra = raw.new_zeros(())
+        if train:
+            if ma.ar > 0:  # enas_lm: alpha * mean(all_s^2) on the undropped states
+                extra = extra + ma.ar * raw.pow(2).mean()
+            if ma.tar > 0 and T > 1:
+                extra = extra + ma.tar * (raw[1:] - raw[:-1]).pow(2).mean()
+        return logits, s, extra
+
+
+@SPACES.register("enas_rnn")
+class EnasRNNSpace:
+    name = "enas_rnn"
+    modality = "lm"
+    Args = Args
+    ModelArgs = ModelArgs
+    initial_anchors: dict = {}
+    param_free_choices: set = set()
+
+    def __init__(self, args: Args | None = None):
+        self.args = args if args is not None else Args()
+
+    def decisions(self) -> list[Decision]:
+        """Paper order: node 0's activation, then (input, activation) per node: 23 for N = 12."""
+        acts = self.args.activations
+        out = [Decision("node0/activation", "categorical", choices=acts, group="activation", anchor=True)]
+        for l in range(1, self.args.num_nodes):
+            # Prior toward recent nodes, -(l - j)^2 / 6, as in the official controller.
+            prior = tuple(-((l - j) ** 2) / 6.0 for j in range(l))
+            out.append(Decision(f"node{l}/input", "index", num_inputs=l, logit_offset=prior))
+            out.append(Decision(f"node{l}/activation", "categorical", choices=acts, group="activation", anchor=True))
+        return out
+
+    def _model_args(self, model_args) -> ModelArgs:
+        if isinstance(model_args, ModelArgs):
+            return model_args
+        from enas.config import from_dict
+
+        return from_dict(ModelArgs, dict(model_args or {}), "model")
+
+    def supernet(self, model_args, vocab_size: int, **ignored) -> RNNModel:
+        return RNNModel(self.args, self._model_args(model_args), vocab_size)
+
+    def child(self, arch: Mapping[str, Any], model_args, vocab_size: int, **ignored) -> RNNModel:
+        arch = validate(self.decisions(), arch)
+        return RNNModel(self.args, self._model_args(model_args), vocab_size, arch=arch)
+
+    def loose_ends(self, arch: Mapping[str, Any]) -> list[int]:
+        return output_nodes(arch, self.args.num_nodes, "loose_ends")
+
+    def describe(self, arch: Mapping[str, Any]) -> str:
+        arch = validate(self.decisions(), arch)
+        N = self.args.num_nodes
+        lines = [
+            f"enas_rnn cell: {N} nodes, weights per {self.args.weights.replace('_', '+')}, output {self.args.output}",
+            f"node 0 <- x_t, s_(t-1)  {arch['node0/activation']}",
+        ]
+        lines += [f"node {l} <- node {p}  {a}" for l, p, a in cell_edges(arch, N)]
+        outs = output_nodes(arch, N, self.args.output)
+        what = "loose ends" if self.args.output == "loose_ends" else "nodes"
+        lines.append(f"s_t = average of {what} {{{', '.join(map(str, outs))}}}")
+        return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Word-level data and the language-model task, on tiny generated corpora (no network)."""
+import random
+
+import pytest
+import torch
+
+from enas.config import DataSection
+from enas.data import text
+from enas.data.errors import DataError
+from enas.tasks.lm import LanguageModelTask
+from search_spaces.enas_rnn import ENAS_PTB_CELL, EnasRNNSpace, ModelArgs
+
+
+def write_corpus(d, names=("train.txt", "valid.txt", "test.txt"), seed=0, lines=(300, 60, 60)):
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(30)]
+    for name, n in zip(names, lines):
+        (d / name).write_text("".join(" ".join(rng.choices(words, k=rng.randint(3, 12))) + "\n" for _ in range(n)))
+
+
+def test_tokenise_vocab_batchify(tmp_path):
+    assert text.tokenize_lines(["a b  c\n", "\n", "b a\n"]) == ["a", "b", "c", "<eos>", "<eos>", "b", "a", "<eos>"]
+    (tmp_path / "train.txt").write_text("the cat sat\nthe dog\n")
+    (tmp_path / "valid.txt").write_text("the bird\n")
+    (tmp_path / "test.txt").write_text("cat dog\n")
+    c = text.load_corpus("text", tmp_path)
+    assert c.vocab.itos == ["the", "cat", "sat", "<eos>", "dog", "<unk>"]
+    assert c.train.tolist() == [0, 1, 2, 3, 0, 4, 3]
+    assert c.valid.tolist() == [0, 5, 3]  # "bird" is unseen in training -> <unk>
+    data = torch.arange(103)
+    b = text.batchify(data, 4)
+    assert b.shape == (25, 4) and b[:, 1].tolist() == list(range(25, 50))
+    x, y = text.get_window(b, 20, 10)
+    assert x.shape == (4, 4) and torch.equal(y, b[21:25])
+    wins = text.window_starts(25, 10, False, 10, None)
+    assert wins == [(0, 10), (10, 10), (20, 4)]
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    lens = [text.sample_bptt(35, 55, g1) for _ in range(500)]
+    assert lens == [text.sample_bptt(35, 55, g2) for _ in range(500)]
+    assert 5 <= min(lens) and max(lens) <= 55 and 30 < sum(lens) / len(lens) < 36
+
+
+def test_missing_text_files_named(tmp_path):
+    with pytest.raises(DataError, match="train.txt"):
+        text.load_corpus("text", tmp_path)
+
+
+def test_ptb_no_network_message(tmp_path, monkeypatch):
+    def offline(url, dest, timeout=None):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(text, "_download", offline)
+    with pytest.raises(DataError) as e:
+        text.load_corpus("ptb", tmp_path / "ptb")
+    msg = str(e.value)
+    assert "ptb.train.txt" in msg and "ptb.valid.txt" in msg and str(tmp_path / "ptb") in msg
+    assert "wojzaremba" in msg or "simple-examples" in msg
+
+
+def test_ptb_checksum(tmp_path, monkeypatch):
+    def corrupt(url, dest, timeout=None):
+        dest.write_text("not the treebank\n")
+
+    monkeypatch.setattr(text, "_download", corrupt)
+    with pytest.raises(DataError, match="md5"):
+        text.load_corpus("ptb", tmp_path)
+    assert not (tmp_path / "ptb.train.txt").exists()
+    # files a user placed there are used as they are, checksum or not
+    write_corpus(tmp_path, names=text.PTB_FILES)
+    monkeypatch.setattr(text, "_download", lambda *a, **k: pytest.fail("must not download"))
+    c = text.load_corpus("ptb", tmp_path)
+    assert "<unk>" not in c.vocab.stoi and c.train.numel() > 0
+
+
+def make_task(tmp_path, **data):
+    write_corpus(tmp_path)
+    cfg = DataSection(dataset="text", batch_size=4, eval_batch_size=3, bptt=8, **data)
+    return LanguageModelTask(cfg, tmp_path, "cpu", seed=1, split="search", eval_bn="batch", channels_last=True)
+
+
+def test_lm_task(tmp_path):
+    torch.manual_seed(0)
+    task = make_task(tmp_path, variable_bptt=True, bptt_max=12)
+    assert task.metric == "ppl"
+    space = EnasRNNSpace()
+    model = space.supernet(ModelArgs(hidden=12), **task.model_kwargs())
+    task.start_epoch(0)
+    batches = list(task.train_batches(0))
+    assert len(batches) == task.num_train_batches()
+    assert [b["start"] for b in batches] == [b["start"] for b in task.train_batches(0)]  # deterministic
+    assert all(b["seq_len"] <= 12 for b in batches)
+    loss, stats = task.train_loss(model, batches[0], ENAS_PTB_CELL)
+    assert loss.requires_grad and set(stats) >= {"loss", "ppl"} and not stats["loss"].requires_grad
+    loss.backward()
+    assert task._train_hidden is not None and not task._train_hidden.requires_grad
+
+    r1 = task.reward(model, ENAS_PTB_CELL)
+    assert 0 < r1 < 80 and model.training  # mode restored
+    s = task.score(model, ENAS_PTB_CELL, 2)
+    s_all = task.score(model, ENAS_PTB_CELL, 0)
+    ev = task.evaluate(model, ENAS_PTB_CELL, "valid")
+    assert 0 < s and s_all == pytest.approx(80.0 / ev["ppl"], rel=1e-5)
+    assert ev["ppl"] == pytest.approx(torch.tensor(ev["loss"]).exp().item(), rel=1e-5)
+    # roughly uniform over the vocabulary at init
+    assert 0.5 * len(task.vocab) < ev["ppl"] < 2 * len(task.vocab)
+    assert set(task.evaluate(model, ENAS_PTB_CELL, "test")) == {"loss", "ppl"}
+
+
+def test_lm_task_resume_is_exact(tmp_path):
+    torch.manual_seed(0)
+    task = make_task(tmp_path)
+    model = EnasRNNSpace().supernet(ModelArgs(hidden=12), **task.model_kwargs())
+    task.start_epoch(0)
+    it = task.train_batches(0)
+    task.train_loss(model, next(it), ENAS_PTB_CELL)
+    task.reward(model, ENAS_PTB_CELL)
+    state = task.state_dict()
+    nxt = next(it)
+    model.eval()  # no dropout: the continuation must match exactly
+    a = task.train_loss(model, nxt, ENAS_PTB_CELL)[1]["loss"]
+    ra = [task.reward(model, ENAS_PTB_CELL) for _ in range(30)]  # cycles past the end of valid
+
+    other = make_task(tmp_path)
+    other.load_state_dict(state)
+    b = other.train_loss(model, list(other.train_batches(0))[1], ENAS_PTB_CELL)[1]["loss"]
+    rb = [other.reward(model, ENAS_PTB_CELL) for _ in range(30)]
+    assert torch.equal(a, b) and ra == rb
