@@ -86,7 +86,8 @@ def test_lm_task(tmp_path):
     model = space.supernet(ModelArgs(hidden=12), **task.model_kwargs())
     task.start_epoch(0)
     batches = list(task.train_batches(0))
-    assert len(batches) == task.num_train_batches()
+    assert len(batches) == task.num_train_batches() == task.num_train_batches(0)
+    assert len(list(task.train_batches(5))) == task.num_train_batches(5)
     assert [b["start"] for b in batches] == [b["start"] for b in task.train_batches(0)]  # deterministic
     assert all(b["seq_len"] <= 12 for b in batches)
     loss, stats = task.train_loss(model, batches[0], ENAS_PTB_CELL)

@@ -59,9 +59,10 @@ class LanguageModelTask:
             self._windows_cache = (epoch, wins)
         return self._windows_cache[1]
 
-    def num_train_batches(self) -> int:
-        """Windows in the current epoch (with variable BPTT the count varies a little by epoch)."""
-        return len(self._windows(self._epoch))
+    def num_train_batches(self, epoch: int | None = None) -> int:
+        """Windows in ``epoch`` (default: the one last started). With variable BPTT the
+        count differs a little between epochs, so pass the epoch when it is known."""
+        return len(self._windows(self._epoch if epoch is None else epoch))
 
     def start_epoch(self, epoch: int) -> None:
         self._epoch = epoch
