@@ -46,7 +46,7 @@ def arch_to_yaml(space, arch: dict, provenance: dict | None = None) -> str:
     prov = {"created": datetime.datetime.now().isoformat(timespec="seconds")}
     prov.update(provenance or {})
     doc["provenance"] = _plain(prov)
-    return yaml.safe_dump(doc, sort_keys=False, width=100)
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100)
 
 
 def save_arch(path: str | Path, space, arch: dict, provenance: dict | None = None) -> Path:
@@ -104,6 +104,18 @@ def _parse(doc, expected_space):
     if check is not None:
         check(arch, doc)
     return space, arch, doc
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that writes multi-line strings (the description) as literal blocks."""
+
+
+def _str(dumper, data):
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str)
 
 
 def _plain(x):

@@ -111,7 +111,7 @@ class RunLog:
 
 def progress(total: int, desc: str, initial: int = 0, enabled: bool = True) -> tqdm:
     return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True,
-                mininterval=1.0, file=sys.stderr, disable=not enabled)
+                mininterval=1.0, file=sys.stderr, disable=None if enabled else True)  # None: off when not a TTY
 
 
 def say(msg: str, enabled: bool = True) -> None:

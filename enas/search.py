@@ -37,7 +37,8 @@ class Search:
     """Everything a search holds; ``state_dict`` is the checkpoint."""
 
     def __init__(self, cfg: SearchConfig, run_dir: Path, data_dir, device: torch.device, log: bool = True):
-        self.cfg, self.run_dir, self.device = cfg, Path(run_dir), device
+        self.cfg, self.device = cfg, device
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         s = cfg.search
         self.space = build_space(cfg.space.name, cfg.space.args)
         self.model_args = from_dict(type(self.space).ModelArgs, cfg.model, "model")
@@ -133,7 +134,7 @@ class Search:
     def _shared_phase(self) -> dict:
         cfg, task, net = self.cfg, self.task, self.supernet
         set_lr(self.opt, lr_at(cfg.train, self.epoch))
-        n = task.num_train_batches()
+        n = task.num_train_batches(self.epoch)
         if self.step == 0:
             task.start_epoch(self.epoch)
         # One architecture per minibatch (paper: M = 1). The policy does not change
@@ -178,6 +179,9 @@ class Search:
         self.bad_steps += 1
         self.skipped_steps += 1
         self.opt.zero_grad(set_to_none=True)
+        reset = getattr(self.task, "on_bad_step", None)  # e.g. LM: drop a poisoned carried state
+        if reset is not None:
+            reset()
         if self.bad_steps >= self.cfg.search.max_bad_steps:
             raise NonFiniteError(
                 f"{self.bad_steps} shared steps in a row had a non-finite loss or gradient; stopping. "

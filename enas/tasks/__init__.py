@@ -10,7 +10,7 @@ Task interface (see enas/tasks/lm.py and enas/tasks/image.py)::
     task = TASKS.get(modality)(data_cfg, data_dir, device, seed, split="search"|"final",
                                reward_c=..., eval_bn=..., amp=..., channels_last=...)
     task.model_kwargs() -> dict          # vocab_size / num_classes for space.supernet/child
-    task.num_train_batches() -> int
+    task.num_train_batches(epoch) -> int
     task.train_batches(epoch) -> iterator of batches, deterministic in (seed, epoch)
     task.start_epoch(epoch)              # reset carried state (LM hidden state)
     task.train_loss(model, batch, arch) -> (loss tensor, {name: detached tensor})
@@ -18,6 +18,7 @@ Task interface (see enas/tasks/lm.py and enas/tasks/image.py)::
     task.score(model, arch, num_batches) -> float   # first num_batches of valid (0 = all)
     task.evaluate(model, arch, split) -> dict of floats on "valid" or "test"
     task.state_dict() / load_state_dict()           # cursors, carried state (exact resume)
+    task.on_bad_step()                   # optional: after a skipped non-finite step
     task.metric: str                     # "ppl" or "accuracy", the headline figure
 
 Model contracts, by modality (``arch=None`` for a child, whose arch is fixed):
@@ -35,6 +36,9 @@ TASKS: Registry[type] = Registry("task")
 
 
 def build_task(modality: str, *args, **kwargs):
-    from . import image, lm  # noqa: F401  (registers both)
+    """Import only the modality's module (enas/tasks/<modality>.py), which registers it."""
+    import importlib
 
+    if modality in ("lm", "image"):
+        importlib.import_module(f".{modality}", __name__)
     return TASKS.get(modality)(*args, **kwargs)

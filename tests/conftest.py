@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny generated corpora and configs (never ../shared)."""
+import random
+
+import pytest
+import yaml
+
+
+def make_corpus(folder, names=("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"), lines=(300, 60, 60), seed=0):
+    """A small word-level corpus with a learnable structure (a few repeated phrases)."""
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(40)]
+    phrases = [[rng.choice(words) for _ in range(rng.randint(3, 8))] for _ in range(12)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in zip(names, lines):
+        text = "\n".join(" ".join(rng.choice(phrases)) for _ in range(n))
+        (folder / name).write_text(text + "\n")
+    return folder
+
+
+@pytest.fixture
+def ptb_dir(tmp_path):
+    return make_corpus(tmp_path / "ptb")
+
+
+TINY_PTB = {
+    "space": {"name": "enas_rnn", "args": {"num_nodes": 4}},
+    "model": {"hidden": 8},
+    "data": {"dataset": "ptb", "batch_size": 4, "eval_batch_size": 4, "bptt": 6},
+    "train": {"lr": 5.0, "grad_clip": 0.25},
+    "controller": {"hidden": 8, "lr": 1e-2, "updates_per_epoch": 3, "num_aggregate": 2,
+                   "tanh_constant": {"categorical": 2.5, "index": 2.5},
+                   "temperature": {"categorical": 5.0, "index": 5.0}},
+    "search": {"epochs": 2, "derive_samples": 3, "derive_batches": 2, "log_every": 5},
+}
+
+
+@pytest.fixture
+def tiny_ptb_config(tmp_path):
+    def write(overrides=None, name="tiny_ptb.yaml"):
+        cfg = yaml.safe_load(yaml.safe_dump(TINY_PTB))
+        for section, values in (overrides or {}).items():
+            cfg.setdefault(section, {}).update(values)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return write

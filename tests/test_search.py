@@ -1,0 +1,102 @@
+"""End-to-end search on a tiny generated corpus: artifacts, resume, derive, CLI errors."""
+import json
+
+import torch
+import yaml
+
+from enas.archfile import load_arch
+from enas.cli import main
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_smoke_search_writes_every_artifact(tmp_path, ptb_dir, tiny_ptb_config):
+    run_dir = tmp_path / "run"
+    assert run("search", tiny_ptb_config(), "--data-dir", ptb_dir, "--run-dir", run_dir, "--device", "cpu") == 0
+    for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "best_arch.yaml"):
+        assert (run_dir / name).is_file(), name
+    assert sorted(p.name for p in (run_dir / "archs").iterdir()) == ["epoch_001.yaml", "epoch_002.yaml"]
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    space, arch, doc = load_arch(run_dir / "best_arch.yaml")
+    assert space.name == "enas_rnn" and doc["provenance"]["epoch"] == 2
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    keys = set().union(*rows)
+    for k in ("shared/loss", "controller/reward", "controller/baseline", "controller/advantage",
+              "controller/entropy", "controller/controller_loss", "derive/score", "policy/entropy", "lr"):
+        assert k in keys, k
+    assert any(k.startswith("policy/node1/input/") for k in keys)
+    # TensorBoard holds the same scalars
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"controller/reward", "controller/entropy", "shared/loss"} <= tags
+    assert "derive/arch/text_summary" in ea.Tags()["tensors"]
+
+
+def test_resumed_search_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_config):
+    full, part = tmp_path / "full", tmp_path / "part"
+    cfg2 = tiny_ptb_config()
+    cfg1 = tiny_ptb_config({"search": {"epochs": 1}}, name="one.yaml")
+    assert run("search", cfg2, "--data-dir", ptb_dir, "--run-dir", full, "--device", "cpu") == 0
+    assert run("search", cfg1, "--data-dir", ptb_dir, "--run-dir", part, "--device", "cpu") == 0
+    assert run("search", "--resume", part, "--set", "search.epochs=2", "--allow-config-change",
+               "--data-dir", ptb_dir, "--device", "cpu") == 0
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(part / "checkpoint.pt", weights_only=True)
+    for key in ("supernet", "policy"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    assert a["reinforce"]["baseline"] == b["reinforce"]["baseline"]
+    assert yaml.safe_load((full / "best_arch.yaml").read_text())["arch"] == \
+        yaml.safe_load((part / "best_arch.yaml").read_text())["arch"]
+
+
+def test_resume_with_changed_config_is_refused(tmp_path, ptb_dir, tiny_ptb_config, capsys):
+    run_dir = tmp_path / "r"
+    cfg = tiny_ptb_config({"search": {"epochs": 1}})
+    assert run("search", cfg, "--data-dir", ptb_dir, "--run-dir", run_dir, "--device", "cpu") == 0
+    assert run("search", "--resume", run_dir, "--set", "train.lr=1.0", "--data-dir", ptb_dir) == 2
+    err = capsys.readouterr().err
+    assert "train.lr: 5.0 -> 1.0" in err and "--allow-config-change" in err
+
+
+def test_existing_run_dir_is_never_overwritten(tmp_path, ptb_dir, tiny_ptb_config, capsys):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "keep.txt").write_text("precious")
+    assert run("search", tiny_ptb_config(), "--data-dir", ptb_dir, "--run-dir", run_dir) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (run_dir / "keep.txt").read_text() == "precious" and len(list(run_dir.iterdir())) == 1
+
+
+def test_unknown_config_key_fails_naming_it(tmp_path, ptb_dir, tiny_ptb_config, capsys):
+    code = run("search", tiny_ptb_config(), "--set", "controller.no_such_key=1", "--data-dir", ptb_dir,
+               "--run-dir", tmp_path / "x")
+    err = capsys.readouterr().err
+    assert code == 2 and "controller.no_such_key" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_derive_from_checkpoint(tmp_path, ptb_dir, tiny_ptb_config, capsys):
+    run_dir = tmp_path / "r"
+    assert run("search", tiny_ptb_config({"search": {"epochs": 1}}), "--data-dir", ptb_dir,
+               "--run-dir", run_dir, "--device", "cpu") == 0
+    assert run("derive", run_dir, "--samples", "4", "--data-dir", ptb_dir, "--device", "cpu") == 0
+    out = [p for p in (run_dir / "archs").iterdir() if p.name.startswith("derive-")]
+    assert len(out) == 1
+    space, arch, doc = load_arch(out[0])
+    assert doc["provenance"]["samples"] == 4
+
+
+def test_random_policy_never_updates(tmp_path, ptb_dir, tiny_ptb_config):
+    run_dir = tmp_path / "r"
+    assert run("search", tiny_ptb_config({"controller": {"kind": "random"}}), "--data-dir", ptb_dir,
+               "--run-dir", run_dir, "--device", "cpu") == 0
+    st = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert st["policy"] == {} and st["reinforce"]["updates"] == 0
+    load_arch(run_dir / "best_arch.yaml")
