@@ -16,6 +16,7 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, dump, load_search, to_dict
 from .data.errors import DataError
 from .interrupt import StopRequested
+from .loop import NonFiniteError
 from .registry import RegistryError
 from .runlog import RunDirError, new_run_dir, say
 from .space import ArchError
@@ -160,10 +161,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001
-        from .search import NonFiniteError
-
-        if isinstance(e, NonFiniteError):
-            print(f"error: {e}", file=sys.stderr)
-            return 3
-        raise
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3

@@ -21,25 +21,23 @@ from . import checkpoint as ckpt
 from .archfile import save_arch
 from .config import SearchConfig, from_dict, to_dict
 from .controller import build_policy
-from .interrupt import GracefulStop, StopRequested
+from .loop import Loop
 from .reinforce import Reinforce
-from .runlog import RunLog, progress, say
+from .runlog import progress, say
 from .schedule import lr_at, make_sgd, set_lr
 from .space import build_space
 from .tasks import build_task
 
 
-class NonFiniteError(RuntimeError):
-    pass
-
-
-class Search:
+class Search(Loop):
     """Everything a search holds; ``state_dict`` is the checkpoint."""
 
-    def __init__(self, cfg: SearchConfig, run_dir: Path, data_dir, device: torch.device, log: bool = True):
-        self.cfg, self.device = cfg, device
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+    kind = "search"
+
+    def __init__(self, cfg: SearchConfig, run_dir: Path | None, data_dir, device: torch.device, log: bool = True):
         s = cfg.search
+        super().__init__(run_dir, log, s.checkpoint_minutes, s.max_bad_steps, s.log_every)
+        self.cfg, self.device = cfg, device
         self.space = build_space(cfg.space.name, cfg.space.args)
         self.model_args = from_dict(type(self.space).ModelArgs, cfg.model, "model")
         self.task = build_task(
@@ -53,19 +51,14 @@ class Search:
         self.reinforce = Reinforce(self.policy, cfg.controller)
         self.opt = make_sgd(self.supernet.parameters(), cfg.train)
         self.gen = torch.Generator().manual_seed(s.seed + 1)  # controller-phase and derive samples
-        self.epoch, self.phase, self.step, self.global_step, self.bad_steps = 0, "shared", 0, 0, 0
-        self.skipped_steps = 0
+        self.phase = "shared"
         self.best: dict = {}
-        self.log_enabled = log
-        self.log: RunLog | None = None
 
     # ---- checkpoint -----------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "kind": "search",
+            **super().state_dict(),
             "config": to_dict(self.cfg),
-            "position": {"epoch": self.epoch, "phase": self.phase, "step": self.step,
-                         "global_step": self.global_step, "skipped_steps": self.skipped_steps},
             "supernet": self.supernet.state_dict(),
             "shared_opt": self.opt.state_dict(),
             "policy": self.policy.state_dict(),
@@ -73,15 +66,11 @@ class Search:
             "task": self.task.state_dict(),
             "rng": ckpt.rng_state(self.gen),
             "best": self.best,
-            "metrics_offset": self.log.offset() if self.log else 0,
         }
 
     def load_state_dict(self, st: dict) -> None:
-        if st.get("kind") != "search":
-            raise ckpt.CheckpointError("this checkpoint is not from `enas search`")
-        pos = st["position"]
-        self.epoch, self.phase, self.step = pos["epoch"], pos["phase"], pos["step"]
-        self.global_step, self.skipped_steps = pos["global_step"], pos["skipped_steps"]
+        self.check_kind(st)
+        self.set_position(st["position"])
         try:
             self.supernet.load_state_dict(st["supernet"])
             self.policy.load_state_dict(st["policy"])
@@ -93,101 +82,37 @@ class Search:
         ckpt.set_rng_state(st["rng"], self.gen)
         self.best = st["best"]
 
-    def save(self) -> None:
-        if self.log_enabled:
-            self.log.flush()
-            ckpt.save(self.run_dir, self.state_dict())
-
     # ---- the loop ---------------------------------------------------------------------
     def run(self, resume_offset: int | None = None) -> dict:
-        self.log = RunLog(self.run_dir, resume_offset, purge_step=self.global_step if resume_offset is not None else None,
-                          enabled=self.log_enabled)
-        self._last_save = time.monotonic()
+        self.open_log(resume_offset)
         try:
-            with GracefulStop() as self.stop:
+            with self.stop:
                 while self.epoch < self.cfg.search.epochs:
                     t0 = time.monotonic()
+                    shared = {}  # stays empty when resumed inside the controller phase
                     if self.phase == "shared":
                         shared = self._shared_phase()
                         self.phase, self.step = "controller", 0
-                    else:
-                        shared = {}
                     ctrl = self._controller_phase()
                     derived = self._derive()
                     self.epoch, self.phase, self.step = self.epoch + 1, "shared", 0
                     self.save()
-                    self._last_save = time.monotonic()
                     self._epoch_line(shared, ctrl, derived, time.monotonic() - t0)
         finally:
             self.log.close()
         return self.best
 
-    def _maybe_checkpoint(self) -> None:
-        """Between two steps: on a stop signal, or when checkpoint_minutes have passed."""
-        if self.stop.requested:
-            self.save()
-            raise StopRequested(self.stop.signum, f"enas search --resume {self.run_dir}")
-        if time.monotonic() - self._last_save > 60 * self.cfg.search.checkpoint_minutes:
-            self.save()
-            self._last_save = time.monotonic()
-
     def _shared_phase(self) -> dict:
-        cfg, task, net = self.cfg, self.task, self.supernet
-        set_lr(self.opt, lr_at(cfg.train, self.epoch))
-        n = task.num_train_batches(self.epoch)
-        if self.step == 0:
-            task.start_epoch(self.epoch)
-        # One architecture per minibatch (paper: M = 1). The policy does not change
-        # during this phase, so the epoch's archs are drawn in one batched pass.
+        """One pass over the training split, a fresh architecture per minibatch (paper: M = 1)."""
+        set_lr(self.opt, lr_at(self.cfg.train, self.epoch))
+        # The policy does not change during this phase, so the epoch's architectures are
+        # drawn in one batched pass, from a generator seeded by (seed, epoch).
         gen = torch.Generator().manual_seed(self.cfg.search.seed * 1_000_003 + self.epoch + 7)
         with torch.no_grad():
-            archs = self.policy(n, generator=gen).archs
-        net.train()
-        params = [p for p in net.parameters()]
-        clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf
-        sums: dict = {}
-        count = 0
-        bar = progress(n, f"epoch {self.epoch + 1}/{cfg.search.epochs} shared", self.step, self.log_enabled)
-        for i, batch in enumerate(task.train_batches(self.epoch)):
-            if i < self.step:
-                continue  # resumed mid-epoch: same order, already trained
-            loss, stats = task.train_loss(net, batch, archs[i])
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, clip)  # really clips (official bug: it did not)
-            self.step = i + 1
-            if not torch.isfinite(norm):  # the one host sync per step: skip a poisoned update
-                self._bad_step()
-            else:
-                self.bad_steps = 0
-                self.opt.step()
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-            self.global_step += 1
-            bar.update(1)
-            if count and self.global_step % cfg.search.log_every == 0:
-                figs = {f"shared/{k}": float(v) / count for k, v in sums.items()}
-                self.log.log(self.global_step, epoch=self.epoch, lr=self.opt.param_groups[0]["lr"],
-                             **figs, **{"shared/skipped_steps": self.skipped_steps})
-                bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in figs.items()})
-            self._maybe_checkpoint()
-        bar.close()
-        return {k: float(v) / max(count, 1) for k, v in sums.items()}
-
-    def _bad_step(self) -> None:
-        self.bad_steps += 1
-        self.skipped_steps += 1
-        self.opt.zero_grad(set_to_none=True)
-        reset = getattr(self.task, "on_bad_step", None)  # e.g. LM: drop a poisoned carried state
-        if reset is not None:
-            reset()
-        if self.bad_steps >= self.cfg.search.max_bad_steps:
-            raise NonFiniteError(
-                f"{self.bad_steps} shared steps in a row had a non-finite loss or gradient; stopping. "
-                f"The last good checkpoint in {self.run_dir} is intact: lower train.lr or set "
-                f"train.grad_clip, then resume with `enas search --resume {self.run_dir} --set ...`"
-            )
+            archs = self.policy(self.task.num_train_batches(self.epoch), generator=gen).archs
+        desc = f"epoch {self.epoch + 1}/{self.cfg.search.epochs} shared"
+        return self.sgd_pass(self.task, self.supernet, self.opt, self.cfg.train.grad_clip, archs.__getitem__,
+                             desc, prefix="shared")
 
     def _controller_phase(self) -> dict:
         c, s = self.cfg.controller, self.cfg.search
@@ -205,7 +130,7 @@ class Search:
                          **{f"controller/{k}": v for k, v in last.items()})
             bar.update(1)
             bar.set_postfix(reward=f"{last.get('reward', float('nan')):.3g}")
-            self._maybe_checkpoint()
+            self.maybe_checkpoint()
         bar.close()
         return last
 

@@ -1,0 +1,141 @@
+"""What a search and a retrain have in common: position, checkpoints, signals, SGD pass.
+
+Position in a run is (epoch, phase, step). ``maybe_checkpoint`` is called between
+two steps: on SIGINT/SIGTERM it checkpoints and raises StopRequested (the CLI
+prints the resume command and exits non-zero); every ``checkpoint_minutes`` it
+checkpoints and goes on. ``sgd_pass`` is one pass over the training split with a
+non-finite guard: a step whose gradient norm is not finite is skipped and counted,
+and ``max_bad_steps`` in a row stop the run with the last good checkpoint intact.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import checkpoint as ckpt
+from .interrupt import GracefulStop, StopRequested
+from .runlog import RunLog, progress
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+class Loop:
+    kind = "run"  # "search" or "retrain": names the command that resumes
+
+    def __init__(self, run_dir, log: bool, checkpoint_minutes: float, max_bad_steps: int, log_every: int):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.log_enabled = log
+        self.checkpoint_minutes = checkpoint_minutes
+        self.max_bad_steps = max_bad_steps
+        self.log_every = log_every
+        self.epoch, self.phase, self.step, self.global_step = 0, "train", 0, 0
+        self.bad_steps = self.skipped_steps = 0
+        self.log: RunLog | None = None
+        self.stop = GracefulStop()
+        self._last_save = time.monotonic()
+
+    # ---- state ------------------------------------------------------------------------
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "phase": self.phase, "step": self.step,
+                "global_step": self.global_step, "skipped_steps": self.skipped_steps}
+
+    def set_position(self, pos: dict) -> None:
+        self.epoch, self.phase, self.step = pos["epoch"], pos["phase"], pos["step"]
+        self.global_step, self.skipped_steps = pos["global_step"], pos["skipped_steps"]
+
+    def state_dict(self) -> dict:  # extended by subclasses
+        return {"kind": self.kind, "position": self.position(),
+                "metrics_offset": self.log.offset() if self.log else 0}
+
+    def check_kind(self, state: dict) -> None:
+        if state.get("kind") != self.kind:
+            raise ckpt.CheckpointError(
+                f"this checkpoint is from `enas {state.get('kind')}`, not `enas {self.kind}`")
+
+    def save(self) -> None:
+        if self.log_enabled:
+            self.log.flush()
+            ckpt.save(self.run_dir, self.state_dict())
+        self._last_save = time.monotonic()
+
+    def open_log(self, resume_offset: int | None) -> None:
+        purge = self.global_step if resume_offset is not None else None
+        self.log = RunLog(self.run_dir, resume_offset, purge_step=purge, enabled=self.log_enabled)
+        self._last_save = time.monotonic()
+
+    def resume_command(self) -> str:
+        return f"enas {self.kind} --resume {self.run_dir}"
+
+    def maybe_checkpoint(self) -> None:
+        """Between two steps: on a stop signal, or when checkpoint_minutes have passed."""
+        if self.stop.requested:
+            self.save()
+            raise StopRequested(self.stop.signum, self.resume_command())
+        if time.monotonic() - self._last_save > 60 * self.checkpoint_minutes:
+            self.save()
+
+    # ---- one pass of SGD --------------------------------------------------------------
+    def sgd_pass(self, task, model, opt, grad_clip: float, arch_at: Callable[[int], object], desc: str,
+                 on_step: Callable[[], None] | None = None, prefix: str = "train") -> dict:
+        """Train ``model`` on one pass of ``task``'s training split from ``self.step``.
+
+        ``arch_at(i)`` is the architecture of minibatch i (None for a child). Returns
+        the mean of the task's step figures over the applied steps.
+        """
+        n = task.num_train_batches(self.epoch)
+        if self.step == 0:
+            task.start_epoch(self.epoch)
+        model.train()
+        params = [p for p in model.parameters()]
+        clip = grad_clip if grad_clip > 0 else math.inf
+        sums: dict = {}
+        count = 0
+        bar = progress(n, desc, self.step, self.log_enabled)
+        for i, batch in enumerate(task.train_batches(self.epoch)):
+            if i < self.step:
+                continue  # resumed mid-epoch: same order, already trained
+            loss, stats = task.train_loss(model, batch, arch_at(i))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)  # really clips (official CIFAR bug: it did not)
+            self.step = i + 1
+            if not torch.isfinite(norm):  # the one host sync per step: skip a poisoned update
+                self._bad_step(task, opt)
+            else:
+                self.bad_steps = 0
+                opt.step()
+                if on_step is not None:
+                    on_step()
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            self.global_step += 1
+            bar.update(1)
+            if count and self.global_step % self.log_every == 0:
+                figs = {f"{prefix}/{k}": float(v) / count for k, v in sums.items()}
+                self.log.log(self.global_step, epoch=self.epoch, lr=opt.param_groups[0]["lr"],
+                             **figs, **{f"{prefix}/skipped_steps": self.skipped_steps})
+                bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in figs.items()})
+            self.maybe_checkpoint()
+        bar.close()
+        return {k: float(v) / max(count, 1) for k, v in sums.items()}
+
+    def _bad_step(self, task, opt) -> None:
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        opt.zero_grad(set_to_none=True)
+        reset = getattr(task, "on_bad_step", None)  # e.g. LM: drop a poisoned carried state
+        if reset is not None:
+            reset()
+        if self.bad_steps >= self.max_bad_steps:
+            raise NonFiniteError(
+                f"{self.bad_steps} training steps in a row had a non-finite loss or gradient; stopping. "
+                f"The last good checkpoint in {self.run_dir} is intact: lower train.lr or set "
+                f"train.grad_clip, then continue with `{self.resume_command()} --set ... --allow-config-change`"
+            )
