@@ -4,12 +4,158 @@ An op name turns into computation here and nowhere else. Every factory takes
 ``(channels, stride)`` and returns an ``nn.Module``; supernets keep their candidates
 in ``nn.ModuleDict`` keyed by op name and children instantiate the same factory with
 the same arguments, which is what makes "supernet == child" hold exactly.
+
+CIFAR conventions (ENAS_REFERENCE section 2, official code): no bias in any conv or
+in the classifier (BN supplies the offset), He-normal init, BN momentum 0.1 in
+PyTorch terms (TF decay 0.9), eps 1e-5.
+
+Registry names: the micro cell ops use the paper's names (``sep_conv_3x3``,
+``sep_conv_5x5``, ``avg_pool_3x3``, ``max_pool_3x3``, ``identity``). The macro
+space's branches differ from the micro ops of the same name (a 1x1 conv-BN-ReLU in
+front, a BN-ReLU behind), so they are registered as ``macro/<name>``; the macro
+architecture still says ``conv_3x3`` etc.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from enas.registry import Registry
 
 OPS: Registry = Registry("op")
+
+BN_MOMENTUM = 0.1  # PyTorch convention; TF's decay 0.9 (official batch_norm)
+BN_EPS = 1e-5
+
+
+def bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, momentum=BN_MOMENTUM, eps=BN_EPS)
+
+
+def conv(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A 'SAME'-padded conv without bias."""
+    return nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False)
+
+
+def he_init(module: nn.Module) -> None:
+    """He-normal (fan_in) for convs and linears, BN to identity (official create_weight)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> k x k conv -> BN: the 'calibrate' step of the official micro child."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 1, stride: int = 1):
+        super().__init__(nn.ReLU(inplace=False), conv(c_in, c_out, k, stride), bn(c_out))
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, k: int = 1, stride: int = 1):
+        super().__init__(conv(c_in, c_out, k, stride), bn(c_out), nn.ReLU(inplace=False))
+
+
+class FactorizedReduce(nn.Module):
+    """Halve H and W without dropping pixels: two stride-2 1x1 convs on pixel grids
+    offset by one, concatenated, then BN (official ``_factorized_reduction``).
+
+    The official code has no ReLU inside; callers that want one (input calibration)
+    put it in front. For odd sizes the second path pads right/bottom first, exactly
+    as the official code does, so both paths give ceil(H/2).
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        if c_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even number of output channels, got {c_out}")
+        self.conv1 = nn.Conv2d(c_in, c_out // 2, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_in, c_out // 2, 1, bias=False)
+        self.bn = bn(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, C_in, H, W] -> [B, C_out, ceil(H/2), ceil(W/2)]
+        p1 = x[:, :, ::2, ::2]
+        p2 = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:][:, :, ::2, ::2]
+        return self.bn(torch.cat([self.conv1(p1), self.conv2(p2)], dim=1))
+
+
+class SepConv(nn.Sequential):
+    """(ReLU -> depthwise k x k -> pointwise 1x1 -> BN) x 2; the stride is on the first
+    depthwise conv (official ``_fixed_conv`` with stack_convs=2)."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int):
+        layers = []
+        for i in range(2):
+            s = stride if i == 0 else 1
+            cin = c_in if i == 0 else c_out
+            layers += [nn.ReLU(inplace=False), conv(cin, cin, k, s, groups=cin), conv(cin, c_out, 1), bn(c_out)]
+        super().__init__(*layers)
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _pool(kind: str, stride: int) -> nn.Module:
+    # TF 'SAME' average pooling ignores the padding: count_include_pad=False.
+    if kind == "avg":
+        return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+    return nn.MaxPool2d(3, stride=stride, padding=1)
+
+
+# ---------------------------------------------------------------------------
+# micro cell ops (paper section 2.3); every op maps C channels to C channels
+# ---------------------------------------------------------------------------
+
+OPS.register("sep_conv_3x3")(lambda c, stride: SepConv(c, c, 3, stride))
+OPS.register("sep_conv_5x5")(lambda c, stride: SepConv(c, c, 5, stride))
+OPS.register("avg_pool_3x3")(lambda c, stride: _pool("avg", stride))
+OPS.register("max_pool_3x3")(lambda c, stride: _pool("max", stride))
+# identity in a reduction cell becomes a factorized reduction (official _fixed_layer)
+OPS.register("identity")(lambda c, stride: Identity() if stride == 1 else FactorizedReduce(c, c))
+
+
+# ---------------------------------------------------------------------------
+# macro branches (paper section 2.2, official general_child._conv_branch/_pool_branch)
+# ---------------------------------------------------------------------------
+
+
+class MacroConvBranch(nn.Sequential):
+    """1x1 conv -> BN -> ReLU -> k x k (separable) conv -> BN -> ReLU."""
+
+    def __init__(self, c: int, k: int, separable: bool, stride: int = 1):
+        if separable:
+            body = [conv(c, c, k, stride, groups=c), conv(c, c, 1)]
+        else:
+            body = [conv(c, c, k, stride)]
+        super().__init__(*ConvBNReLU(c, c, 1), *body, bn(c), nn.ReLU(inplace=False))
+
+
+class MacroPoolBranch(nn.Sequential):
+    """1x1 conv -> BN -> ReLU -> 3x3 pool."""
+
+    def __init__(self, c: int, kind: str, stride: int = 1):
+        super().__init__(*ConvBNReLU(c, c, 1), _pool(kind, stride))
+
+
+OPS.register("macro/conv_3x3")(lambda c, stride: MacroConvBranch(c, 3, False, stride))
+OPS.register("macro/sep_conv_3x3")(lambda c, stride: MacroConvBranch(c, 3, True, stride))
+OPS.register("macro/conv_5x5")(lambda c, stride: MacroConvBranch(c, 5, False, stride))
+OPS.register("macro/sep_conv_5x5")(lambda c, stride: MacroConvBranch(c, 5, True, stride))
+OPS.register("macro/avg_pool_3x3")(lambda c, stride: MacroPoolBranch(c, "avg", stride))
+OPS.register("macro/max_pool_3x3")(lambda c, stride: MacroPoolBranch(c, "max", stride))
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples with probability drop_prob, rescale the rest (official drop_path)."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep

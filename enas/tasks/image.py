@@ -1,0 +1,291 @@
+"""CIFAR-10 image classification: data on the device, augmentation, loss, reward.
+
+The whole split lives on the device as normalised float tensors (per-channel
+mean/std of the training images used); pad-4 random crop, horizontal flip and
+cutout run as batched tensor ops driven by a ``torch.Generator`` seeded from
+(seed, epoch), so an epoch's order and augmentation are reproducible (exact resume)
+and differ between epochs. No per-image Python in the loop.
+
+Splits (ENAS_REFERENCE section 2): ``search`` trains the shared weights on the first
+``train_size`` training images and scores on the last ``valid_size``; ``final``
+trains on all 50,000 and evaluates on ``test_batch`` (there is no validation set:
+``evaluate(..., "valid")`` reports the test set, as the official final runs do).
+
+BN while scoring a *supernet* arch (``arch`` given) follows ``eval_bn``: ``batch``
+uses the minibatch's own statistics without touching the running averages (the
+official search always ran BN in training mode), ``recalibrate`` recomputes running
+statistics for that arch on ``recalibrate_batches`` training batches first (then
+restores the supernet's). A child (``arch=None``) is scored in plain eval mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.cifar10 import load_cifar10
+from ..data.errors import DataError
+from . import TASKS
+
+PAD = 4  # pad-4 random crop (official _pre_process)
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+def augment(x, ox, oy, flip, cy, cx, cutout: int):
+    """Batched crop + flip + cutout. x: [B, C, H, W] -> [B, C, H, W].
+
+    ox, oy in [0, 2 * PAD]: crop offsets into the zero-padded image; flip: bool [B];
+    cy, cx in [0, H), [0, W): cutout centres (square clipped at the border)."""
+    B, C, H, W = x.shape
+    xp = F.pad(x, (PAD, PAD, PAD, PAD)).permute(0, 2, 3, 1)  # [B, H+8, W+8, C]
+    ar_h = torch.arange(H, device=x.device)
+    ar_w = torch.arange(W, device=x.device)
+    rows = oy[:, None] + ar_h  # [B, H]
+    cols = torch.where(flip[:, None], ox[:, None] + (W - 1 - ar_w), ox[:, None] + ar_w)  # [B, W]
+    out = xp[torch.arange(B, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    out = out.permute(0, 3, 1, 2)  # [B, C, H, W], channels_last in memory
+    if cutout > 0:
+        top = (cy - cutout // 2)[:, None]
+        left = (cx - cutout // 2)[:, None]
+        in_r = (ar_h >= top) & (ar_h < top + cutout)  # [B, H]
+        in_c = (ar_w >= left) & (ar_w < left + cutout)  # [B, W]
+        keep = ~(in_r[:, :, None] & in_c[:, None, :])  # [B, H, W]
+        out = out * keep[:, None].to(out.dtype)
+    return out
+
+
+@TASKS.register("image")
+class ImageTask:
+    metric = "accuracy"
+
+    def __init__(self, data_cfg, data_dir, device, seed: int, split: str = "search",
+                 eval_bn: str = "batch", recalibrate_batches: int = 4, amp: str = "auto",
+                 channels_last: bool = True, aux_weight: float = 0.0, label_smoothing: float = 0.0,
+                 **ignored):
+        # **ignored: LM-only options (reward_c, ...) so the loop builds either task alike.
+        if split not in ("search", "final"):
+            raise ValueError(f"split must be 'search' or 'final', got {split!r}")
+        if eval_bn not in ("batch", "recalibrate"):
+            raise ValueError(f"eval_bn must be 'batch' or 'recalibrate', got {eval_bn!r}")
+        if data_cfg.dataset != "cifar10":
+            raise DataError(f"the image task reads CIFAR-10; data.dataset is {data_cfg.dataset!r}")
+        self.cfg, self.split, self.seed = data_cfg, split, int(seed)
+        self.device = torch.device(device)
+        self.eval_bn, self.recalibrate_batches = eval_bn, int(recalibrate_batches)
+        self.aux_weight, self.label_smoothing = float(aux_weight), float(label_smoothing)
+        cuda = self.device.type == "cuda"
+        self.amp = cuda and amp in ("auto", "bf16")
+        self.channels_last = cuda and bool(channels_last)
+        self._prepared: weakref.WeakSet = weakref.WeakSet()
+        self._mods: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+        d = load_cifar10(data_dir)
+        n = d["train_x"].shape[0]
+        if split == "search":
+            nv = data_cfg.valid_size
+            nt = data_cfg.train_size or n - nv
+            if nv < 1 or nt < 1 or nt + nv > n:
+                raise DataError(f"data.train_size {data_cfg.train_size} + data.valid_size {nv} do not fit "
+                                f"the {n} training images (0 = all but the validation images)")
+            train = (d["train_x"][:nt], d["train_y"][:nt])
+            valid = (d["train_x"][n - nv:], d["train_y"][n - nv:])
+            test = (d["test_x"], d["test_y"])
+        else:
+            train = (d["train_x"], d["train_y"])
+            valid = test = (d["test_x"], d["test_y"])
+        x = train[0].double() / 255.0
+        self.mean = x.mean(dim=(0, 2, 3)).float()  # per channel, training images only
+        self.std = x.std(dim=(0, 2, 3)).float()
+        self.train_x, self.train_y = self._to_device(*train)
+        self.valid_x, self.valid_y = self._to_device(*valid)
+        self.test_x, self.test_y = (self.valid_x, self.valid_y) if test is valid else self._to_device(*test)
+        self._valid_cursor = 0
+        self._epoch_plan: tuple[int, dict] | None = None
+
+    def _to_device(self, x_u8, y):
+        x = (x_u8.float() / 255.0 - self.mean[None, :, None, None]) / self.std[None, :, None, None]
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.to(self.device).contiguous(memory_format=fmt), y.to(self.device)
+
+    # ------------------------------------------------------------------ training
+
+    def model_kwargs(self) -> dict:
+        return {"num_classes": 10}
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """channels_last weights on CUDA (idempotent; also done lazily on first use)."""
+        if model not in self._prepared:
+            if self.channels_last:
+                model.to(memory_format=torch.channels_last)
+            self._prepared.add(model)
+        return model
+
+    def num_train_batches(self, epoch: int | None = None) -> int:
+        # the last partial batch is dropped (a different remainder each epoch)
+        return max(1, self.train_x.shape[0] // self.cfg.batch_size)
+
+    def start_epoch(self, epoch: int) -> None:
+        pass  # no carried state
+
+    def _plan(self, epoch: int) -> dict:
+        """Order and augmentation of one epoch, from a generator seeded by (seed, epoch)."""
+        if self._epoch_plan is None or self._epoch_plan[0] != epoch:
+            n, dev = self.train_x.shape[0], self.device
+            g = torch.Generator(device=dev)
+            g.manual_seed((self.seed * 1_000_003 + epoch * 7_919 + 17) % (2**63))
+            _, _, H, W = self.train_x.shape
+            rand = lambda hi: torch.randint(0, hi, (n,), generator=g, device=dev)  # noqa: E731
+            plan = {"perm": torch.randperm(n, generator=g, device=dev),
+                    "ox": rand(2 * PAD + 1), "oy": rand(2 * PAD + 1), "flip": rand(2).bool(),
+                    "cy": rand(H), "cx": rand(W)}
+            self._epoch_plan = (epoch, plan)
+        return self._epoch_plan[1]
+
+    def train_batches(self, epoch: int):
+        """Yields {"x": [B, 3, 32, 32] float, "y": [B] int64}; deterministic in (seed, epoch)."""
+        p, bs = self._plan(epoch), self.cfg.batch_size
+        for i in range(self.num_train_batches()):
+            sl = slice(i * bs, (i + 1) * bs)
+            idx = p["perm"][sl]
+            x = self.train_x[idx]
+            if self.cfg.augment or self.cfg.cutout:
+                if self.cfg.augment:
+                    ox, oy, flip = p["ox"][sl], p["oy"][sl], p["flip"][sl]
+                else:  # cutout only: centre crop, no flip
+                    ox = oy = torch.full_like(idx, PAD)
+                    flip = torch.zeros_like(idx, dtype=torch.bool)
+                x = augment(x, ox, oy, flip, p["cy"][sl], p["cx"][sl], self.cfg.cutout)
+            if not self.channels_last:
+                x = x.contiguous()
+            yield {"x": x, "y": self.train_y[idx]}
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+    def train_loss(self, model, batch, arch):
+        """CE (+ aux_weight * aux CE); stats are detached tensors (no host sync)."""
+        self.prepare_model(model)
+        x, y = batch["x"], batch["y"]
+        with self._autocast():
+            logits, aux = model(x, arch)  # [B, 10], [B, 10] or None
+        ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        loss = ce
+        if aux is not None and self.aux_weight > 0:
+            loss = loss + self.aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=self.label_smoothing)
+        acc = (logits.detach().argmax(dim=1) == y).float().mean()
+        return loss, {"loss": ce.detach(), "accuracy": acc}
+
+    # ------------------------------------------------------------------ scoring
+
+    def _modules(self, model) -> tuple[list, list]:
+        """(all modules, BN modules) of ``model``, cached per model."""
+        if model not in self._mods:
+            mods = list(model.modules())
+            self._mods[model] = (mods, [m for m in mods if isinstance(m, _BN)])
+        return self._mods[model]
+
+    @staticmethod
+    def _set_training(mods, flag: bool) -> None:
+        # Module.train() walks the tree through Module.__setattr__: ~0.1 s on a micro
+        # supernet's ~7k modules, more than scoring one minibatch on a GPU, and the
+        # controller phase scores hundreds of archs per epoch. Writing the flag is
+        # what train() does for plain modules, at a fraction of the cost.
+        for m in mods:
+            m.__dict__["training"] = flag
+
+    @contextlib.contextmanager
+    def _scoring(self, model, arch):
+        """Eval mode, no grad, BN per ``eval_bn`` for a supernet arch; restores everything."""
+        self.prepare_model(model)
+        mods, bns = self._modules(model)
+        flags = [m.training for m in mods]
+        bns = bns if arch is not None else []
+        saved = [(m, dict(m._buffers), m.momentum) for m in bns]
+        self._set_training(mods, False)
+        try:
+            with torch.no_grad():
+                if bns and self.eval_bn == "batch":
+                    # An eval-mode BN without running statistics normalises with the
+                    # batch's own and updates nothing (official search: BN always in
+                    # training mode).
+                    for m in bns:
+                        m._buffers["running_mean"] = m._buffers["running_var"] = None
+                elif bns:  # recalibrate: fresh cumulative statistics for this arch
+                    for m in bns:
+                        b = m._buffers
+                        b["running_mean"] = torch.zeros_like(b["running_mean"])
+                        b["running_var"] = torch.ones_like(b["running_var"])
+                        b["num_batches_tracked"] = torch.zeros_like(b["num_batches_tracked"])
+                        m.momentum = None  # cumulative average over the batches
+                    self._set_training(bns, True)
+                    bs = self.cfg.batch_size
+                    for i in range(max(1, self.recalibrate_batches)):
+                        x = self.train_x[(i * bs) % self.train_x.shape[0]:][:bs]
+                        with self._autocast():
+                            model(x, arch)
+                    self._set_training(bns, False)
+                yield
+        finally:
+            for m, buffers, momentum in saved:
+                m._buffers.update(buffers)
+                m.momentum = momentum
+            for m, f in zip(mods, flags):
+                m.__dict__["training"] = f
+
+    def _batches(self, split: str, num_batches: int = 0):
+        x, y = (self.valid_x, self.valid_y) if split == "valid" else (self.test_x, self.test_y)
+        ebs = self.cfg.eval_batch_size
+        n = -(-x.shape[0] // ebs)
+        for i in range(min(n, num_batches) if num_batches > 0 else n):
+            yield x[i * ebs:(i + 1) * ebs], y[i * ebs:(i + 1) * ebs]
+
+    def _run(self, model, arch, batches):
+        """(summed CE, correct count, examples) as device tensors / int."""
+        loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        count = 0
+        for x, y in batches:
+            with self._autocast():
+                logits, _ = model(x, arch)
+            loss = loss + F.cross_entropy(logits.float(), y, reduction="sum")
+            correct = correct + (logits.argmax(dim=1) == y).sum()
+            count += y.shape[0]
+        return loss, correct, count
+
+    def reward(self, model, arch) -> float:
+        """Accuracy on the next validation minibatch (eval_batch_size images; cycles)."""
+        ebs, n = self.cfg.eval_batch_size, self.valid_x.shape[0]
+        if self._valid_cursor >= n:
+            self._valid_cursor = 0
+        sl = slice(self._valid_cursor, self._valid_cursor + ebs)
+        self._valid_cursor += ebs
+        with self._scoring(model, arch):
+            _, correct, count = self._run(model, arch, [(self.valid_x[sl], self.valid_y[sl])])
+        return correct.item() / count
+
+    def score(self, model, arch, num_batches: int = 0) -> float:
+        """Accuracy on the first ``num_batches`` validation batches (0 = all)."""
+        with self._scoring(model, arch):
+            _, correct, count = self._run(model, arch, self._batches("valid", num_batches))
+        return correct.item() / count
+
+    def evaluate(self, model, arch, split: str) -> dict:
+        """{"loss", "accuracy"} over a whole split ("valid" or "test")."""
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        with self._scoring(model, arch):
+            loss, correct, count = self._run(model, arch, self._batches(split))
+        return {"loss": loss.item() / count, "accuracy": correct.item() / count}
+
+    # ------------------------------------------------------------------ resume
+
+    def state_dict(self) -> dict:
+        return {"valid_cursor": self._valid_cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._valid_cursor = int(state["valid_cursor"])

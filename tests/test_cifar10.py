@@ -1,0 +1,292 @@
+"""CIFAR-10 loading (official pickle layout, restricted unpickling, archive handling)
+and the image task (augmentation, reward/score/evaluate), on tiny generated files."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from enas.config import DataSection
+from enas.data import cifar10 as C
+from enas.data.errors import DataError
+from enas.tasks.image import PAD, ImageTask, augment
+
+N_PER_BATCH = 12  # 60 training images, 12 test images
+
+
+def py2_pickle(data: np.ndarray, labels: list[int], batch_label: str) -> bytes:
+    """Bytes of a batch file as the official Python 2 / numpy 1.x files are written
+    (protocol 2, py2 ``str`` keys, ``numpy.core.multiarray._reconstruct``)."""
+    assert data.dtype == np.uint8 and data.ndim == 2
+
+    def s(x: str | bytes) -> bytes:  # SHORT_BINSTRING (py2 str)
+        b = x.encode("latin1") if isinstance(x, str) else x
+        return b"U" + bytes([len(b)]) + b
+
+    arr = (
+        b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85" + s("b") + b"\x87R"
+        + b"(K\x01" + b"M" + struct.pack("<H", data.shape[0]) + b"M" + struct.pack("<H", data.shape[1]) + b"\x86"
+        + b"cnumpy\ndtype\n" + s("u1") + b"K\x00K\x01\x87R"
+        + b"(K\x03" + s("|") + b"NNN" + b"J" + struct.pack("<i", -1) + b"J" + struct.pack("<i", -1) + b"K\x00tb"
+        + b"\x89" + b"T" + struct.pack("<I", data.nbytes) + data.tobytes() + b"tb"
+    )
+    labs = b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
+    return (b"\x80\x02}(" + s("batch_label") + s(batch_label) + s("labels") + labs + s("data") + arr
+            + s("filenames") + b"](" + s("img.png") * len(labels) + b"eu.")
+
+
+def make_images(n: int, labels: np.ndarray, rng) -> np.ndarray:
+    """Each image is constant per channel, value 20 * label + channel: the centre pixel
+    identifies the label after any crop/flip."""
+    img = (20 * labels[:, None] + np.arange(3)[None, :]).astype(np.uint8)  # [n, 3]
+    img = np.repeat(img[:, :, None], 1024, axis=2)  # [n, 3, 1024]
+    return img.reshape(n, 3072)
+
+
+def write_cifar(root: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    folder = root / C.SUBDIR
+    folder.mkdir(parents=True)
+    for name in C.FILES:
+        labels = rng.integers(0, 10, N_PER_BATCH)
+        data = make_images(N_PER_BATCH, labels, rng)
+        (folder / name).write_bytes(py2_pickle(data, [int(v) for v in labels], name))
+    return folder
+
+
+@pytest.fixture()
+def cifar_dir(tmp_path):
+    write_cifar(tmp_path)
+    return tmp_path
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def test_loads_official_py2_format(cifar_dir):
+    d = C.load_cifar10(cifar_dir, download=False)
+    assert d["train_x"].shape == (5 * N_PER_BATCH, 3, 32, 32) and d["train_x"].dtype == torch.uint8
+    assert d["test_x"].shape == (N_PER_BATCH, 3, 32, 32)
+    assert d["train_y"].dtype == torch.int64 and d["train_y"].shape == (5 * N_PER_BATCH,)
+    # pixel values carry the label (see make_images): the layout is [N, C, H, W]
+    assert torch.equal(d["train_x"][:, 1, 5, 7].long(), 20 * d["train_y"] + 1)
+
+
+def test_loads_numpy2_protocol3_and_numpy_core_name(tmp_path):
+    data = np.arange(2 * 3072, dtype=np.uint64).astype(np.uint8).reshape(2, 3072)
+    raw = pickle.dumps({b"data": data, b"labels": [3, 4]}, protocol=3)
+    assert b"numpy._core.multiarray\n_reconstruct" in raw
+    for i, blob in enumerate([raw, raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")]):
+        p = tmp_path / f"b{i}"
+        p.write_bytes(blob)
+        x, y = C.load_batch(p)
+        assert x.shape == (2, 3, 32, 32) and np.array_equal(x.reshape(2, -1), data) and y.tolist() == [3, 4]
+
+
+class _Evil:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    marker = tmp_path / "pwned"
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(pickle.dumps({b"data": _Evil(marker), b"labels": []}, protocol=3))
+    assert b"system" in p.read_bytes() and b"_codecs" not in p.read_bytes()
+    with pytest.raises(DataError, match="data_batch_1"):
+        C.load_batch(p)
+    assert not marker.exists()
+
+
+def test_truncated_and_wrong_files_name_the_file(cifar_dir):
+    f = cifar_dir / C.SUBDIR / "data_batch_3"
+    f.write_bytes(f.read_bytes()[:5000])
+    with pytest.raises(DataError, match="data_batch_3"):
+        C.load_cifar10(cifar_dir, download=False)
+    f.write_bytes(pickle.dumps({b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]}, protocol=3))
+    with pytest.raises(DataError, match="data_batch_3"):
+        C.load_batch(f)
+
+
+def _tar(path: Path, files: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_archive_is_extracted_and_checksum_checked(tmp_path):
+    src = write_cifar(tmp_path / "src")
+    dest = tmp_path / "data"
+    dest.mkdir()
+    digest = _tar(dest / C.ARCHIVE, {f"{C.SUBDIR}/{n}": (src / n).read_bytes() for n in C.FILES})
+    with pytest.raises(DataError, match="md5"):  # not the real archive's checksum
+        C.ensure_cifar10(dest, download=False)
+    assert not (dest / C.SUBDIR).exists()
+    folder = C.ensure_cifar10(dest, download=False, md5=digest)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(C.FILES)
+    assert C.load_cifar10(dest, download=False)["train_x"].shape[0] == 5 * N_PER_BATCH
+
+
+@pytest.mark.parametrize("bad", ["../escape", "/abs/escape"])
+def test_unsafe_archive_members_are_refused(tmp_path, bad):
+    digest = _tar(tmp_path / C.ARCHIVE, {bad: b"x", f"{C.SUBDIR}/test_batch": b"y"})
+    with pytest.raises(DataError, match="unsafe"):
+        C.ensure_cifar10(tmp_path, download=False, md5=digest)
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_missing_data_without_network_names_the_files(tmp_path):
+    with pytest.raises(DataError) as e:
+        C.ensure_cifar10(tmp_path / "none", download=False)
+    for part in ("cifar-10-batches-py/data_batch_1", "data_batch_5", "test_batch", C.URL):
+        assert part in str(e.value)
+    with pytest.raises(DataError, match="download failed"):  # refused connection, fast
+        C.ensure_cifar10(tmp_path / "none", url="http://127.0.0.1:9/cifar-10-python.tar.gz", timeout=2)
+    assert not list((tmp_path / "none").iterdir())  # no partial file left behind
+
+
+# ---------------------------------------------------------------------- augmentation
+
+
+def test_augment_crop_flip_cutout():
+    x = torch.randn(3, 3, 32, 32)
+    centre = torch.full((3,), PAD)
+    no = torch.zeros(3, dtype=torch.bool)
+    zero = torch.zeros(3, dtype=torch.long)
+    assert torch.equal(augment(x, centre, centre, no, zero, zero, 0), x)
+    assert torch.equal(augment(x, centre, centre, ~no, zero, zero, 0), x.flip(3))
+    shifted = augment(x, centre + 2, centre - 1, no, zero, zero, 0)  # right by 2, up by 1
+    assert torch.equal(shifted[:, :, 1:, :30], x[:, :, :31, 2:]) and (shifted[:, :, 0] == 0).all()
+    cut = augment(x, centre, centre, no, torch.full((3,), 16), torch.full((3,), 0), 16)
+    assert ((cut == 0).sum(dim=(1, 2, 3)) == 3 * 16 * 8).all()  # clipped at the left border
+
+
+def _cfg(**kw):
+    base = dict(dataset="cifar10", batch_size=8, eval_batch_size=10, train_size=40, valid_size=20)
+    base.update(kw)
+    return DataSection(**base)
+
+
+def test_train_batches_deterministic_aligned_and_epoch_dependent(cifar_dir):
+    task = ImageTask(_cfg(cutout=8), cifar_dir, "cpu", seed=3)
+    assert task.num_train_batches() == 5
+    b0 = list(task.train_batches(0))
+    again = list(ImageTask(_cfg(cutout=8), cifar_dir, "cpu", seed=3).train_batches(0))
+    b1 = list(task.train_batches(1))
+    assert all(torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"]) for a, b in zip(b0, again))
+    assert not all(torch.equal(a["y"], b["y"]) for a, b in zip(b0, b1))
+    for b in b0:
+        assert b["x"].shape == (8, 3, 32, 32) and b["y"].shape == (8,)
+    # labels stay aligned: un-normalise the pixel that is never padded and read the label back
+    no_cut = ImageTask(_cfg(), cifar_dir, "cpu", seed=3)
+    for b in no_cut.train_batches(2):
+        px = b["x"][:, 0, 14:18, 14:18] * no_cut.std[0] + no_cut.mean[0]
+        assert torch.allclose(px * 255, (20 * b["y"]).float()[:, None, None].expand_as(px), atol=1e-3)
+    # every training image appears once per epoch
+    ys = torch.cat([b["y"] for b in no_cut.train_batches(0)])
+    assert sorted(ys.tolist()) == sorted(no_cut.train_y.tolist())
+
+
+# ---------------------------------------------------------------------- the task
+
+
+class TinyNet(nn.Module):
+    """The image model contract: model(x, arch) -> (logits, aux or None)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+        self.aux = nn.Linear(8, 10)
+        self.drop_path_prob = 0.0
+
+    def forward(self, x, arch=None):
+        h = torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+        return self.fc(h), (self.aux(h) if self.training else None)
+
+
+def test_task_reward_score_evaluate(cifar_dir):
+    torch.manual_seed(0)
+    task = ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn="batch", reward_c=80.0, aux_weight=0.4)
+    assert task.valid_x.shape[0] == 20 and task.train_x.shape[0] == 40 and task.test_x.shape[0] == 12
+    net = TinyNet()
+    batch = next(task.train_batches(0))
+    loss, stats = task.train_loss(net, batch, {"a": 1})
+    loss.backward()
+    assert set(stats) == {"loss", "accuracy"} and all(isinstance(v, torch.Tensor) for v in stats.values())
+    assert not stats["loss"].requires_grad and loss.item() > stats["loss"].item()  # aux term added
+    assert net.aux.weight.grad is not None
+    net.bn.running_mean.fill_(0.5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.train()
+    r1 = task.reward(net, {"a": 1})
+    assert 0.0 <= r1 <= 1.0 and task.state_dict() == {"valid_cursor": 10}
+    task.reward(net, {"a": 1})
+    task.reward(net, {"a": 1})
+    assert task.state_dict() == {"valid_cursor": 10}  # cycled over 20 images
+    assert net.training  # mode restored
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k  # batch-stat scoring leaves running stats alone
+    # "batch" = training-mode BN without dropout/aux: same predictions as a train-mode copy
+    import copy
+
+    twin = copy.deepcopy(net).train()
+    with torch.no_grad():
+        manual = (twin(task.valid_x[:10])[0].argmax(1) == task.valid_y[:10]).float().mean().item()
+    task.load_state_dict({"valid_cursor": 0})
+    net.bn.eval()  # per-module flags are restored as they were
+    assert task.reward(net, {"a": 1}) == pytest.approx(manual)
+    assert net.training and not net.bn.training
+    net.bn.train()
+    s1, s_all = task.score(net, {"a": 1}, 1), task.score(net, {"a": 1}, 0)
+    assert 0.0 <= s1 <= 1.0 and 0.0 <= s_all <= 1.0
+    ev = task.evaluate(net, {"a": 1}, "valid")
+    assert set(ev) == {"loss", "accuracy"} and ev["accuracy"] == pytest.approx(s_all)
+    # a child (arch None) is scored with its running statistics
+    ev_child = task.evaluate(net, None, "valid")
+    net.eval()
+    with torch.no_grad():
+        logits, _ = net(task.valid_x)
+    acc = (logits.argmax(1) == task.valid_y).float().mean().item()
+    assert ev_child["accuracy"] == pytest.approx(acc)
+    st = task.state_dict()
+    task2 = ImageTask(_cfg(), cifar_dir, "cpu", seed=0)
+    task2.load_state_dict(st)
+    assert task2.state_dict() == st
+
+
+def test_recalibrate_uses_fresh_stats_and_restores(cifar_dir):
+    torch.manual_seed(0)
+    net = TinyNet()
+    net.bn.running_mean.fill_(100.0)  # garbage supernet statistics
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    plain = ImageTask(_cfg(), cifar_dir, "cpu", seed=0)
+    recal = ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn="recalibrate", recalibrate_batches=2)
+    out = recal.evaluate(net, {"a": 1}, "valid")
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert out["loss"] != pytest.approx(plain.evaluate(net, None, "valid")["loss"])
+
+
+def test_final_split_uses_all_training_images_and_test(cifar_dir):
+    task = ImageTask(_cfg(), cifar_dir, "cpu", seed=0, split="final")
+    assert task.train_x.shape[0] == 60 and task.test_x.shape[0] == 12
+    assert set(task.evaluate(TinyNet(), None, "test")) == {"loss", "accuracy"}
+    with pytest.raises(DataError):
+        ImageTask(_cfg(train_size=50, valid_size=20), cifar_dir, "cpu", seed=0)

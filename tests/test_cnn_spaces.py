@@ -1,0 +1,240 @@
+"""The CNN spaces: supernet == child, the paper's micro cells, live choices, sampled-path
+gradients, shapes. Small widths so the file runs in seconds on a CPU."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from enas.space import validate
+from search_spaces.enas_macro import MACRO_OPS, EnasMacroSpace, MacroArgs, MacroModelArgs, pool_layers
+from search_spaces.enas_micro import (
+    ENAS_MICRO_CELL,
+    ENAS_MICRO_OFFICIAL_ARC,
+    MICRO_OPS,
+    EnasMicroSpace,
+    MicroArgs,
+    MicroModelArgs,
+    loose_ends,
+)
+from search_spaces.ops import OPS, FactorizedReduce
+
+# Measured once (this implementation, C=36, N=5, aux head, 10 classes); the paper
+# reports 4.6M for its (differently wired) child, whose next-cell calibration convs
+# read the 5C-channel concatenation twice; here each cell ends with one 1x1 conv.
+PAPER_MICRO_PARAMS = 3_611_980
+PAPER_MICRO_AUX_PARAMS = 421_120
+
+
+def random_arch(space, rng):
+    arch = {}
+    for d in space.decisions():
+        if d.kind == "categorical":
+            arch[d.name] = rng.choice(d.choices)
+        elif d.kind == "index":
+            arch[d.name] = rng.randrange(d.num_inputs)
+        else:
+            arch[d.name] = sorted(j for j in range(d.num_inputs) if rng.random() < 0.4)
+    return validate(space.decisions(), arch)
+
+
+def randomize_bn(model, gen):
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+
+
+def copy_into_child(supernet, child):
+    sd = supernet.state_dict()
+    missing = set(child.state_dict()) - set(sd)
+    assert not missing, f"child keys absent from the supernet: {sorted(missing)[:5]}"
+    child.load_state_dict({k: sd[k] for k in child.state_dict()})
+
+
+MICRO_SMALL = MicroModelArgs(channels=4, num_cells=1, aux_head=True, dropout=0.0)
+MACRO_SMALL = MacroModelArgs(channels=4, dropout=0.0)
+SPACES = [(EnasMicroSpace(), MICRO_SMALL), (EnasMacroSpace(), MACRO_SMALL)]
+
+
+@pytest.mark.parametrize("space,margs", SPACES, ids=["micro", "macro"])
+def test_supernet_equals_child(space, margs):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    sup = space.supernet(margs)
+    randomize_bn(sup, gen)
+    x = torch.randn(2, 3, 32, 32, generator=gen)
+    rng = random.Random(0)
+    for _ in range(3):
+        arch = random_arch(space, rng)
+        child = space.child(arch, margs)
+        assert sum(p.numel() for p in child.parameters()) < sum(p.numel() for p in sup.parameters())
+        copy_into_child(sup, child)
+        for train in (False, True):  # running stats, then batch stats (+ aux head)
+            sup.train(train)
+            child.train(train)
+            with torch.no_grad():
+                ls, as_ = sup(x, arch)
+                lc, ac = child(x)
+            assert torch.allclose(ls, lc, atol=1e-5, rtol=1e-4)
+            assert (as_ is None) == (ac is None)
+            if as_ is not None:
+                assert torch.allclose(as_, ac, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("space,margs", SPACES, ids=["micro", "macro"])
+def test_only_sampled_path_gets_gradients(space, margs):
+    torch.manual_seed(0)
+    sup = space.supernet(margs)
+    sup.train()
+    arch = random_arch(space, random.Random(1))
+    logits, aux = sup(torch.randn(2, 3, 32, 32), arch)
+    (logits.sum() + (aux.sum() if aux is not None else 0)).backward()
+    with_grad = {n for n, p in sup.named_parameters() if p.grad is not None}
+    child_params = {n for n, _ in space.child(arch, margs).named_parameters()}
+    assert with_grad == child_params
+
+
+def test_paper_micro_cells():
+    space = EnasMicroSpace()
+    assert validate(space.decisions(), ENAS_MICRO_CELL) == ENAS_MICRO_CELL
+    # the arch literal decodes the official fixed_arc string (index_a op_a index_b op_b)
+    codes = [int(c) for c in ENAS_MICRO_OFFICIAL_ARC.split()]
+    for cell, off in (("normal", 0), ("reduction", 20)):
+        for k in range(2, 7):
+            ia, oa, ib, ob = codes[off + 4 * (k - 2): off + 4 * (k - 1)]
+            assert ENAS_MICRO_CELL[f"{cell}/node{k}/a/input"] == ia
+            assert ENAS_MICRO_CELL[f"{cell}/node{k}/b/input"] == ib
+            assert ENAS_MICRO_CELL[f"{cell}/node{k}/a/op"] == MICRO_OPS[oa]
+            assert ENAS_MICRO_CELL[f"{cell}/node{k}/b/op"] == MICRO_OPS[ob]
+    g = space.genotype(ENAS_MICRO_CELL)
+    assert loose_ends(g.normal) == (2, 3, 4, 5, 6) and loose_ends(g.reduction) == (2, 4, 5, 6)
+    child = space.child(ENAS_MICRO_CELL, MicroModelArgs(channels=36, num_cells=5, aux_head=True))
+    assert sum(p.numel() for p in child.parameters()) == PAPER_MICRO_PARAMS
+    assert sum(p.numel() for p in child.aux_head.parameters()) == PAPER_MICRO_AUX_PARAMS
+    assert len(child.cells) == 17
+    assert "node4 = sep_conv_5x5(node1) + sep_conv_5x5(node3)" in space.describe(ENAS_MICRO_CELL)
+
+
+def test_micro_decisions():
+    space = EnasMicroSpace(MicroArgs(ops=("max_pool_3x3", "sep_conv_5x5", "identity")))
+    ds = space.decisions()
+    assert len(ds) == 2 * 5 * 4
+    assert [d.name for d in ds[:4]] == ["normal/node2/a/input", "normal/node2/b/input",
+                                        "normal/node2/a/op", "normal/node2/b/op"]
+    assert ds[20].name == "reduction/node2/a/input"
+    assert [d.anchor for d in ds[:8]] == [False, False, False, True] * 2
+    assert ds[4].num_inputs == 3 and ds[4].scope == "normal" and ds[20].scope == "reduction"
+    op = ds[2]
+    assert op.group == "op" and op.bias_init == (0.0, 10.0, 0.0) and op.logit_offset == (-0.25, 0.25, -0.25)
+    assert ds[22].logit_offset is None and ds[22].bias_init == (0.0, 10.0, 0.0)
+    assert space.initial_anchors == {"normal": 2, "reduction": 2}
+    with pytest.raises(ValueError):
+        MicroArgs(ops=("conv_3x3",))
+
+
+def test_macro_decisions():
+    space = EnasMacroSpace()
+    ds = space.decisions()
+    assert len(ds) == 12 + 11 and ds[0].name == "layer0/op" and ds[0].anchor
+    assert ds[1].name == "layer1/op" and not ds[1].anchor
+    assert ds[2].name == "layer1/skips" and ds[2].kind == "skip" and ds[2].num_inputs == 1 and ds[2].anchor
+    assert ds[-1].num_inputs == 11 and pool_layers(12) == (3, 7)
+    assert space.initial_anchors == {"layers": 0}
+    assert all(d.scope == "layers" for d in ds)
+
+
+def _macro_eval_setup():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    space = EnasMacroSpace(MacroArgs(num_layers=6))
+    sup = space.supernet(MACRO_SMALL)
+    randomize_bn(sup, gen)
+    sup.eval()
+    arch = random_arch(space, random.Random(2))
+    return space, sup, arch, torch.randn(2, 3, 32, 32, generator=gen)
+
+
+def test_macro_op_choice_is_live():
+    """Every op of a layer gives a different output (the official search ran max-pool
+    whatever was sampled; this test fails for that bug)."""
+    space, sup, arch, x = _macro_eval_setup()
+    outs = []
+    for op in MACRO_OPS:
+        a = dict(arch, **{"layer3/op": op})
+        with torch.no_grad():
+            outs.append(sup(x, a)[0])
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert not torch.allclose(outs[i], outs[j]), (MACRO_OPS[i], MACRO_OPS[j])
+
+
+def test_macro_skip_choice_is_live():
+    space, sup, arch, x = _macro_eval_setup()
+    base = dict(arch, **{"layer5/skips": []})
+    with torch.no_grad():
+        y0 = sup(x, base)[0]
+        for j in range(5):
+            assert not torch.allclose(y0, sup(x, dict(base, **{"layer5/skips": [j]}))[0]), j
+
+
+def test_micro_op_and_input_choices_are_live():
+    torch.manual_seed(0)
+    space = EnasMicroSpace()
+    sup = space.supernet(MICRO_SMALL)
+    randomize_bn(sup, torch.Generator().manual_seed(0))
+    sup.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        outs = [sup(x, dict(ENAS_MICRO_CELL, **{"normal/node6/b/op": op}))[0] for op in MICRO_OPS]
+        alt = sup(x, dict(ENAS_MICRO_CELL, **{"normal/node6/b/input": 4}))[0]
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert not torch.allclose(outs[i], outs[j])
+    assert not torch.allclose(alt, outs[MICRO_OPS.index("sep_conv_5x5")])
+
+
+def test_drop_path_only_in_training():
+    torch.manual_seed(0)
+    child = EnasMicroSpace().child(ENAS_MICRO_CELL, MICRO_SMALL)
+    x = torch.randn(4, 3, 32, 32)
+    child.eval()
+    with torch.no_grad():
+        y = child(x)[0]
+        child.drop_path_prob = 0.5
+        assert torch.equal(child(x)[0], y)
+        child.train()
+        torch.manual_seed(1)
+        a = child(x)[0]
+        child.drop_path_prob = 0.0
+        torch.manual_seed(1)
+        b = child(x)[0]
+    assert not torch.allclose(a, b)
+
+
+def test_factorized_reduce_and_op_shapes():
+    fr = FactorizedReduce(8, 16)
+    assert fr(torch.randn(2, 8, 32, 32)).shape == (2, 16, 16, 16)
+    assert fr(torch.randn(2, 8, 7, 7)).shape == (2, 16, 4, 4)
+    x = torch.randn(2, 6, 16, 16)
+    for op in MICRO_OPS:
+        assert OPS.get(op)(6, 1)(x).shape == (2, 6, 16, 16)
+        assert OPS.get(op)(6, 2)(x).shape == (2, 6, 8, 8)
+    for op in MACRO_OPS:
+        assert OPS.get(f"macro/{op}")(6, 1)(x).shape == (2, 6, 16, 16)
+    for m in EnasMicroSpace().child(ENAS_MICRO_CELL, MICRO_SMALL).modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            assert m.bias is None
+
+
+def test_draw_and_describe(tmp_path):
+    rng = random.Random(3)
+    for space in (EnasMicroSpace(), EnasMacroSpace()):
+        arch = random_arch(space, rng)
+        out = tmp_path / f"{space.name}.png"
+        space.draw(arch, out)
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert space.describe(arch).count("\n") >= 10
