@@ -159,3 +159,68 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     keep = 1.0 - drop_prob
     mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x * mask / keep
+
+
+# ---------------------------------------------------------------------------
+# NAS-Bench-201 ops (Dong & Yang, ICLR 2020; ENAS_REFERENCE section 6), used by
+# search_spaces/nb201.py. The official xautodl cell_operations.py, reproduced:
+#   none          zeros (the nb201 cell skips computing it: a `none` edge adds nothing)
+#   skip_connect  identity (NB201 cells never reduce: stride 1 only)
+#   nor_conv_kxk  ReLU -> k x k conv -> BN (ReLUConvBN above, 'SAME' padding)
+#   avg_pool_3x3  the micro op above: AvgPool2d(3, 1, 1, count_include_pad=False),
+#                 exactly NB201's POOLING(C, C, 1, "avg") (no preprocess when C_in == C_out)
+#   nb201/resnet_block  the block between stages, C -> 2C and H/2 when stride 2
+# ---------------------------------------------------------------------------
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros shaped like the (strided) input. Cells that see an
+    instance skip it instead of calling it (nothing to compute)."""
+
+    def __init__(self, stride: int = 1):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x[:, :, :: self.stride, :: self.stride])
+
+
+class ResNetBasicBlock(nn.Module):
+    """ReLU-conv3x3-BN (stride) -> ReLU-conv3x3-BN, plus a shortcut: avg-pool 2x2 stride 2
+    + 1x1 conv when reducing, ReLU-conv1x1-BN when only the width changes (NB201's
+    ResNetBasicblock; its shortcut conv has no BN)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"ResNetBasicBlock stride must be 1 or 2, got {stride}")
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1)
+        if stride == 2:
+            self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2, padding=0), conv(c_in, c_out, 1))
+        elif c_in != c_out:
+            self.downsample = ReLUConvBN(c_in, c_out, 1, 1)
+        else:
+            self.downsample = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, C_in, H, W] -> [B, C_out, H / stride, W / stride]
+        residual = x if self.downsample is None else self.downsample(x)
+        return residual + self.conv_b(self.conv_a(x))
+
+
+def _nb201_stride1(name: str, make):
+    def factory(c: int, stride: int) -> nn.Module:
+        if stride != 1:
+            raise ValueError(f"{name}: NAS-Bench-201 cells never reduce (stride 1 only), got stride {stride}")
+        return make(c)
+
+    return factory
+
+
+OPS.register("none")(lambda c, stride: Zero(stride))
+OPS.register("skip_connect")(_nb201_stride1("skip_connect", lambda c: Identity()))
+OPS.register("nor_conv_1x1")(lambda c, stride: ReLUConvBN(c, c, 1, stride))
+OPS.register("nor_conv_3x3")(lambda c, stride: ReLUConvBN(c, c, 3, stride))
+# between stages: channels double as the resolution halves (stride 2), else C -> C
+OPS.register("nb201/resnet_block")(lambda c, stride: ResNetBasicBlock(c, c * stride, stride))

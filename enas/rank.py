@@ -1,0 +1,161 @@
+"""``enas rank``: score many architectures with a search run's trained supernet (issue 5).
+
+"Does the search beat chance?" needs more than the one derived cell: the supernet's
+score of uniformly sampled cells (the random baseline's view), of cells from the
+trained policy, or of a given list (e.g. cells whose stand-alone accuracy is known,
+such as NAS-Bench-201 cells, to measure the ranking correlation of Yu et al., 2020).
+
+Every architecture is scored on the *whole* validation split of the run
+(``task.score(model, arch, 0)``), optionally after recalibrating BN statistics for
+that architecture (``--recalibrate-bn``: the task's ``eval_bn="recalibrate"``).
+The run is reloaded exactly as ``enas derive`` does (its config.yaml and
+checkpoint.pt into a ``Search``). The CSV has one row per requested architecture, in
+request order: ``arch`` (the space's text form, e.g. the NB201 cell string, else
+compact JSON), ``score`` (the task's reward: accuracy for images, c / ppl for text),
+``params`` (parameters of the stand-alone child at the run's model size).
+
+Architecture files (``--archs``): one architecture per line; blank lines and lines
+starting with ``#`` are skipped. A line is either a JSON/YAML flow mapping
+``{decision: value, ...}`` (any space) or the space's own text form where it has one
+(``parse_text``; NB201 cell strings). Both forms of the CSV's ``arch`` column read back.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from . import checkpoint as ckpt
+from .archfile import ArchFileError
+from .config import ConfigError, load_search
+from .controller import RandomPolicy
+from .runlog import RunDirError
+from .space import Arch, ArchError, validate
+
+
+def load_run(run_dir: Path, data_dir, device, recalibrate_bn: bool = False):
+    """A ``Search`` holding the run's trained supernet and policy (as ``enas derive``)."""
+    from .search import Search
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
+    overrides = ["search.eval_bn=recalibrate"] if recalibrate_bn else []
+    cfg = load_search(run_dir / "config.yaml", overrides)
+    state = ckpt.load(run_dir)
+    search = Search(cfg, run_dir, data_dir, device, log=False)
+    search.load_state_dict(state)
+    return search
+
+
+def arch_text(space, arch: Arch) -> str:
+    to_text = getattr(space, "to_text", None)
+    return to_text(arch) if to_text is not None else json.dumps(arch, separators=(",", ":"))
+
+
+def parse_arch_line(space, line: str) -> Arch:
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            arch = yaml.safe_load(line)
+        except yaml.YAMLError as e:
+            raise ArchError(f"not a readable mapping: {str(e).splitlines()[0]}") from None
+        return validate(space.decisions(), arch)
+    parse = getattr(space, "parse_text", None)
+    if parse is None:
+        raise ArchError(f"expected a mapping {{decision: value, ...}} (space {space.name} has no text form)")
+    return validate(space.decisions(), parse(line))
+
+
+def read_archs(space, path) -> list[Arch]:
+    """One architecture per line; errors name the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ArchFileError(f"architecture list {path} does not exist") from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise ArchFileError(f"{path} is not a text file of architectures ({e})") from None
+    archs = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        try:
+            archs.append(parse_arch_line(space, raw))
+        except ArchError as e:
+            raise ArchFileError(f"{path}, line {n}: {e}") from None
+    if not archs:
+        raise ArchFileError(f"{path} holds no architectures (one per line)")
+    return archs
+
+
+def count_params(search, arch: Arch) -> int:
+    child = search.space.child(arch, search.model_args, **search.task.model_kwargs())
+    return sum(p.numel() for p in child.parameters())
+
+
+def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None, policy: bool = False,
+         recalibrate_bn: bool = False, out=None, seed: int = 0) -> tuple[Path, list[dict], str]:
+    """Score the requested architectures; write the CSV; return (path, rows, summary)."""
+    if archs_file is not None and (samples is not None or policy):
+        raise ConfigError("--archs ranks the listed architectures; drop --samples / --policy")
+    samples = 100 if samples is None else samples
+    if samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {samples}")
+    run_dir = Path(run_dir)
+    search = load_run(run_dir, data_dir, device, recalibrate_bn)
+    space = search.space
+    if archs_file is not None:
+        archs, source = read_archs(space, archs_file), f"file {archs_file}"
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        sampler = search.policy if policy else RandomPolicy(space.decisions())
+        with torch.no_grad():
+            archs = sampler(samples, generator=gen).archs
+        source = f"{'trained policy' if policy else 'uniform'} samples, seed {seed}"
+    rows, params = [], {}
+    t0 = time.monotonic()
+    for arch in archs:
+        text = arch_text(space, arch)
+        if text not in params:
+            params[text] = count_params(search, arch)
+        score = float(search.task.score(search.supernet, arch, 0))
+        rows.append({"arch": text, "score": score, "params": params[text]})
+    if out is None:
+        kind = "file" if archs_file is not None else "policy" if policy else "uniform"
+        out = run_dir / f"ranks-{kind}-n{len(rows)}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        i = 1
+        while out.exists():  # never overwrite an earlier ranking
+            out = out.with_name(f"{out.stem.rsplit('.', 1)[0]}.{i}.csv")
+            i += 1
+    out = Path(out)
+    _write_csv(out, rows)
+    finite = [r for r in rows if math.isfinite(r["score"])]
+    best = max(finite, key=lambda r: r["score"]) if finite else None
+    bn = "recalibrated per arch" if recalibrate_bn else search.cfg.search.eval_bn
+    summary = (f"ranked {len(rows)} architectures ({source}) on the whole validation split, "
+               f"BN: {bn}, {time.monotonic() - t0:.0f}s")
+    if best is not None:
+        mean = sum(r["score"] for r in finite) / len(finite)
+        summary += f"\n  mean score {mean:.4g}, best {best['score']:.4g}: {best['arch']}"
+    return out, rows, summary
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    """Atomically: a reader never sees half a file."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["arch", "score", "params"], lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({"arch": r["arch"], "score": repr(r["score"]), "params": r["params"]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
