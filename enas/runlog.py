@@ -20,13 +20,14 @@ class RunDirError(RuntimeError):
     pass
 
 
-def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str | Path = "runs") -> Path:
+def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str | Path = "runs",
+                kind: str = "search") -> Path:
     if run_dir is not None:
         path = Path(run_dir)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirError(
                 f"run folder {path} already exists and is not empty; enas never overwrites a run. "
-                f"Choose another --run-dir, or continue that run with `enas search --resume {path}`"
+                f"Choose another --run-dir, or continue that run with `enas {kind} --resume {path}`"
             )
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

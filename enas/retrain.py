@@ -1,0 +1,362 @@
+"""Retrain an exported architecture from scratch and evaluate it (paper 3.2, 3.3 "final").
+
+The child is ``space.child(arch, model_args, **task.model_kwargs())``: the very
+module the search scored, built from the arch file alone. The task is built with
+``split="final"``: all training data, the validation split for model selection
+(PTB), the test split at the end. CIFAR-10 has no validation split in the final
+setting (all 50,000 images train), so there the per-epoch figure *is* the test set
+(logged as ``test/...``), the last model is the result, and nothing is selected on it.
+
+Recipes (ENAS_REFERENCE sections 3-5): SGD with the epoch's LR from ``lr_at``
+(cosine for CIFAR, constant for PTB); CIFAR: scheduled drop-path, aux head, cutout;
+PTB: variable BPTT, AR, and NT-ASGD (an average of the weights from the epoch the
+valid ppl stopped improving; evaluation and the best-valid model use the average).
+
+A run folder is self-contained: ``config.yaml`` + ``arch.yaml`` rebuild the model,
+``checkpoint.pt`` continues it (``enas retrain --resume``), ``best.pt`` holds the
+best-validation weights (LM), ``result.json`` the test metric that ``enas evaluate``
+recomputes. Resume is exact on CPU: data order and BPTT lengths come from (seed,
+epoch), dropout from the RNG state in the checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .archfile import load_arch, save_arch
+from .config import ConfigError, RetrainConfig, from_dict, load_retrain, to_dict
+from .loop import Loop
+from .runlog import say
+from .schedule import lr_at, make_sgd, set_lr
+from .tasks import build_task
+
+BEST = "best.pt"
+RESULT = "result.json"
+
+
+def drop_path_at(final: float, epoch: int, epochs: int) -> float:
+    """Drop-path probability of 0-based ``epoch``: linear from 0 to ``final`` over training
+    (official micro child: scaled by training progress; the model adds the depth factor)."""
+    return final * epoch / epochs
+
+
+def asgd_should_start(history: list[float], current: float, patience: int) -> bool:
+    """NT-ASGD trigger (enas_lm fixed.py; Merity et al. 2018): ``current`` (lower is
+    better) is worse than the best of every epoch before the last ``patience`` ones.
+    ``history`` holds the earlier epochs' figures, oldest first, not ``current``."""
+    return len(history) > patience and current > min(history[:-patience])
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # tied weights once
+
+
+class Retrain(Loop):
+    """Everything a retrain holds; ``state_dict`` is the checkpoint."""
+
+    kind = "retrain"
+
+    def __init__(self, cfg: RetrainConfig, space, arch: dict, run_dir: Path | None, data_dir,
+                 device: torch.device, log: bool = True):
+        r = cfg.retrain
+        super().__init__(run_dir, log, r.checkpoint_minutes, r.max_bad_steps, r.log_every)
+        self.cfg, self.space, self.arch, self.device = cfg, space, arch, torch.device(device)
+        self.data_dir = str(data_dir)
+        check_config_space(cfg, space)
+        self.model_args = from_dict(type(space).ModelArgs, cfg.model, "model")
+        self.task = build_task(space.modality, cfg.data, data_dir, self.device, r.seed, split="final",
+                               aux_weight=r.aux_weight, label_smoothing=r.label_smoothing,
+                               amp=r.amp, channels_last=r.channels_last)
+        # Higher is better for accuracy; NT-ASGD and model selection compare "lower is better".
+        self.lower_is_better = self.task.metric != "accuracy"
+        # CIFAR final: "valid" is the test set (see module docstring); select nothing on it.
+        self.valid_is_test = getattr(self.task, "valid_x", None) is not None and \
+            self.task.valid_x is getattr(self.task, "test_x", None)
+        self.select_best = not self.valid_is_test
+        torch.manual_seed(r.seed)  # the child's initial weights
+        self.model = space.child(arch, self.model_args, **self.task.model_kwargs()).to(self.device)
+        prepare = getattr(self.task, "prepare_model", None)
+        if prepare is not None:
+            prepare(self.model)
+        self.train_model = self._maybe_compile(self.model)
+        self.opt = make_sgd(self.model.parameters(), cfg.train)
+        self.history: list[float] = []  # per-epoch valid figure (eval weights), oldest first
+        self.best: dict = {}  # {"epoch", "valid"} of best.pt
+        self.avg: dict[str, torch.Tensor] | None = None  # NT-ASGD running average, once started
+        self.avg_count = 0
+        self.avg_start_epoch: int | None = None
+        self.wall_before = 0.0  # seconds spent before this process (resumed runs)
+        self._t_start = time.monotonic()
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _maybe_compile(self, model):
+        mode = self.cfg.retrain.compile
+        auto = self.device.type == "cuda" and self.space.modality == "image"
+        if mode == "on" or (mode == "auto" and auto):
+            return torch.compile(model)  # state_dict / eval use the plain module
+        return model
+
+    @property
+    def params(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self.model.named_parameters())  # deduplicated (tied embeddings once)
+
+    def wall_time(self) -> float:
+        return self.wall_before + time.monotonic() - self._t_start
+
+    def _start_average(self) -> None:
+        self.avg = {n: p.detach().clone() for n, p in self.params}
+        self.avg_count = 0
+        self.avg_start_epoch = self.epoch
+
+    def _on_step(self) -> None:
+        """After each applied SGD step: fold the new weights into the uniform average."""
+        if self.avg is None:
+            return
+        self.avg_count += 1
+        names = [n for n, _ in self.params]
+        with torch.no_grad():
+            torch._foreach_lerp_([self.avg[n] for n in names], [p.detach() for _, p in self.params],
+                                 1.0 / self.avg_count)
+
+    @contextlib.contextmanager
+    def eval_weights(self):
+        """The weights to evaluate: the NT-ASGD average once started, else the SGD weights."""
+        if self.avg is None:
+            yield
+            return
+        backup = {n: p.detach().clone() for n, p in self.params}
+        with torch.no_grad():
+            for n, p in self.params:
+                p.copy_(self.avg[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in self.params:
+                    p.copy_(backup[n])
+
+    def _key(self, value: float) -> float:
+        return value if self.lower_is_better else -value
+
+    # ---- checkpoint -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "config": to_dict(self.cfg),
+            "space": {"name": self.space.name, "args": to_dict(self.space.args)},
+            "arch": dict(self.arch),
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "task": self.task.state_dict(),
+            "rng": ckpt.rng_state(),
+            "history": list(self.history),
+            "best": dict(self.best),
+            "asgd": {"avg": self.avg, "count": self.avg_count, "start_epoch": self.avg_start_epoch},
+            "wall_time_s": self.wall_time(),
+            "data_dir": self.data_dir,
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        self.check_kind(st)
+        if st["arch"] != dict(self.arch):
+            raise ckpt.CheckpointError("checkpoint.pt was trained on a different architecture than arch.yaml")
+        self.set_position(st["position"])
+        try:
+            self.model.load_state_dict(st["model"])
+        except RuntimeError as e:
+            raise ckpt.CheckpointError(f"checkpoint does not fit this child: {str(e)[:300]}") from None
+        self.opt.load_state_dict(st["opt"])
+        self.task.load_state_dict(st["task"])
+        ckpt.set_rng_state(st["rng"])
+        self.history, self.best = list(st["history"]), dict(st["best"])
+        a = st["asgd"]
+        self.avg = None if a["avg"] is None else {n: t.to(self.device) for n, t in a["avg"].items()}
+        self.avg_count, self.avg_start_epoch = a["count"], a["start_epoch"]
+        self.wall_before = float(st["wall_time_s"])
+        self._t_start = time.monotonic()
+
+    def _save_best(self, value: float) -> None:
+        self.best = {"epoch": self.epoch + 1, "valid": value}
+        if self.log_enabled:
+            with self.eval_weights():
+                state = {"kind": "retrain-best", "epoch": self.epoch + 1, "valid": value,
+                         "model": self.model.state_dict()}
+            _atomic_save(state, self.run_dir / BEST)
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self, resume_offset: int | None = None) -> dict:
+        self.open_log(resume_offset)
+        r, m = self.cfg.retrain, self.task.metric
+        split = "test" if self.valid_is_test else "valid"
+        if resume_offset is None and self.log_enabled:
+            self.log.log(0, params=count_params(self.model))
+        try:
+            with self.stop:
+                while self.epoch < r.epochs:
+                    t0 = time.monotonic()
+                    lr = lr_at(self.cfg.train, self.epoch)
+                    set_lr(self.opt, lr)
+                    figs = {}
+                    if hasattr(self.model, "drop_path_prob"):  # image models (task contract)
+                        self.model.drop_path_prob = figs["drop_path"] = drop_path_at(r.drop_path, self.epoch,
+                                                                                     r.epochs)
+                    train = self.sgd_pass(self.task, self.train_model, self.opt, self.cfg.train.grad_clip,
+                                          lambda i: None, f"epoch {self.epoch + 1}/{r.epochs}",
+                                          on_step=self._on_step)
+                    with self.eval_weights():
+                        ev = self.task.evaluate(self.model, None, "valid")
+                    value = ev[m]
+                    if self.select_best and (not self.best or self._key(value) < self._key(self.best["valid"])):
+                        self._save_best(value)
+                    if r.asgd and self.avg is None and asgd_should_start(
+                            [self._key(v) for v in self.history], self._key(value), r.asgd_patience):
+                        self._start_average()
+                        say(f"epoch {self.epoch + 1}: valid {m} stopped improving; averaging the weights "
+                            f"from here on (NT-ASGD)", self.log_enabled)
+                    self.history.append(value)
+                    self.log.log(self.global_step, epoch=self.epoch + 1, lr=lr, **figs,
+                                 asgd=int(self.avg is not None),
+                                 **{f"{split}/{k}": v for k, v in ev.items()},
+                                 **{f"train_epoch/{k}": v for k, v in train.items()})
+                    self.epoch, self.step = self.epoch + 1, 0
+                    self.save()
+                    parts = [f"epoch {self.epoch}/{r.epochs}"] + [f"train {k} {v:.4g}" for k, v in train.items()]
+                    parts += [f"{split} {m} {value:.4g}", f"lr {lr:.3g}", f"{time.monotonic() - t0:.1f}s"]
+                    say("  ".join(parts), self.log_enabled)
+                result = self._finish()
+        finally:
+            self.log.close()
+        return result
+
+    def _finish(self) -> dict:
+        """Test metric of the selected model (best-valid LM, last CIFAR) -> result.json."""
+        m = self.task.metric
+        name = "perplexity" if m == "ppl" else m
+        result = {"space": self.space.name, "metric": m}
+        if self.select_best and self.best:
+            best = _load_best(self.run_dir) if self.log_enabled else None
+            if best is not None:
+                self.model.load_state_dict(best["model"])
+            ctx = contextlib.nullcontext() if best is not None else self.eval_weights()
+            with ctx:
+                test = self.task.evaluate(self.model, None, "test")
+                valid = self.task.evaluate(self.model, None, "valid")
+            result.update({"weights": BEST, "best_epoch": self.best["epoch"], f"valid_{name}": valid[m]})
+        else:
+            with self.eval_weights():
+                test = self.task.evaluate(self.model, None, "test")
+            result.update({"weights": ckpt.NAME, f"valid_{name}": test[m] if self.valid_is_test else None,
+                           "valid_is_test": self.valid_is_test})
+        result.update({
+            f"test_{name}": test[m], "test_loss": test["loss"], "params": count_params(self.model),
+            "epochs": self.epoch, "wall_time_s": round(self.wall_time(), 2),
+            "asgd_start_epoch": None if self.avg_start_epoch is None else self.avg_start_epoch + 1,
+            "averaged_weights": self.avg is not None, "device": str(self.device),
+        })
+        aux = getattr(self.model, "aux_head", None)
+        if aux is not None:
+            result["params_aux_head"] = count_params(aux)
+        if self.log_enabled:
+            tmp = self.run_dir / (RESULT + ".tmp")
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+            os.replace(tmp, self.run_dir / RESULT)
+            self.log.log(self.global_step, **{f"result/test_{name}": test[m]})
+        say(f"test {m} {test[m]:.4g} ({result['weights']}); params {result['params']:,}", self.log_enabled)
+        return result
+
+
+def _atomic_save(state: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_best(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / BEST
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ckpt.CheckpointError(f"{path} is corrupt or not an enas model file ({type(e).__name__})") from None
+
+
+# ---- building from a run folder (resume, evaluate) ----------------------------------------
+
+def new_retrain(arch_path, cfg: RetrainConfig, run_dir: Path | None, data_dir, device) -> Retrain:
+    space, arch, _ = load_arch(arch_path)
+    return Retrain(cfg, space, arch, run_dir, data_dir, device)
+
+
+def write_run_files(rt: Retrain, cfg_dump, arch_path) -> None:
+    """config.yaml and arch.yaml (with the source file's provenance) into the run folder."""
+    _, _, doc = load_arch(arch_path)
+    prov = {"copied_from": str(Path(arch_path).resolve()), "source_provenance": doc.get("provenance") or {}}
+    cfg_dump(rt.cfg, rt.run_dir / "config.yaml")
+    save_arch(rt.run_dir / "arch.yaml", rt.space, rt.arch, prov)
+
+
+def load_run(run_dir, overrides=None):
+    """(space, arch, cfg) of a retrain run folder, from config.yaml and arch.yaml alone."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "arch.yaml"):
+        if not (run_dir / name).exists():
+            from .runlog import RunDirError
+
+            raise RunDirError(f"{run_dir} is not a retrain run folder (no {name})")
+    space, arch, _ = load_arch(run_dir / "arch.yaml")
+    cfg = load_retrain(run_dir / "config.yaml", overrides, space)
+    return space, arch, cfg
+
+
+def recorded_data_dir(run_dir) -> str | None:
+    """The data folder a run was trained on (recorded in its checkpoint), if readable."""
+    try:
+        return ckpt.load(run_dir).get("data_dir")
+    except ckpt.CheckpointError:
+        return None
+
+
+def evaluate_run(run_dir, data_dir, device) -> dict:
+    """``enas evaluate``: rebuild the child from the folder, load the saved model (best-valid
+    for an LM, the final weights otherwise), recompute the test metric, compare to result.json."""
+    run_dir = Path(run_dir)
+    space, arch, cfg = load_run(run_dir)
+    rt = Retrain(cfg, space, arch, run_dir, data_dir, device, log=False)
+    recorded = json.loads((run_dir / RESULT).read_text()) if (run_dir / RESULT).exists() else None
+    best = _load_best(run_dir) if rt.select_best else None
+    if best is not None:
+        rt.model.load_state_dict(best["model"])
+        weights, ctx = BEST, contextlib.nullcontext()
+    else:
+        rt.load_state_dict(ckpt.load(run_dir))
+        weights, ctx = ckpt.NAME, rt.eval_weights()
+    with ctx:
+        test = rt.task.evaluate(rt.model, None, "test")
+    m = rt.task.metric
+    name = "perplexity" if m == "ppl" else m
+    out = {"metric": f"test_{name}", "value": test[m], "weights": weights, "params": count_params(rt.model),
+           "recorded": None, "match": None}
+    if recorded is not None:
+        rec = recorded.get(f"test_{name}")
+        out["recorded"] = rec
+        if rec is not None:
+            out["match"] = math.isclose(test[m], rec, rel_tol=1e-4, abs_tol=1e-6)
+    return out
+
+
+def check_config_space(cfg: RetrainConfig, space) -> None:
+    want = {"lm": ("ptb", "text"), "image": ("cifar10",)}.get(space.modality)
+    if want and cfg.data.dataset not in want:
+        raise ConfigError(f"data.dataset {cfg.data.dataset!r} does not fit space {space.name} "
+                          f"({space.modality}); use one of {list(want)}")

@@ -1,0 +1,293 @@
+"""`enas retrain` / `enas evaluate`: smoke per space, drop-path schedule, NT-ASGD, exact
+resume, published-cell parameter counts, shipped arch files and configs (generated data only)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from enas.archfile import load_arch, save_arch
+from enas.cli import main
+from enas.config import from_dict, load_retrain
+from enas.retrain import Retrain, asgd_should_start, count_params, drop_path_at
+from enas.space import build_space, validate
+from search_spaces.enas_macro import MACRO_OPS
+from search_spaces.enas_micro import ENAS_MICRO_CELL
+from search_spaces.enas_rnn import ENAS_PTB_CELL
+from conftest import make_corpus
+from test_cifar10 import write_cifar
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Measured with this implementation (README lists them beside the paper's figures):
+PTB_CELL_PARAMS = 24_640_000  # hidden 800, vocab 10,000, tied embeddings (paper: ~24M)
+MICRO_CELLS_PARAMS = 3_611_980  # C = 36, N = 5, aux head, 10 classes (paper: 4.6M)
+MICRO_AUX_PARAMS = 421_120  # of which the auxiliary head
+MACRO_OFFICIAL_PARAMS = 19_702_944  # official 24-layer arc, 96 channels doubled (paper: 21.3M)
+
+RNN_ARCH = {"node0/activation": "tanh", "node1/input": 0, "node1/activation": "relu",
+            "node2/input": 1, "node2/activation": "tanh", "node3/input": 1, "node3/activation": "sigmoid"}
+MACRO_ARCH = {"layer0/op": "conv_3x3", "layer1/op": "sep_conv_3x3", "layer1/skips": [0],
+              "layer2/op": "max_pool_3x3", "layer2/skips": [], "layer3/op": "conv_5x5", "layer3/skips": [0, 2],
+              "layer4/op": "avg_pool_3x3", "layer4/skips": [1], "layer5/op": "sep_conv_5x5", "layer5/skips": [3, 4]}
+
+TINY = {
+    "enas_rnn": {"model": {"hidden": 8, "init_range": 0.1, "ar": 0.7, "tar": 0.0},
+                 "data": {"dataset": "ptb", "batch_size": 4, "eval_batch_size": 4, "bptt": 6,
+                          "variable_bptt": True, "bptt_max": 10},
+                 "train": {"lr": 5.0, "grad_clip": 0.25, "weight_decay": 1.6e-6},
+                 "retrain": {"epochs": 2, "asgd": True, "asgd_patience": 1, "log_every": 5}},
+    "enas_micro": {"model": {"channels": 4, "num_cells": 1, "aux_head": True, "dropout": 0.2},
+                   "data": {"dataset": "cifar10", "batch_size": 16, "eval_batch_size": 8, "cutout": 16},
+                   "train": {"lr": 0.05, "lr_min": 1e-4, "schedule": "cosine", "t0": 2, "t_mul": 1,
+                             "momentum": 0.9, "nesterov": True, "weight_decay": 4e-4, "grad_clip": 5.0},
+                   "retrain": {"epochs": 2, "aux_weight": 0.4, "drop_path": 0.4, "log_every": 2}},
+    "enas_macro": {"model": {"channels": 4, "double_channels": True, "dropout": 0.5},
+                   "data": {"dataset": "cifar10", "batch_size": 16, "eval_batch_size": 8},
+                   "train": {"lr": 0.05, "schedule": "cosine", "t0": 2, "t_mul": 1, "momentum": 0.9,
+                             "weight_decay": 4e-4, "grad_clip": 5.0},
+                   "retrain": {"epochs": 2, "log_every": 2}},
+}
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_cifar(root / "cifar")
+    make_corpus(root / "ptb")
+    return {"enas_rnn": root / "ptb", "enas_micro": root / "cifar", "enas_macro": root / "cifar"}
+
+
+def write_arch(folder: Path, name: str) -> Path:
+    space, arch = {
+        "enas_rnn": (build_space("enas_rnn", {"num_nodes": 4}), RNN_ARCH),
+        "enas_micro": (build_space("enas_micro", {}), ENAS_MICRO_CELL),
+        "enas_macro": (build_space("enas_macro", {"num_layers": 6}), MACRO_ARCH),
+    }[name]
+    return save_arch(folder / f"{name}.yaml", space, arch, {"run": "test"})
+
+
+def write_config(folder: Path, name: str, **sections) -> Path:
+    cfg = yaml.safe_load(yaml.safe_dump(TINY[name]))
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    path = folder / f"{name}_retrain.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def retrain(tmp_path, data, name, run_dir, **sections):
+    arch = write_arch(tmp_path, name)
+    cfg = write_config(tmp_path, name, **sections)
+    assert run("retrain", arch, "--config", cfg, "--data-dir", data[name], "--run-dir", run_dir,
+               "--device", "cpu") == 0
+    return run_dir
+
+
+# ---------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("name", ["enas_rnn", "enas_micro", "enas_macro"])
+def test_retrain_then_evaluate(tmp_path, data, name, capsys):
+    run_dir = retrain(tmp_path, data, name, tmp_path / "run")
+    for f in ("config.yaml", "arch.yaml", "metrics.jsonl", "checkpoint.pt", "result.json"):
+        assert (run_dir / f).is_file(), f
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    result = json.loads((run_dir / "result.json").read_text())
+    key = "test_perplexity" if name == "enas_rnn" else "test_accuracy"
+    assert result[key] > 0 and result["epochs"] == 2 and result["wall_time_s"] > 0
+    space, arch, doc = load_arch(run_dir / "arch.yaml")
+    assert space.name == name and doc["provenance"]["source_provenance"]["run"] == "test"
+    model = space.child(arch, from_dict(type(space).ModelArgs, TINY[name]["model"]),
+                        **({"vocab_size": 42} if name == "enas_rnn" else {"num_classes": 10}))
+    if name == "enas_rnn":
+        assert (run_dir / "best.pt").is_file() and result["weights"] == "best.pt" and "valid_perplexity" in result
+    else:
+        assert result["params"] == count_params(model) and result["valid_is_test"] is True
+    capsys.readouterr()
+    # evaluate needs only the folder (data folder recorded in the checkpoint)
+    assert run("evaluate", run_dir, "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    assert f"{key} {result[key]:.6g}  (recomputed" in out and "match" in out
+    # a tampered result is reported, not hidden
+    result[key] *= 1.5
+    (run_dir / "result.json").write_text(json.dumps(result))
+    assert run("evaluate", run_dir, "--device", "cpu") == 1
+    assert "MISMATCH" in capsys.readouterr().err
+
+
+def test_micro_drop_path_follows_schedule(tmp_path, data):
+    run_dir = retrain(tmp_path, data, "enas_micro", tmp_path / "run", retrain={"epochs": 3, "drop_path": 0.3})
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["drop_path"] for r in rows if "drop_path" in r]
+    assert logged == pytest.approx([0.0, 0.1, 0.2])
+
+
+def test_drop_path_schedule():
+    assert drop_path_at(0.4, 0, 630) == 0.0
+    assert drop_path_at(0.4, 315, 630) == pytest.approx(0.2)
+    assert drop_path_at(0.4, 629, 630) == pytest.approx(0.4 * 629 / 630)
+    vals = [drop_path_at(0.4, e, 10) for e in range(10)]
+    assert vals == sorted(vals) and max(vals) < 0.4
+
+
+def test_asgd_switch_on_plateau():
+    # enas_lm: switch once the current ppl is worse than the best before the last `patience`
+    ppl = [300, 200, 150, 120, 110, 105, 104, 106, 107, 108]
+    start = next(i for i in range(len(ppl)) if asgd_should_start(ppl[:i], ppl[i], patience=3))
+    assert start == 9  # 108 > min(300 .. 105): no improvement over 104 for 3 epochs
+    assert not any(asgd_should_start(ppl[:i], ppl[i], 3) for i in range(9))
+    improving = [100.0 - i for i in range(20)]
+    assert not any(asgd_should_start(improving[:i], improving[i], 1) for i in range(20))
+    assert asgd_should_start([10.0, 9.0], 11.0, 1)
+    assert not asgd_should_start([10.0], 11.0, 1)  # too short a history
+
+
+def test_asgd_average_is_uniform_mean_of_steps(tmp_path, data):
+    space = build_space("enas_rnn", {"num_nodes": 4})
+    cfg = load_retrain(write_config(tmp_path, "enas_rnn"), [], space)
+    rt = Retrain(cfg, space, RNN_ARCH, None, data["enas_rnn"], torch.device("cpu"), log=False)
+    rt._start_average()
+    p = rt.model.encoder.weight
+    seen = []
+    for v in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            p.fill_(v)
+        rt._on_step()
+        seen.append(v)
+    assert torch.allclose(rt.avg["encoder.weight"], torch.full_like(p, sum(seen) / 3))
+    with rt.eval_weights():
+        assert torch.allclose(p, torch.full_like(p, 3.0))
+    assert torch.equal(p, torch.full_like(p, 6.0))  # training weights restored
+    rt2 = Retrain(cfg, space, RNN_ARCH, None, data["enas_rnn"], torch.device("cpu"), log=False)
+    rt2.load_state_dict(rt.state_dict())  # the average travels in the checkpoint
+    assert rt2.avg_count == 3 and torch.equal(rt2.avg["encoder.weight"], rt.avg["encoder.weight"])
+
+
+# ---------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("name,epochs,extra", [
+    # lr 20 on the tiny LM: valid ppl rises at epoch 3, so NT-ASGD is averaging at the interruption
+    ("enas_rnn", 4, {"train": {"lr": 20.0}}),
+    ("enas_micro", 2, {}),
+])
+def test_resume_equals_uninterrupted(tmp_path, data, name, epochs, extra):
+    """(epochs - 1) + resume 1 == epochs, bit for bit on CPU."""
+    full = retrain(tmp_path, data, name, tmp_path / "full", retrain={"epochs": epochs}, **extra)
+    part = retrain(tmp_path, data, name, tmp_path / "part", retrain={"epochs": epochs - 1}, **extra)
+    assert run("retrain", "--resume", part, "--set", f"retrain.epochs={epochs}", "--allow-config-change",
+               "--device", "cpu") == 0
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(part / "checkpoint.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["history"] == b["history"]
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (full, part))
+    key = "test_perplexity" if name == "enas_rnn" else "test_accuracy"
+    assert ra[key] == rb[key]
+    if name == "enas_rnn":
+        assert a["asgd"]["count"] > 0 and a["asgd"]["count"] == b["asgd"]["count"]
+        assert ra["asgd_start_epoch"] == rb["asgd_start_epoch"] < epochs
+        for k in a["asgd"]["avg"]:
+            assert torch.equal(a["asgd"]["avg"][k], b["asgd"]["avg"][k]), k
+        ba, bb = (torch.load(d / "best.pt", weights_only=True) for d in (full, part))
+        assert all(torch.equal(ba["model"][k], bb["model"][k]) for k in ba["model"])
+
+
+def test_resume_refuses_changed_config_and_extra_args(tmp_path, data, capsys):
+    part = retrain(tmp_path, data, "enas_rnn", tmp_path / "r", retrain={"epochs": 1})
+    assert run("retrain", "--resume", part, "--set", "train.lr=1.0", "--device", "cpu") == 2
+    assert "train.lr: 5.0 -> 1.0" in capsys.readouterr().err
+    assert run("retrain", tmp_path / "enas_rnn.yaml", "--resume", part) == 2
+    assert run("retrain", tmp_path / "enas_rnn.yaml") == 2  # no --config
+    assert "--config" in capsys.readouterr().err
+
+
+def test_config_model_section_checked_against_arch_space(tmp_path, data, capsys):
+    arch = write_arch(tmp_path, "enas_micro")
+    cfg = write_config(tmp_path, "enas_rnn")  # an LM config for an image arch
+    assert run("retrain", arch, "--config", cfg, "--data-dir", data["enas_micro"],
+               "--run-dir", tmp_path / "x", "--device", "cpu") == 2
+    assert "model" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------- shipped files
+
+
+def test_published_cells_parameter_counts():
+    ptb, arch, _ = load_arch(ROOT / "configs/archs/enas_ptb.yaml")
+    assert arch == validate(ptb.decisions(), ENAS_PTB_CELL)
+    model = ptb.child(arch, from_dict(ptb.ModelArgs, {"hidden": 800}), vocab_size=10_000)
+    assert count_params(model) == PTB_CELL_PARAMS
+    micro, arch, _ = load_arch(ROOT / "configs/archs/enas_micro.yaml")
+    assert arch == validate(micro.decisions(), ENAS_MICRO_CELL)
+    model = micro.child(arch, from_dict(micro.ModelArgs, {"channels": 36, "num_cells": 5, "aux_head": True}),
+                        num_classes=10)
+    assert count_params(model) == MICRO_CELLS_PARAMS and count_params(model.aux_head) == MICRO_AUX_PARAMS
+
+
+def test_macro_arch_file_is_the_official_fixed_arc():
+    space, arch, doc = load_arch(ROOT / "configs/archs/enas_macro.yaml")
+    codes = [int(c) for c in doc["provenance"]["official_fixed_arc"].split()]
+    i = 0
+    for layer in range(space.args.num_layers):
+        assert arch[f"layer{layer}/op"] == MACRO_OPS[codes[i]]
+        bits = codes[i + 1:i + 1 + layer]
+        if layer:
+            assert arch[f"layer{layer}/skips"] == [j for j, b in enumerate(bits) if b]
+        i += 1 + layer
+    assert i == len(codes) and space.args.num_layers == 24
+    cfg = load_retrain(ROOT / "configs/cifar10_macro_retrain.yaml", [], space)
+    model = space.child(arch, from_dict(space.ModelArgs, cfg.model), num_classes=10)
+    assert count_params(model) == MACRO_OFFICIAL_PARAMS
+
+
+@pytest.mark.parametrize("cfg,arch", [
+    ("ptb_retrain", "enas_ptb"), ("cifar10_micro_retrain", "enas_micro"), ("cifar10_macro_retrain", "enas_macro"),
+    ("smoke/ptb_retrain", "enas_ptb"), ("smoke/cifar10_micro_retrain", "enas_micro"),
+    ("smoke/cifar10_macro_retrain", "enas_macro"),
+])
+def test_shipped_retrain_configs_load(cfg, arch):
+    space, _, _ = load_arch(ROOT / f"configs/archs/{arch}.yaml")
+    c = load_retrain(ROOT / f"configs/{cfg}.yaml", [], space)
+    if cfg == "cifar10_micro_retrain":  # the paper's recipe (ENAS_REFERENCE section 4 "Final")
+        assert (c.model["channels"], c.model["num_cells"], c.data.batch_size, c.retrain.epochs) == (36, 5, 144, 630)
+        assert (c.train.weight_decay, c.retrain.aux_weight, c.retrain.drop_path, c.data.cutout) == (4e-4, 0.4, 0.4, 16)
+
+
+def test_stop_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data, monkeypatch):
+    """A stop signal inside an epoch checkpoints at that step; the resumed run ends equal."""
+    from enas import retrain as rmod
+    from enas.interrupt import StopRequested
+
+    full = retrain(tmp_path, data, "enas_micro", tmp_path / "full")
+    real_on_step = rmod.Retrain._on_step
+
+    def on_step(self):  # "SIGTERM" after the 5th step (epoch 2 of 2, step 2 of 3)
+        real_on_step(self)
+        if self.global_step == 4:
+            self.stop.signum = 15
+
+    monkeypatch.setattr(rmod.Retrain, "_on_step", on_step)
+    arch, cfg = tmp_path / "enas_micro.yaml", tmp_path / "enas_micro_retrain.yaml"
+    part = tmp_path / "part"
+    assert run("retrain", arch, "--config", cfg, "--data-dir", data["enas_micro"], "--run-dir", part,
+               "--device", "cpu") == 128 + 15
+    st = torch.load(part / "checkpoint.pt", weights_only=True)
+    assert (st["position"]["epoch"], st["position"]["step"]) == (1, 2) and not (part / "result.json").exists()
+    monkeypatch.setattr(rmod.Retrain, "_on_step", real_on_step)
+    assert run("retrain", "--resume", part, "--device", "cpu") == 0
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(part / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert json.loads((full / "result.json").read_text())["test_accuracy"] == \
+        json.loads((part / "result.json").read_text())["test_accuracy"]
