@@ -93,6 +93,68 @@ def cmd_derive(args) -> int:
     return 0
 
 
+def cmd_retrain(args) -> int:
+    from . import checkpoint as ckpt
+    from .config import load_retrain
+    from .retrain import Retrain, load_run, new_retrain, write_run_files
+
+    device = resolve_device(args.device)
+    if args.resume:
+        if args.arch or args.config:
+            raise ConfigError("enas retrain --resume RUN_DIR takes no ARCH.yaml or --config "
+                              "(the run folder holds both); change values with --set and --allow-config-change")
+        run_dir = Path(args.resume)
+        space, arch, cfg = load_run(run_dir, args.set)
+        state = ckpt.load(run_dir)
+        diffs = config_diff(state["config"], to_dict(cfg))
+        if diffs and not args.allow_config_change:
+            raise ConfigError(
+                "the config differs from the one this run was checkpointed with:\n  " + "\n  ".join(diffs)
+                + "\nresume without those changes, or pass --allow-config-change to accept them"
+            )
+        data_dir = args.data_dir or state.get("data_dir") or "data"
+        rt = Retrain(cfg, space, arch, run_dir, data_dir, device)
+        rt.load_state_dict(state)
+        if diffs:
+            dump(cfg, run_dir / "config.yaml")
+            say("config changed on resume:\n  " + "\n  ".join(diffs))
+        say(f"resuming {run_dir} at epoch {rt.epoch + 1}, step {rt.step}")
+        result = rt.run(resume_offset=state["metrics_offset"])
+    else:
+        if args.arch is None or args.config is None:
+            raise ConfigError("enas retrain needs ARCH.yaml and --config CONFIG.yaml (or --resume RUN_DIR)")
+        from .archfile import load_arch
+
+        space, _, _ = load_arch(args.arch)
+        cfg = load_retrain(args.config, args.set, space)
+        rt = new_retrain(args.arch, cfg, None, args.data_dir or "data", device)  # data before any folder
+        rt.run_dir = new_run_dir(args.run_dir, args.config, kind="retrain")
+        write_run_files(rt, dump, args.arch)
+        say(f"run folder: {rt.run_dir}   (tensorboard --logdir {rt.run_dir.parent})")
+        result = rt.run()
+    key = next(k for k in result if k.startswith("test_") and k != "test_loss")
+    print(f"{key} {result[key]:.6g}  params {result['params']:,}  ({rt.run_dir / 'result.json'})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .retrain import evaluate_run, recorded_data_dir
+
+    data_dir = args.data_dir or recorded_data_dir(args.run_dir) or "data"
+    out = evaluate_run(Path(args.run_dir), data_dir, resolve_device(args.device))
+    print(f"{out['metric']} {out['value']:.6g}  (recomputed from {out['weights']}, params {out['params']:,})")
+    if out["recorded"] is None:
+        print(f"no {out['metric']} in {Path(args.run_dir) / 'result.json'} yet (unfinished run?)")
+        return 0
+    print(f"{out['metric']} {out['recorded']:.6g}  (result.json)")
+    if not out["match"]:
+        print(f"MISMATCH: the recomputed figure differs from result.json (different data in {data_dir}, "
+              "device or library version?)", file=sys.stderr)
+        return 1
+    print("match")
+    return 0
+
+
 def cmd_show(args) -> int:
     from .archfile import load_arch
 
@@ -110,6 +172,17 @@ def cmd_show(args) -> int:
             raise ArchError(f"space {space.name} has no drawing; omit --out")
         draw(arch, Path(args.out))
         print(f"drawing written to {args.out}")
+    return 0
+
+
+def cmd_rank(args) -> int:
+    from .rank import rank
+
+    out, rows, summary = rank(Path(args.run_dir), args.data_dir, resolve_device(args.device), samples=args.samples,
+                              archs_file=args.archs, policy=args.policy, recalibrate_bn=args.recalibrate_bn,
+                              out=args.out, seed=args.seed)
+    print(summary)
+    print(f"{len(rows)} rows written to {out}")
     return 0
 
 
@@ -140,10 +213,39 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.set_defaults(func=cmd_derive)
 
+    r = sub.add_parser("retrain", help="train an architecture file from scratch, then test it")
+    r.add_argument("arch", nargs="?", help="architecture file (best_arch.yaml, configs/archs/*.yaml)")
+    r.add_argument("--config", help="retrain config YAML (configs/*_retrain.yaml)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a retrain run from its checkpoint")
+    r.add_argument("--allow-config-change", action="store_true", help="accept --set changes on --resume")
+    common(r)
+    r.set_defaults(func=cmd_retrain, data_dir=None)  # resume: default to the run's own data folder
+
+    e = sub.add_parser("evaluate", help="recompute a retrained model's test metric and check result.json")
+    e.add_argument("run_dir")
+    e.add_argument("--data-dir", default=None, help="dataset folder; default: the one the run trained on")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=cmd_evaluate)
+
     sh = sub.add_parser("show", help="print an architecture file readably, optionally draw it")
     sh.add_argument("arch")
     sh.add_argument("--out", help="write a PNG drawing of the cell(s)")
     sh.set_defaults(func=cmd_show)
+
+    rk = sub.add_parser("rank", help="score many architectures with a search run's supernet (CSV)")
+    rk.add_argument("run_dir")
+    src = rk.add_mutually_exclusive_group()
+    src.add_argument("--archs", metavar="FILE",
+                     help="rank these architectures, one a line (NB201 cell string, or {decision: value, ...})")
+    src.add_argument("--policy", action="store_true", help="sample from the trained policy instead of uniformly")
+    rk.add_argument("--samples", type=int, default=None, help="architectures to sample (default 100)")
+    rk.add_argument("--recalibrate-bn", action="store_true",
+                    help="recompute BN statistics for each architecture before scoring it")
+    rk.add_argument("--out", help="CSV to write (default RUN_DIR/ranks-<source>-n<N>-<time>.csv)")
+    rk.add_argument("--seed", type=int, default=0, help="seed of the sampled architectures")
+    rk.add_argument("--data-dir", default="data")
+    rk.add_argument("--device", default="auto")
+    rk.set_defaults(func=cmd_rank)
     return p
 
 

@@ -258,6 +258,7 @@ class SearchSection:
     derive_samples: int = 10  # archs sampled from the policy at each derive
     derive_batches: int = 1  # validation minibatches per candidate; 0 = whole split
     reward_c: float = 80.0  # LM reward c / valid_ppl (paper 3.2)
+    aux_weight: float = 0.0  # image: auxiliary head loss weight in the shared phase (micro search: 0.4)
     eval_bn: Literal["batch", "recalibrate"] = "batch"  # BN during reward (image)
     recalibrate_batches: int = 4
     log_every: int = 20  # console/TensorBoard every N shared steps
@@ -286,14 +287,23 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class RetrainSection:
-    epochs: int = 10
+    """Training one architecture from scratch (paper 3.2 / 3.3 "final" models)."""
+
+    epochs: int = 10  # paper: 630 micro, 310 macro (official scripts), 3000 PTB (enas_lm)
     seed: int = 0
     aux_weight: float = 0.0  # auxiliary head loss weight (paper: 0.4, micro)
-    drop_path: float = 0.0  # final drop-path probability (1 - keep 0.6 -> 0.4), linear in depth and time
+    # Final drop-path probability (1 - keep 0.6 -> 0.4, micro final): the model scales it
+    # linearly with cell depth, the trainer linearly with training progress (epoch/epochs).
+    drop_path: float = 0.0
     label_smoothing: float = 0.0
-    asgd: bool = False  # LM: switch to averaged SGD when valid ppl stops improving
-    asgd_patience: int = 5
-    compile: bool = False  # torch.compile the child (static graph)
+    # LM: non-monotonically triggered averaged SGD (Merity et al. 2018, as in enas_lm):
+    # start averaging the weights once the valid ppl is worse than the best of all
+    # epochs before the last asgd_patience ones; evaluate with the averaged weights.
+    asgd: bool = False
+    asgd_patience: int = 10  # enas_lm fixed_lib.py best_valid_ppl_threshold = 10
+    # torch.compile the child for training: "auto" = CUDA image models only (static
+    # graph; an LM with variable BPTT would recompile per window length).
+    compile: Literal["auto", "on", "off"] = "auto"
     log_every: int = 50
     checkpoint_minutes: float = 10.0
     max_bad_steps: int = 20
@@ -303,6 +313,10 @@ class RetrainSection:
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(f"retrain.epochs must be >= 1, got {self.epochs}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"retrain.drop_path must be in [0, 1), got {self.drop_path}")
+        if self.asgd_patience < 1:
+            raise ValueError(f"retrain.asgd_patience must be >= 1, got {self.asgd_patience}")
 
 
 @dataclass(frozen=True)
@@ -310,7 +324,7 @@ class RetrainConfig:
     data: DataSection
     train: OptimSection
     retrain: RetrainSection = RetrainSection()
-    model: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)  # checked against the arch's space's ModelArgs
 
 
 def load(cls, path: str | Path, overrides: list[str] | None = None):
@@ -332,4 +346,13 @@ def load_search(path, overrides=None) -> SearchConfig:
     cls = SPACES.get(cfg.space.name)
     from_dict(cls.Args, cfg.space.args, "space.args")
     from_dict(cls.ModelArgs, cfg.model, "model")
+    return cfg
+
+
+def load_retrain(path, overrides=None, space=None) -> RetrainConfig:
+    """Load and check a retrain config; ``model`` is checked against ``space.ModelArgs``
+    (the space comes from the architecture file, not from this config)."""
+    cfg = load(RetrainConfig, path, overrides)
+    if space is not None:
+        from_dict(type(space).ModelArgs, cfg.model, "model")
     return cfg

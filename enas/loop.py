@@ -36,6 +36,10 @@ class Loop:
         self.log_every = log_every
         self.epoch, self.phase, self.step, self.global_step = 0, "train", 0, 0
         self.bad_steps = self.skipped_steps = 0
+        # Figures of the steps since the last log line; checkpointed, so a resumed run logs
+        # the same averages as an uninterrupted one.
+        self.window: dict = {}
+        self.window_count = 0
         self.log: RunLog | None = None
         self.stop = GracefulStop()
         self._last_save = time.monotonic()
@@ -43,11 +47,13 @@ class Loop:
     # ---- state ------------------------------------------------------------------------
     def position(self) -> dict:
         return {"epoch": self.epoch, "phase": self.phase, "step": self.step,
-                "global_step": self.global_step, "skipped_steps": self.skipped_steps}
+                "global_step": self.global_step, "skipped_steps": self.skipped_steps,
+                "window": {k: float(v) for k, v in self.window.items()}, "window_count": self.window_count}
 
     def set_position(self, pos: dict) -> None:
         self.epoch, self.phase, self.step = pos["epoch"], pos["phase"], pos["step"]
         self.global_step, self.skipped_steps = pos["global_step"], pos["skipped_steps"]
+        self.window, self.window_count = dict(pos["window"]), pos["window_count"]
 
     def state_dict(self) -> dict:  # extended by subclasses
         return {"kind": self.kind, "position": self.position(),
@@ -113,12 +119,15 @@ class Loop:
                 if on_step is not None:
                     on_step()
                 for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                    sums[k] = sums.get(k, 0.0) + v.detach()
+                    self.window[k] = self.window.get(k, 0.0) + v.detach()
                 count += 1
+                self.window_count += 1
             self.global_step += 1
             bar.update(1)
-            if count and self.global_step % self.log_every == 0:
-                figs = {f"{prefix}/{k}": float(v) / count for k, v in sums.items()}
+            if self.window_count and self.global_step % self.log_every == 0:
+                figs = {f"{prefix}/{k}": float(v) / self.window_count for k, v in self.window.items()}
+                self.window, self.window_count = {}, 0
                 self.log.log(self.global_step, epoch=self.epoch, lr=opt.param_groups[0]["lr"],
                              **figs, **{f"{prefix}/skipped_steps": self.skipped_steps})
                 bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in figs.items()})

@@ -43,7 +43,7 @@ class Search(Loop):
         self.task = build_task(
             self.space.modality, cfg.data, data_dir, device, s.seed, split="search",
             reward_c=s.reward_c, eval_bn=s.eval_bn, recalibrate_batches=s.recalibrate_batches,
-            amp=s.amp, channels_last=s.channels_last,
+            amp=s.amp, channels_last=s.channels_last, aux_weight=s.aux_weight,
         )
         torch.manual_seed(s.seed)  # weights of supernet and controller
         self.supernet = self.space.supernet(self.model_args, **self.task.model_kwargs()).to(device)

@@ -1,0 +1,218 @@
+"""Nothing lost: kill -9, SIGTERM, mid-epoch resume, NaN, failed checkpoint writes."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from enas import checkpoint as ckpt
+from enas.cli import main
+
+from conftest import TINY_PTB
+
+FAST_CKPT = {"search": {"epochs": 3, "checkpoint_minutes": 0.0005}}  # a checkpoint ~every step
+
+
+def search_cmd(cfg, data, run_dir, *extra):
+    return [sys.executable, "-m", "enas", "search", str(cfg), "--data-dir", str(data), "--run-dir", str(run_dir),
+            "--device", "cpu", *extra]
+
+
+def resume_cmd(run_dir, data):
+    return [sys.executable, "-m", "enas", "search", "--resume", str(run_dir), "--data-dir", str(data),
+            "--device", "cpu"]
+
+
+def final_state(run_dir):
+    st = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    arch = yaml.safe_load((run_dir / "best_arch.yaml").read_text())["arch"]
+    return st, arch
+
+
+def assert_same_run(a_dir, b_dir):
+    a, arch_a = final_state(a_dir)
+    b, arch_b = final_state(b_dir)
+    assert arch_a == arch_b
+    assert a["position"] == b["position"]
+    for key in ("supernet", "policy"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    assert a["reinforce"]["baseline"] == b["reinforce"]["baseline"]
+    rows = lambda d: [r for r in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert rows(a_dir) == rows(b_dir)
+
+
+@pytest.fixture
+def reference(tmp_path, ptb_dir, tiny_ptb_config):
+    cfg = tiny_ptb_config(FAST_CKPT)
+    ref = tmp_path / "ref"
+    assert subprocess.run(search_cmd(cfg, ptb_dir, ref), capture_output=True).returncode == 0
+    return cfg, ref
+
+
+def wait_for(path, proc, timeout=60):
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() - t0 < timeout
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kill_9_twice_then_resume_matches_uninterrupted(tmp_path, ptb_dir, reference, seed):
+    cfg, ref = reference
+    run_dir = tmp_path / f"killed{seed}"
+    rng = random.Random(seed)
+    proc = subprocess.Popen(search_cmd(cfg, ptb_dir, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for attempt in range(2):
+        wait_for(run_dir / "checkpoint.pt", proc)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if proc.poll() is None:
+            proc.kill()  # SIGKILL: no handler runs
+        proc.wait()
+        if attempt == 0:
+            proc = subprocess.Popen(resume_cmd(run_dir, ptb_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done = subprocess.run(resume_cmd(run_dir, ptb_dir), capture_output=True, text=True)
+    if done.returncode != 0:  # the second kill may have landed after the run finished
+        assert "resuming" not in done.stderr, done.stderr
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    if state["position"]["epoch"] < 3:
+        pytest.fail(f"resume did not finish: {done.stderr[-2000:]}")
+    assert_same_run(ref, run_dir)
+
+
+def test_sigterm_checkpoints_prints_resume_and_exits_nonzero(tmp_path, ptb_dir, reference):
+    cfg, ref = reference
+    run_dir = tmp_path / "term"
+    proc = subprocess.Popen(search_cmd(cfg, ptb_dir, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(run_dir / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert f"enas search --resume {run_dir}" in err and "Traceback" not in err
+    assert subprocess.run(resume_cmd(run_dir, ptb_dir), capture_output=True).returncode == 0
+    assert_same_run(ref, run_dir)
+
+
+def test_mid_epoch_resume_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_config, monkeypatch):
+    """In-process: stop inside the shared phase of epoch 2 (step 3), resume, compare."""
+    from enas import loop
+
+    cfg = tiny_ptb_config({"search": {"epochs": 2}})
+    ref = tmp_path / "ref"
+    assert main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(ref), "--device", "cpu"]) == 0
+
+    real = loop.Loop.maybe_checkpoint
+
+    def stop_once(self):
+        if self.epoch == 1 and self.phase == "shared" and self.step == 3 and not getattr(self, "_stopped", False):
+            self._stopped = True
+            self.stop.signum = signal.SIGTERM
+        return real(self)
+
+    monkeypatch.setattr(loop.Loop, "maybe_checkpoint", stop_once)
+    part = tmp_path / "part"
+    code = main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(part), "--device", "cpu"])
+    assert code == 128 + signal.SIGTERM
+    st = torch.load(part / "checkpoint.pt", weights_only=True)
+    assert st["position"]["epoch"] == 1 and st["position"]["phase"] == "shared" and st["position"]["step"] == 3
+    assert main(["search", "--resume", str(part), "--data-dir", str(ptb_dir), "--device", "cpu"]) == 0
+    assert_same_run(ref, part)
+
+
+def test_nan_steps_are_skipped_counted_and_stop_the_run(tmp_path, ptb_dir, tiny_ptb_config, monkeypatch, capsys):
+    from enas.tasks import lm
+
+    real = lm.LanguageModelTask.train_loss
+    calls = {"n": 0}
+
+    def poisoned(self, model, batch, arch):
+        loss, stats = real(self, model, batch, arch)
+        calls["n"] += 1
+        if calls["n"] in (2, 3):  # two isolated bad steps: skipped, counted
+            loss = loss * float("nan")
+        return loss, stats
+
+    monkeypatch.setattr(lm.LanguageModelTask, "train_loss", poisoned)
+    run_dir = tmp_path / "nan"
+    cfg = tiny_ptb_config({"search": {"epochs": 1, "log_every": 1}})
+    assert main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    st = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert st["position"]["skipped_steps"] == 2
+    assert all(torch.isfinite(v).all() for v in st["supernet"].values())
+
+    # Every step bad: stops after max_bad_steps with a message; the last good checkpoint stays.
+    good = tmp_path / "good"
+    assert main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(good), "--device", "cpu"]) == 0
+    before = (good / "checkpoint.pt").read_bytes()
+    monkeypatch.setattr(lm.LanguageModelTask, "train_loss",
+                        lambda self, m, b, a: (real(self, m, b, a)[0] * float("nan"), {}))
+    code = main(["search", "--resume", str(good), "--set", "search.epochs=2", "--set", "search.max_bad_steps=3",
+                 "--allow-config-change", "--data-dir", str(ptb_dir), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 3 and "3 training steps in a row" in err and "Traceback" not in err
+    assert (good / "checkpoint.pt").read_bytes() == before
+
+
+def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    ckpt.save(tmp_path, {"x": torch.ones(3)})
+
+    def torn(obj, f):  # dies halfway through writing
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", torn)
+    with pytest.raises(ckpt.CheckpointError, match="No space left on device.*checkpoint.pt"):
+        ckpt.save(tmp_path, {"x": torch.zeros(3)})
+    monkeypatch.undo()
+    assert torch.equal(ckpt.load(tmp_path)["x"], torch.ones(3))
+    assert not (tmp_path / "checkpoint.pt.tmp").exists()
+
+
+def test_disk_full_during_search_stops_with_message(tmp_path, ptb_dir, tiny_ptb_config, monkeypatch, capsys):
+    run_dir = tmp_path / "full"
+    cfg = tiny_ptb_config({"search": {"epochs": 2}})
+    real_fsync = os.fsync
+    state = {"n": 0}
+
+    def fsync(fd):
+        state["n"] += 1
+        if state["n"] > 2:  # the first checkpoint (file + folder) succeeds, the next one fails
+            raise OSError(28, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code = main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(run_dir), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    monkeypatch.undo()
+    assert ckpt.load(run_dir)["position"]["epoch"] == 1
+
+
+def test_corrupt_checkpoint_is_named_and_previous_suggested(tmp_path, capsys):
+    ckpt.save(tmp_path, {"x": torch.ones(1)})
+    ckpt.save(tmp_path, {"x": torch.ones(1)})
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_PTB))
+    code = main(["search", "--resume", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "checkpoint.pt is corrupt" in err and "checkpoint.prev.pt" in err
+
+
+def test_checkpoint_never_runs_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    import pickle
+
+    (tmp_path / "checkpoint.pt").write_bytes(pickle.dumps({"format": 1, "x": Evil()}))
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load(tmp_path)
+    assert not (tmp_path / "pwned").exists()
