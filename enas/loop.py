@@ -40,6 +40,8 @@ class Loop:
         # the same averages as an uninterrupted one.
         self.window: dict = {}
         self.window_count = 0
+        self.epoch_sums: dict = {}  # the same for the whole current pass (the epoch's means)
+        self.epoch_count = 0
         self.log: RunLog | None = None
         self.stop = GracefulStop()
         self._last_save = time.monotonic()
@@ -48,12 +50,14 @@ class Loop:
     def position(self) -> dict:
         return {"epoch": self.epoch, "phase": self.phase, "step": self.step,
                 "global_step": self.global_step, "skipped_steps": self.skipped_steps,
-                "window": {k: float(v) for k, v in self.window.items()}, "window_count": self.window_count}
+                "window": {k: float(v) for k, v in self.window.items()}, "window_count": self.window_count,
+                "epoch_sums": {k: float(v) for k, v in self.epoch_sums.items()}, "epoch_count": self.epoch_count}
 
     def set_position(self, pos: dict) -> None:
         self.epoch, self.phase, self.step = pos["epoch"], pos["phase"], pos["step"]
         self.global_step, self.skipped_steps = pos["global_step"], pos["skipped_steps"]
         self.window, self.window_count = dict(pos["window"]), pos["window_count"]
+        self.epoch_sums, self.epoch_count = dict(pos["epoch_sums"]), pos["epoch_count"]
 
     def state_dict(self) -> dict:  # extended by subclasses
         return {"kind": self.kind, "position": self.position(),
@@ -100,8 +104,8 @@ class Loop:
         model.train()
         params = [p for p in model.parameters()]
         clip = grad_clip if grad_clip > 0 else math.inf
-        sums: dict = {}
-        count = 0
+        if self.step == 0:
+            self.epoch_sums, self.epoch_count = {}, 0
         bar = progress(n, desc, self.step, self.log_enabled)
         for i, batch in enumerate(task.train_batches(self.epoch)):
             if i < self.step:
@@ -119,9 +123,9 @@ class Loop:
                 if on_step is not None:
                     on_step()
                 for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach()
+                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v.detach()
                     self.window[k] = self.window.get(k, 0.0) + v.detach()
-                count += 1
+                self.epoch_count += 1
                 self.window_count += 1
             self.global_step += 1
             bar.update(1)
@@ -133,7 +137,7 @@ class Loop:
                 bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in figs.items()})
             self.maybe_checkpoint()
         bar.close()
-        return {k: float(v) / max(count, 1) for k, v in sums.items()}
+        return {k: float(v) / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
 
     def _bad_step(self, task, opt) -> None:
         self.bad_steps += 1

@@ -216,3 +216,42 @@ def test_checkpoint_never_runs_code(tmp_path):
     with pytest.raises(ckpt.CheckpointError):
         ckpt.load(tmp_path)
     assert not (tmp_path / "pwned").exists()
+
+
+def _retrain_cmd(arch, cfg, data, run_dir):
+    return [sys.executable, "-m", "enas", "retrain", str(arch), "--config", str(cfg), "--data-dir", str(data),
+            "--run-dir", str(run_dir), "--device", "cpu"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kill_9_retrain_then_resume_matches_uninterrupted(tmp_path, ptb_dir, seed):
+    """A PTB retrain (variable BPTT, averaged SGD) killed at a random point resumes exactly."""
+    from test_retrain import TINY, write_arch
+
+    cfg = yaml.safe_load(yaml.safe_dump(TINY["enas_rnn"]))
+    cfg["retrain"].update(epochs=3, checkpoint_minutes=0.0005)
+    cfg_path = tmp_path / "rt.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    arch = write_arch(tmp_path, "enas_rnn")
+    ref, run_dir = tmp_path / "ref", tmp_path / "killed"
+    assert subprocess.run(_retrain_cmd(arch, cfg_path, ptb_dir, ref), capture_output=True).returncode == 0
+    proc = subprocess.Popen(_retrain_cmd(arch, cfg_path, ptb_dir, run_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    wait_for(run_dir / "checkpoint.pt", proc)
+    time.sleep(random.Random(seed).uniform(0.0, 1.0))
+    proc.kill()
+    proc.wait()
+    done = subprocess.run([sys.executable, "-m", "enas", "retrain", "--resume", str(run_dir), "--device", "cpu"],
+                          capture_output=True, text=True)
+    if not (run_dir / "result.json").exists():
+        pytest.fail(done.stderr[-2000:])
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)
+    b = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert a["position"] == b["position"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    import json
+
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (ref, run_dir))
+    assert ra["test_perplexity"] == rb["test_perplexity"]
+    assert (ref / "metrics.jsonl").read_text() == (run_dir / "metrics.jsonl").read_text()
