@@ -15,6 +15,19 @@ every (node, input[, activation]) matrix exists) and the child (only the chosen
 matrices exist, under the same state-dict keys). Both run the same ``forward``, so
 "supernet weights loaded into the child give the same outputs" holds by construction
 and is tested in tests/test_enas_rnn.py.
+
+Stability (why configs/ptb_search.yaml clips at 0.1, not the paper's 0.25). This
+forward matches enas_lm's search cell step for step: highway formula, U(-r, r) init,
+where each mask is applied, and the carried state, which is detached. There is no
+normalisation, as in enas_lm. The paper's own search code (melodyguan/enas,
+``_rhn_enas``) batch-normalised every node's [h, c] and the averaged output (eps 1.0),
+and that bounds the state. Without it, identity and ReLU chains make the recurrence
+unbounded. Sigmoid nodes also give the state a +0.5 offset, and through the tied,
+bias-free decoder a single step can then move a logit by tens of nats. With SGD lr 20,
+one clipped step moves the weights by up to lr * clip in L2. At 0.25 that is enough to
+make a cell matrix expansive, and the state carried from window to window then grows
+without bound (TAR ~1e6 to 1e12). enas_lm's search clip (0.1) avoids that at hidden 200.
+Smaller models need smaller steps (configs/smoke/ptb_search.yaml).
 """
 from __future__ import annotations
 

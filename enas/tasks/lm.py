@@ -69,8 +69,14 @@ class LanguageModelTask:
         self._train_hidden = None
 
     def reset_hidden(self) -> None:
-        """Forget the carried training state (e.g. after a non-finite step)."""
+        """Forget the carried training state."""
         self._train_hidden = None
+
+    def on_bad_step(self) -> None:
+        """Called by the search loop after a skipped non-finite step: the state carried
+        out of that window may itself be non-finite or huge, and carrying it on would
+        poison every later window of the epoch, so start the next one from zeros."""
+        self.reset_hidden()
 
     def train_batches(self, epoch: int):
         for i, L in self._windows(epoch):
@@ -98,8 +104,9 @@ class LanguageModelTask:
             # move the weights less. Scaling the loss is the same step for SGD, except
             # that gradient clipping then sees the scaled gradient.
             loss = loss * (batch["seq_len"] / self.cfg.bptt)
-        ce = ce.detach()
-        return loss, {"loss": ce, "ppl": ce.exp(), "extra_loss": extra.detach()}
+        # No "ppl" here: the loop averages stats over steps, and a mean of exp(loss) is
+        # not a perplexity. exp of the averaged loss is, where one is wanted.
+        return loss, {"loss": ce.detach(), "extra_loss": extra.detach()}
 
     # ------------------------------------------------------------------ scoring
 
