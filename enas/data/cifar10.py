@@ -7,16 +7,15 @@ only the numpy globals an array needs, so a planted file cannot run code.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import tarfile
-import urllib.request
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
+from .download import fetch, md5sum
 from .errors import DataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -38,14 +37,6 @@ def _missing_message(data_dir: Path, why: str = "") -> str:
     return f"{msg} ({why})" if why else msg
 
 
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def safe_extract(archive: Path, dest: Path) -> None:
     """Extract a tar.gz, refusing absolute paths, '..' members, links and devices."""
     try:
@@ -64,15 +55,10 @@ def safe_extract(archive: Path, dest: Path) -> None:
 
 
 def _download(url: str, dest: Path, timeout: float) -> None:
-    part = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
+        fetch(url, dest, timeout)
     except (OSError, ValueError) as e:  # URLError, timeouts and refused connections are OSErrors
-        part.unlink(missing_ok=True)
         raise DataError(_missing_message(dest.parent, f"download failed: {e}")) from None
-    part.replace(dest)
 
 
 def ensure_cifar10(data_dir, download: bool = True, url: str = URL, md5: str = MD5,

@@ -8,17 +8,17 @@ in order of first appearance, so token ids are deterministic.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tarfile
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .download import fetch as _download  # tests replace it: never touch the network
+from .download import md5sum
 from .errors import DataError
 
 EOS, UNK = "<eos>", "<unk>"
@@ -88,21 +88,6 @@ def encode(tokens: list[str], vocab: Vocab, where: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _download(url: str, dest: Path, timeout: float = TIMEOUT_S) -> None:
-    """Fetch ``url`` into ``dest``. Raises OSError (URLError, timeout) without a network."""
-    with urllib.request.urlopen(url, timeout=timeout) as r, open(dest, "wb") as f:
-        while chunk := r.read(1 << 20):
-            f.write(chunk)
-
-
 def _fetch_ptb_file(name: str, data_dir: Path) -> None:
     """Mirror first (small files), then the Mikolov tarball; verify md5 before moving in place."""
     errors = []
@@ -110,12 +95,12 @@ def _fetch_ptb_file(name: str, data_dir: Path) -> None:
         tmp = Path(tmp)
         part = tmp / name
         try:
-            _download(PTB_MIRROR.format(name=name), part)
+            _download(PTB_MIRROR.format(name=name), part, TIMEOUT_S)
         except OSError as e:
             errors.append(f"{PTB_MIRROR.format(name=name)}: {e}")
             tgz = tmp / "simple-examples.tgz"
             try:
-                _download(PTB_TARBALL, tgz)
+                _download(PTB_TARBALL, tgz, TIMEOUT_S)
                 with tarfile.open(tgz) as tf:
                     member = tf.extractfile(f"./simple-examples/data/{name}")
                     if member is None:
@@ -124,7 +109,7 @@ def _fetch_ptb_file(name: str, data_dir: Path) -> None:
             except (OSError, tarfile.TarError, KeyError) as e2:
                 errors.append(f"{PTB_TARBALL}: {e2}")
                 raise DataError(_missing_ptb_message(data_dir, errors)) from None
-        got = md5(part)
+        got = md5sum(part)
         if got != PTB_MD5[name]:
             raise DataError(
                 f"downloaded {name} has md5 {got}, expected {PTB_MD5[name]}; "

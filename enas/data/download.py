@@ -1,0 +1,28 @@
+"""Downloads and checksums shared by every dataset (CIFAR-10, Penn Treebank)."""
+from __future__ import annotations
+
+import hashlib
+import urllib.request
+from pathlib import Path
+
+
+def md5sum(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(url: str, dest: Path, timeout: float) -> None:
+    """Download ``url`` to ``dest`` through ``dest.part``, so an interrupted download never
+    leaves a file that looks complete. Raises OSError (URLError, timeout) without a network."""
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    part.replace(dest)
