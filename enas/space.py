@@ -138,6 +138,8 @@ class SearchSpace(Protocol):
     # Optional hooks:
     #   extras(arch) -> dict           extra readable fields for arch files (nb201: cell_string)
     #   parse_text(line) -> Arch        one architecture per line for `enas rank --archs`
+    #   to_text(arch) -> str            its inverse (the CSV column of `enas rank`)
+    #   extra_keys, check_extras(arch, doc)   extra arch-file keys and their consistency check
     #   draw(arch, path)                a picture of the cell(s) (PNG)
     #   param_free_choices: set[str]    op names without weights (collapse warning)
 
