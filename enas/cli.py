@@ -2,18 +2,27 @@
 
 A user's mistake (bad config, missing data, bad architecture file, existing run
 folder) ends with one paragraph on stderr and exit code 2, never a traceback.
+
+``torchrun --nproc_per_node=N -m enas search|retrain ...`` runs N processes
+(enas/distributed.py): rank 0 reads and creates the run folder and hands what it read
+to the others; a process that fails prints its error (prefixed with its rank) and
+exits at once, which ends the others' pending collectives instead of leaving them
+waiting.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import torch
 
+from . import distributed as dist
 from .archfile import ArchFileError
 from .checkpoint import CheckpointError
-from .config import ConfigError, dump, load_search, to_dict
+from .config import ConfigError, dump, from_dict, load_search, to_dict
 from .data.errors import DataError
 from .interrupt import StopRequested
 from .loop import NonFiniteError
@@ -46,41 +55,74 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def checked_config_diff(old: dict, cfg, cls) -> list[str]:
+    """Differences between a checkpoint's config and ``cfg`` (keys added to enas since
+    the checkpoint count as their defaults); refused unless --allow-config-change."""
+    try:
+        old = to_dict(from_dict(cls, old))
+    except ConfigError:
+        pass  # a key since removed: compare as written
+    return config_diff(old, to_dict(cfg))
+
+
+def refuse_changes(diffs: list[str], allow: bool) -> None:
+    if diffs and not allow:
+        raise ConfigError(
+            "the config differs from the one this run was checkpointed with:\n  " + "\n  ".join(diffs)
+            + "\nresume without those changes, or pass --allow-config-change to accept them"
+        )
+
+
+def processes_line() -> str:
+    return f"{dist.world()} processes ({dist.backend()})" if dist.world() > 1 else ""
+
+
 def cmd_search(args) -> int:
     from . import checkpoint as ckpt
+    from .config import SearchConfig
     from .search import Search
 
-    device = resolve_device(args.device)
+    device = dist.setup(resolve_device(args.device))
+    main = dist.is_main()
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").exists():
-            raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
-        cfg = load_search(run_dir / "config.yaml", args.set)
-        state = ckpt.load(run_dir)
-        diffs = config_diff(state["config"], to_dict(cfg))
-        if diffs and not args.allow_config_change:
-            raise ConfigError(
-                "the config differs from the one this run was checkpointed with:\n  " + "\n  ".join(diffs)
-                + "\nresume without those changes, or pass --allow-config-change to accept them"
-            )
-        search = Search(cfg, run_dir, args.data_dir, device)
+
+        def read():  # rank 0 reads the run folder (other machines need not see it)
+            if not (run_dir / "config.yaml").exists():
+                raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
+            cfg = load_search(run_dir / "config.yaml", args.set)
+            state = ckpt.load(run_dir)
+            diffs = checked_config_diff(state["config"], cfg, SearchConfig)
+            refuse_changes(diffs, args.allow_config_change)
+            return cfg, state, diffs
+
+        cfg, state, diffs = dist.on_main(read)
+        search = dist.local_main_first(lambda: Search(cfg, run_dir, args.data_dir, device, log=main))
         search.load_state_dict(state)
-        if diffs:
+        if diffs and main:
             dump(cfg, run_dir / "config.yaml")
             say("config changed on resume:\n  " + "\n  ".join(diffs))
-        say(f"resuming {run_dir} at epoch {search.epoch + 1}, {search.phase} step {search.step}")
+        say(f"resuming {run_dir} at epoch {search.epoch + 1}, {search.phase} step {search.step}"
+            + (f" on {processes_line()}" if processes_line() else ""), main)
         best = search.run(resume_offset=state["metrics_offset"])
     else:
         if args.config is None:
             raise ConfigError("enas search needs CONFIG.yaml (or --resume RUN_DIR)")
-        cfg = load_search(args.config, args.set)
-        search = Search(cfg, None, args.data_dir, device)  # loads data before any folder is made
-        run_dir = new_run_dir(args.run_dir, args.config)
-        search.run_dir = run_dir
-        dump(cfg, run_dir / "config.yaml")
-        say(f"run folder: {run_dir}   (tensorboard --logdir {run_dir.parent})")
+        cfg = dist.on_main(lambda: load_search(args.config, args.set))
+        # loads data before any folder is made
+        search = dist.local_main_first(lambda: Search(cfg, None, args.data_dir, device, log=main))
+
+        def create():
+            run_dir = new_run_dir(args.run_dir, args.config)
+            dump(cfg, run_dir / "config.yaml")
+            return run_dir
+
+        search.run_dir = run_dir = dist.on_main(create)
+        say(f"run folder: {run_dir}   (tensorboard --logdir {run_dir.parent})"
+            + (f"   {processes_line()}" if processes_line() else ""), main)
         best = search.run()
-    say(f"best architecture (score {best['score']:.4g}, epoch {best['epoch']}): {search.run_dir / 'best_arch.yaml'}")
+    say(f"best architecture (score {best['score']:.4g}, epoch {best['epoch']}): {search.run_dir / 'best_arch.yaml'}",
+        main)
     return 0
 
 
@@ -95,45 +137,60 @@ def cmd_derive(args) -> int:
 
 def cmd_retrain(args) -> int:
     from . import checkpoint as ckpt
-    from .config import load_retrain
-    from .retrain import Retrain, load_run, new_retrain, write_run_files
+    from .config import RetrainConfig, load_retrain
+    from .retrain import Retrain, load_run, write_run_files
 
-    device = resolve_device(args.device)
+    device = dist.setup(resolve_device(args.device))
+    main = dist.is_main()
     if args.resume:
         if args.arch or args.config:
             raise ConfigError("enas retrain --resume RUN_DIR takes no ARCH.yaml or --config "
                               "(the run folder holds both); change values with --set and --allow-config-change")
         run_dir = Path(args.resume)
-        space, arch, cfg = load_run(run_dir, args.set)
-        state = ckpt.load(run_dir)
-        diffs = config_diff(state["config"], to_dict(cfg))
-        if diffs and not args.allow_config_change:
-            raise ConfigError(
-                "the config differs from the one this run was checkpointed with:\n  " + "\n  ".join(diffs)
-                + "\nresume without those changes, or pass --allow-config-change to accept them"
-            )
+
+        def read():  # rank 0 reads the run folder (other machines need not see it)
+            space, arch, cfg = load_run(run_dir, args.set)
+            state = ckpt.load(run_dir)
+            diffs = checked_config_diff(state["config"], cfg, RetrainConfig)
+            refuse_changes(diffs, args.allow_config_change)
+            return space, arch, cfg, state, diffs
+
+        space, arch, cfg, state, diffs = dist.on_main(read)
         data_dir = args.data_dir or state.get("data_dir") or "data"
-        rt = Retrain(cfg, space, arch, run_dir, data_dir, device)
+        rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, run_dir, data_dir, device, log=main))
         rt.load_state_dict(state)
-        if diffs:
+        if diffs and main:
             dump(cfg, run_dir / "config.yaml")
             say("config changed on resume:\n  " + "\n  ".join(diffs))
-        say(f"resuming {run_dir} at epoch {rt.epoch + 1}, step {rt.step}")
+        say(f"resuming {run_dir} at epoch {rt.epoch + 1}, step {rt.step}"
+            + (f" on {processes_line()}" if processes_line() else ""), main)
         result = rt.run(resume_offset=state["metrics_offset"])
     else:
         if args.arch is None or args.config is None:
             raise ConfigError("enas retrain needs ARCH.yaml and --config CONFIG.yaml (or --resume RUN_DIR)")
         from .archfile import load_arch
 
-        space, _, _ = load_arch(args.arch)
-        cfg = load_retrain(args.config, args.set, space)
-        rt = new_retrain(args.arch, cfg, None, args.data_dir or "data", device)  # data before any folder
-        rt.run_dir = new_run_dir(args.run_dir, args.config, kind="retrain")
-        write_run_files(rt, dump, args.arch)
-        say(f"run folder: {rt.run_dir}   (tensorboard --logdir {rt.run_dir.parent})")
+        def read():
+            space, arch, _ = load_arch(args.arch)
+            return space, arch, load_retrain(args.config, args.set, space)
+
+        space, arch, cfg = dist.on_main(read)
+        rt = dist.local_main_first(  # data before any folder
+            lambda: Retrain(cfg, space, arch, None, args.data_dir or "data", device, log=main))
+
+        def create():
+            run_dir = new_run_dir(args.run_dir, args.config, kind="retrain")
+            rt.run_dir = run_dir
+            write_run_files(rt, dump, args.arch)
+            return run_dir
+
+        rt.run_dir = dist.on_main(create)
+        say(f"run folder: {rt.run_dir}   (tensorboard --logdir {rt.run_dir.parent})"
+            + (f"   {processes_line()}" if processes_line() else ""), main)
         result = rt.run()
     key = next(k for k in result if k.startswith("test_") and k != "test_loss")
-    print(f"{key} {result[key]:.6g}  params {result['params']:,}  ({rt.run_dir / 'result.json'})")
+    if main:
+        print(f"{key} {result[key]:.6g}  params {result['params']:,}  ({rt.run_dir / 'result.json'})")
     return 0
 
 
@@ -249,20 +306,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SEVERAL_PROCESSES = ("search", "retrain")  # the commands torchrun may start several of
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if not dist.launched():
+        return _run(args)
+    # torchrun: whatever happens, this process must not outlive its failure while the
+    # others wait for it in a collective.
     try:
+        code = _run(args)
+    except BaseException:  # noqa: BLE001 - an unexpected error: show it, then leave at once
+        print(f"{dist.tag()}unexpected error:", file=sys.stderr)
+        traceback.print_exc()
+        code = 1
+    if code == 0:
+        dist.teardown()
+        return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no teardown: peers may be gone or waiting; the OS closes the connections
+
+
+def _run(args) -> int:
+    tag = dist.tag
+    try:
+        if dist.launched() and args.command not in SEVERAL_PROCESSES and int(os.environ["WORLD_SIZE"]) > 1:
+            raise ConfigError(f"enas {args.command} runs in one process; start it without torchrun")
         return args.func(args)
+    except dist.PeerError as e:  # another rank failed and printed why
+        return e.code
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{tag()}error: {e}", file=sys.stderr)
         return 2
     except StopRequested as e:
-        print(f"\nstopped by signal {e.signum}; checkpoint written. Resume with:\n  {e.resume_command}",
-              file=sys.stderr)
+        if dist.is_main():
+            print(f"\nstopped by signal {e.signum}; checkpoint written. Resume with:\n  {e.resume_command}",
+                  file=sys.stderr)
         return 128 + e.signum
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print(f"\n{tag()}interrupted", file=sys.stderr)
         return 130
     except NonFiniteError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{tag()}error: {e}", file=sys.stderr)
         return 3

@@ -209,6 +209,11 @@ class OptimSection:
     t_mul: int = 2  # period multiplier (official: 2)
     decay_rate: float = 0.96  # exp: lr *= decay_rate each epoch after decay_start (paper, PTB)
     decay_start: int = 15
+    # Several processes (torchrun) in `enas retrain`: each takes data.batch_size examples a
+    # step, so the global batch is batch_size x processes. "linear" multiplies the epoch's
+    # LR (lr and lr_min) by the number of processes (Goyal et al. 2017); "none" keeps it.
+    # A search splits data.batch_size over the processes and must keep "none".
+    lr_scaling: Literal["none", "linear"] = "none"
 
     def __post_init__(self):
         if self.lr <= 0:
@@ -304,6 +309,10 @@ class RetrainSection:
     # torch.compile the child for training: "auto" = CUDA image models only (static
     # graph; an LM with variable BPTT would recompile per window length).
     compile: Literal["auto", "on", "off"] = "auto"
+    # Several CUDA processes: image children normalise with BN statistics of the whole
+    # global batch (SyncBatchNorm). PyTorch has no CPU SyncBatchNorm: on CPU each process
+    # uses its own share's statistics (README, "Several GPUs and machines").
+    sync_bn: bool = True
     log_every: int = 50
     checkpoint_minutes: float = 10.0
     max_bad_steps: int = 20

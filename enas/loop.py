@@ -6,6 +6,13 @@ prints the resume command and exits non-zero); every ``checkpoint_minutes`` it
 checkpoints and goes on. ``sgd_pass`` is one pass over the training split with a
 non-finite guard: a step whose gradient norm is not finite is skipped and counted,
 and ``max_bad_steps`` in a row stop the run with the last good checkpoint intact.
+
+Under torchrun (enas/distributed.py) every process runs this loop in lockstep on its
+shard of each minibatch: gradients (and the logged figures) are averaged over the
+processes before clipping, so all of them apply the same update and take the same
+skip decision; the stop / checkpoint decision is agreed at ``maybe_checkpoint``
+(a signal on any process stops all of them at the same step, rank 0's clock decides
+time-based checkpoints); only rank 0 (``log_enabled``) writes files.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from typing import Callable
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed as dist
 from .interrupt import GracefulStop, StopRequested
 from .runlog import RunLog, progress
 
@@ -69,9 +77,12 @@ class Loop:
                 f"this checkpoint is from `enas {state.get('kind')}`, not `enas {self.kind}`")
 
     def save(self) -> None:
+        # Several processes: state_dict may gather shards (a task's carried state), so
+        # every rank builds it; rank 0 writes it.
+        state = self.state_dict() if self.log_enabled or dist.world() > 1 else None
         if self.log_enabled:
             self.log.flush()
-            ckpt.save(self.run_dir, self.state_dict())
+            ckpt.save(self.run_dir, state)
         self._last_save = time.monotonic()
 
     def open_log(self, resume_offset: int | None) -> None:
@@ -84,10 +95,15 @@ class Loop:
 
     def maybe_checkpoint(self) -> None:
         """Between two steps: on a stop signal, or when checkpoint_minutes have passed."""
-        if self.stop.requested:
+        signum = self.stop.signum or 0
+        due = time.monotonic() - self._last_save > 60 * self.checkpoint_minutes
+        if dist.world() > 1:  # one decision for all ranks: any rank's signal, rank 0's clock
+            signum, due = dist.max_ints([signum, due and dist.is_main()])
+            self.stop.signum = signum or None
+        if signum:
             self.save()
-            raise StopRequested(self.stop.signum, self.resume_command())
-        if time.monotonic() - self._last_save > 60 * self.checkpoint_minutes:
+            raise StopRequested(signum, self.resume_command())
+        if due:
             self.save()
 
     # ---- one pass of SGD --------------------------------------------------------------
@@ -113,6 +129,7 @@ class Loop:
             loss, stats = task.train_loss(model, batch, arch_at(i))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            stats = dist.average_gradients(params, stats)  # several processes: the whole minibatch's
             norm = torch.nn.utils.clip_grad_norm_(params, clip)  # really clips (official CIFAR bug: it did not)
             self.step = i + 1
             if not torch.isfinite(norm):  # the one host sync per step: skip a poisoned update

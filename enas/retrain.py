@@ -17,6 +17,15 @@ A run folder is self-contained: ``config.yaml`` + ``arch.yaml`` rebuild the mode
 best-validation weights (LM), ``result.json`` the test metric that ``enas evaluate``
 recomputes. Resume is exact on CPU: data order and BPTT lengths come from (seed,
 epoch), dropout from the RNG state in the checkpoint.
+
+Several processes (torchrun; enas/distributed.py, README "Several GPUs and machines"):
+``data.batch_size`` is per process, the global batch ``batch_size x processes``; each
+epoch's permutation (or the LM's streams) is the same on every rank and each takes its
+share of every global batch; gradients are averaged, so the weights stay identical.
+``train.lr_scaling: linear`` multiplies the LR by the number of processes.
+``retrain.sync_bn`` turns BN into SyncBatchNorm on CUDA. Evaluation is sharded too,
+with rank 0's BN statistics; the checkpoint is a single-process state, so a run can
+resume on another number of processes (mid-epoch: at the same fraction of the epoch).
 """
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed as dist
 from .archfile import load_arch, save_arch
 from .config import ConfigError, RetrainConfig, from_dict, load_retrain, to_dict
 from .loop import Loop
@@ -71,9 +81,14 @@ class Retrain(Loop):
         self.data_dir = str(data_dir)
         check_config_space(cfg, space)
         self.model_args = from_dict(type(space).ModelArgs, cfg.model, "model")
+        n = dist.world()
+        dist.require_multiple("data.eval_batch_size", cfg.data.eval_batch_size,
+                              "each process scores an equal share of every evaluation batch")
         self.task = build_task(space.modality, cfg.data, data_dir, self.device, r.seed, split="final",
                                aux_weight=r.aux_weight, label_smoothing=r.label_smoothing,
-                               amp=r.amp, channels_last=r.channels_last)
+                               amp=r.amp, channels_last=r.channels_last,
+                               shard=dist.shard(), train_batch=cfg.data.batch_size * n)
+        self.lr_scale = n if cfg.train.lr_scaling == "linear" else 1  # linear scaling rule
         # Higher is better for accuracy; NT-ASGD and model selection compare "lower is better".
         self.lower_is_better = self.task.metric != "accuracy"
         # CIFAR final: "valid" is the test set (see module docstring); select nothing on it.
@@ -82,6 +97,12 @@ class Retrain(Loop):
         self.select_best = not self.valid_is_test
         torch.manual_seed(r.seed)  # the child's initial weights
         self.model = space.child(arch, self.model_args, **self.task.model_kwargs()).to(self.device)
+        self.sync_bn = n > 1 and r.sync_bn and self.device.type == "cuda" and _has_bn(self.model)
+        if self.sync_bn:  # same state-dict keys: checkpoints load into a plain child
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        elif n > 1 and r.sync_bn and _has_bn(self.model):
+            say("note: retrain.sync_bn has no effect on CPU (PyTorch's SyncBatchNorm needs a GPU); "
+                "each process normalises with its own share's BN statistics", log)
         prepare = getattr(self.task, "prepare_model", None)
         if prepare is not None:
             prepare(self.model)
@@ -161,6 +182,10 @@ class Retrain(Loop):
             "asgd": {"avg": self.avg, "count": self.avg_count, "start_epoch": self.avg_start_epoch},
             "wall_time_s": self.wall_time(),
             "data_dir": self.data_dir,
+            # processes and steps of this epoch: a resume on another number of processes
+            # (another global batch) continues at the same fraction of the epoch
+            "world": dist.world(),
+            "steps_in_epoch": self.task.num_train_batches(self.epoch),
         }
 
     def load_state_dict(self, st: dict) -> None:
@@ -181,6 +206,13 @@ class Retrain(Loop):
         self.avg_count, self.avg_start_epoch = a["count"], a["start_epoch"]
         self.wall_before = float(st["wall_time_s"])
         self._t_start = time.monotonic()
+        if st.get("world", 1) != dist.world() and self.step > 0:
+            old = self.step
+            self.step = self.step * self.task.num_train_batches(self.epoch) // st["steps_in_epoch"]
+            self.global_step += self.step - old
+            say(f"checkpoint written by {st.get('world', 1)} processes, resumed on {dist.world()}: "
+                f"epoch {self.epoch + 1} continues at step {self.step} (was {old}), a new global batch",
+                self.log_enabled)
 
     def _save_best(self, value: float) -> None:
         self.best = {"epoch": self.epoch + 1, "valid": value}
@@ -193,6 +225,7 @@ class Retrain(Loop):
     # ---- the loop -------------------------------------------------------------------------
     def run(self, resume_offset: int | None = None) -> dict:
         self.open_log(resume_offset)
+        dist.decorrelate_rng()  # ranks > 0: their own dropout masks
         r, m = self.cfg.retrain, self.task.metric
         split = "test" if self.valid_is_test else "valid"
         if resume_offset is None and self.log_enabled:
@@ -201,7 +234,7 @@ class Retrain(Loop):
             with self.stop:
                 while self.epoch < r.epochs:
                     t0 = time.monotonic()
-                    lr = lr_at(self.cfg.train, self.epoch)
+                    lr = lr_at(self.cfg.train, self.epoch) * self.lr_scale
                     set_lr(self.opt, lr)
                     figs = {}
                     if hasattr(self.model, "drop_path_prob"):  # image models (task contract)
@@ -210,9 +243,11 @@ class Retrain(Loop):
                     train = self.sgd_pass(self.task, self.train_model, self.opt, self.cfg.train.grad_clip,
                                           lambda i: None, f"epoch {self.epoch + 1}/{r.epochs}",
                                           on_step=self._on_step)
+                    dist.broadcast_module(self.model, buffers_only=True)  # rank 0's BN statistics
                     with self.eval_weights():
                         ev = self.task.evaluate(self.model, None, "valid")
                     value = ev[m]
+                    dist.check_in_sync("the child's weights", self.model.parameters(), [value])
                     if self.select_best and (not self.best or self._key(value) < self._key(self.best["valid"])):
                         self._save_best(value)
                     if r.asgd and self.avg is None and asgd_should_start(
@@ -244,7 +279,10 @@ class Retrain(Loop):
             best = _load_best(self.run_dir) if self.log_enabled else None
             if best is not None:
                 self.model.load_state_dict(best["model"])
-            ctx = contextlib.nullcontext() if best is not None else self.eval_weights()
+            use_best = dist.broadcast_object(best is not None)
+            if use_best:  # several processes: rank 0 read best.pt, the others get its weights
+                dist.broadcast_module(self.model)
+            ctx = contextlib.nullcontext() if use_best else self.eval_weights()
             with ctx:
                 test = self.task.evaluate(self.model, None, "test")
                 valid = self.task.evaluate(self.model, None, "valid")
@@ -270,6 +308,10 @@ class Retrain(Loop):
             self.log.log(self.global_step, **{f"result/test_{name}": test[m]})
         say(f"test {m} {test[m]:.4g} ({result['weights']}); params {result['params']:,}", self.log_enabled)
         return result
+
+
+def _has_bn(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def _atomic_save(state: dict, path: Path) -> None:

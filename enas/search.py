@@ -8,6 +8,14 @@ two steps (end of epoch, every ``checkpoint_minutes``, on SIGINT/SIGTERM) and a
 resumed run continues exactly: the architectures of a shared phase come from a
 generator seeded by (seed, epoch), data order from the task's (seed, epoch)
 generator, and every other random state is in the checkpoint.
+
+Several processes (torchrun; enas/distributed.py, README "Several GPUs and
+machines"): ``data.batch_size`` stays the global minibatch, each process trains on
+its equal share of it with the same architecture, and the averaged gradient is the
+single-process gradient (exact for the RNN space; BN normalises per share, see
+README). Rewards and derive scores are summed over the shares of each validation
+batch, so every process feeds the controller the same rewards and its Adam steps are
+identical everywhere; ``check_in_sync`` verifies it each epoch.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed as dist
 from .archfile import save_arch
 from .config import SearchConfig, from_dict, to_dict
 from .controller import build_policy
@@ -40,10 +49,20 @@ class Search(Loop):
         self.cfg, self.device = cfg, device
         self.space = build_space(cfg.space.name, cfg.space.args)
         self.model_args = from_dict(type(self.space).ModelArgs, cfg.model, "model")
+        dist.require_multiple("data.batch_size", cfg.data.batch_size,
+                              "each process trains on an equal share of every minibatch")
+        dist.require_multiple("data.eval_batch_size", cfg.data.eval_batch_size,
+                              "each process scores an equal share of every validation batch")
+        if cfg.train.lr_scaling != "none" and dist.world() > 1:
+            from .config import ConfigError
+
+            raise ConfigError("train.lr_scaling applies to `enas retrain`; a search keeps its minibatch "
+                              "(data.batch_size, split over the processes) and so its learning rate")
         self.task = build_task(
             self.space.modality, cfg.data, data_dir, device, s.seed, split="search",
             reward_c=s.reward_c, eval_bn=s.eval_bn, recalibrate_batches=s.recalibrate_batches,
             amp=s.amp, channels_last=s.channels_last, aux_weight=s.aux_weight,
+            shard=dist.shard(), train_batch=cfg.data.batch_size,
         )
         torch.manual_seed(s.seed)  # weights of supernet and controller
         self.supernet = self.space.supernet(self.model_args, **self.task.model_kwargs()).to(device)
@@ -66,6 +85,7 @@ class Search(Loop):
             "task": self.task.state_dict(),
             "rng": ckpt.rng_state(self.gen),
             "best": self.best,
+            "world": dist.world(),  # informational: the state is the same for any number
         }
 
     def load_state_dict(self, st: dict) -> None:
@@ -85,6 +105,7 @@ class Search(Loop):
     # ---- the loop ---------------------------------------------------------------------
     def run(self, resume_offset: int | None = None) -> dict:
         self.open_log(resume_offset)
+        dist.decorrelate_rng()  # ranks > 0: their own dropout masks
         try:
             with self.stop:
                 while self.epoch < self.cfg.search.epochs:
@@ -95,6 +116,9 @@ class Search(Loop):
                         self.phase, self.step = "controller", 0
                     ctrl = self._controller_phase()
                     derived = self._derive()
+                    dist.check_in_sync("supernet and controller weights",
+                                       [*self.supernet.parameters(), *self.policy.parameters()],
+                                       [self.reinforce.baseline, derived["score"]])
                     self.epoch, self.phase, self.step = self.epoch + 1, "shared", 0
                     self.save()
                     self._epoch_line(shared, ctrl, derived, time.monotonic() - t0)
@@ -106,7 +130,10 @@ class Search(Loop):
         """One pass over the training split, a fresh architecture per minibatch (paper: M = 1)."""
         set_lr(self.opt, lr_at(self.cfg.train, self.epoch))
         # The policy does not change during this phase, so the epoch's architectures are
-        # drawn in one batched pass, from a generator seeded by (seed, epoch).
+        # drawn in one batched pass, from a generator seeded by (seed, epoch). Several
+        # processes: the policy weights and this seed are the same on every rank, so each
+        # draws the same list and minibatch i runs the same architecture everywhere (no
+        # broadcast needed; check_in_sync would catch a divergence of the weights).
         gen = torch.Generator().manual_seed(self.cfg.search.seed * 1_000_003 + self.epoch + 7)
         with torch.no_grad():
             archs = self.policy(self.task.num_train_batches(self.epoch), generator=gen).archs
@@ -122,6 +149,9 @@ class Search(Loop):
         bar = progress(c.updates_per_epoch, f"epoch {self.epoch + 1}/{s.epochs} controller", self.step,
                        self.log_enabled)
         while self.step < c.updates_per_epoch:
+            # Several processes: self.gen has the same state everywhere, so every rank draws
+            # the same samples; each reward is summed over the ranks' shares of the validation
+            # batch (task), so the Adam step below is the same on every rank.
             sample = self.policy(c.num_aggregate, generator=self.gen)
             rewards = [self.task.reward(self.supernet, a) for a in sample.archs]
             last = self.reinforce.step(sample, rewards)

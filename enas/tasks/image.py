@@ -16,6 +16,14 @@ uses the minibatch's own statistics without touching the running averages (the
 official search always ran BN in training mode), ``recalibrate`` recomputes running
 statistics for that arch on ``recalibrate_batches`` training batches first (then
 restores the supernet's). A child (``arch=None``) is scored in plain eval mode.
+
+Several processes (``shard``, enas/distributed.py): training minibatch i is
+``perm[i*G:(i+1)*G]`` of the global batch G (``train_batch``), same permutation and
+augmentation draws on every rank, and this process trains on its equal contiguous
+share; validation and test batches are split likewise and the sums (loss, correct,
+count) added over the ranks, so every figure is the whole batch's. BN in training
+mode and ``eval_bn: batch`` normalise with the share's statistics (not the global
+batch's); ``recalibrate`` runs its full batches on every rank, so it stays exact.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import torch.nn.functional as F
 
 from ..data.cifar10 import load_cifar10
 from ..data.errors import DataError
+from ..distributed import Shard
 from . import TASKS
 
 PAD = 4  # pad-4 random crop (official _pre_process)
@@ -64,7 +73,7 @@ class ImageTask:
     def __init__(self, data_cfg, data_dir, device, seed: int, split: str = "search",
                  eval_bn: str = "batch", recalibrate_batches: int = 4, amp: str = "auto",
                  channels_last: bool = True, aux_weight: float = 0.0, label_smoothing: float = 0.0,
-                 **ignored):
+                 shard: Shard | None = None, train_batch: int | None = None, **ignored):
         # **ignored: LM-only options (reward_c, ...) so the loop builds either task alike.
         if split not in ("search", "final"):
             raise ValueError(f"split must be 'search' or 'final', got {split!r}")
@@ -104,6 +113,12 @@ class ImageTask:
         self.test_x, self.test_y = (self.valid_x, self.valid_y) if test is valid else self._to_device(*test)
         self._valid_cursor = 0
         self._epoch_plan: tuple[int, dict] | None = None
+        # Global training minibatch and this process's share of every batch.
+        self.shard = shard or Shard()
+        self.train_batch = int(train_batch or data_cfg.batch_size)
+        if self.shard.world > 1 and self.train_x.shape[0] < self.train_batch:
+            raise DataError(f"{self.train_x.shape[0]} training images are fewer than one global minibatch "
+                            f"({self.train_batch})")
 
     def _to_device(self, x_u8, y):
         x = (x_u8.float() / 255.0 - self.mean[None, :, None, None]) / self.std[None, :, None, None]
@@ -125,7 +140,7 @@ class ImageTask:
 
     def num_train_batches(self, epoch: int | None = None) -> int:
         # the last partial batch is dropped (a different remainder each epoch)
-        return max(1, self.train_x.shape[0] // self.cfg.batch_size)
+        return max(1, self.train_x.shape[0] // self.train_batch)
 
     def start_epoch(self, epoch: int) -> None:
         pass  # no carried state
@@ -146,9 +161,11 @@ class ImageTask:
 
     def train_batches(self, epoch: int):
         """Yields {"x": [B, 3, 32, 32] float, "y": [B] int64}; deterministic in (seed, epoch)."""
-        p, bs = self._plan(epoch), self.cfg.batch_size
+        p, bs = self._plan(epoch), self.train_batch
+        b = bs // self.shard.world  # this process's share
         for i in range(self.num_train_batches()):
-            sl = slice(i * bs, (i + 1) * bs)
+            start = i * bs + self.shard.rank * b
+            sl = slice(start, start + b)
             idx = p["perm"][sl]
             x = self.train_x[idx]
             if self.cfg.augment or self.cfg.cutout:
@@ -242,7 +259,7 @@ class ImageTask:
         ebs = self.cfg.eval_batch_size
         n = -(-x.shape[0] // ebs)
         for i in range(min(n, num_batches) if num_batches > 0 else n):
-            yield x[i * ebs:(i + 1) * ebs], y[i * ebs:(i + 1) * ebs]
+            yield self.shard.chunk(x[i * ebs:(i + 1) * ebs]), self.shard.chunk(y[i * ebs:(i + 1) * ebs])
 
     def _run(self, model, arch, batches):
         """(summed CE, correct count, examples) as device tensors / int."""
@@ -250,12 +267,15 @@ class ImageTask:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         count = 0
         for x, y in batches:
+            if y.shape[0] == 0:
+                continue  # an empty share of a short last batch
             with self._autocast():
                 logits, _ = model(x, arch)
             loss = loss + F.cross_entropy(logits.float(), y, reduction="sum")
             correct = correct + (logits.argmax(dim=1) == y).sum()
             count += y.shape[0]
-        return loss, correct, count
+        # Several processes: each scored its share; the figures are the whole batch's.
+        return self.shard.sum(loss, correct, count)
 
     def reward(self, model, arch) -> float:
         """Accuracy on the next validation minibatch (eval_batch_size images; cycles)."""
@@ -265,7 +285,8 @@ class ImageTask:
         sl = slice(self._valid_cursor, self._valid_cursor + ebs)
         self._valid_cursor += ebs
         with self._scoring(model, arch):
-            _, correct, count = self._run(model, arch, [(self.valid_x[sl], self.valid_y[sl])])
+            _, correct, count = self._run(model, arch, [(self.shard.chunk(self.valid_x[sl]),
+                                                         self.shard.chunk(self.valid_y[sl]))])
         return correct.item() / count
 
     def score(self, model, arch, num_batches: int = 0) -> float:

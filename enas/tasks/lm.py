@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.text import batchify, get_window, load_corpus, window_starts
+from ..distributed import Shard
 from . import TASKS
 
 
@@ -23,7 +24,8 @@ class LanguageModelTask:
     metric = "ppl"
 
     def __init__(self, data_cfg, data_dir, device, seed: int, split: str = "search",
-                 reward_c: float = 80.0, amp: str = "auto", **ignored):
+                 reward_c: float = 80.0, amp: str = "auto", shard: Shard | None = None,
+                 train_batch: int | None = None, **ignored):
         # **ignored: image-only options (eval_bn, channels_last, recalibrate_batches, ...)
         # so the loop can build either task with one call.
         if split not in ("search", "final"):
@@ -34,9 +36,14 @@ class LanguageModelTask:
         self.amp = amp == "bf16" or (amp == "auto" and self.device.type == "cuda")
         corpus = load_corpus(data_cfg.dataset, data_dir)
         self.vocab = corpus.vocab
-        self.train_data = batchify(corpus.train, data_cfg.batch_size, self.device)  # [T, B]
-        self.valid_data = batchify(corpus.valid, data_cfg.eval_batch_size, self.device)
-        self.test_data = batchify(corpus.test, data_cfg.eval_batch_size, self.device)
+        # Several processes (enas/distributed.py): the streams are laid out for the global
+        # batch (train_batch columns; eval_batch_size for valid/test) and this process keeps
+        # its equal share of the columns; _run sums the figures over the processes.
+        self.shard = shard or Shard()
+        self.train_batch = int(train_batch or data_cfg.batch_size)
+        self.train_data = self.shard.take(batchify(corpus.train, self.train_batch, self.device), 1)  # [T, B]
+        self.valid_data = self.shard.take(batchify(corpus.valid, data_cfg.eval_batch_size, self.device), 1)
+        self.test_data = self.shard.take(batchify(corpus.test, data_cfg.eval_batch_size, self.device), 1)
         self._windows_cache: tuple[int, list] | None = None
         self._epoch = 0
         self._train_hidden: torch.Tensor | None = None
@@ -122,6 +129,7 @@ class LanguageModelTask:
                 logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
             )
             count += y.numel()
+        total, count = self.shard.sum(total, count)
         return total, count, hidden
 
     @contextlib.contextmanager
@@ -186,14 +194,17 @@ class LanguageModelTask:
         cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
         return {
             "epoch": self._epoch,
-            "train_hidden": cpu(self._train_hidden),
+            "train_hidden": cpu(self.shard.gather(self._train_hidden)),  # all columns
             "valid_cursor": self._valid_cursor,
-            "valid_hidden": cpu(self._valid_hidden),
+            "valid_hidden": cpu(self.shard.gather(self._valid_hidden)),
         }
 
     def load_state_dict(self, state: dict) -> None:
         dev = lambda t: None if t is None else t.to(self.device)  # noqa: E731
         self._epoch = int(state["epoch"])
-        self._train_hidden = dev(state["train_hidden"])
+        h = state["train_hidden"]
+        if h is not None and h.size(0) != self.train_batch:
+            h = None  # a retrain resumed on another number of processes: other streams
+        self._train_hidden = dev(None if h is None else self.shard.take(h))
         self._valid_cursor = int(state["valid_cursor"])
-        self._valid_hidden = dev(state["valid_hidden"])
+        self._valid_hidden = dev(None if state["valid_hidden"] is None else self.shard.take(state["valid_hidden"]))

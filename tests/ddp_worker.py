@@ -1,0 +1,94 @@
+"""One process of a torchrun launch in tests/test_distributed.py (not a test module).
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py MODE OUT ARGS...
+
+MODE ``cli``: the enas CLI on ARGS; after ``run`` returns, every rank writes its
+final weights to OUT/rank<r>.pt. MODE ``step``: ``step(config, data_dir)`` below,
+every rank writes its result to OUT/rank<r>.pt. ``ENAS_TEST_FAIL_RANK=r`` makes rank r
+raise in its first controller phase.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from enas import distributed as dist
+
+
+def _cpu(sd: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+
+def step(config, data_dir, out_dir) -> dict:
+    """One shared step on the first minibatch, then one controller phase (no files).
+    Under torchrun each rank computes its share; in one process the whole batch."""
+    from enas.config import load_search
+    from enas.search import Search
+
+    device = dist.setup(torch.device("cpu"))
+    s = Search(load_search(config), Path(out_dir), data_dir, device, log=False)
+    s.open_log(None)  # disabled RunLog: nothing written
+    before = _cpu(s.supernet.state_dict())
+    first = s.task.train_batches
+    s.task.train_batches = lambda epoch: itertools.islice(first(epoch), 1)
+    s._shared_phase()
+    after_step = _cpu(s.supernet.state_dict())
+    rewards = []
+    real_step = s.reinforce.step
+    s.reinforce.step = lambda sample, r: (rewards.append(list(r)), real_step(sample, r))[1]
+    s.phase, s.step = "controller", 0
+    s._controller_phase()
+    return {"before": before, "after_step": after_step, "policy": _cpu(s.policy.state_dict()), "rewards": rewards,
+            "baseline": s.reinforce.baseline, "adam": s.reinforce.opt.state_dict()}
+
+
+def _dump_after_run(out: Path) -> None:
+    from enas.retrain import Retrain
+    from enas.search import Search
+
+    def wrap(cls, models):
+        real = cls.run
+
+        def run(self, *a, **k):
+            result = real(self, *a, **k)
+            state = {name: _cpu(getattr(self, name).state_dict()) for name in models}
+            if hasattr(self, "reinforce"):
+                state["baseline"] = self.reinforce.baseline
+            torch.save(state, out / f"rank{dist.rank()}.pt")
+            return result
+
+        cls.run = run
+
+    wrap(Search, ("supernet", "policy"))
+    wrap(Retrain, ("model",))
+
+
+def _fail_on(rank: int) -> None:
+    from enas.search import Search
+
+    def boom(self):
+        if dist.rank() == rank:
+            raise RuntimeError(f"injected failure on rank {rank}")
+        return real(self)
+
+    real = Search._controller_phase
+    Search._controller_phase = boom
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    if "ENAS_TEST_FAIL_RANK" in os.environ:
+        _fail_on(int(os.environ["ENAS_TEST_FAIL_RANK"]))
+    if mode == "step":
+        result = step(sys.argv[3], sys.argv[4], out)
+        torch.save(result, out / f"rank{dist.rank()}.pt")
+        dist.teardown()
+    else:
+        from enas.cli import main
+
+        _dump_after_run(out)
+        sys.exit(main(sys.argv[3:]))
