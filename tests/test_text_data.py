@@ -129,3 +129,13 @@ def test_lm_task_resume_is_exact(tmp_path):
     b = other.train_loss(model, list(other.train_batches(0))[1], ENAS_PTB_CELL)[1]["loss"]
     rb = [other.reward(model, ENAS_PTB_CELL) for _ in range(30)]
     assert torch.equal(a, b) and ra == rb
+
+
+def test_non_standard_ptb_file_is_used_with_a_note(tmp_path, capsys):
+    from enas.data.text import ensure_ptb
+
+    for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
+        (tmp_path / name).write_text("a b c\n")
+    assert ensure_ptb(tmp_path) == tmp_path
+    err = capsys.readouterr().err
+    assert "ptb.train.txt is not the standard Penn Treebank file" in err

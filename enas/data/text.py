@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -141,6 +142,12 @@ def ensure_ptb(data_dir: str | Path) -> Path:
             raise DataError(_missing_ptb_message(data_dir, [f"creating {data_dir}: {e}"])) from None
         for name in missing:
             _fetch_ptb_file(name, data_dir)
+    # A present file is used as it is, but a truncated or edited copy should not pass
+    # unnoticed as "PTB": say so once (results on it are not comparable to the paper's).
+    for name in PTB_FILES:
+        if name not in missing and md5sum(data_dir / name) != PTB_MD5[name]:
+            print(f"note: {data_dir / name} is not the standard Penn Treebank file (md5 differs); "
+                  f"using it as it is", file=sys.stderr)
     return data_dir
 
 
