@@ -1,0 +1,270 @@
+"""Shared pieces of the benchmark scripts (not a test module, not part of the package).
+
+Workloads are the shared-phase training step exactly as ``Loop.sgd_pass`` runs it
+(task loss -> zero_grad -> backward -> clip_grad_norm_ -> isfinite check -> SGD step)
+on synthetic batches of the real shapes: timing does not depend on pixel or token
+values, and the scripts then need no dataset.
+
+Sizes: ``paper`` is the search configuration of configs/*_search.yaml (the batch can
+be overridden, slow CPUs); ``smoke`` is configs/smoke/*_search.yaml.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+import search_spaces  # noqa: F401  (registers the spaces)
+from enas.controller import Controller
+from enas.space import build_space
+
+SPACE_NAMES = ("enas_rnn", "enas_micro", "enas_macro", "nb201")
+VOCAB = 10_000  # PTB
+
+
+@dataclass
+class Size:
+    model: dict
+    batch: int
+    bptt: int = 0  # LM only
+    eval_batch: int = 100
+    optim: dict = field(default_factory=dict)
+    aux_weight: float = 0.0
+    space_args: dict = field(default_factory=dict)
+
+
+# configs/*_search.yaml (paper) and configs/smoke/*_search.yaml (smoke)
+SIZES = {
+    "enas_rnn": {
+        "paper": Size({"hidden": 200}, 64, bptt=35, eval_batch=64,
+                      optim=dict(lr=20.0, weight_decay=2e-7), space_args={"num_nodes": 12}),
+        "smoke": Size({"hidden": 32}, 32, bptt=20, eval_batch=32,
+                      optim=dict(lr=20.0, weight_decay=2e-7), space_args={"num_nodes": 12}),
+    },
+    "enas_micro": {
+        "paper": Size({"channels": 20, "num_cells": 2, "aux_head": True, "dropout": 0.1}, 160,
+                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=2e-4), aux_weight=0.4),
+        "smoke": Size({"channels": 8, "num_cells": 1, "aux_head": True, "dropout": 0.1}, 64,
+                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=2e-4), aux_weight=0.4),
+    },
+    "enas_macro": {
+        "paper": Size({"channels": 36, "dropout": 0.1}, 128,
+                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)),
+        "smoke": Size({"channels": 8, "dropout": 0.1}, 64,
+                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)),
+    },
+    "nb201": {
+        "paper": Size({"channels": 16, "cells_per_stage": 5, "dropout": 0.0}, 64, eval_batch=128,
+                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=2.5e-4)),
+        "smoke": Size({"channels": 8, "cells_per_stage": 1, "dropout": 0.0}, 64,
+                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=2.5e-4)),
+    },
+}
+GRAD_CLIP = {"enas_rnn": 0.25, "enas_micro": 5.0, "enas_macro": 5.0, "nb201": 5.0}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    return torch.device(name)
+
+
+def set_threads(n: int | None) -> int:
+    if n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def loadavg() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except Exception:  # noqa: BLE001
+        pass
+    return platform.processor() or "unknown"
+
+
+def emit(name: str, value) -> None:
+    if isinstance(value, float):
+        value = f"{value:.4g}"
+    print(f"{name}={value}", flush=True)
+
+
+def header(device: torch.device, threads: int) -> None:
+    emit("device", device.type if device.type == "cpu" else torch.cuda.get_device_name(device))
+    emit("cpu_model", cpu_model().replace(" ", "_"))
+    emit("cpu_count", os.cpu_count())
+    emit("torch_threads", threads)
+    emit("omp_num_threads", os.environ.get("OMP_NUM_THREADS", "unset"))
+    emit("torch_version", torch.__version__)
+    emit("loadavg_start", loadavg())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device) -> float:
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+# ---------------------------------------------------------------------------- workloads
+
+
+class Workload:
+    """One model (supernet or child) of one space with its optimizer and a fixed batch."""
+
+    def __init__(self, space_name: str, size: Size, device: torch.device, model=None, seed: int = 0,
+                 channels_last: bool | None = None):
+        self.name, self.size, self.device = space_name, size, device
+        self.space = build_space(space_name, size.space_args)
+        self.model_args = self.space.ModelArgs(**size.model)
+        self.lm = self.space.modality == "lm"
+        self.kwargs = {"vocab_size": VOCAB} if self.lm else {"num_classes": 10}
+        g = torch.Generator().manual_seed(seed)
+        if self.lm:
+            self.x = torch.randint(0, VOCAB, (size.bptt, size.batch), generator=g).to(device)
+            self.y = torch.randint(0, VOCAB, (size.bptt, size.batch), generator=g).to(device)
+            self.xe = torch.randint(0, VOCAB, (size.bptt, size.eval_batch), generator=g).to(device)
+        else:
+            self.x = torch.randn(size.batch, 3, 32, 32, generator=g).to(device)
+            self.y = torch.randint(0, 10, (size.batch,), generator=g).to(device)
+            self.xe = torch.randn(size.eval_batch, 3, 32, 32, generator=g).to(device)
+            self.ye = torch.randint(0, 10, (size.eval_batch,), generator=g).to(device)
+        self.cuda = device.type == "cuda"
+        # image models: channels_last on CUDA (what enas/tasks/image.py does); on CPU only when asked
+        self.channels_last = (self.cuda if channels_last is None else channels_last) and not self.lm
+        if self.channels_last:
+            fmt = torch.channels_last
+            self.x, self.xe = self.x.contiguous(memory_format=fmt), self.xe.contiguous(memory_format=fmt)
+        if model is None:
+            torch.manual_seed(seed)
+            model = self.space.supernet(self.model_args, **self.kwargs)
+        self.set_model(model)
+
+    def set_model(self, model):
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.params = list(self.model.parameters())
+        o = dict(self.size.optim)
+        self.opt = torch.optim.SGD(self.params, lr=o.get("lr", 0.05), momentum=o.get("momentum", 0.0),
+                                   nesterov=o.get("nesterov", False), weight_decay=o.get("weight_decay", 0.0))
+        self.hidden = self.model.init_hidden(self.size.batch) if self.lm else None
+
+    def child(self, arch):
+        """A standalone child of ``arch`` holding the supernet's current weights."""
+        torch.manual_seed(1)
+        c = self.space.child(arch, self.model_args, **self.kwargs)
+        sup_sd = self.model.state_dict()
+        c.load_state_dict({k: sup_sd[k] for k in c.state_dict()})
+        w = Workload.__new__(Workload)
+        w.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("model", "params", "opt")})
+        w.set_model(c)
+        w.hidden = self.hidden  # LM: the same carried state
+        return w
+
+    def autocast(self):
+        import contextlib
+
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def loss(self, arch):
+        with self.autocast():
+            if self.lm:
+                logits, hidden, extra = self.model(self.x, self.hidden, arch)
+                self.hidden = hidden.detach()
+                return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), self.y.reshape(-1)) + extra
+            logits, aux = self.model(self.x, arch)
+            loss = F.cross_entropy(logits.float(), self.y)
+            if aux is not None and self.size.aux_weight > 0:
+                loss = loss + self.size.aux_weight * F.cross_entropy(aux.float(), self.y)
+            return loss
+
+    def step(self, arch) -> None:
+        """One shared-phase step, as Loop.sgd_pass + task.train_loss run it."""
+        loss = self.loss(arch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP[self.name])
+        if torch.isfinite(norm):  # the loop's one host sync per step
+            self.opt.step()
+
+    def fwd_bwd(self, arch) -> None:
+        loss = self.loss(arch)
+        loss.backward()
+
+    @torch.no_grad()
+    def score(self, arch) -> float:
+        """One derive candidate: eval-mode forward on one validation batch, a host read."""
+        with self.autocast():
+            if self.lm:
+                logits, _, _ = self.model(self.xe, self.model.init_hidden(self.size.eval_batch), arch)
+                return float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), self.xe.reshape(-1)))
+            logits, _ = self.model(self.xe, arch)
+            return (logits.argmax(1) == self.ye).float().mean().item()
+
+    def tokens_or_images(self) -> int:
+        return self.size.batch * (self.size.bptt if self.lm else 1)
+
+    def flops_per_step(self, arch) -> int:
+        """Forward + backward FLOPs (FlopCounterMode: matmuls and convolutions)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        hidden = self.hidden
+        with FlopCounterMode(display=False) as fc:
+            self.fwd_bwd(arch)
+        self.model.zero_grad(set_to_none=True)
+        self.hidden = hidden
+        return fc.get_total_flops()
+
+
+def controller_for(space, hidden: int = 64) -> Controller:
+    return Controller(space.decisions(), space.initial_anchors, hidden=hidden)
+
+
+def sample_archs(space, n: int, seed: int, hidden: int = 64):
+    torch.manual_seed(seed)
+    ctrl = controller_for(space, hidden)
+    with torch.no_grad():
+        return ctrl(n, generator=torch.Generator().manual_seed(seed)).archs
+
+
+def matmul_flops(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """Dense fp32 matmul throughput of this machine (FLOP/s, median of ``reps``)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    a @ b  # warm-up
+    ts = [timed(lambda: a @ b, device) for _ in range(reps)]
+    return 2 * n**3 / median(ts)
