@@ -87,7 +87,9 @@ class ImageTask:
         self.aux_weight, self.label_smoothing = float(aux_weight), float(label_smoothing)
         cuda = self.device.type == "cuda"
         self.amp = cuda and amp in ("auto", "bf16")
-        self.channels_last = cuda and bool(channels_last)
+        # channels_last on CPU too: PyTorch's CPU backward of the depthwise/grouped convs is
+        # 2-7x faster in that layout (benchmarks/RESULTS.md, supernet step at batch 16).
+        self.channels_last = bool(channels_last)
         self._prepared: weakref.WeakSet = weakref.WeakSet()
         self._mods: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -131,7 +133,7 @@ class ImageTask:
         return {"num_classes": 10}
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """channels_last weights on CUDA (idempotent; also done lazily on first use)."""
+        """channels_last weights when enabled (idempotent; also done lazily on first use)."""
         if model not in self._prepared:
             if self.channels_last:
                 model.to(memory_format=torch.channels_last)
