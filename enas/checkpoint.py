@@ -1,14 +1,16 @@
 """Atomic checkpoints and exact resume.
 
 A checkpoint is written to a temporary file, flushed, fsync'ed and renamed over
-``checkpoint.pt``; the previous one is first kept as ``checkpoint.prev.pt``, so a
-kill or a full disk at any moment leaves at least one complete checkpoint. Loading
+``checkpoint.pt``; the previous one is first kept as ``checkpoint.prev.pt`` (a hard
+link, so ``checkpoint.pt`` never disappears), so a kill or a full disk at any moment
+leaves a complete ``checkpoint.pt``. Loading
 uses ``torch.load(weights_only=True)``: plain containers and tensors only, never code.
 """
 from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,15 @@ def save(run_dir: str | Path, state: dict) -> Path:
             f.flush()
             os.fsync(f.fileno())
         if path.exists():
-            os.replace(path, prev)
+            # Keep the old checkpoint as PREV through a hard link, so that checkpoint.pt
+            # exists at every instant (a rename would leave a window without it).
+            link = run_dir / (PREV + ".tmp")
+            link.unlink(missing_ok=True)
+            try:
+                os.link(path, link)
+            except OSError:  # no hard links on this filesystem
+                shutil.copyfile(path, link)
+            os.replace(link, prev)
         os.replace(tmp, path)
         _fsync_dir(run_dir)
     except OSError as e:
