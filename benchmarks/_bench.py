@@ -158,8 +158,8 @@ class Workload:
             self.xe = torch.randn(size.eval_batch, 3, 32, 32, generator=g).to(device)
             self.ye = torch.randint(0, 10, (size.eval_batch,), generator=g).to(device)
         self.cuda = device.type == "cuda"
-        # image models: channels_last on CUDA (what enas/tasks/image.py does); on CPU only when asked
-        self.channels_last = (self.cuda if channels_last is None else channels_last) and not self.lm
+        # image models: channels_last on CPU and CUDA by default, as enas/tasks/image.py does
+        self.channels_last = (True if channels_last is None else channels_last) and not self.lm
         if self.channels_last:
             fmt = torch.channels_last
             self.x, self.xe = self.x.contiguous(memory_format=fmt), self.xe.contiguous(memory_format=fmt)

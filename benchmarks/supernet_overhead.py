@@ -82,7 +82,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=None,
                     help="batch of the image spaces (default: the config's; 16 on CPU with --quick)")
     ap.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
-                    help="image models in channels_last (auto: on GPU only, as enas/tasks/image.py does)")
+                    help="image models in channels_last (auto: on, as enas/tasks/image.py does)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("-v", "--verbose", action="store_true", help="per-arch timings on stderr")
     args = ap.parse_args(argv)

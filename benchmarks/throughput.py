@@ -147,7 +147,7 @@ def main(argv=None) -> None:
     ap.add_argument("--paper-batch", type=int, default=None,
                     help="batch of paper-size image workloads (default: the config's on GPU; 8 quick / 32 on CPU)")
     ap.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
-                    help="image models in channels_last (auto: on GPU only, as enas/tasks/image.py does)")
+                    help="image models in channels_last (auto: on, as enas/tasks/image.py does)")
     ap.add_argument("--skip", nargs="*", default=[], choices=("shared", "h256", "controller", "derive"))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
