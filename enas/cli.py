@@ -77,6 +77,17 @@ def processes_line() -> str:
     return f"{dist.world()} processes ({dist.backend()})" if dist.world() > 1 else ""
 
 
+def resume(loop, cfg, state: dict, diffs: list[str], main: bool):
+    """Load a checkpoint into a search or retrain, record accepted config changes, go on."""
+    loop.load_state_dict(state)
+    if diffs and main:
+        dump(cfg, loop.run_dir / "config.yaml")
+        say("config changed on resume:\n  " + "\n  ".join(diffs))
+    say(f"resuming {loop.run_dir} at epoch {loop.epoch + 1}, {loop.phase} step {loop.step}"
+        + (f" on {processes_line()}" if processes_line() else ""), main)
+    return loop.run(resume_offset=state["metrics_offset"])
+
+
 def cmd_search(args) -> int:
     from . import checkpoint as ckpt
     from .config import SearchConfig
@@ -98,13 +109,7 @@ def cmd_search(args) -> int:
 
         cfg, state, diffs = dist.on_main(read)
         search = dist.local_main_first(lambda: Search(cfg, run_dir, args.data_dir, device, log=main))
-        search.load_state_dict(state)
-        if diffs and main:
-            dump(cfg, run_dir / "config.yaml")
-            say("config changed on resume:\n  " + "\n  ".join(diffs))
-        say(f"resuming {run_dir} at epoch {search.epoch + 1}, {search.phase} step {search.step}"
-            + (f" on {processes_line()}" if processes_line() else ""), main)
-        best = search.run(resume_offset=state["metrics_offset"])
+        best = resume(search, cfg, state, diffs, main)
     else:
         if args.config is None:
             raise ConfigError("enas search needs CONFIG.yaml (or --resume RUN_DIR)")
@@ -158,13 +163,7 @@ def cmd_retrain(args) -> int:
         space, arch, cfg, state, diffs = dist.on_main(read)
         data_dir = args.data_dir or state.get("data_dir") or "data"
         rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, run_dir, data_dir, device, log=main))
-        rt.load_state_dict(state)
-        if diffs and main:
-            dump(cfg, run_dir / "config.yaml")
-            say("config changed on resume:\n  " + "\n  ".join(diffs))
-        say(f"resuming {run_dir} at epoch {rt.epoch + 1}, step {rt.step}"
-            + (f" on {processes_line()}" if processes_line() else ""), main)
-        result = rt.run(resume_offset=state["metrics_offset"])
+        result = resume(rt, cfg, state, diffs, main)
     else:
         if args.arch is None or args.config is None:
             raise ConfigError("enas retrain needs ARCH.yaml and --config CONFIG.yaml (or --resume RUN_DIR)")
