@@ -2,6 +2,7 @@
 import random
 
 import pytest
+import torch
 import yaml
 
 
@@ -45,3 +46,14 @@ def tiny_ptb_config(tmp_path):
         return path
 
     return write
+
+
+def randomize_bn(model, gen):
+    """Non-trivial BN statistics and affine parameters, so eval-mode comparisons of a
+    supernet and its child exercise BN too."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)

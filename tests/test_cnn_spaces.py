@@ -20,6 +20,8 @@ from search_spaces.enas_micro import (
 )
 from search_spaces.ops import OPS, FactorizedReduce
 
+from conftest import randomize_bn
+
 # Measured once (this implementation, C=36, N=5, aux head, 10 classes); the paper
 # reports 4.6M for its (differently wired) child, whose next-cell calibration convs
 # read the 5C-channel concatenation twice; here each cell ends with one 1x1 conv.
@@ -37,15 +39,6 @@ def random_arch(space, rng):
         else:
             arch[d.name] = sorted(j for j in range(d.num_inputs) if rng.random() < 0.4)
     return validate(space.decisions(), arch)
-
-
-def randomize_bn(model, gen):
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
 def copy_into_child(supernet, child):

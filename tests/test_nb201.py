@@ -14,6 +14,7 @@ from enas.archfile import ArchFileError, load_arch, save_arch
 from enas.cli import main
 from enas.controller import RandomPolicy
 from enas.space import ArchError, build_space
+from conftest import randomize_bn
 from search_spaces.nb201 import (
     BEST_CIFAR10_CELL,
     EDGES,
@@ -110,15 +111,6 @@ def test_describe_and_draw(space, tmp_path):
 
 
 # ---------------------------------------------------------------------- networks
-
-
-def randomize_bn(model, gen):
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
 def test_published_parameter_counts(space):
