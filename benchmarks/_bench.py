@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import search_spaces  # noqa: F401  (registers the spaces)
 from enas.controller import Controller
 from enas.space import build_space
+from enas.tasks.cross_entropy import token_cross_entropy
 
 SPACE_NAMES = ("enas_rnn", "enas_micro", "enas_macro", "nb201")
 VOCAB = 10_000  # PTB
@@ -203,7 +204,8 @@ class Workload:
             if self.lm:
                 logits, hidden, extra = self.model(self.x, self.hidden, arch)
                 self.hidden = hidden.detach()
-                return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), self.y.reshape(-1)) + extra
+                # the LM task's loss (enas/tasks/lm.py train_loss)
+                return token_cross_entropy(logits.float().reshape(-1, logits.size(-1)), self.y.reshape(-1)) + extra
             logits, aux = self.model(self.x, arch)
             loss = F.cross_entropy(logits.float(), self.y)
             if aux is not None and self.size.aux_weight > 0:

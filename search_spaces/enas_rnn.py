@@ -39,15 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, Decision, validate
-
-# The activation table of the cell, defined once; supernet and child both read it.
-# (The op registry in search_spaces/ops.py is for the conv spaces.)
-ACTIVATIONS = {
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-    "identity": lambda h: h,
-    "sigmoid": torch.sigmoid,
-}
+from search_spaces.enas_rnn_bptt import ACT, cell_bptt
 
 
 @dataclass(frozen=True)
@@ -67,9 +59,9 @@ class Args:
             raise ValueError(f"num_nodes must be >= 1, got {self.num_nodes}")
         if not self.activations:
             raise ValueError("activations must not be empty")
-        unknown = [a for a in self.activations if a not in ACTIVATIONS]
+        unknown = [a for a in self.activations if a not in ACT]
         if unknown:
-            raise ValueError(f"unknown activation {unknown[0]!r} (known: {', '.join(ACTIVATIONS)})")
+            raise ValueError(f"unknown activation {unknown[0]!r} (known: {', '.join(ACT)})")
         if len(set(self.activations)) != len(self.activations):
             raise ValueError(f"repeated activation in {list(self.activations)}")
 
@@ -237,25 +229,8 @@ class RNNModel(nn.Module):
         xw = x @ nodes[0].w_x  # [T, B, 2H]
         # Concatenate each group's weights once per forward: [H, 2H * k].
         gw = [torch.cat([nodes[l].weight(p, a) for l, a in ch], dim=1) for p, ch in groups]
-        f0 = ACTIVATIONS[act0]
-        fs = [[ACTIVATIONS[a] for _, a in ch] for _, ch in groups]
-
-        s = hidden
-        steps = []
-        for t in range(T):
-            s_in = s * m_l if m_l is not None else s
-            h, c = (xw[t] + s_in @ nodes[0].w_s).chunk(2, dim=-1)
-            s0 = s + torch.sigmoid(c) * (f0(h) - s)
-            states = {0: s0}
-            for (p, ch), w, f in zip(groups, gw, fs):
-                sp = states[p]
-                hc = ((sp * m_l if m_l is not None else sp) @ w).view(B, len(ch), 2, H)
-                gate = torch.sigmoid(hc[:, :, 1])  # [B, k, H]
-                for k, (l, _) in enumerate(ch):
-                    states[l] = sp + gate[:, k] * (f[k](hc[:, k, 0]) - sp)
-            s = states[outs[0]] if len(outs) == 1 else torch.stack([states[i] for i in outs]).mean(0)
-            steps.append(s)
-        raw = torch.stack(steps)  # [T, B, H]
+        raw = cell_bptt((act0, groups, outs), xw, hidden, m_l, nodes[0].w_s, gw)  # [T, B, H]
+        s = raw[-1]
 
         out = raw
         if train and ma.dropout_o > 0:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..data.text import batchify, get_window, load_corpus, window_starts
 from ..distributed import Shard
 from . import TASKS
+from .cross_entropy import token_cross_entropy
 
 
 @TASKS.register("lm")
@@ -103,7 +104,7 @@ class LanguageModelTask:
             hidden = model.init_hidden(x.size(1))
         with self._autocast():
             logits, hidden, extra = model(x, hidden, arch)  # [L, B, V]
-        ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        ce = token_cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
         self._train_hidden = hidden.detach()  # truncated BPTT: carry the value, not the graph
         loss = ce + extra
         if self.cfg.variable_bptt:

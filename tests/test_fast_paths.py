@@ -1,0 +1,140 @@
+"""Hand-written fast paths equal the plain autograd code they replace.
+
+* search_spaces/enas_rnn_bptt.py: the ENAS cell over a window with its own backward;
+  the reference below is the paper's equations written step by step through autograd.
+* enas/tasks/cross_entropy.py: the LM loss against F.cross_entropy.
+"""
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from enas.tasks.cross_entropy import token_cross_entropy
+from search_spaces.enas_rnn import ENAS_PTB_CELL, Args, EnasRNNSpace, ModelArgs
+from search_spaces.enas_rnn_bptt import cell_bptt
+
+REF_ACT = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda h: h, "sigmoid": torch.sigmoid}
+
+
+def reference_cell(plan, xw, s, m_l, w_s, gw):
+    """Paper eq. 1-2, one op at a time: s_l = s_p + sigmoid(c) * (f(h) - s_p)."""
+    act0, groups, outs = plan
+    H = s.size(1)
+    steps = []
+    for t in range(xw.size(0)):
+        mask = (lambda v: v * m_l) if m_l is not None else (lambda v: v)
+        hc = xw[t] + mask(s) @ w_s
+        h, c = hc[:, :H], hc[:, H:]
+        states = {0: s + torch.sigmoid(c) * (REF_ACT[act0](h) - s)}
+        for (p, ch), w in zip(groups, gw):
+            sp = states[p]
+            hc = mask(sp) @ w
+            for k, (l, a) in enumerate(ch):
+                h, c = hc[:, 2 * H * k : 2 * H * k + H], hc[:, 2 * H * k + H : 2 * H * (k + 1)]
+                states[l] = sp + torch.sigmoid(c) * (REF_ACT[a](h) - sp)
+        s = sum(states[o] for o in outs) / len(outs)
+        steps.append(s)
+    return torch.stack(steps)
+
+
+def random_arch(space, rng):
+    return {
+        d.name: rng.choice(d.choices) if d.kind == "categorical" else rng.randrange(d.num_inputs)
+        for d in space.decisions()
+    }
+
+
+def cell_inputs(space, arch, T, B, H, masked, seed):
+    g = torch.Generator().manual_seed(seed)
+    model = space.supernet(ModelArgs(hidden=H), vocab_size=5)
+    plan = model._plan(arch)
+    r = lambda *shape: (torch.rand(*shape, generator=g, dtype=torch.float64) - 0.5)  # noqa: E731
+    xw, s, w_s = r(T, B, 2 * H) * 2, r(B, H), r(H, 2 * H) * 1.5
+    gw = [r(H, 2 * H * len(ch)) * 1.5 for _, ch in plan[1]]
+    m_l = (torch.rand(B, H, generator=g, dtype=torch.float64) > 0.3).double() / 0.7 if masked else None
+    return plan, [xw, s, w_s, *gw], m_l
+
+
+@pytest.mark.parametrize("output", ["loose_ends", "all"])
+@pytest.mark.parametrize("masked", [True, False])
+def test_cell_bptt_equals_autograd_reference(output, masked):
+    space = EnasRNNSpace(Args(output=output))
+    rng = random.Random(3)
+    T, B, H = 5, 3, 4
+    for i, arch in enumerate([ENAS_PTB_CELL] + [random_arch(space, rng) for _ in range(6)]):
+        plan, leaves, m_l = cell_inputs(space, arch, T, B, H, masked, seed=i)
+        grads = []
+        outs = []
+        for fn in (cell_bptt, reference_cell):
+            xs = [x.clone().requires_grad_() for x in leaves]
+            raw = fn(plan, xs[0], xs[1], m_l, xs[2], xs[3:])
+            # a loss that weights every step and unit differently
+            weight = torch.linspace(-1, 2, raw.numel(), dtype=raw.dtype).view_as(raw)
+            (raw * weight).sum().backward()
+            outs.append(raw.detach())
+            grads.append([x.grad for x in xs])
+        assert torch.allclose(outs[0], outs[1], atol=1e-12)
+        for a, b in zip(*grads):
+            assert torch.allclose(a, b, atol=1e-11), (arch, (a - b).abs().max())
+        with torch.no_grad():  # the no-grad forward (evaluation) gives the same states
+            assert torch.allclose(cell_bptt(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:]), outs[1], atol=1e-12)
+
+
+def test_cell_bptt_gradcheck():
+    space = EnasRNNSpace(Args(num_nodes=5))
+    arch = {"node0/activation": "tanh", "node1/input": 0, "node1/activation": "sigmoid",
+            "node2/input": 0, "node2/activation": "relu", "node3/input": 1,
+            "node3/activation": "identity", "node4/input": 1, "node4/activation": "tanh"}
+    plan, leaves, m_l = cell_inputs(space, arch, T=3, B=2, H=3, masked=True, seed=0)
+    xs = [x.requires_grad_() for x in leaves]
+    assert torch.autograd.gradcheck(lambda *a: cell_bptt(plan, a[0], a[1], m_l, a[2], a[3:]), xs)
+
+
+def test_rnn_model_uses_fast_path_and_trains():
+    """End to end: the model's gradients through cell_bptt equal those of the reference cell."""
+    torch.manual_seed(0)
+    space = EnasRNNSpace()
+    H, V = 6, 20
+    model = space.supernet(ModelArgs(hidden=H, tar=0.5, ar=0.5), vocab_size=V).double().train()
+    tokens, target = torch.randint(0, V, (4, 3)), torch.randint(0, V, (4, 3))
+    grads = []
+    import search_spaces.enas_rnn as mod
+
+    for cell in (mod.cell_bptt, reference_cell):
+        torch.manual_seed(1)  # same dropout masks
+        orig, mod.cell_bptt = mod.cell_bptt, cell
+        try:
+            logits, _, extra = model(tokens, torch.zeros(3, H, dtype=torch.float64), ENAS_PTB_CELL)
+        finally:
+            mod.cell_bptt = orig
+        model.zero_grad()
+        (F.cross_entropy(logits.reshape(-1, V), target.reshape(-1)) + extra).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 3
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-12), n
+
+
+def test_token_cross_entropy_equals_f_cross_entropy():
+    torch.manual_seed(0)
+    logits = (torch.randn(37, 11) * 4).requires_grad_()
+    target = torch.randint(0, 11, (37,))
+    ours = token_cross_entropy(logits, target)
+    (ours * 3.0).backward()  # a non-unit upstream gradient (variable-BPTT scaling)
+    g_ours = logits.grad.clone()
+    logits.grad = None
+    ref = F.cross_entropy(logits, target)
+    (ref * 3.0).backward()
+    assert torch.allclose(ours, ref, atol=1e-6)
+    assert torch.allclose(g_ours, logits.grad, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(token_cross_entropy(logits, target), ref, atol=1e-6)
+
+
+def test_token_cross_entropy_refuses_second_backward():
+    logits = torch.randn(4, 5, requires_grad=True)
+    loss = token_cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        loss.backward()
