@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 import search_spaces  # noqa: F401  (registers the spaces)
 from enas.controller import Controller
+from enas.malloc import keep_freed_memory
 from enas.space import build_space
 from enas.tasks.cross_entropy import token_cross_entropy
 
@@ -78,7 +79,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(n: int | None) -> int:
+def setup_process(n: int | None) -> int:
+    """Per-process settings as `enas` makes them (enas/cli.py), then torch's thread count."""
+    keep_freed_memory()
     if n:
         torch.set_num_threads(n)
     return torch.get_num_threads()

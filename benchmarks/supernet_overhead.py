@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _bench import SIZES, SPACE_NAMES, Workload, emit, header, loadavg, median, pick_device, sample_archs, set_threads, timed  # noqa: E402,E501
+from _bench import SIZES, SPACE_NAMES, Workload, emit, header, loadavg, median, pick_device, sample_archs, setup_process, timed  # noqa: E402,E501
 
 
 def measure(space_name: str, size_name: str, device, num_archs: int, repeats: int, batch: int | None,
@@ -88,7 +88,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
-    threads = set_threads(args.threads)
+    threads = setup_process(args.threads)
     size = args.size or ("paper" if device.type == "cuda" else "smoke")
     cpu = device.type == "cpu"
     num_archs = args.archs or ((4 if cpu else 10) if args.quick else 30)

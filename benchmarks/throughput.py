@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from _bench import (  # noqa: E402
     SIZES, SPACE_NAMES, Workload, controller_for, emit, header, loadavg, matmul_flops, median, pick_device,
-    sample_archs, set_threads, timed,
+    sample_archs, setup_process, timed,
 )
 
 CTRL_HIDDEN = {"enas_rnn": 100, "enas_micro": 64, "enas_macro": 64, "nb201": 64}  # configs/*_search.yaml
@@ -53,7 +53,7 @@ def rss_mb() -> float:
 def worker(spec: dict) -> dict:
     """One shared-phase workload: steps/s, FLOPs per step, peak memory."""
     device = pick_device(spec["device"])
-    set_threads(spec["threads"])
+    setup_process(spec["threads"])
     size = SIZES[spec["space"]][spec["size"]]
     over = {k: spec[k] for k in ("batch",) if spec.get(k)}
     if spec.get("model"):
@@ -157,7 +157,7 @@ def main(argv=None) -> None:
         return
 
     device = pick_device(args.device)
-    threads = set_threads(args.threads)
+    threads = setup_process(args.threads)
     cl = {"auto": None, "on": True, "off": False}[args.channels_last]
     cuda = device.type == "cuda"
     header(device, threads)

@@ -26,6 +26,7 @@ from .config import ConfigError, dump, from_dict, load_search, to_dict
 from .data.errors import DataError
 from .interrupt import StopRequested
 from .loop import NonFiniteError
+from .malloc import keep_freed_memory
 from .registry import RegistryError
 from .runlog import RunDirError, new_run_dir, say
 from .space import ArchError
@@ -310,6 +311,7 @@ SEVERAL_PROCESSES = ("search", "retrain")  # the commands torchrun may start sev
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # CPU tensors: no page faults on every step's large buffers
     if not dist.launched():
         return _run(args)
     # torchrun: whatever happens, this process must not outlive its failure while the

@@ -3,6 +3,7 @@
 * search_spaces/enas_rnn_bptt.py: the ENAS cell over a window with its own backward;
   the reference below is the paper's equations written step by step through autograd.
 * enas/tasks/cross_entropy.py: the LM loss against F.cross_entropy.
+* enas/malloc.py: the allocator setting that makes them pay on CPU is applied.
 """
 import random
 
@@ -138,3 +139,15 @@ def test_token_cross_entropy_refuses_second_backward():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="second backward"):
         loss.backward()
+
+
+def test_keep_freed_memory_applies_and_can_be_switched_off(monkeypatch):
+    import platform
+
+    from enas.malloc import keep_freed_memory
+
+    monkeypatch.setenv("ENAS_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("ENAS_KEEP_FREED_MEMORY")
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc
