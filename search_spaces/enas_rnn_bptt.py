@@ -19,7 +19,7 @@ node's input state inside its matmul (or None); ``w_s`` [H, 2H] node 0's state m
 ``gw`` one [H, 2H k] matrix per group, columns [h_1, c_1, h_2, c_2, ...] in the order
 of the group's nodes. Output: the states s_1..s_T, [T, B, H].
 
-tests/test_enas_rnn.py checks values and gradients against plain autograd code of the
+tests/test_fast_paths.py checks values and gradients against plain autograd code of the
 same equations (and gradcheck in float64).
 """
 from __future__ import annotations
@@ -87,8 +87,8 @@ class _CellBPTT(torch.autograd.Function):
     def forward(ctx, plan, xw, s, m_l, w_s, *gw):
         raw, (S, G, Fh, s_in, sp_in) = _forward(plan, xw, s, m_l, w_s, gw, save=True)
         ctx.plan = plan
-        ctx.save_for_backward(s, m_l, w_s, raw, S, G, Fh, *(s_in, *(sp_in or [])), *gw)
-        ctx.has_mask, ctx.xw_dtype = m_l is not None, xw.dtype
+        ctx.save_for_backward(s, m_l, w_s, raw, S, G, Fh, *gw, s_in, *(sp_in or ()))
+        ctx.xw_dtype = xw.dtype
         return raw
 
     @staticmethod
@@ -96,10 +96,7 @@ class _CellBPTT(torch.autograd.Function):
     def backward(ctx, d_raw):
         act0, groups, outs = ctx.plan
         s_init, m_l, w_s, raw, S, G, Fh, *rest = ctx.saved_tensors
-        if ctx.has_mask:
-            s_in, sp_in, gw = rest[0], rest[1 : 1 + len(groups)], rest[1 + len(groups) :]
-        else:
-            s_in, sp_in, gw = None, None, rest[1:]
+        gw, s_in, sp_in = rest[: len(groups)], rest[len(groups)], rest[len(groups) + 1 :]
         T, B, H = raw.shape
         N = S.size(1)
         d_raw = d_raw.contiguous()
@@ -152,17 +149,12 @@ class _CellBPTT(torch.autograd.Function):
             node_backward(dSv[0], s_init if t == 0 else raw_t[t - 1], Gv[0], Fv[0], df0, dh, dc, carry)
             input_grad(carry, d_hc0_t[t], w_sT)
 
-        # Deferred weight gradients: one matmul over the whole window per matrix.
-        def inputs(node_states, masked):
-            x = masked if masked is not None else node_states
-            return x.reshape(T * B, H)
-
-        prev = torch.cat([s_init[None], raw[:-1]])
-        d_ws = inputs(prev, s_in).t() @ d_hc0.view(T * B, 2 * H)
-        d_gw = [
-            inputs(S[:, p], sp_in[j] if sp_in is not None else None).t() @ d_hc[j].view(T * B, -1)
-            for j, (p, _) in enumerate(groups)
-        ]
+        # Deferred weight gradients: one matmul over the whole window per matrix, with
+        # each matrix's inputs as they entered it (masked when the forward saved them so).
+        if s_in is None:
+            s_in, sp_in = torch.cat([s_init[None], raw[:-1]]), [S[:, p] for p, _ in groups]
+        d_ws = s_in.reshape(T * B, H).t() @ d_hc0.view(T * B, 2 * H)
+        d_gw = [x.reshape(T * B, H).t() @ d.view(T * B, -1) for x, d in zip(sp_in, d_hc)]
         return (None, d_hc0.to(ctx.xw_dtype), carry, None, d_ws.to(w_s.dtype), *(d.to(w.dtype) for d, w in zip(d_gw, gw)))
 
 

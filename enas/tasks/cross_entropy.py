@@ -5,7 +5,7 @@ the [tokens, vocab] logits (2240 x 10000 in the paper's search): nll_loss's back
 zero-fills a dense gradient, and log_softmax's backward then reads it and the saved
 output again. Here the backward turns the saved log-probabilities into
 softmax - one_hot in place (one exp pass) and scales it, the same gradient in a fifth
-of the time (benchmarks/RESULTS.md). tests/test_enas_rnn.py checks it against
+of the time (benchmarks/RESULTS.md). tests/test_fast_paths.py checks it against
 F.cross_entropy.
 """
 from __future__ import annotations
