@@ -35,15 +35,21 @@ TINY_PTB = {
 }
 
 
+def write_config(folder, base, name, **sections):
+    """Write ``base`` (a config dict, left untouched) to folder/name as YAML, with each
+    section's keys updated from ``sections``; returns the path."""
+    cfg = yaml.safe_load(yaml.safe_dump(base))
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    path = folder / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 @pytest.fixture
 def tiny_ptb_config(tmp_path):
     def write(overrides=None, name="tiny_ptb.yaml"):
-        cfg = yaml.safe_load(yaml.safe_dump(TINY_PTB))
-        for section, values in (overrides or {}).items():
-            cfg.setdefault(section, {}).update(values)
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(cfg))
-        return path
+        return write_config(tmp_path, TINY_PTB, name, **(overrides or {}))
 
     return write
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import ddp_worker
-from conftest import TINY_PTB
+from conftest import TINY_PTB, write_config
 from enas.cli import main
 from test_cifar10 import write_cifar
 from test_retrain import TINY, write_arch
@@ -49,19 +48,10 @@ def assert_equal_states(a, b):
             assert a[k] == b[k], k
 
 
-def write(tmp_path, base, name, **sections):
-    cfg = yaml.safe_load(yaml.safe_dump(base))
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def test_two_process_step_equals_one_process_step(tmp_path, ptb_dir):
     """Shares of 2 + 2 columns averaged == the step on all 4; the controller phase that
     follows gets the same rewards and ends with identical weights on both ranks."""
-    cfg = write(tmp_path, TINY_PTB, "step.yaml", model=NO_DROPOUT)
+    cfg = write_config(tmp_path, TINY_PTB, "step.yaml", model=NO_DROPOUT)
     proc = torchrun("step", tmp_path / "ddp", cfg, ptb_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = ranks(tmp_path / "ddp")
@@ -78,7 +68,7 @@ def test_two_process_step_equals_one_process_step(tmp_path, ptb_dir):
 
 
 def test_two_process_search_then_resume_in_one(tmp_path, ptb_dir, capsys):
-    cfg = write(tmp_path, TINY_PTB, "search.yaml", search={"epochs": 1})
+    cfg = write_config(tmp_path, TINY_PTB, "search.yaml", search={"epochs": 1})
     run_dir = tmp_path / "run"
     proc = torchrun("cli", tmp_path / "dumps", "search", cfg, "--data-dir", ptb_dir, "--run-dir", run_dir,
                     "--device", "cpu")
@@ -104,7 +94,7 @@ def test_two_process_search_then_resume_in_one(tmp_path, ptb_dir, capsys):
 def test_two_process_retrain_with_linear_lr_scaling(tmp_path):
     write_cifar(tmp_path / "cifar")
     arch = write_arch(tmp_path, "enas_micro")
-    cfg = write(tmp_path, TINY["enas_micro"], "retrain.yaml", train={"lr_scaling": "linear"})
+    cfg = write_config(tmp_path, TINY["enas_micro"], "retrain.yaml", train={"lr_scaling": "linear"})
     run_dir = tmp_path / "run"
     proc = torchrun("cli", tmp_path / "dumps", "retrain", arch, "--config", cfg, "--data-dir", tmp_path / "cifar",
                     "--run-dir", run_dir, "--device", "cpu")
@@ -122,7 +112,7 @@ def test_two_process_retrain_with_linear_lr_scaling(tmp_path):
 
 
 def test_failure_on_one_rank_stops_every_rank(tmp_path, ptb_dir):
-    cfg = write(tmp_path, TINY_PTB, "search.yaml", search={"epochs": 1})
+    cfg = write_config(tmp_path, TINY_PTB, "search.yaml", search={"epochs": 1})
     proc = torchrun("cli", tmp_path / "dumps", "search", cfg, "--data-dir", ptb_dir, "--run-dir", tmp_path / "r",
                     "--device", "cpu", env={"ENAS_TEST_FAIL_RANK": "1"}, timeout=90)
     assert proc.returncode != 0
@@ -136,7 +126,7 @@ def test_batch_size_must_split_evenly(tmp_path, ptb_dir, monkeypatch):
     from enas.search import Search
 
     monkeypatch.setattr(dist, "world", lambda: 2)
-    cfg = load_search(write(tmp_path, TINY_PTB, "odd.yaml", data={"batch_size": 3}))
+    cfg = load_search(write_config(tmp_path, TINY_PTB, "odd.yaml", data={"batch_size": 3}))
     with pytest.raises(ConfigError, match=r"data.batch_size = 3 is not a multiple of the number of processes \(2\)"):
         Search(cfg, None, ptb_dir, torch.device("cpu"), log=False)
 

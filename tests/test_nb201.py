@@ -14,7 +14,7 @@ from enas.archfile import ArchFileError, load_arch, save_arch
 from enas.cli import main
 from enas.controller import RandomPolicy
 from enas.space import ArchError, build_space
-from conftest import randomize_bn
+from conftest import randomize_bn, write_config
 from search_spaces.nb201 import (
     BEST_CIFAR10_CELL,
     EDGES,
@@ -219,12 +219,7 @@ TINY_NB201 = {
 
 
 def tiny_nb201_config(folder, overrides=None, name="tiny_nb201.yaml"):
-    cfg = json.loads(json.dumps(TINY_NB201))
-    for section, values in (overrides or {}).items():
-        cfg.setdefault(section, {}).update(values)
-    path = folder / name
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(folder, TINY_NB201, name, **(overrides or {}))
 
 
 @pytest.fixture
