@@ -133,6 +133,18 @@ def test_token_cross_entropy_equals_f_cross_entropy():
         assert torch.allclose(token_cross_entropy(logits, target), ref, atol=1e-6)
 
 
+def test_token_cross_entropy_is_finite_when_the_target_probability_underflows():
+    # softmax of the target is exp(-200) = 0 in float32; the loss must still be 200
+    logits = torch.tensor([[0.0, -200.0, 1.0], [3.0, 2.0, 1.0]], requires_grad=True)
+    target = torch.tensor([1, 0])
+    ours = token_cross_entropy(logits, target)
+    ref = logits.detach().double().requires_grad_()
+    F.cross_entropy(ref, target).backward()
+    assert torch.isfinite(ours) and abs(ours.item() - F.cross_entropy(ref, target).item()) < 1e-4
+    ours.backward()
+    assert torch.allclose(logits.grad.double(), ref.grad, atol=1e-6)
+
+
 def test_token_cross_entropy_refuses_second_backward():
     logits = torch.randn(4, 5, requires_grad=True)
     loss = token_cross_entropy(logits, torch.tensor([0, 1, 2, 3]))

@@ -3,10 +3,10 @@
 F.cross_entropy (log_softmax + nll_loss) spends most of a PTB step's non-matmul time on
 the [tokens, vocab] logits (2240 x 10000 in the paper's search): nll_loss's backward
 zero-fills a dense gradient, and log_softmax's backward then reads it and the saved
-output again. Here the backward turns the saved log-probabilities into
-softmax - one_hot in place (one exp pass) and scales it, the same gradient in a fifth
-of the time (benchmarks/RESULTS.md). tests/test_fast_paths.py checks it against
-F.cross_entropy.
+output again and runs a second exp pass. Here the forward saves the softmax itself and
+the backward turns it into softmax - one_hot in place: one exp pass per step instead of
+two, and a fifth of the backward time (benchmarks/RESULTS.md). tests/test_fast_paths.py
+checks it against F.cross_entropy.
 """
 from __future__ import annotations
 
@@ -16,19 +16,22 @@ import torch
 class _TokenCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target):
-        logp = torch.log_softmax(logits, dim=1)
-        ctx.save_for_backward(logp, target)
+        p = torch.softmax(logits, dim=1)
+        ctx.save_for_backward(p, target)
         ctx.used = False
-        return -logp.gather(1, target[:, None]).mean()
+        # log p_t = x_t - max_j x_j + log max_j p_j, since the largest softmax entry is
+        # exp(0) / Z. max p >= 1 / V never underflows; p_t itself can (to 0 in float32
+        # once it is 87 nats below the max), so -log p_t would give inf.
+        x_t = logits.gather(1, target[:, None]).squeeze(1)
+        return (logits.amax(1) - x_t - p.amax(1).log()).mean()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        if ctx.used:  # the saved log-probs were overwritten by the first backward
+        if ctx.used:  # the saved softmax was overwritten by the first backward
             raise RuntimeError("token_cross_entropy does not support a second backward (retain_graph)")
         ctx.used = True
-        logp, target = ctx.saved_tensors
-        g = logp.exp_()  # softmax, in the buffer nothing else holds
+        g, target = ctx.saved_tensors  # softmax, in the buffer nothing else holds
         g[torch.arange(target.numel(), device=g.device), target] -= 1.0
         return g.mul_(grad / target.numel()), None
 
