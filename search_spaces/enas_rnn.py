@@ -214,10 +214,12 @@ class RNNModel(nn.Module):
         train = self.training
 
         # Word-level embedding dropout: drop whole vocabulary rows (AWD-LSTM, enas_lm drop_e).
+        # (w * m)[tokens] == w[tokens] * m[tokens]: masking the looked-up rows gives the
+        # same values without writing and differentiating a masked copy of the [V, H] table.
         w_emb = self.encoder.weight
-        if train and ma.dropout_e > 0:
-            w_emb = w_emb * _locked_mask(w_emb, (w_emb.size(0), 1), ma.dropout_e)
         x = F.embedding(tokens, w_emb)  # [T, B, H]
+        if train and ma.dropout_e > 0:
+            x = x * _locked_mask(w_emb, (w_emb.size(0), 1), ma.dropout_e)[tokens]
         m_i = _locked_mask(x, (1, B, H), ma.dropout_i) if train else None
         m_x = _locked_mask(x, (B, H), ma.dropout_x) if train else None
         m_l = _locked_mask(x, (B, H), ma.dropout_l) if train else None
