@@ -264,12 +264,17 @@ def sample_archs(space, n: int, seed: int, hidden: int = 64):
         return ctrl(n, generator=torch.Generator().manual_seed(seed)).archs
 
 
-def matmul_flops(device: torch.device, n: int = 2048, reps: int = 5) -> float:
-    """Dense fp32 matmul throughput of this machine (FLOP/s, median of ``reps``)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_probe(device: torch.device, n: int = 2048):
+    """A function timing one dense fp32 n x n @ n x n matmul, returning FLOP/s. It
+    allocates nothing after this call, so it does not move peak-memory figures."""
+    a, b, c = (torch.randn(n, n, device=device) for _ in range(3))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
-    a @ b  # warm-up
-    ts = [timed(lambda: a @ b, device) for _ in range(reps)]
-    return 2 * n**3 / median(ts)
+    torch.mm(a, b, out=c)  # warm-up
+    return lambda: 2 * n**3 / timed(lambda: torch.mm(a, b, out=c), device)
+
+
+def matmul_flops(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """Dense fp32 matmul throughput of this machine (FLOP/s, median of ``reps``)."""
+    probe = matmul_probe(device, n)
+    return median([probe() for _ in range(reps)])

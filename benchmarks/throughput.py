@@ -5,7 +5,11 @@
   one freshly sampled architecture per step, as the shared phase runs;
 * each workload's achieved FLOP/s (FlopCounterMode over forward + backward) as a
   fraction of this machine's dense fp32 matmul throughput, measured in the same run
-  (``matmul_gflops``, 2048 x 2048 @ 2048 x 2048);
+  (2048 x 2048 @ 2048 x 2048): once at the start and end (``matmul_gflops``,
+  ``matmul_gflops_end``) and once after every timed step in the worker
+  (``matmul_gflops_<workload>``). ``matmul_fraction_<workload>`` is the median over
+  steps of (FLOPs / step time) / (rate of the probe right after that step), so a
+  machine whose speed drifts during the run still gets a fair fraction;
 * the RNN shared phase at hidden 256, batch 64, BPTT 35 (``rnn_tokens_per_s_h256``,
   ``rnn_matmul_fraction_h256``; target >= 0.7);
 * controller samples/s, batched (K = 100 in one pass) and one at a time;
@@ -39,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from _bench import (  # noqa: E402
-    SIZES, SPACE_NAMES, Workload, controller_for, emit, header, loadavg, matmul_flops, median, pick_device,
+    SIZES, SPACE_NAMES, Workload, controller_for, emit, header, loadavg, matmul_flops, matmul_probe, median,
+    pick_device,
     sample_archs, setup_process, timed,
 )
 
@@ -61,16 +66,25 @@ def worker(spec: dict) -> dict:
     size = type(size)(**{**size.__dict__, **over})
     w = Workload(spec["space"], size, device, channels_last=spec.get("channels_last"))
     archs = sample_archs(w.space, spec["steps"] + spec["warmup"], seed=7)
+    probe = matmul_probe(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss0 = rss_mb()  # model, optimizer and batch built; no step run yet
     flops = [w.flops_per_step(a) for a in archs[: spec["flop_archs"]]]
     for a in archs[: spec["warmup"]]:
         w.step(a)
-    ts = [timed(lambda a=a: w.step(a), device) for a in archs[spec["warmup"]:]]
+    # Each step is followed by one probe matmul, so every step has a matmul rate taken
+    # seconds from it: the fraction is then robust to this machine's speed drifting
+    # during the run (shared 2-core VMs move by 20 % within minutes; RESULTS.md).
+    ts, rates = [], []
+    for a in archs[spec["warmup"]:]:
+        ts.append(timed(lambda a=a: w.step(a), device))
+        rates.append(probe())
     out = {
         "batch": size.batch,
         "step_s": median(ts),
+        "matmul_flops": median(rates),
+        "step_fraction": [1 / (t * r) for t, r in zip(ts, rates)],  # x flops_per_step: fraction
         "units_per_step": w.tokens_or_images(),
         "flops_per_step": sum(flops) / len(flops),
         "peak_mem_mb": (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
@@ -88,7 +102,7 @@ def run_worker(spec: dict) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def report(tag: str, r: dict, peak: float, lm: bool) -> None:
+def report(tag: str, r: dict, lm: bool) -> None:
     unit = "tokens" if lm else "images"
     rate = r["units_per_step"] / r["step_s"]
     emit(f"batch_{tag}", r["batch"])
@@ -96,7 +110,9 @@ def report(tag: str, r: dict, peak: float, lm: bool) -> None:
     emit(f"{unit}_per_s_{tag}", rate)
     emit(f"gflop_per_step_{tag}", r["flops_per_step"] / 1e9)
     emit(f"achieved_gflops_{tag}", r["flops_per_step"] / r["step_s"] / 1e9)
-    emit(f"matmul_fraction_{tag}", r["flops_per_step"] / r["step_s"] / peak)
+    # paired with the probe matmul after each step (worker); see worker()
+    emit(f"matmul_gflops_{tag}", r["matmul_flops"] / 1e9)
+    emit(f"matmul_fraction_{tag}", r["flops_per_step"] * median(r["step_fraction"]))
     emit(f"peak_mem_mb_{tag}", r["peak_mem_mb"])
     emit(f"loadavg_{tag}", loadavg())
 
@@ -178,15 +194,15 @@ def main(argv=None) -> None:
                     spec["batch"] = args.paper_batch
                 slow = size == "paper" and not cuda
                 spec["steps"] = (3 if slow else 5) if args.quick else (8 if slow else 20)
-                report(f"{name}_{size}", run_worker(spec), peak, lm)
+                report(f"{name}_{size}", run_worker(spec), lm)
 
     if "h256" not in args.skip:
         spec = dict(base, space="enas_rnn", size="paper", model={"hidden": 256}, batch=64, warmup=1,
                     flop_archs=2, steps=5 if args.quick else 20)
         r = run_worker(spec)
-        report("enas_rnn_h256", r, peak, True)
+        report("enas_rnn_h256", r, True)
         emit("rnn_tokens_per_s_h256", r["units_per_step"] / r["step_s"])
-        emit("rnn_matmul_fraction_h256", r["flops_per_step"] / r["step_s"] / peak)
+        emit("rnn_matmul_fraction_h256", r["flops_per_step"] * median(r["step_fraction"]))
 
     if "controller" not in args.skip:
         for name in args.spaces:
