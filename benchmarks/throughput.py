@@ -44,8 +44,7 @@ import torch  # noqa: E402
 
 from _bench import (  # noqa: E402
     SIZES, SPACE_NAMES, Workload, controller_for, emit, header, loadavg, matmul_flops, matmul_probe, median,
-    pick_device,
-    sample_archs, setup_process, timed,
+    pick_device, sample_archs, setup_process, timed,
 )
 
 CTRL_HIDDEN = {"enas_rnn": 100, "enas_micro": 64, "enas_macro": 64, "nb201": 64}  # configs/*_search.yaml
@@ -80,13 +79,14 @@ def worker(spec: dict) -> dict:
     for a in archs[spec["warmup"]:]:
         ts.append(timed(lambda a=a: w.step(a), device))
         rates.append(probe())
+    flops_per_step = sum(flops) / len(flops)
     out = {
         "batch": size.batch,
         "step_s": median(ts),
         "matmul_flops": median(rates),
-        "step_fraction": [1 / (t * r) for t, r in zip(ts, rates)],  # x flops_per_step: fraction
+        "matmul_fraction": median([flops_per_step / (t * r) for t, r in zip(ts, rates)]),
         "units_per_step": w.tokens_or_images(),
-        "flops_per_step": sum(flops) / len(flops),
+        "flops_per_step": flops_per_step,
         "peak_mem_mb": (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
                         else rss_mb() - rss0),
         "rss_mb": rss_mb(),
@@ -112,7 +112,7 @@ def report(tag: str, r: dict, lm: bool) -> None:
     emit(f"achieved_gflops_{tag}", r["flops_per_step"] / r["step_s"] / 1e9)
     # paired with the probe matmul after each step (worker); see worker()
     emit(f"matmul_gflops_{tag}", r["matmul_flops"] / 1e9)
-    emit(f"matmul_fraction_{tag}", r["flops_per_step"] * median(r["step_fraction"]))
+    emit(f"matmul_fraction_{tag}", r["matmul_fraction"])
     emit(f"peak_mem_mb_{tag}", r["peak_mem_mb"])
     emit(f"loadavg_{tag}", loadavg())
 
@@ -202,7 +202,7 @@ def main(argv=None) -> None:
         r = run_worker(spec)
         report("enas_rnn_h256", r, True)
         emit("rnn_tokens_per_s_h256", r["units_per_step"] / r["step_s"])
-        emit("rnn_matmul_fraction_h256", r["flops_per_step"] * median(r["step_fraction"]))
+        emit("rnn_matmul_fraction_h256", r["matmul_fraction"])
 
     if "controller" not in args.skip:
         for name in args.spaces:
