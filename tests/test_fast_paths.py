@@ -59,15 +59,16 @@ def cell_inputs(space, arch, T, B, H, masked, seed):
 
 @pytest.mark.parametrize("output", ["loose_ends", "all"])
 @pytest.mark.parametrize("masked", [True, False])
-def test_cell_bptt_equals_autograd_reference(output, masked):
+@pytest.mark.parametrize("blocks", [1, 3])  # 3: rows 0, 1-2, 3-4 on three worker threads
+def test_cell_bptt_equals_autograd_reference(output, masked, blocks):
     space = EnasRNNSpace(Args(output=output))
     rng = random.Random(3)
-    T, B, H = 5, 3, 4
+    T, B, H = 5, 5, 4
     for i, arch in enumerate([ENAS_PTB_CELL] + [random_arch(space, rng) for _ in range(6)]):
         plan, leaves, m_l = cell_inputs(space, arch, T, B, H, masked, seed=i)
         grads = []
         outs = []
-        for fn in (cell_bptt, reference_cell):
+        for fn in (lambda *a: cell_bptt(*a, blocks=blocks), reference_cell):
             xs = [x.clone().requires_grad_() for x in leaves]
             raw = fn(plan, xs[0], xs[1], m_l, xs[2], xs[3:])
             # a loss that weights every step and unit differently
@@ -79,7 +80,8 @@ def test_cell_bptt_equals_autograd_reference(output, masked):
         for a, b in zip(*grads):
             assert torch.allclose(a, b, atol=1e-11), (arch, (a - b).abs().max())
         with torch.no_grad():  # the no-grad forward (evaluation) gives the same states
-            assert torch.allclose(cell_bptt(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:]), outs[1], atol=1e-12)
+            states = cell_bptt(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:], blocks=blocks)
+            assert torch.allclose(states, outs[1], atol=1e-12)
 
 
 def test_cell_bptt_gradcheck():

@@ -1,0 +1,110 @@
+"""Run the independent row blocks of a sequential CPU loop on separate cores.
+
+Why: the ENAS cell's recurrence (search_spaces/enas_rnn_bptt.py) is a chain of small
+[B, H] x [H, 2H k] matmuls and element-wise ops, one time step after another. On CPU
+such a matmul gains little from a second intra-op thread (fork/join, and moving the
+inputs just written on one core to the other, cost about what the second core saves),
+and the element-wise ops are under ATen's parallel grain size, so they run on one core
+anyway: the cell forward took as long on 1 thread as on 2 (benchmarks/RESULTS.md). The
+rows of a batch are independent sequences, though. With each block of rows on its own
+thread at one intra-op thread, every core runs its own recurrence and nothing waits
+for anything until the window ends. That needs the loop to run without the GIL: a
+Python loop of many small ops holds it between every two ops and the blocks end up
+taking turns, so the caller passes a TorchScript-compiled loop (enas_rnn_bptt.py).
+
+The workers are persistent and set their intra-op thread count to 1 once, when they
+start. The caller's thread count is never switched back and forth: doing that while
+another thread owned an OpenMP team made later matmuls 2.5-3.5x slower
+(benchmarks/RESULTS.md, "Tried and rejected").
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Callable
+
+import torch
+
+MIN_ROWS = 16  # below this a block's matmuls are too thin to be worth a core
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_lock = threading.Lock()
+
+
+def row_blocks(batch: int, device: torch.device, blocks: int | None = None) -> list[slice]:
+    """Row ranges for ``batch`` rows: one per intra-op thread on CPU (at least MIN_ROWS
+    rows each), a single range elsewhere. ``blocks`` forces the count (tests)."""
+    if blocks is None:
+        cpu = device.type == "cpu" and not torch.is_autocast_enabled("cpu") and not _dispatch_mode_on()
+        blocks = min(torch.get_num_threads(), batch // MIN_ROWS) if cpu else 1
+    blocks = max(1, min(blocks, batch))
+    edges = [batch * i // blocks for i in range(blocks + 1)]
+    return [slice(a, b) for a, b in zip(edges, edges[1:])]
+
+
+def _dispatch_mode_on() -> bool:
+    """A TorchDispatchMode (FlopCounterMode, fake tensors) is active on this thread. Modes
+    are per thread: work on a worker would escape it, so such calls stay on the caller's."""
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+    except ImportError:
+        return False
+    return _get_current_dispatch_mode() is not None
+
+
+def _one_thread(ready: threading.Barrier) -> None:
+    # ATen sets a thread's count from the process-wide setting the first time the thread
+    # asks for it; ask now, so the 1 below is this thread's own and stays after the caller
+    # restores the process-wide setting.
+    torch.get_num_threads()
+    torch.set_num_threads(1)
+    ready.wait()
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < n:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            keep = torch.get_num_threads()
+            ready = threading.Barrier(n + 1)
+            _pool = ThreadPoolExecutor(n, thread_name_prefix="enas-rows")
+            for _ in range(n):  # start every worker now, each blocked until all have started
+                _pool.submit(_one_thread, ready)
+            ready.wait()
+            # torch.set_num_threads also records the count for threads started later;
+            # give that back to the caller's setting (its own thread is unaffected).
+            torch.set_num_threads(keep)
+            _pool_size = n
+        return _pool
+
+
+def _forget_workers() -> None:
+    """In a forked child the pool's threads do not exist: start a new pool if needed."""
+    global _pool, _pool_size, _lock
+    _pool, _pool_size, _lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
+def run_rows(fn: Callable[[slice], None], blocks: list[slice]) -> None:
+    """fn(rows) for every block, the blocks in parallel when there are several.
+    ``fn`` runs without autograd recording, as inside an autograd.Function."""
+    if len(blocks) == 1:
+        with torch.no_grad():
+            fn(blocks[0])
+        return
+
+    def task(rows: slice) -> None:
+        with torch.no_grad():  # grad mode is per thread; workers start with it on
+            fn(rows)
+
+    futures = [_workers(len(blocks)).submit(task, rows) for rows in blocks]
+    wait(futures)  # every block done (or failed) before anything is raised or read
+    for f in futures:
+        f.result()  # re-raises a worker's exception here
