@@ -191,3 +191,25 @@ def test_single_node_cell_and_bf16_autocast():
         runs.append((logits.float().detach(), model.cell.nodes[1].w["0"].grad.clone()))
     for ref, amp in zip(*runs):  # bf16 rounding: within 5 % of the largest entry
         assert ref.abs().max() > 0 and torch.allclose(ref, amp, rtol=0, atol=0.05 * ref.abs().max().item())
+
+
+def test_cell_bptt_blocks_without_torchscript(monkeypatch):
+    """Where torch.jit.script is gone or fails, the row blocks run the same loops in Python."""
+    import search_spaces.enas_rnn_bptt as bptt
+
+    def no_script(fn):
+        raise RuntimeError("TorchScript unavailable")
+
+    monkeypatch.setattr(bptt, "_compiled", {})
+    monkeypatch.setattr(torch.jit, "script", no_script)
+    space = EnasRNNSpace()
+    plan, leaves, m_l = cell_inputs(space, ENAS_PTB_CELL, T=4, B=4, H=3, masked=True, seed=1)
+    results = []
+    for blocks in (1, 2):
+        xs = [x.clone().requires_grad_() for x in leaves]
+        raw = cell_bptt(plan, xs[0], xs[1], m_l, xs[2], xs[3:], blocks=blocks)
+        raw.sum().backward()
+        results.append([raw.detach()] + [x.grad for x in xs])
+    assert bptt._compiled[bptt._forward_rows] is bptt._forward_rows  # fell back to Python
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-12)
