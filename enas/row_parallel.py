@@ -13,9 +13,10 @@ Python loop of many small ops holds it between every two ops and the blocks end 
 taking turns, so the caller passes a TorchScript-compiled loop (enas_rnn_bptt.py).
 
 The workers are persistent and set their intra-op thread count to 1 once, when they
-start. The caller's thread count is never switched back and forth: doing that while
-another thread owned an OpenMP team made later matmuls 2.5-3.5x slower
-(benchmarks/RESULTS.md, "Tried and rejected").
+start. The caller's thread count is never switched back and forth: torch.set_num_threads
+on one thread also changes the count the caller's matmuls use until the caller sets it
+again (benchmarks/RESULTS.md, session 12), which is what made last session's per-step
+switching 2.5-3.5x slower.
 """
 from __future__ import annotations
 
@@ -95,15 +96,12 @@ if hasattr(os, "register_at_fork"):
 def run_rows(fn: Callable[[slice], None], blocks: list[slice]) -> None:
     """fn(rows) for every block, the blocks in parallel when there are several.
     ``fn`` runs without autograd recording, as inside an autograd.Function."""
-    if len(blocks) == 1:
-        with torch.no_grad():
-            fn(blocks[0])
-        return
-
     def task(rows: slice) -> None:
         with torch.no_grad():  # grad mode is per thread; workers start with it on
             fn(rows)
 
+    if len(blocks) == 1:
+        return task(blocks[0])
     futures = [_workers(len(blocks)).submit(task, rows) for rows in blocks]
     wait(futures)  # every block done (or failed) before anything is raised or read
     for f in futures:
