@@ -11,6 +11,8 @@ thread at one intra-op thread, every core runs its own recurrence and nothing wa
 for anything until the window ends. That needs the loop to run without the GIL: a
 Python loop of many small ops holds it between every two ops and the blocks end up
 taking turns, so the caller passes a TorchScript-compiled loop (enas_rnn_bptt.py).
+run_lanes is the general form: any callables, one per worker (the cell + decoder
+pipeline of search_spaces/enas_rnn_pipeline.py runs its lanes with it).
 
 The workers are persistent and set their intra-op thread count to 1 once, when they
 start. The caller's thread count is never switched back and forth: torch.set_num_threads
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
+from functools import partial
 from typing import Callable
 
 import torch
@@ -38,14 +41,14 @@ def row_blocks(batch: int, device: torch.device, blocks: int | None = None) -> l
     """Row ranges for ``batch`` rows: one per intra-op thread on CPU (at least MIN_ROWS
     rows each), a single range elsewhere. ``blocks`` forces the count (tests)."""
     if blocks is None:
-        cpu = device.type == "cpu" and not torch.is_autocast_enabled("cpu") and not _dispatch_mode_on()
+        cpu = device.type == "cpu" and not torch.is_autocast_enabled("cpu") and not dispatch_mode_on()
         blocks = min(torch.get_num_threads(), batch // MIN_ROWS) if cpu else 1
     blocks = max(1, min(blocks, batch))
     edges = [batch * i // blocks for i in range(blocks + 1)]
     return [slice(a, b) for a, b in zip(edges, edges[1:])]
 
 
-def _dispatch_mode_on() -> bool:
+def dispatch_mode_on() -> bool:
     """A TorchDispatchMode (FlopCounterMode, fake tensors) is active on this thread. Modes
     are per thread: work on a worker would escape it, so such calls stay on the caller's."""
     try:
@@ -93,16 +96,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_workers)
 
 
-def run_rows(fn: Callable[[slice], None], blocks: list[slice]) -> None:
-    """fn(rows) for every block, the blocks in parallel when there are several.
-    ``fn`` runs without autograd recording, as inside an autograd.Function."""
-    def task(rows: slice) -> None:
+def run_lanes(lanes: list[Callable[[], None]]) -> None:
+    """Every lane at once, each on its own 1-thread worker (a single lane on the caller),
+    without autograd recording, as inside an autograd.Function. Returns when all have
+    ended, then re-raises the first failed lane's error."""
+    def task(fn: Callable[[], None]) -> None:
         with torch.no_grad():  # grad mode is per thread; workers start with it on
-            fn(rows)
+            fn()
 
-    if len(blocks) == 1:
-        return task(blocks[0])
-    futures = [_workers(len(blocks)).submit(task, rows) for rows in blocks]
-    wait(futures)  # every block done (or failed) before anything is raised or read
+    if len(lanes) == 1:
+        return task(lanes[0])
+    futures = [_workers(len(lanes)).submit(task, fn) for fn in lanes]
+    wait(futures)  # every lane done (or failed) before anything is raised or read
     for f in futures:
         f.result()  # re-raises a worker's exception here
+
+
+def run_rows(fn: Callable[[slice], None], blocks: list[slice]) -> None:
+    """fn(rows) for every block, the blocks in parallel when there are several."""
+    run_lanes([partial(fn, rows) for rows in blocks])

@@ -39,7 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, Decision, validate
-from search_spaces.enas_rnn_bptt import ACT, cell_bptt
+from search_spaces.enas_rnn_bptt import ACT
+from search_spaces.enas_rnn_pipeline import cell_and_decoder
 
 
 @dataclass(frozen=True)
@@ -231,13 +232,12 @@ class RNNModel(nn.Module):
         xw = x @ nodes[0].w_x  # [T, B, 2H]
         # Concatenate each group's weights once per forward: [H, 2H * k].
         gw = [torch.cat([nodes[l].weight(p, a) for l, a in ch], dim=1) for p, ch in groups]
-        raw = cell_bptt((act0, groups, outs), xw, hidden, m_l, nodes[0].w_s, gw)  # [T, B, H]
+        # Locked dropout on the states before the (tied) decoder; the cell and the decoder
+        # run as one pipeline on CPU (enas_rnn_pipeline.py): states [T, B, H], logits [T, B, V].
+        m_o = _locked_mask(x, (1, B, H), ma.dropout_o) if train else None
+        raw, logits = cell_and_decoder((act0, groups, outs), xw, hidden, m_l, nodes[0].w_s, gw, m_o,
+                                       self.decoder.weight)
         s = raw[-1]
-
-        out = raw
-        if train and ma.dropout_o > 0:
-            out = out * _locked_mask(out, (1, B, H), ma.dropout_o)
-        logits = self.decoder(out)  # [T, B, V]
 
         extra = raw.new_zeros(())
         if train:

@@ -25,7 +25,9 @@ are written in the subset of Python that TorchScript compiles. When several bloc
 they run compiled, which releases the GIL for the whole loop instead of between ops: in
 Python the blocks spent most of their time waiting for each other's ~70 ATen calls per
 step (benchmarks/RESULTS.md). With one block (and wherever TorchScript is missing) the
-same functions run as plain Python.
+same functions run as plain Python. forward_block, backward_block and weight_grads run
+any rows over any range of steps; enas_rnn_pipeline.py uses them to run the recurrence
+in chunks of steps beside the decoder.
 
 tests/test_fast_paths.py checks values and gradients against plain autograd code of the
 same equations (and gradcheck in float64).
@@ -108,14 +110,16 @@ def _forward_rows(act0: int, parents: List[int], kids: List[List[int]], acts: Li
 def _backward_rows(act0: int, parents: List[int], kids: List[List[int]], acts: List[List[int]], outs: List[int],
                    d_raw: Tensor, raw: Tensor, S: Tensor, G: Tensor, Fh: Tensor, s_init: Tensor,
                    m_l: Optional[Tensor], w_sT: Tensor, gwT: List[Tensor], d_hc0: Tensor, d_hc: List[Tensor],
-                   d_s: Tensor):
+                   d_s: Tensor, carry_in: Optional[Tensor]):
     """Backward recurrence for one block of rows: fills d_hc0, d_hc (gradients of every
-    matmul output) and d_s (of the initial state)."""
+    matmul output) and d_s (of the initial state). ``carry_in``: the gradient reaching
+    the last state through the steps after this range (None: the window ends here)."""
     T, B, H = raw.size(0), raw.size(1), raw.size(2)
     dS = raw.new_empty(S.size(1), B, H)
     dSv = dS.unbind(0)
     tmp, tmp2 = raw.new_empty(B, H), raw.new_empty(B, H)
-    carry, carry_next = torch.zeros_like(s_init), s_init.new_empty(B, H)  # d loss / d s_t via step t+1
+    carry = carry_in.clone() if carry_in is not None else torch.zeros_like(s_init)  # d loss / d s_t via step t+1
+    carry_next = s_init.new_empty(B, H)
     inv = 1.0 / len(outs)
     d_raw_t, raw_t, d_hc0_t = d_raw.unbind(0), raw.unbind(0), d_hc0.unbind(0)
     for t in range(T - 1, -1, -1):
@@ -164,9 +168,9 @@ def _input_grad(d_parent: Tensor, d_hc: Tensor, wT: Tensor, m_l: Optional[Tensor
 _compiled: dict = {}
 
 
-def _loop(fn, blocks: int):
-    """``fn`` compiled by TorchScript when several blocks run in parallel (see module doc)."""
-    if blocks == 1:
+def _loop(fn, parallel: bool):
+    """``fn`` compiled by TorchScript when it runs in parallel with other work (module doc)."""
+    if not parallel:
         return fn
     if fn not in _compiled:
         try:
@@ -187,27 +191,66 @@ def _codes(plan):
             [[code(a) for _, a in ch] for _, ch in groups], list(outs))
 
 
-def _forward(plan, xw, s, m_l, w_s, gw, save: bool, blocks=None):
+def _buffers(plan, xw, s, m_l, save: bool):
+    """The window's output and, per step and node, state, gate sigmoid(c) and activation
+    f(h) (only the last step's when nothing will be differentiated), plus the masked
+    matmul inputs when there is a mask to differentiate through."""
     T, B, H2 = xw.shape
     H = H2 // 2
     N = 1 + sum(len(ch) for _, ch in plan[1])
     new = lambda *shape: s.new_empty(*shape)  # noqa: E731
-    raw = new(T, B, H)
-    # Per step and node: state, gate sigmoid(c), activation f(h). Only the last step's
-    # are kept when nothing will be differentiated.
     S, G, Fh = (new(T if save else 1, N, B, H) for _ in range(3))
     s_in = new(T, B, H) if save and m_l is not None else None  # node 0's masked input
     sp_in = [new(T, B, H) for _ in plan[1]] if save and m_l is not None else []
+    return new(T, B, H), (S, G, Fh, s_in, sp_in)
+
+
+def forward_block(loop, codes, xw, s, m_l, w_s, gw, save: bool, raw, saved, r: slice, t0: int, t1: int):
+    """Steps t0..t1-1 of rows ``r``: every tensor passed on is a view of the window's buffers."""
+    S, G, Fh, s_in, sp_in = saved
+    ts = slice(t0, t1)
+    st = ts if save else slice(None)  # without saving, the one kept step is overwritten
+    loop(*codes, xw[ts, r], (s if t0 == 0 else raw[t0 - 1])[r], None if m_l is None else m_l[r], w_s, gw, save,
+         raw[ts, r], S[st, :, r], G[st, :, r], Fh[st, :, r], None if s_in is None else s_in[ts, r],
+         [x[ts, r] for x in sp_in])
+
+
+def backward_block(loop, codes, d_raw, raw, saved, s, m_l, w_sT, gwT, d_hc0, d_hc, d_s, carry_in, r: slice,
+                   t0: int, t1: int):
+    """The backward recurrence over steps t1-1..t0 of rows ``r``; ``d_s`` receives the
+    gradient of the state before step t0, ``carry_in`` is that of the state after t1-1."""
+    S, G, Fh = saved[:3]
+    ts = slice(t0, t1)
+    loop(*codes, d_raw[ts, r], raw[ts, r], S[ts, :, r], G[ts, :, r], Fh[ts, :, r],
+         (s if t0 == 0 else raw[t0 - 1])[r], None if m_l is None else m_l[r], w_sT, gwT, d_hc0[ts, r],
+         [d[ts, r] for d in d_hc], d_s[r], None if carry_in is None else carry_in[r])
+
+
+def weight_grads(groups, s, raw, saved, d_hc0, d_hc):
+    """The deferred weight gradients, one job per matrix (each writes only its own result):
+    one matmul over the whole window with that matrix's inputs as they entered it (masked
+    when the forward saved them so). Returns (jobs, [d_ws, *d_gw])."""
+    S, _, _, s_in, sp_in = saved
+    T, B, H = raw.shape
+    if s_in is None:
+        s_in, sp_in = torch.cat([s[None], raw[:-1]]), [S[:, p] for p, _ in groups]
+    pairs = [(s_in, d_hc0)] + list(zip(sp_in, d_hc))
+    outs = [raw.new_empty(H, d.size(-1)) for _, d in pairs]
+
+    def job(x, d, out):
+        return lambda: torch.mm(x.reshape(T * B, H).t(), d.view(T * B, -1), out=out)
+
+    return [job(x, d, o) for (x, d), o in zip(pairs, outs)], outs
+
+
+def _forward(plan, xw, s, m_l, w_s, gw, save: bool, blocks=None):
+    raw, saved = _buffers(plan, xw, s, m_l, save)
     gw = list(gw)
-    rows = row_blocks(B, s.device, blocks)
-    loop, codes = _loop(_forward_rows, len(rows)), _codes(plan)
-
-    def block(r):  # batch rows r: views of every buffer
-        loop(*codes, xw[:, r], s[r], None if m_l is None else m_l[r], w_s, gw, save, raw[:, r],
-             S[:, :, r], G[:, :, r], Fh[:, :, r], None if s_in is None else s_in[:, r], [x[:, r] for x in sp_in])
-
-    run_rows(block, rows)
-    return raw, (S, G, Fh, s_in, sp_in)
+    rows = row_blocks(xw.size(1), s.device, blocks)
+    loop, codes = _loop(_forward_rows, len(rows) > 1), _codes(plan)
+    T = xw.size(0)
+    run_rows(lambda r: forward_block(loop, codes, xw, s, m_l, w_s, gw, save, raw, saved, r, 0, T), rows)
+    return raw, saved
 
 
 class _CellBPTT(torch.autograd.Function):
@@ -233,20 +276,13 @@ class _CellBPTT(torch.autograd.Function):
         # transposed once: the per-step input-gradient matmuls then read contiguous rows
         w_sT, gwT = w_s.t().contiguous(), [w.t().contiguous() for w in gw]
         rows = row_blocks(B, raw.device, ctx.blocks)
-        loop, codes = _loop(_backward_rows, len(rows)), _codes(ctx.plan)
-
-        def block(r):  # batch rows r: views of every buffer
-            loop(*codes, d_raw[:, r], raw[:, r], S[:, :, r], G[:, :, r], Fh[:, :, r], s_init[r],
-                 None if m_l is None else m_l[r], w_sT, gwT, d_hc0[:, r], [d[:, r] for d in d_hc], d_s[r])
-
-        run_rows(block, rows)
-
-        # Deferred weight gradients: one matmul over the whole window per matrix, with
-        # each matrix's inputs as they entered it (masked when the forward saved them so).
-        if s_in is None:
-            s_in, sp_in = torch.cat([s_init[None], raw[:-1]]), [S[:, p] for p, _ in groups]
-        d_ws = s_in.reshape(T * B, H).t() @ d_hc0.view(T * B, 2 * H)
-        d_gw = [x.reshape(T * B, H).t() @ d.view(T * B, -1) for x, d in zip(sp_in, d_hc)]
+        loop, codes = _loop(_backward_rows, len(rows) > 1), _codes(ctx.plan)
+        saved = (S, G, Fh, s_in, list(sp_in))
+        run_rows(lambda r: backward_block(loop, codes, d_raw, raw, saved, s_init, m_l, w_sT, gwT, d_hc0, d_hc, d_s,
+                                          None, r, 0, T), rows)
+        jobs, (d_ws, *d_gw) = weight_grads(groups, s_init, raw, saved, d_hc0, d_hc)
+        for job in jobs:
+            job()
         return (None, None, d_hc0.to(ctx.xw_dtype), d_s, None, d_ws.to(w_s.dtype), *(d.to(w.dtype) for d, w in zip(d_gw, gw)))
 
 

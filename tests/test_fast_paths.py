@@ -84,6 +84,63 @@ def test_cell_bptt_equals_autograd_reference(output, masked, blocks):
             assert torch.allclose(states, outs[1], atol=1e-12)
 
 
+@pytest.mark.parametrize("lanes", [(1, 1), (2, 1), (1, 2)])  # (recurrence row blocks, decoder lanes)
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("state_loss", [True, False])  # AR/TAR-like gradient on the states, or none
+def test_cell_and_decoder_pipeline_equals_plain_path(monkeypatch, lanes, masked, state_loss):
+    """The pipelined cell + decoder (enas_rnn_pipeline.py) against the reference cell and
+    F.linear: states, logits and every gradient, over several time chunks and vocabulary
+    blocks, including the window's last, shorter chunk."""
+    import search_spaces.enas_rnn_pipeline as pipe
+
+    monkeypatch.setattr(pipe, "CHUNK_ROWS", 15)  # B = 5, T = 7: chunks of 1, 3, 2 and 1 steps
+    monkeypatch.setattr(pipe, "VOCAB_BLOCK", 3)  # V = 7: 3 blocks
+    space = EnasRNNSpace()
+    rng = random.Random(5)
+    T, B, H, V = 7, 5, 4, 7
+    for i, arch in enumerate([ENAS_PTB_CELL] + [random_arch(space, rng) for _ in range(3)]):
+        plan, leaves, m_l = cell_inputs(space, arch, T, B, H, masked, seed=10 + i)
+        g = torch.Generator().manual_seed(i)
+        w_dec = torch.rand(V, H, generator=g, dtype=torch.float64) - 0.5
+        m_o = (torch.rand(1, B, H, generator=g, dtype=torch.float64) > 0.4).double() / 0.6 if masked else None
+        w_logits = torch.randn(T, B, V, generator=g, dtype=torch.float64)
+        w_states = torch.randn(T, B, H, generator=g, dtype=torch.float64)
+
+        def plain(plan, xw, s, m_l, w_s, gw, m_o, w):
+            raw = reference_cell(plan, xw, s, m_l, w_s, gw)
+            return raw, F.linear(raw if m_o is None else raw * m_o, w)
+
+        results = []
+        for fn in (lambda *a: pipe.cell_and_decoder(*a, lanes=lanes), plain):
+            xs = [x.clone().requires_grad_() for x in leaves + [w_dec]]
+            raw, logits = fn(plan, xs[0], xs[1], m_l, xs[2], xs[3:-1], m_o, xs[-1])
+            loss = (logits * w_logits).sum() + ((raw * w_states).sum() if state_loss else 0)
+            loss.backward()
+            results.append([raw.detach(), logits.detach()] + [x.grad for x in xs])
+        for a, b in zip(*results):
+            assert torch.allclose(a, b, atol=1e-11), (arch, (a - b).abs().max())
+        with torch.no_grad():  # the no-grad forward (evaluation) gives the same states and logits
+            raw, logits = pipe.cell_and_decoder(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:], m_o, w_dec,
+                                                lanes=lanes)
+            assert torch.allclose(raw, results[1][0], atol=1e-12)
+            assert torch.allclose(logits, results[1][1], atol=1e-12)
+
+
+def test_pipeline_lane_failure_is_raised_not_hung(monkeypatch):
+    """A lane that fails wakes the lanes waiting on it; the caller gets the error."""
+    import search_spaces.enas_rnn_pipeline as pipe
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("recurrence failed")
+
+    monkeypatch.setattr(pipe, "forward_block", broken)
+    space = EnasRNNSpace()
+    plan, leaves, m_l = cell_inputs(space, ENAS_PTB_CELL, T=3, B=4, H=3, masked=False, seed=0)
+    w_dec = torch.rand(5, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="recurrence failed"):
+        pipe.cell_and_decoder(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:], None, w_dec, lanes=(1, 1))
+
+
 def test_cell_bptt_gradcheck():
     space = EnasRNNSpace(Args(num_nodes=5))
     arch = {"node0/activation": "tanh", "node1/input": 0, "node1/activation": "sigmoid",
@@ -95,7 +152,8 @@ def test_cell_bptt_gradcheck():
 
 
 def test_rnn_model_uses_fast_path_and_trains():
-    """End to end: the model's gradients through cell_bptt equal those of the reference cell."""
+    """End to end: the model's gradients through the pipelined cell and decoder (and through
+    cell_bptt + F.linear) equal those of the reference cell."""
     torch.manual_seed(0)
     space = EnasRNNSpace()
     H, V = 6, 20
@@ -104,19 +162,33 @@ def test_rnn_model_uses_fast_path_and_trains():
     grads = []
     import search_spaces.enas_rnn as mod
 
-    for cell in (mod.cell_bptt, reference_cell):
+    def reference(plan, xw, s, m_l, w_s, gw, m_o, w):
+        raw = reference_cell(plan, xw, s, m_l, w_s, gw)
+        return raw, F.linear(raw * m_o, w)
+
+    import search_spaces.enas_rnn_pipeline as pipe
+
+    def plain(*a):  # where lane_plan says no pipeline: cell_bptt, then F.linear
+        orig_plan, pipe.lane_plan = pipe.lane_plan, lambda *_: None
+        try:
+            return pipe.cell_and_decoder(*a)
+        finally:
+            pipe.lane_plan = orig_plan
+
+    for cell in (lambda *a: pipe.cell_and_decoder(*a, lanes=(1, 1)), plain, reference):
         torch.manual_seed(1)  # same dropout masks
-        orig, mod.cell_bptt = mod.cell_bptt, cell
+        orig, mod.cell_and_decoder = mod.cell_and_decoder, cell
         try:
             logits, _, extra = model(tokens, torch.zeros(3, H, dtype=torch.float64), ENAS_PTB_CELL)
         finally:
-            mod.cell_bptt = orig
+            mod.cell_and_decoder = orig
         model.zero_grad()
         (F.cross_entropy(logits.reshape(-1, V), target.reshape(-1)) + extra).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 3
-    for n in grads[0]:
-        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-12), n
+    for fast in grads[:2]:
+        assert fast.keys() == grads[2].keys() and len(fast) > 3
+        for n in fast:
+            assert torch.allclose(fast[n], grads[2][n], atol=1e-12), n
 
 
 def test_token_cross_entropy_equals_f_cross_entropy():
