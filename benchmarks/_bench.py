@@ -24,7 +24,6 @@ import search_spaces  # noqa: F401  (registers the spaces)
 from enas.controller import Controller
 from enas.malloc import keep_freed_memory
 from enas.space import build_space
-from enas.tasks.cross_entropy import token_cross_entropy
 
 SPACE_NAMES = ("enas_rnn", "enas_micro", "enas_macro", "nb201")
 VOCAB = 10_000  # PTB
@@ -205,10 +204,10 @@ class Workload:
     def loss(self, arch):
         with self.autocast():
             if self.lm:
-                logits, hidden, extra = self.model(self.x, self.hidden, arch)
-                self.hidden = hidden.detach()
                 # the LM task's loss (enas/tasks/lm.py train_loss)
-                return token_cross_entropy(logits.float().reshape(-1, logits.size(-1)), self.y.reshape(-1)) + extra
+                ce, hidden, extra = self.model(self.x, self.hidden, arch, target=self.y)
+                self.hidden = hidden.detach()
+                return ce + extra
             logits, aux = self.model(self.x, arch)
             loss = F.cross_entropy(logits.float(), self.y)
             if aux is not None and self.size.aux_weight > 0:

@@ -201,9 +201,13 @@ class RNNModel(nn.Module):
             self._plans[key] = (arch["node0/activation"], sorted(groups.items()), outs)
         return self._plans[key]
 
-    def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, arch: Mapping[str, Any] | None = None):
+    def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, arch: Mapping[str, Any] | None = None,
+                target: torch.Tensor | None = None):
         # tokens: [T, B] int64; hidden: [B, H]
         # -> logits [T, B, V], hidden [B, H], extra_loss (AR/TAR; 0 in eval mode)
+        # Given target [T, B], the first output is the mean token cross-entropy instead of
+        # the logits: on CPU it is computed chunk by chunk beside the recurrence
+        # (enas_rnn_pipeline.py), while each chunk's logits are still in cache.
         if self.arch is not None:
             arch = self.arch  # a child's arch is fixed
         elif arch is None:
@@ -236,7 +240,7 @@ class RNNModel(nn.Module):
         # run as one pipeline on CPU (enas_rnn_pipeline.py): states [T, B, H], logits [T, B, V].
         m_o = _locked_mask(x, (1, B, H), ma.dropout_o) if train else None
         raw, logits = cell_and_decoder((act0, groups, outs), xw, hidden, m_l, nodes[0].w_s, gw, m_o,
-                                       self.decoder.weight)
+                                       self.decoder.weight, target)
         s = raw[-1]
 
         extra = raw.new_zeros(())

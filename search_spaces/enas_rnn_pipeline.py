@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from enas.row_parallel import MIN_ROWS, dispatch_mode_on, row_blocks, run_lanes
+from enas.tasks.cross_entropy import token_cross_entropy
 from search_spaces.enas_rnn_bptt import (
     _backward_rows, _buffers, _codes, _forward_rows, _loop, backward_block, cell_bptt, forward_block, weight_grads,
 )
@@ -134,12 +135,15 @@ def _chunks(T: int, B: int) -> list[tuple[int, int]]:
     return list(zip(bounds, bounds[1:]))
 
 
-def _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, save: bool, rows, d: int):
+def _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target, save: bool, rows, d: int):
+    """States, then logits [T, B, V] (target None) or softmax [T, B, V] and per-token
+    cross-entropy [T, B]; plus the decoder's input and the cell's saved buffers."""
     T, B, H2 = xw.shape
     H, V = H2 // 2, w_dec.size(0)
     raw, saved = _buffers(plan, xw, s, m_l, save)
     out = raw if m_o is None else raw.new_empty(T, B, H)  # the decoder's input
-    logits = raw.new_empty(T, B, V)
+    probs = raw.new_empty(T, B, V)  # logits, or with a target their softmax
+    nll = raw.new_empty(T, B) if target is not None else None
     chunks, gw = _chunks(T, B), list(gw)
     done = _Countdown(len(chunks), len(rows))
     todo = _Queue(range(len(chunks)))
@@ -150,7 +154,18 @@ def _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, save: bool, rows, d: int):
         t0, t1 = chunks[i]
         if m_o is not None:
             torch.mul(raw[t0:t1], m_o, out=out[t0:t1])
-        torch.mm(out[t0:t1].view(-1, H), w_dec.t(), out=logits[t0:t1].view(-1, V))
+        x = out[t0:t1].view(-1, H)
+        if target is None:
+            torch.mm(x, w_dec.t(), out=probs[t0:t1].view(-1, V))
+            return
+        # The loss of the chunk while its logits are in cache, as token_cross_entropy
+        # computes it (enas/tasks/cross_entropy.py): softmax kept for the backward,
+        # -log p_t = max_j x_j - x_t - log max_j p_j.
+        logits = x @ w_dec.t()
+        p = probs[t0:t1].view(-1, V)
+        torch._softmax(logits, 1, False, out=p)
+        x_t = logits.gather(1, target[t0:t1].reshape(-1, 1)).squeeze(1)
+        torch.sub(logits.amax(1) - x_t, p.amax(1).log_(), out=nll[t0:t1].view(-1))
 
     def recur(r):
         for i, (t0, t1) in enumerate(chunks):
@@ -159,23 +174,28 @@ def _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, save: bool, rows, d: int):
         todo.run(decode)
 
     _run([lambda r=r: recur(r) for r in rows] + [lambda: todo.run(decode)] * d, [done])
-    return raw, logits, out, saved
+    return raw, probs, nll, out, saved
 
 
 class _CellDecoder(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, plan, rows, d, xw, s, m_l, w_s, m_o, w_dec, *gw):
-        raw, logits, out, (S, G, Fh, s_in, sp_in) = _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, True, rows, d)
-        ctx.plan, ctx.rows, ctx.d, ctx.xw_dtype = plan, rows, d, xw.dtype
-        ctx.save_for_backward(s, m_l, w_s, m_o, w_dec, raw, out, S, G, Fh, s_in, *gw, *sp_in)
+    def forward(ctx, plan, rows, d, target, xw, s, m_l, w_s, m_o, w_dec, *gw):
+        raw, probs, nll, out, (S, G, Fh, s_in, sp_in) = _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target,
+                                                                 True, rows, d)
+        ctx.plan, ctx.rows, ctx.d, ctx.xw_dtype, ctx.used = plan, rows, d, xw.dtype, False
+        ctx.save_for_backward(s, m_l, w_s, m_o, w_dec, raw, out, target, S, G, Fh, s_in, *gw, *sp_in)
         ctx.set_materialize_grads(False)
-        return raw, logits
+        if target is None:
+            return raw, probs
+        ctx.probs = probs  # becomes the logits' gradient in place (not a saved tensor: it is overwritten)
+        return raw, nll.mean()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, d_raw, d_logits):
+    def backward(ctx, d_raw, d_second):
+        """d_second: the gradient of the logits, or of the mean cross-entropy."""
         groups, rows = ctx.plan[1], ctx.rows
-        s, m_l, w_s, m_o, w_dec, raw, out, S, G, Fh, s_in, *rest = ctx.saved_tensors
+        s, m_l, w_s, m_o, w_dec, raw, out, target, S, G, Fh, s_in, *rest = ctx.saved_tensors
         gw, sp_in = rest[: len(groups)], rest[len(groups):]
         saved = (S, G, Fh, s_in, list(sp_in))
         T, B, H = raw.shape
@@ -187,7 +207,14 @@ class _CellDecoder(torch.autograd.Function):
         d_s = [s.new_empty(B, H) for _ in chunks]  # gradient of the state before each chunk
         w_sT, gwT = w_s.t().contiguous(), [w.t().contiguous() for w in gw]
         loop, codes = _loop(_backward_rows, True), _codes(ctx.plan)
-        d_logits = None if d_logits is None else d_logits.contiguous()
+        if target is None:
+            d_logits = None if d_second is None else d_second.contiguous()
+        else:  # softmax - one_hot, scaled, chunk by chunk in state_grad
+            if ctx.used:
+                raise RuntimeError("the cross-entropy pipeline does not support a second backward (retain_graph)")
+            ctx.used = True
+            d_logits, scale = (None, None) if d_second is None else (ctx.probs, d_second / target.numel())
+            del ctx.probs
         d_w = None if d_logits is None else torch.empty_like(w_dec)
 
         ready = _Countdown(len(chunks), 1)
@@ -204,14 +231,20 @@ class _CellDecoder(torch.autograd.Function):
             if d_logits is None:
                 g.zero_()
             else:
-                torch.mm(d_logits[t0:t1].view(-1, V), w_dec, out=g.view(-1, H))
+                dl = d_logits[t0:t1].view(-1, V)
+                if target is not None:  # d CE / d logits = (softmax - one_hot) / tokens
+                    dl[torch.arange(dl.size(0)), target[t0:t1].reshape(-1)] -= 1.0
+                    dl.mul_(scale)
+                torch.mm(dl, w_dec, out=g.view(-1, H))
                 if m_o is not None:
                     g.mul_(m_o)
             if d_raw is not None:
                 g.add_(d_raw[t0:t1])
             ready.arrive(i)
 
-        def decoder_weight(v):  # rows v of d W = d_logits^T out
+        def decoder_weight(v):  # rows v of d W = d_logits^T out, once every chunk's exists
+            for i in range(len(chunks)):
+                ready.wait(i)
             torch.mm(d_logits.view(T * B, V)[:, v].t(), out.view(T * B, H), out=d_w[v])
 
         def recur(r):
@@ -233,20 +266,25 @@ class _CellDecoder(torch.autograd.Function):
             cell_jobs.run()
 
         _run([lambda r=r: recur(r) for r in rows] + [decoder_lane] * ctx.d, [ready, recurred])
-        return (None, None, None, d_hc0.to(ctx.xw_dtype), d_s[0], None, d_ws, None, d_w, *d_gw)
+        return (None, None, None, None, d_hc0.to(ctx.xw_dtype), d_s[0], None, d_ws, None, d_w, *d_gw)
 
 
-def cell_and_decoder(plan, xw, s, m_l, w_s, gw, m_o, w_dec, lanes: tuple[int, int] | None = None):
-    """(states s_1..s_T [T, B, H], logits [T, B, V]) of the cell ``plan`` over the window
-    followed by the bias-free decoder ``w_dec`` [V, H] on the states times ``m_o`` (the
-    output dropout mask, or None). Pipelined over the CPU's cores (module doc) where
-    lane_plan allows; else cell_bptt and F.linear."""
+def cell_and_decoder(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target=None, lanes: tuple[int, int] | None = None):
+    """States s_1..s_T [T, B, H] of the cell ``plan`` over the window, and the bias-free
+    decoder ``w_dec`` [V, H] on the states times ``m_o`` (the output dropout mask, or
+    None): its logits [T, B, V], or given ``target`` [T, B] the mean token cross-entropy
+    (token_cross_entropy of the logits). Pipelined over the CPU's cores (module doc)
+    where lane_plan allows; else cell_bptt, F.linear and token_cross_entropy."""
     plan_lanes = lane_plan(xw.size(1), xw.device, lanes)
     if plan_lanes is None:
         raw = cell_bptt(plan, xw, s, m_l, w_s, gw)
-        return raw, F.linear(raw if m_o is None else raw * m_o, w_dec)
+        logits = F.linear(raw if m_o is None else raw * m_o, w_dec)
+        if target is None:
+            return raw, logits
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 autocast: loss in fp32
+        return raw, token_cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
     rows, d = plan_lanes
     if torch.is_grad_enabled() and any(x.requires_grad for x in (xw, s, w_s, w_dec, *gw)):
-        return _CellDecoder.apply(plan, rows, d, xw, s, m_l, w_s, m_o, w_dec, *gw)
-    raw, logits, _, _ = _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, False, rows, d)
-    return raw, logits
+        return _CellDecoder.apply(plan, rows, d, target, xw, s, m_l, w_s, m_o, w_dec, *gw)
+    raw, probs, nll, _, _ = _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target, False, rows, d)
+    return raw, probs if target is None else nll.mean()

@@ -87,10 +87,11 @@ def test_cell_bptt_equals_autograd_reference(output, masked, blocks):
 @pytest.mark.parametrize("lanes", [(1, 1), (2, 1), (1, 2)])  # (recurrence row blocks, decoder lanes)
 @pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("state_loss", [True, False])  # AR/TAR-like gradient on the states, or none
-def test_cell_and_decoder_pipeline_equals_plain_path(monkeypatch, lanes, masked, state_loss):
-    """The pipelined cell + decoder (enas_rnn_pipeline.py) against the reference cell and
-    F.linear: states, logits and every gradient, over several time chunks and vocabulary
-    blocks, including the window's last, shorter chunk."""
+@pytest.mark.parametrize("with_target", [False, True])  # logits out, or the cross-entropy computed inside
+def test_cell_and_decoder_pipeline_equals_plain_path(monkeypatch, lanes, masked, state_loss, with_target):
+    """The pipelined cell + decoder (enas_rnn_pipeline.py) against the reference cell,
+    F.linear and F.cross_entropy: states, logits or loss, and every gradient, over several
+    time chunks and vocabulary blocks, including the window's last, shorter chunk."""
     import search_spaces.enas_rnn_pipeline as pipe
 
     monkeypatch.setattr(pipe, "CHUNK_ROWS", 15)  # B = 5, T = 7: chunks of 1, 3, 2 and 1 steps
@@ -105,25 +106,28 @@ def test_cell_and_decoder_pipeline_equals_plain_path(monkeypatch, lanes, masked,
         m_o = (torch.rand(1, B, H, generator=g, dtype=torch.float64) > 0.4).double() / 0.6 if masked else None
         w_logits = torch.randn(T, B, V, generator=g, dtype=torch.float64)
         w_states = torch.randn(T, B, H, generator=g, dtype=torch.float64)
+        target = torch.randint(0, V, (T, B), generator=g) if with_target else None
 
-        def plain(plan, xw, s, m_l, w_s, gw, m_o, w):
+        def plain(plan, xw, s, m_l, w_s, gw, m_o, w, target):
             raw = reference_cell(plan, xw, s, m_l, w_s, gw)
-            return raw, F.linear(raw if m_o is None else raw * m_o, w)
+            logits = F.linear(raw if m_o is None else raw * m_o, w)
+            return raw, logits if target is None else F.cross_entropy(logits.reshape(-1, V), target.reshape(-1))
 
         results = []
         for fn in (lambda *a: pipe.cell_and_decoder(*a, lanes=lanes), plain):
             xs = [x.clone().requires_grad_() for x in leaves + [w_dec]]
-            raw, logits = fn(plan, xs[0], xs[1], m_l, xs[2], xs[3:-1], m_o, xs[-1])
-            loss = (logits * w_logits).sum() + ((raw * w_states).sum() if state_loss else 0)
+            raw, second = fn(plan, xs[0], xs[1], m_l, xs[2], xs[3:-1], m_o, xs[-1], target)
+            loss = 3 * second if with_target else (second * w_logits).sum()
+            loss = loss + ((raw * w_states).sum() if state_loss else 0)
             loss.backward()
-            results.append([raw.detach(), logits.detach()] + [x.grad for x in xs])
+            results.append([raw.detach(), second.detach()] + [x.grad for x in xs])
         for a, b in zip(*results):
             assert torch.allclose(a, b, atol=1e-11), (arch, (a - b).abs().max())
-        with torch.no_grad():  # the no-grad forward (evaluation) gives the same states and logits
-            raw, logits = pipe.cell_and_decoder(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:], m_o, w_dec,
-                                                lanes=lanes)
+        with torch.no_grad():  # the no-grad forward (evaluation) gives the same states and logits or loss
+            raw, second = pipe.cell_and_decoder(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:], m_o, w_dec,
+                                                target, lanes=lanes)
             assert torch.allclose(raw, results[1][0], atol=1e-12)
-            assert torch.allclose(logits, results[1][1], atol=1e-12)
+            assert torch.allclose(second, results[1][1], atol=1e-12)
 
 
 def test_pipeline_lane_failure_is_raised_not_hung(monkeypatch):
@@ -152,8 +156,9 @@ def test_cell_bptt_gradcheck():
 
 
 def test_rnn_model_uses_fast_path_and_trains():
-    """End to end: the model's gradients through the pipelined cell and decoder (and through
-    cell_bptt + F.linear) equal those of the reference cell."""
+    """End to end: the model's loss and gradients through the pipelined cell and decoder
+    (and through cell_bptt + F.linear), with the cross-entropy computed outside the model
+    or inside it (target=), equal those of the reference cell."""
     torch.manual_seed(0)
     space = EnasRNNSpace()
     H, V = 6, 20
@@ -162,7 +167,7 @@ def test_rnn_model_uses_fast_path_and_trains():
     grads = []
     import search_spaces.enas_rnn as mod
 
-    def reference(plan, xw, s, m_l, w_s, gw, m_o, w):
+    def reference(plan, xw, s, m_l, w_s, gw, m_o, w, target):
         raw = reference_cell(plan, xw, s, m_l, w_s, gw)
         return raw, F.linear(raw * m_o, w)
 
@@ -175,20 +180,25 @@ def test_rnn_model_uses_fast_path_and_trains():
         finally:
             pipe.lane_plan = orig_plan
 
-    for cell in (lambda *a: pipe.cell_and_decoder(*a, lanes=(1, 1)), plain, reference):
+    pipelined = lambda *a: pipe.cell_and_decoder(*a, lanes=(1, 1))  # noqa: E731
+    # (cell + decoder, loss computed inside the model from the target): the last is the reference
+    for cell, inside in ((pipelined, False), (pipelined, True), (plain, False), (plain, True), (reference, False)):
         torch.manual_seed(1)  # same dropout masks
         orig, mod.cell_and_decoder = mod.cell_and_decoder, cell
         try:
-            logits, _, extra = model(tokens, torch.zeros(3, H, dtype=torch.float64), ENAS_PTB_CELL)
+            first, _, extra = model(tokens, torch.zeros(3, H, dtype=torch.float64), ENAS_PTB_CELL,
+                                    target=target if inside else None)
         finally:
             mod.cell_and_decoder = orig
         model.zero_grad()
-        (F.cross_entropy(logits.reshape(-1, V), target.reshape(-1)) + extra).backward()
+        ce = first if inside else F.cross_entropy(first.reshape(-1, V), target.reshape(-1))
+        (ce + extra).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    for fast in grads[:2]:
-        assert fast.keys() == grads[2].keys() and len(fast) > 3
+        grads[-1]["loss"] = ce.detach()
+    for fast in grads[:-1]:
+        assert fast.keys() == grads[-1].keys() and len(fast) > 4
         for n in fast:
-            assert torch.allclose(fast[n], grads[2][n], atol=1e-12), n
+            assert torch.allclose(fast[n], grads[-1][n], atol=1e-12), n
 
 
 def test_token_cross_entropy_equals_f_cross_entropy():

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from ..data.text import batchify, get_window, load_corpus, window_starts
 from ..distributed import Shard
 from . import TASKS
-from .cross_entropy import token_cross_entropy
 
 
 @TASKS.register("lm")
@@ -103,8 +102,9 @@ class LanguageModelTask:
         if hidden is None:
             hidden = model.init_hidden(x.size(1))
         with self._autocast():
-            logits, hidden, extra = model(x, hidden, arch)  # [L, B, V]
-        ce = token_cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+            # the mean token cross-entropy (token_cross_entropy of the [L, B, V] logits),
+            # computed inside the model, where it overlaps the recurrence on CPU
+            ce, hidden, extra = model(x, hidden, arch, target=y)
         self._train_hidden = hidden.detach()  # truncated BPTT: carry the value, not the graph
         loss = ce + extra
         if self.cfg.variable_bptt:
