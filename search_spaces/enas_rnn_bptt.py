@@ -19,15 +19,14 @@ node's input state inside its matmul (or None); ``w_s`` [H, 2H] node 0's state m
 ``gw`` one [H, 2H k] matrix per group, columns [h_1, c_1, h_2, c_2, ...] in the order
 of the group's nodes. Output: the states s_1..s_T, [T, B, H].
 
-The recurrence itself runs in independent row blocks, one per CPU core
-(enas/row_parallel.py): the rows of a batch are separate sequences. The two loops below
-are written in the subset of Python that TorchScript compiles. When several blocks run,
-they run compiled, which releases the GIL for the whole loop instead of between ops: in
-Python the blocks spent most of their time waiting for each other's ~70 ATen calls per
-step (benchmarks/RESULTS.md). With one block (and wherever TorchScript is missing) the
-same functions run as plain Python. forward_block, backward_block and weight_grads run
-any rows over any range of steps; enas_rnn_pipeline.py uses them to run the recurrence
-in chunks of steps beside the decoder.
+The loops below (_forward_rows, _backward_rows) take any block of rows over any range of
+steps (forward_block, backward_block): the rows of a batch are independent sequences.
+On CPU with several threads, enas_rnn_pipeline.py runs them in chunks of steps beside
+the decoder, on worker threads, compiled by TorchScript: that releases the GIL for a
+whole chunk instead of between ops (in Python, parallel loops spent most of their time
+waiting for each other's ~70 ATen calls per step; benchmarks/RESULTS.md). Here, on the
+caller's thread (GPU, autocast, one thread, and wherever TorchScript is missing), the
+same functions run as plain Python.
 
 tests/test_fast_paths.py checks values and gradients against plain autograd code of the
 same equations (and gradcheck in float64).
@@ -40,7 +39,6 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from enas.row_parallel import row_blocks, run_rows
 
 # Activations by code. Every derivative is a function of the output, so the forward
 # saves f(h) only.
@@ -168,10 +166,9 @@ def _input_grad(d_parent: Tensor, d_hc: Tensor, wT: Tensor, m_l: Optional[Tensor
 _compiled: dict = {}
 
 
-def _loop(fn, parallel: bool):
-    """``fn`` compiled by TorchScript when it runs in parallel with other work (module doc)."""
-    if not parallel:
-        return fn
+def compiled(fn):
+    """``fn`` compiled by TorchScript, for loops that run beside other work (module doc);
+    ``fn`` itself where TorchScript is missing or fails."""
     if fn not in _compiled:
         try:
             with warnings.catch_warnings():
@@ -243,21 +240,19 @@ def weight_grads(groups, s, raw, saved, d_hc0, d_hc):
     return [job(x, d, o) for (x, d), o in zip(pairs, outs)], outs
 
 
-def _forward(plan, xw, s, m_l, w_s, gw, save: bool, blocks=None):
+def _forward(plan, xw, s, m_l, w_s, gw, save: bool):
     raw, saved = _buffers(plan, xw, s, m_l, save)
-    gw = list(gw)
-    rows = row_blocks(xw.size(1), s.device, blocks)
-    loop, codes = _loop(_forward_rows, len(rows) > 1), _codes(plan)
-    T = xw.size(0)
-    run_rows(lambda r: forward_block(loop, codes, xw, s, m_l, w_s, gw, save, raw, saved, r, 0, T), rows)
+    with torch.no_grad():
+        forward_block(_forward_rows, _codes(plan), xw, s, m_l, w_s, list(gw), save, raw, saved, slice(None), 0,
+                      xw.size(0))
     return raw, saved
 
 
 class _CellBPTT(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, plan, blocks, xw, s, m_l, w_s, *gw):
-        raw, (S, G, Fh, s_in, sp_in) = _forward(plan, xw, s, m_l, w_s, gw, save=True, blocks=blocks)
-        ctx.plan, ctx.blocks = plan, blocks
+    def forward(ctx, plan, xw, s, m_l, w_s, *gw):
+        raw, (S, G, Fh, s_in, sp_in) = _forward(plan, xw, s, m_l, w_s, gw, save=True)
+        ctx.plan = plan
         ctx.save_for_backward(s, m_l, w_s, raw, S, G, Fh, *gw, s_in, *sp_in)
         ctx.xw_dtype = xw.dtype
         return raw
@@ -275,22 +270,18 @@ class _CellBPTT(torch.autograd.Function):
         d_s = s_init.new_empty(B, H)  # d loss / d s_init
         # transposed once: the per-step input-gradient matmuls then read contiguous rows
         w_sT, gwT = w_s.t().contiguous(), [w.t().contiguous() for w in gw]
-        rows = row_blocks(B, raw.device, ctx.blocks)
-        loop, codes = _loop(_backward_rows, len(rows) > 1), _codes(ctx.plan)
         saved = (S, G, Fh, s_in, list(sp_in))
-        run_rows(lambda r: backward_block(loop, codes, d_raw, raw, saved, s_init, m_l, w_sT, gwT, d_hc0, d_hc, d_s,
-                                          None, r, 0, T), rows)
+        backward_block(_backward_rows, _codes(ctx.plan), d_raw, raw, saved, s_init, m_l, w_sT, gwT, d_hc0, d_hc,
+                       d_s, None, slice(None), 0, T)
         jobs, (d_ws, *d_gw) = weight_grads(groups, s_init, raw, saved, d_hc0, d_hc)
         for job in jobs:
             job()
-        return (None, None, d_hc0.to(ctx.xw_dtype), d_s, None, d_ws.to(w_s.dtype), *(d.to(w.dtype) for d, w in zip(d_gw, gw)))
+        return (None, d_hc0.to(ctx.xw_dtype), d_s, None, d_ws.to(w_s.dtype), *(d.to(w.dtype) for d, w in zip(d_gw, gw)))
 
 
-def cell_bptt(plan, xw, s, m_l, w_s, gw, blocks: int | None = None):
-    """States s_1..s_T [T, B, H] of the cell ``plan`` over the window (see module doc).
-    ``blocks``: how many row blocks run in parallel (enas/row_parallel.py; default one per
-    CPU intra-op thread)."""
+def cell_bptt(plan, xw, s, m_l, w_s, gw):
+    """States s_1..s_T [T, B, H] of the cell ``plan`` over the window (see module doc)."""
     tensors = (xw, s, w_s, *gw)
     if torch.is_grad_enabled() and any(x.requires_grad for x in tensors):
-        return _CellBPTT.apply(plan, blocks, xw, s, m_l, w_s, *gw)
-    return _forward(plan, xw, s, m_l, w_s, gw, save=False, blocks=blocks)[0]
+        return _CellBPTT.apply(plan, xw, s, m_l, w_s, *gw)
+    return _forward(plan, xw, s, m_l, w_s, gw, save=False)[0]

@@ -28,10 +28,10 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from enas.row_parallel import MIN_ROWS, dispatch_mode_on, row_blocks, run_lanes
+from enas.lanes import dispatch_mode_on, row_blocks, run_lanes
 from enas.tasks.cross_entropy import token_cross_entropy
 from search_spaces.enas_rnn_bptt import (
-    _backward_rows, _buffers, _codes, _forward_rows, _loop, backward_block, cell_bptt, forward_block, weight_grads,
+    _backward_rows, _buffers, _codes, _forward_rows, backward_block, cell_bptt, compiled, forward_block, weight_grads,
 )
 
 CHUNK_ROWS = 256  # decoder rows per chunk: big enough for a GEMM near the large-matmul rate
@@ -103,11 +103,15 @@ def _run(lanes, syncs) -> None:
     run_lanes([guarded(fn) for fn in lanes])
 
 
+MIN_ROWS = 16  # fewer rows per recurrence block: its matmuls are too thin to be worth a core
+
+
 def lane_plan(batch: int, device: torch.device, lanes: tuple[int, int] | None = None):
     """(recurrence row blocks, number of decoder lanes), or None where the plain path runs:
-    off CPU, under autocast or a dispatch mode (see row_parallel.row_blocks), on one
-    thread. Half the threads run the recurrence (at least MIN_ROWS rows each), the rest
-    the decoder. ``lanes`` forces (row blocks, decoder lanes) (tests)."""
+    off CPU, under autocast, on one thread, and under a dispatch mode such as
+    FlopCounterMode (modes are per thread: work on a worker would escape it). Half the
+    threads run the recurrence (at least MIN_ROWS rows each), the rest the decoder.
+    ``lanes`` forces (row blocks, decoder lanes) (tests)."""
     if lanes is None:
         n = torch.get_num_threads()
         if device.type != "cpu" or n < 2 or torch.is_autocast_enabled("cpu") or dispatch_mode_on():
@@ -117,7 +121,7 @@ def lane_plan(batch: int, device: torch.device, lanes: tuple[int, int] | None = 
     r, d = lanes
     if d < 1:  # the backward's recurrence waits on a decoder lane's gradients
         raise ValueError(f"need at least one decoder lane, got lanes={lanes}")
-    return row_blocks(batch, device, r), d
+    return row_blocks(batch, r), d
 
 
 def _chunks(T: int, B: int) -> list[tuple[int, int]]:
@@ -147,7 +151,7 @@ def _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target, save: bool, rows, d:
     chunks, gw = _chunks(T, B), list(gw)
     done = _Countdown(len(chunks), len(rows))
     todo = _Queue(range(len(chunks)))
-    loop, codes = _loop(_forward_rows, True), _codes(plan)
+    loop, codes = compiled(_forward_rows), _codes(plan)
 
     def decode(i):
         done.wait(i)
@@ -206,7 +210,7 @@ class _CellDecoder(torch.autograd.Function):
         d_hc = [raw.new_empty(T, B, 2 * H * len(ch)) for _, ch in groups]
         d_s = [s.new_empty(B, H) for _ in chunks]  # gradient of the state before each chunk
         w_sT, gwT = w_s.t().contiguous(), [w.t().contiguous() for w in gw]
-        loop, codes = _loop(_backward_rows, True), _codes(ctx.plan)
+        loop, codes = compiled(_backward_rows), _codes(ctx.plan)
         if target is None:
             d_logits = None if d_second is None else d_second.contiguous()
         else:  # softmax - one_hot, scaled, chunk by chunk in state_grad

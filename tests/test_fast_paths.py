@@ -59,8 +59,7 @@ def cell_inputs(space, arch, T, B, H, masked, seed):
 
 @pytest.mark.parametrize("output", ["loose_ends", "all"])
 @pytest.mark.parametrize("masked", [True, False])
-@pytest.mark.parametrize("blocks", [1, 3])  # 3: rows 0, 1-2, 3-4 on three worker threads
-def test_cell_bptt_equals_autograd_reference(output, masked, blocks):
+def test_cell_bptt_equals_autograd_reference(output, masked):
     space = EnasRNNSpace(Args(output=output))
     rng = random.Random(3)
     T, B, H = 5, 5, 4
@@ -68,7 +67,7 @@ def test_cell_bptt_equals_autograd_reference(output, masked, blocks):
         plan, leaves, m_l = cell_inputs(space, arch, T, B, H, masked, seed=i)
         grads = []
         outs = []
-        for fn in (lambda *a: cell_bptt(*a, blocks=blocks), reference_cell):
+        for fn in (cell_bptt, reference_cell):
             xs = [x.clone().requires_grad_() for x in leaves]
             raw = fn(plan, xs[0], xs[1], m_l, xs[2], xs[3:])
             # a loss that weights every step and unit differently
@@ -80,7 +79,7 @@ def test_cell_bptt_equals_autograd_reference(output, masked, blocks):
         for a, b in zip(*grads):
             assert torch.allclose(a, b, atol=1e-11), (arch, (a - b).abs().max())
         with torch.no_grad():  # the no-grad forward (evaluation) gives the same states
-            states = cell_bptt(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:], blocks=blocks)
+            states = cell_bptt(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:])
             assert torch.allclose(states, outs[1], atol=1e-12)
 
 
@@ -275,23 +274,27 @@ def test_single_node_cell_and_bf16_autocast():
         assert ref.abs().max() > 0 and torch.allclose(ref, amp, rtol=0, atol=0.05 * ref.abs().max().item())
 
 
-def test_cell_bptt_blocks_without_torchscript(monkeypatch):
-    """Where torch.jit.script is gone or fails, the row blocks run the same loops in Python."""
+def test_pipeline_without_torchscript(monkeypatch):
+    """Where torch.jit.script is gone or fails, the pipeline's lanes run the same loops in
+    Python and give the same values and gradients."""
     import search_spaces.enas_rnn_bptt as bptt
+    import search_spaces.enas_rnn_pipeline as pipe
 
-    def no_script(fn):
-        raise RuntimeError("TorchScript unavailable")
-
-    monkeypatch.setattr(bptt, "_compiled", {})
-    monkeypatch.setattr(torch.jit, "script", no_script)
     space = EnasRNNSpace()
     plan, leaves, m_l = cell_inputs(space, ENAS_PTB_CELL, T=4, B=4, H=3, masked=True, seed=1)
+    w_dec = torch.rand(6, 3, dtype=torch.float64)
     results = []
-    for blocks in (1, 2):
-        xs = [x.clone().requires_grad_() for x in leaves]
-        raw = cell_bptt(plan, xs[0], xs[1], m_l, xs[2], xs[3:], blocks=blocks)
-        raw.sum().backward()
-        results.append([raw.detach()] + [x.grad for x in xs])
+    for script in (True, False):
+        if not script:
+            def no_script(fn):
+                raise RuntimeError("TorchScript unavailable")
+
+            monkeypatch.setattr(bptt, "_compiled", {})
+            monkeypatch.setattr(torch.jit, "script", no_script)
+        xs = [x.clone().requires_grad_() for x in leaves + [w_dec]]
+        raw, logits = pipe.cell_and_decoder(plan, xs[0], xs[1], m_l, xs[2], xs[3:-1], None, xs[-1], lanes=(2, 1))
+        (raw.sum() + logits.sum()).backward()
+        results.append([raw.detach(), logits.detach()] + [x.grad for x in xs])
     assert bptt._compiled[bptt._forward_rows] is bptt._forward_rows  # fell back to Python
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-12)

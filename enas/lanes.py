@@ -1,48 +1,39 @@
-"""Run the independent row blocks of a sequential CPU loop on separate cores.
+"""Lanes: independent pieces of CPU work, each on its own 1-thread worker, all at once.
 
 Why: the ENAS cell's recurrence (search_spaces/enas_rnn_bptt.py) is a chain of small
 [B, H] x [H, 2H k] matmuls and element-wise ops, one time step after another. On CPU
 such a matmul gains little from a second intra-op thread (fork/join, and moving the
 inputs just written on one core to the other, cost about what the second core saves),
 and the element-wise ops are under ATen's parallel grain size, so they run on one core
-anyway: the cell forward took as long on 1 thread as on 2 (benchmarks/RESULTS.md). The
-rows of a batch are independent sequences, though. With each block of rows on its own
-thread at one intra-op thread, every core runs its own recurrence and nothing waits
-for anything until the window ends. That needs the loop to run without the GIL: a
-Python loop of many small ops holds it between every two ops and the blocks end up
-taking turns, so the caller passes a TorchScript-compiled loop (enas_rnn_bptt.py).
-run_lanes is the general form: any callables, one per worker (the cell + decoder
-pipeline of search_spaces/enas_rnn_pipeline.py runs its lanes with it).
+anyway: the cell forward took as long on 1 thread as on 2 (benchmarks/RESULTS.md). So
+the cores get separate work instead: search_spaces/enas_rnn_pipeline.py runs the
+recurrence on one lane and the decoder's GEMMs on another (and, with more threads, the
+recurrence's rows in several blocks, which are independent sequences). A lane that runs
+a Python loop of many small ops holds the GIL between every two ops and the lanes end
+up taking turns, so the recurrence runs as a TorchScript-compiled loop.
 
 The workers are persistent and set their intra-op thread count to 1 once, when they
 start. The caller's thread count is never switched back and forth: torch.set_num_threads
 on one thread also changes the count the caller's matmuls use until the caller sets it
-again (benchmarks/RESULTS.md, session 12), which is what made last session's per-step
-switching 2.5-3.5x slower.
+again (benchmarks/RESULTS.md, session 12), which is what made a per-step switching
+2.5-3.5x slower.
 """
 from __future__ import annotations
 
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from functools import partial
 from typing import Callable
 
 import torch
-
-MIN_ROWS = 16  # below this a block's matmuls are too thin to be worth a core
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _lock = threading.Lock()
 
 
-def row_blocks(batch: int, device: torch.device, blocks: int | None = None) -> list[slice]:
-    """Row ranges for ``batch`` rows: one per intra-op thread on CPU (at least MIN_ROWS
-    rows each), a single range elsewhere. ``blocks`` forces the count (tests)."""
-    if blocks is None:
-        cpu = device.type == "cpu" and not torch.is_autocast_enabled("cpu") and not dispatch_mode_on()
-        blocks = min(torch.get_num_threads(), batch // MIN_ROWS) if cpu else 1
+def row_blocks(batch: int, blocks: int) -> list[slice]:
+    """``batch`` rows in ``blocks`` contiguous, near-equal ranges (at most one per row)."""
     blocks = max(1, min(blocks, batch))
     edges = [batch * i // blocks for i in range(blocks + 1)]
     return [slice(a, b) for a, b in zip(edges, edges[1:])]
@@ -111,7 +102,3 @@ def run_lanes(lanes: list[Callable[[], None]]) -> None:
     for f in futures:
         f.result()  # re-raises a worker's exception here
 
-
-def run_rows(fn: Callable[[slice], None], blocks: list[slice]) -> None:
-    """fn(rows) for every block, the blocks in parallel when there are several."""
-    run_lanes([partial(fn, rows) for rows in blocks])

@@ -1,0 +1,85 @@
+"""enas/lanes.py: lanes run at once on 1-thread workers and report errors; row blocks cover
+the batch; the pipeline's lane plan (search_spaces/enas_rnn_pipeline.py)."""
+import threading
+
+import pytest
+import torch
+
+from enas.lanes import row_blocks, run_lanes
+from search_spaces.enas_rnn_pipeline import MIN_ROWS, lane_plan
+
+
+def covered(blocks):
+    return [i for b in blocks for i in range(b.start, b.stop)]
+
+
+def test_row_blocks_partition_the_batch():
+    assert row_blocks(64, 2) == [slice(0, 32), slice(32, 64)]
+    for batch, n in [(5, 3), (7, 2), (2, 5), (9, 1)]:
+        blocks = row_blocks(batch, n)
+        assert covered(blocks) == list(range(batch)) and len(blocks) == min(n, batch)
+
+
+def test_lane_plan_splits_the_threads():
+    cpu = torch.device("cpu")
+    keep = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert lane_plan(64, cpu) == ([slice(0, 64)], 1)  # recurrence on one core, decoder on the other
+        torch.set_num_threads(4)
+        assert lane_plan(64, cpu) == ([slice(0, 32), slice(32, 64)], 2)
+        assert lane_plan(2 * MIN_ROWS - 1, cpu) == ([slice(0, 2 * MIN_ROWS - 1)], 3)
+        torch.set_num_threads(1)
+        assert lane_plan(64, cpu) is None  # nothing to run beside the recurrence
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.set_num_threads(2)
+            assert lane_plan(64, cpu) is None
+    finally:
+        torch.set_num_threads(keep)
+    assert lane_plan(64, torch.device("cuda")) is None  # the GPU parallelises itself
+    assert lane_plan(5, cpu, lanes=(2, 1)) == ([slice(0, 2), slice(2, 5)], 1)
+    with pytest.raises(ValueError, match="decoder lane"):
+        lane_plan(8, cpu, lanes=(2, 0))
+
+
+def test_run_lanes_runs_every_lane_on_workers_without_autograd():
+    out = torch.zeros(3)
+    w = torch.ones(3, requires_grad=True)
+    seen = []
+
+    def lane(i):
+        def fn():
+            seen.append((threading.current_thread().name, torch.is_grad_enabled(), torch.get_num_threads()))
+            out[i] = (w[i] * (i + 1)).detach()
+        return fn
+
+    keep = torch.get_num_threads()
+    run_lanes([lane(i) for i in range(3)])
+    assert out.tolist() == [1, 2, 3]
+    assert all(name.startswith("enas-rows") and not grad and n == 1 for name, grad, n in seen)
+    assert len({name for name, _, _ in seen}) == 3  # at once: three workers
+    assert torch.get_num_threads() == keep  # the caller's setting is untouched
+
+
+def test_run_lanes_raises_a_workers_error():
+    def fails():
+        raise ValueError("lane 2 failed")
+
+    with pytest.raises(ValueError, match="lane 2 failed"):
+        run_lanes([lambda: None, fails])
+
+
+def test_forked_child_starts_its_own_workers():
+    """A pool inherited through fork has no threads; the child must not wait on it."""
+    import multiprocessing
+
+    run_lanes([lambda: None, lambda: None])  # pool exists here
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as p:
+        assert p.apply_async(_sum_in_lanes, (6,)).get(timeout=60) == 15  # hangs without the reset
+
+
+def _sum_in_lanes(n):
+    out = torch.zeros(n)
+    run_lanes([lambda r=r: out[r].copy_(torch.arange(n)[r].float()) for r in row_blocks(n, 2)])
+    return int(out.sum())
