@@ -11,15 +11,18 @@ rows on fewer cores, and the other cores compute the decoder for every chunk of 
 soon as the chunk's states exist:
 
 * forward: R lanes (row blocks of the recurrence) run the window in chunks of steps;
-  D lanes turn each finished chunk into logits. An R lane that is done takes chunks too.
+  D lanes turn each finished chunk into logits, or, given the targets, into the chunk's
+  softmax and cross-entropy while its logits are still in cache (the [T B, V] logits
+  are then never stored). An R lane that is done takes chunks too.
 * backward: D lanes compute the decoder's input gradient chunk by chunk from the last
-  step; R lanes run the backward recurrence over a chunk as soon as its gradient
-  exists. Then every lane takes the independent weight-gradient GEMMs: the decoder's in
-  vocabulary blocks (from the start), the cell's (once the recurrence is done).
+  step (with targets, softmax - one_hot first); R lanes run the backward recurrence over
+  a chunk as soon as its gradient exists. Then every lane takes the independent
+  weight-gradient GEMMs: the decoder's in vocabulary blocks, the cell's one per matrix
+  (once the recurrence is done).
 
-Same equations and the same buffers as cell_bptt followed by the decoder;
-tests/test_fast_paths.py checks values and gradients against that plain path. The
-cross-entropy stays outside: it is one memory-bound pass on all cores.
+Same equations and the same buffers as cell_bptt followed by the decoder and
+token_cross_entropy; tests/test_fast_paths.py checks values and gradients against the
+reference cell, F.linear and F.cross_entropy.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from search_spaces.enas_rnn_bptt import (
 
 CHUNK_ROWS = 256  # decoder rows per chunk: big enough for a GEMM near the large-matmul rate
 VOCAB_BLOCK = 1024  # rows of the decoder's weight gradient per job
+MIN_ROWS = 16  # fewer rows per recurrence block: its matmuls are too thin to be worth a core
 
 
 class _Aborted(Exception):
@@ -101,9 +105,6 @@ def _run(lanes, syncs) -> None:
         return lane
 
     run_lanes([guarded(fn) for fn in lanes])
-
-
-MIN_ROWS = 16  # fewer rows per recurrence block: its matmuls are too thin to be worth a core
 
 
 def lane_plan(batch: int, device: torch.device, lanes: tuple[int, int] | None = None):
