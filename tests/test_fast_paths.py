@@ -251,7 +251,8 @@ def test_keep_freed_memory_applies_and_can_be_switched_off(monkeypatch):
 
 def test_single_node_cell_and_bf16_autocast():
     """N = 1 (no groups) matches the reference; under bf16 autocast (the CUDA amp path,
-    exercised here through CPU autocast) the cell runs and stays close to fp32."""
+    exercised here through CPU autocast) the cell runs and stays close to fp32, and the
+    loss computed inside the model is fp32 and equals the one computed from the logits."""
     space = EnasRNNSpace(Args(num_nodes=1))
     plan, leaves, m_l = cell_inputs(space, {"node0/activation": "relu"}, T=4, B=2, H=3, masked=True, seed=5)
     assert torch.allclose(cell_bptt(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:]),
@@ -268,8 +269,14 @@ def test_single_node_cell_and_bf16_autocast():
             logits, hidden, extra = model(tokens, model.init_hidden(4), ENAS_PTB_CELL)
         assert hidden.dtype == torch.float32  # the recurrent state stays fp32
         assert logits.dtype == (torch.bfloat16 if amp else torch.float32)  # autocast took effect
-        token_cross_entropy(logits.float().reshape(-1, 30), tokens.reshape(-1)).backward()
+        ce = token_cross_entropy(logits.float().reshape(-1, 30), tokens.reshape(-1))
+        ce.backward()
         runs.append((logits.float().detach(), model.cell.nodes[1].w["0"].grad.clone()))
+        # the loss computed inside the model (the LM task's train_loss) is the same, in fp32
+        torch.manual_seed(2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            inside, _, _ = model(tokens, model.init_hidden(4), ENAS_PTB_CELL, target=tokens)
+        assert inside.dtype == torch.float32 and torch.allclose(inside, ce, atol=1e-6)
     for ref, amp in zip(*runs):  # bf16 rounding: within 5 % of the largest entry
         assert ref.abs().max() > 0 and torch.allclose(ref, amp, rtol=0, atol=0.05 * ref.abs().max().item())
 
