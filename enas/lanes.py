@@ -30,6 +30,9 @@ import torch
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _lock = threading.Lock()
+# One set of lanes at a time: lanes wait on each other, so two callers' lanes sharing
+# the pool could each hold a worker while their partners queue behind them, for ever.
+_running = threading.Lock()
 
 
 def row_blocks(batch: int, blocks: int) -> list[slice]:
@@ -79,8 +82,8 @@ def _workers(n: int) -> ThreadPoolExecutor:
 
 def _forget_workers() -> None:
     """In a forked child the pool's threads do not exist: start a new pool if needed."""
-    global _pool, _pool_size, _lock
-    _pool, _pool_size, _lock = None, 0, threading.Lock()
+    global _pool, _pool_size, _lock, _running
+    _pool, _pool_size, _lock, _running = None, 0, threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -89,16 +92,18 @@ if hasattr(os, "register_at_fork"):
 
 def run_lanes(lanes: list[Callable[[], None]]) -> None:
     """Every lane at once, each on its own 1-thread worker (a single lane on the caller),
-    without autograd recording, as inside an autograd.Function. Returns when all have
-    ended, then re-raises the first failed lane's error."""
+    without autograd recording, as inside an autograd.Function; callers on other threads
+    wait their turn. Returns when all have ended, then re-raises the first failed lane's
+    error."""
     def task(fn: Callable[[], None]) -> None:
         with torch.no_grad():  # grad mode is per thread; workers start with it on
             fn()
 
     if len(lanes) == 1:
         return task(lanes[0])
-    futures = [_workers(len(lanes)).submit(task, fn) for fn in lanes]
-    wait(futures)  # every lane done (or failed) before anything is raised or read
+    with _running:  # another thread's lanes finish first (see _running)
+        futures = [_workers(len(lanes)).submit(task, fn) for fn in lanes]
+        wait(futures)  # every lane done (or failed) before anything is raised or read
     for f in futures:
         f.result()  # re-raises a worker's exception here
 

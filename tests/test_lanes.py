@@ -69,6 +69,43 @@ def test_run_lanes_raises_a_workers_error():
         run_lanes([lambda: None, fails])
 
 
+def test_callers_on_two_threads_take_turns():
+    """Two callers whose lanes wait on each other, their submissions interleaved: caller
+    A's first lane and caller B's first lane would hold both workers while their partners
+    queue behind them, for ever. run_lanes lets one caller's lanes run at a time."""
+    run_lanes([lambda: None, lambda: None])  # a pool of two workers
+    b_started, errors = threading.Event(), []
+
+    def pair(first_started=None):
+        partners = threading.Barrier(2, timeout=20)  # broken (an error) if the partner never runs
+
+        def first():
+            if first_started is not None:
+                first_started.set()
+            partners.wait()
+        return [first, partners.wait]
+
+    class AfterB(list):  # A's second lane is submitted once B's first runs (or 2 s later)
+        def __iter__(self):
+            yield self[0]
+            b_started.wait(timeout=2)
+            yield self[1]
+
+    def caller(lanes):
+        try:
+            run_lanes(lanes)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    a = threading.Thread(target=caller, args=(AfterB(pair()),))
+    a.start()
+    b = threading.Thread(target=caller, args=(pair(b_started),))
+    b.start()
+    a.join(timeout=120)
+    b.join(timeout=120)
+    assert not errors, errors
+
+
 def test_forked_child_starts_its_own_workers():
     """A pool inherited through fork has no threads; the child must not wait on it."""
     import multiprocessing
