@@ -46,18 +46,20 @@ def test_run_lanes_runs_every_lane_on_workers_without_autograd():
     out = torch.zeros(3)
     w = torch.ones(3, requires_grad=True)
     seen = []
+    together = threading.Barrier(3, timeout=20)  # broken (an error) unless all three run at once
 
     def lane(i):
         def fn():
             seen.append((threading.current_thread().name, torch.is_grad_enabled(), torch.get_num_threads()))
             out[i] = (w[i] * (i + 1)).detach()
+            together.wait()
         return fn
 
     keep = torch.get_num_threads()
     run_lanes([lane(i) for i in range(3)])
     assert out.tolist() == [1, 2, 3]
     assert all(name.startswith("enas-rows") and not grad and n == 1 for name, grad, n in seen)
-    assert len({name for name, _, _ in seen}) == 3  # at once: three workers
+    assert len({name for name, _, _ in seen}) == 3  # at once (the barrier): three workers
     assert torch.get_num_threads() == keep  # the caller's setting is untouched
 
 
