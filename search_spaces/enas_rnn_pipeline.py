@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from enas.lanes import dispatch_mode_on, row_blocks, run_lanes
-from enas.tasks.cross_entropy import token_cross_entropy
+from enas.tasks.cross_entropy import nll_from_softmax, softmax_to_grad_, token_cross_entropy
 from search_spaces.enas_rnn_bptt import (
     _backward_rows, _buffers, _codes, _forward_rows, backward_block, cell_bptt, compiled, forward_block, weight_grads,
 )
@@ -164,13 +164,11 @@ def _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target, save: bool, rows, d:
             torch.mm(x, w_dec.t(), out=probs[t0:t1].view(-1, V))
             return
         # The loss of the chunk while its logits are in cache, as token_cross_entropy
-        # computes it (enas/tasks/cross_entropy.py): softmax kept for the backward,
-        # -log p_t = max_j x_j - x_t - log max_j p_j.
+        # computes it; the softmax is kept for the backward.
         logits = x @ w_dec.t()
         p = probs[t0:t1].view(-1, V)
         torch._softmax(logits, 1, False, out=p)
-        x_t = logits.gather(1, target[t0:t1].reshape(-1, 1)).squeeze(1)
-        torch.sub(logits.amax(1) - x_t, p.amax(1).log_(), out=nll[t0:t1].view(-1))
+        nll[t0:t1] = nll_from_softmax(logits, p, target[t0:t1].reshape(-1)).view(t1 - t0, -1)
 
     def recur(r):
         for i, (t0, t1) in enumerate(chunks):
@@ -238,8 +236,7 @@ class _CellDecoder(torch.autograd.Function):
             else:
                 dl = d_logits[t0:t1].view(-1, V)
                 if target is not None:  # d CE / d logits = (softmax - one_hot) / tokens
-                    dl[torch.arange(dl.size(0)), target[t0:t1].reshape(-1)] -= 1.0
-                    dl.mul_(scale)
+                    softmax_to_grad_(dl, target[t0:t1].reshape(-1), scale)
                 torch.mm(dl, w_dec, out=g.view(-1, H))
                 if m_o is not None:
                     g.mul_(m_o)
