@@ -16,7 +16,8 @@ soon as the chunk's states exist:
   are then never stored). An R lane that is done takes chunks too.
 * backward: D lanes compute the decoder's input gradient chunk by chunk from the last
   step (with targets, softmax - one_hot first); R lanes run the backward recurrence over
-  a chunk as soon as its gradient exists. Then every lane takes the independent
+  a chunk as soon as its gradient exists, and compute the next chunk's gradient
+  themselves rather than wait for it. Then every lane takes the independent
   weight-gradient GEMMs: the decoder's in vocabulary blocks, the cell's one per matrix
   (once the recurrence is done).
 
@@ -59,6 +60,10 @@ class _Countdown:
             self.left[i] -= 1
             if self.left[i] == 0:
                 self.cv.notify_all()
+
+    def is_done(self, i: int) -> bool:
+        with self.cv:
+            return self.left[i] == 0
 
     def wait(self, i: int) -> None:
         with self.cv:
@@ -120,8 +125,6 @@ def lane_plan(batch: int, device: torch.device, lanes: tuple[int, int] | None = 
         r = max(1, min(n // 2, batch // MIN_ROWS))
         lanes = (r, n - r)
     r, d = lanes
-    if d < 1:  # the backward's recurrence waits on a decoder lane's gradients
-        raise ValueError(f"need at least one decoder lane, got lanes={lanes}")
     return row_blocks(batch, r), d
 
 
@@ -251,6 +254,11 @@ class _CellDecoder(torch.autograd.Function):
 
         def recur(r):
             for i in reversed(range(len(chunks))):
+                # Rather than wait for chunk i's gradient (a decoder lane is computing
+                # it), compute the next chunk's: each chunk's decoder gradient takes
+                # longer than its recurrence, so a recurrence lane would otherwise idle.
+                while not ready.is_done(i) and (j := grads.take()) is not None:
+                    state_grad(j)
                 ready.wait(i)
                 t0, t1 = chunks[i]
                 carry = d_s[i + 1] if i + 1 < len(chunks) else None

@@ -83,7 +83,9 @@ def test_cell_bptt_equals_autograd_reference(output, masked):
             assert torch.allclose(states, outs[1], atol=1e-12)
 
 
-@pytest.mark.parametrize("lanes", [(1, 1), (2, 1), (1, 2)])  # (recurrence row blocks, decoder lanes)
+# (recurrence row blocks, decoder lanes); with none, the recurrence lanes decode and
+# compute every chunk's gradient themselves (what they do instead of waiting)
+@pytest.mark.parametrize("lanes", [(1, 1), (2, 1), (1, 2), (1, 0), (2, 0)])
 @pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("state_loss", [True, False])  # AR/TAR-like gradient on the states, or none
 @pytest.mark.parametrize("with_target", [False, True])  # logits out, or the cross-entropy computed inside

@@ -38,8 +38,7 @@ def test_lane_plan_splits_the_threads():
         torch.set_num_threads(keep)
     assert lane_plan(64, torch.device("cuda")) is None  # the GPU parallelises itself
     assert lane_plan(5, cpu, lanes=(2, 1)) == ([slice(0, 2), slice(2, 5)], 1)
-    with pytest.raises(ValueError, match="decoder lane"):
-        lane_plan(8, cpu, lanes=(2, 0))
+    assert lane_plan(8, cpu, lanes=(2, 0)) == ([slice(0, 4), slice(4, 8)], 0)  # recurrence lanes decode too
 
 
 def test_run_lanes_runs_every_lane_on_workers_without_autograd():
