@@ -150,7 +150,9 @@ def _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target, save: bool, rows, d:
     H, V = H2 // 2, w_dec.size(0)
     raw, saved = _buffers(plan, xw, s, m_l, save)
     out = raw if m_o is None else raw.new_empty(T, B, H)  # the decoder's input
-    probs = raw.new_empty(T, B, V)  # logits, or with a target their softmax
+    # logits, or with a target their softmax (kept only for the backward: without one,
+    # each chunk's softmax is a temporary)
+    probs = raw.new_empty(T, B, V) if target is None or save else None
     nll = raw.new_empty(T, B) if target is not None else None
     chunks, gw = _chunks(T, B), list(gw)
     done = _Countdown(len(chunks), len(rows))
@@ -167,9 +169,9 @@ def _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target, save: bool, rows, d:
             torch.mm(x, w_dec.t(), out=probs[t0:t1].view(-1, V))
             return
         # The loss of the chunk while its logits are in cache, as token_cross_entropy
-        # computes it; the softmax is kept for the backward.
+        # computes it; the softmax is kept where there will be a backward.
         logits = x @ w_dec.t()
-        p = probs[t0:t1].view(-1, V)
+        p = probs[t0:t1].view(-1, V) if probs is not None else torch.empty_like(logits)
         torch._softmax(logits, 1, False, out=p)
         nll[t0:t1] = nll_from_softmax(logits, p, target[t0:t1].reshape(-1)).view(t1 - t0, -1)
 
