@@ -190,7 +190,7 @@ class _CellDecoder(torch.autograd.Function):
     def forward(ctx, plan, rows, d, target, xw, s, m_l, w_s, m_o, w_dec, *gw):
         raw, probs, nll, out, (S, G, Fh, s_in, sp_in) = _forward(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target,
                                                                  True, rows, d)
-        ctx.plan, ctx.rows, ctx.d, ctx.xw_dtype, ctx.used = plan, rows, d, xw.dtype, False
+        ctx.plan, ctx.rows, ctx.d, ctx.used = plan, rows, d, False
         ctx.save_for_backward(s, m_l, w_s, m_o, w_dec, raw, out, target, S, G, Fh, s_in, *gw, *sp_in)
         ctx.set_materialize_grads(False)
         if target is None:
@@ -278,7 +278,7 @@ class _CellDecoder(torch.autograd.Function):
             cell_jobs.run()
 
         _run([lambda r=r: recur(r) for r in rows] + [decoder_lane] * ctx.d, [ready, recurred])
-        return (None, None, None, None, d_hc0.to(ctx.xw_dtype), d_s[0], None, d_ws, None, d_w, *d_gw)
+        return (None, None, None, None, d_hc0, d_s[0], None, d_ws, None, d_w, *d_gw)
 
 
 def cell_and_decoder(plan, xw, s, m_l, w_s, gw, m_o, w_dec, target=None, lanes: tuple[int, int] | None = None):
