@@ -70,6 +70,16 @@ SIZES = {
 GRAD_CLIP = {"enas_rnn": 0.25, "enas_micro": 5.0, "enas_macro": 5.0, "nb201": 5.0}
 
 
+def sized(space: str, name: str, model: dict | None = None, **fields) -> Size:
+    """SIZES[space][name] with some model arguments and Size fields (those not None or 0)
+    overridden."""
+    size = SIZES[space][name]
+    over = {k: v for k, v in fields.items() if v}
+    if model:
+        over["model"] = {**size.model, **model}
+    return type(size)(**{**size.__dict__, **over})
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

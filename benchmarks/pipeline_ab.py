@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _bench import SIZES, Workload, emit, header, sample_archs, setup_process  # noqa: E402
+from _bench import Workload, emit, header, sample_archs, setup_process, sized  # noqa: E402
 
 
 def main() -> None:
@@ -51,9 +51,8 @@ def main() -> None:
     spec.loader.exec_module(other)
     versions = {"this": model_module.cell_and_decoder, "other": other.cell_and_decoder}
 
-    size = SIZES["enas_rnn"]["paper"]
-    size = type(size)(**{**size.__dict__, "model": {**size.model, "hidden": 256}})
-    w = Workload("enas_rnn", size, torch.device("cpu"))
+    # the workload of rnn_matmul_fraction_h256 (throughput.py)
+    w = Workload("enas_rnn", sized("enas_rnn", "paper", {"hidden": 256}, batch=64), torch.device("cpu"))
     warmup = 2
     archs = sample_archs(w.space, args.pairs + warmup, seed=7)
     ms = {"this": [], "other": []}

@@ -24,15 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _bench import SIZES, SPACE_NAMES, Workload, emit, header, loadavg, median, pick_device, sample_archs, setup_process, timed  # noqa: E402,E501
+from _bench import SPACE_NAMES, Workload, emit, header, loadavg, median, pick_device, sample_archs, setup_process, sized, timed  # noqa: E402,E501
 
 
 def measure(space_name: str, size_name: str, device, num_archs: int, repeats: int, batch: int | None,
             verbose: bool, channels_last=None) -> dict:
-    size = SIZES[space_name][size_name]
-    if batch:
-        size = type(size)(**{**size.__dict__, "batch": batch})
-    sup = Workload(space_name, size, device, channels_last=channels_last)
+    sup = Workload(space_name, sized(space_name, size_name, batch=batch), device, channels_last=channels_last)
     archs = sample_archs(sup.space, num_archs, seed=123)
     # warm-up of the supernet on a few archs (allocator, lazy init, momentum buffers)
     for a in archs[:2]:
@@ -64,7 +61,7 @@ def measure(space_name: str, size_name: str, device, num_archs: int, repeats: in
         "ratio_of_sums": sum(t_sup_all) / sum(t_child_all),
         "supernet_ms": 1e3 * median(t_sup_all),
         "child_ms": 1e3 * median(t_child_all),
-        "batch": size.batch,
+        "batch": sup.size.batch,
         "supernet_params": sum(p.numel() for p in sup.params),
         "supernet_tensors": len(sup.params),
     }

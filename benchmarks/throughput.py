@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -44,7 +43,7 @@ import torch  # noqa: E402
 
 from _bench import (  # noqa: E402
     SIZES, SPACE_NAMES, Workload, controller_for, emit, header, loadavg, matmul_flops, matmul_probe, median,
-    pick_device, sample_archs, setup_process, timed,
+    pick_device, sample_archs, setup_process, sized, timed,
 )
 
 CTRL_HIDDEN = {"enas_rnn": 100, "enas_micro": 64, "enas_macro": 64, "nb201": 64}  # configs/*_search.yaml
@@ -58,11 +57,7 @@ def worker(spec: dict) -> dict:
     """One shared-phase workload: steps/s, FLOPs per step, peak memory."""
     device = pick_device(spec["device"])
     setup_process(spec["threads"])
-    size = SIZES[spec["space"]][spec["size"]]
-    over = {k: spec[k] for k in ("batch",) if spec.get(k)}
-    if spec.get("model"):
-        over["model"] = {**size.model, **spec["model"]}
-    size = type(size)(**{**size.__dict__, **over})
+    size = sized(spec["space"], spec["size"], spec.get("model"), batch=spec.get("batch"))
     w = Workload(spec["space"], size, device, channels_last=spec.get("channels_last"))
     archs = sample_archs(w.space, spec["steps"] + spec["warmup"], seed=7)
     probe = matmul_probe(device)
@@ -137,10 +132,7 @@ def controller_rates(space_name: str, quick: bool) -> dict:
 
 
 def derive_time(space_name: str, size_name: str, device, n: int, batch: int | None, channels_last) -> tuple:
-    size = SIZES[space_name][size_name]
-    if batch:
-        size = type(size)(**{**size.__dict__, "eval_batch": batch})
-    w = Workload(space_name, size, device, channels_last=channels_last)
+    w = Workload(space_name, sized(space_name, size_name, eval_batch=batch), device, channels_last=channels_last)
     ctrl = controller_for(w.space, CTRL_HIDDEN[space_name])
     w.model.eval()
     w.score(sample_archs(w.space, 1, 3)[0])  # warm-up
@@ -150,7 +142,7 @@ def derive_time(space_name: str, size_name: str, device, n: int, batch: int | No
             archs = ctrl(n, generator=torch.Generator().manual_seed(5)).archs
         return [w.score(a) for a in archs]
 
-    return timed(derive, device), size.eval_batch
+    return timed(derive, device), w.size.eval_batch
 
 
 def main(argv=None) -> None:
