@@ -1,15 +1,20 @@
 """ENAS macro (whole-network) space for CIFAR-10 (paper section 2.2; ENAS_REFERENCE section 5).
 
 ``num_layers`` layers in a chain. Layer i applies one op to layer i-1's output, adds
-any subset of earlier layers' outputs (skip connections) and applies BN:
-``out_i = BN(op_i(out_{i-1}) + sum_{j in skips_i} out_j)``. After the layers at
+any subset of the outputs before that (skip connections) and applies BN:
+``out_i = BN(op_i(out_{i-1}) + sum_{k in skips_i} prev_k)``. The skip candidates of
+layer i are exactly the official ones (``general_child._enas_layer``): ``prev =
+[stem, layer0, ..., layer(i-2)]``, i.e. skip index 0 is the stem's output and index
+k > 0 is layer k-1's; the layer's own input (layer i-1) is never a skip. So layer i
+has i skip bits, the official arc string's bits in order. After the layers at
 ``L//3 - 1`` and ``2L//3 - 1`` (3 and 7 for L = 12) a factorized reduction halves
-every earlier output still needed later. Stem 3x3 conv + BN; global average pool,
-dropout, FC.
+every earlier output (stem included) still needed later. Stem 3x3 conv + BN; global
+average pool, dropout, FC.
 
 Supernet and child are the same ``MacroNetwork``: the supernet holds every op per
 layer in ``layers.<i>.ops.<op>``; a child holds the chosen op only, and the
-reductions of the outputs it reads again (``reductions.<p>.<j>``). Only the sampled
+reductions of the outputs it reads again (``reductions.<p>.<k>``, k indexing
+``[stem, layer0, ...]``). Only the sampled
 op runs. **Official bug not copied:** the official search built its branches as
 ``lambda: y`` closures, so every layer ran the last branch (max pool) whatever op
 was sampled; here the sampled op is looked up by name and run (tests check that
@@ -26,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from enas.space import SPACES, Arch, Decision, validate
+from enas.space import SPACES, Arch, ArchError, Decision, validate
 
 from .ops import OPS, FactorizedReduce, bn, conv, he_init
 
@@ -64,7 +69,14 @@ class MacroModelArgs:
 @dataclass(frozen=True)
 class MacroGenotype:
     ops: tuple[str, ...]
-    skips: tuple[tuple[int, ...], ...]  # skips[i]: earlier layers added to layer i
+    # skips[i]: the outputs added to layer i, as indices k into [stem, layer0, ...]
+    # (k = 0 the stem, k > 0 layer k-1; always k < i: never the layer's own input)
+    skips: tuple[tuple[int, ...], ...]
+
+
+def source_name(k: int) -> str:
+    """The output that skip index k reads: 0 is the stem, k > 0 is layer k-1."""
+    return "stem" if k == 0 else f"layer{k - 1}"
 
 
 def pool_layers(num_layers: int) -> tuple[int, int]:
@@ -88,8 +100,44 @@ def from_genotype(g: MacroGenotype) -> Arch:
 
 
 def needed_after(g: MacroGenotype, p: int) -> set[int]:
-    """Outputs j <= p read by some layer i > p (as its input i-1 or as a skip)."""
-    return {j for i in range(p + 1, len(g.ops)) for j in (i - 1, *g.skips[i]) if j <= p}
+    """Indices k into [stem, layer0, ..., layer p] read by some layer i > p: as its
+    input (layer i-1, index i) or as a skip."""
+    return {k for i in range(p + 1, len(g.ops)) for k in (i, *g.skips[i]) if k <= p + 1}
+
+
+def parse_official_arc(text: str, ops: tuple[str, ...], num_layers: int) -> Arch:
+    """The official whole-channels arc string (``scripts/cifar10_macro_*.sh``): per
+    layer i, an op code (an index into ``ops``, the official branch order) followed by
+    i skip bits, bit k selecting [stem, layer0, ...][k]."""
+    try:
+        codes = [int(t) for t in text.split()]
+    except ValueError:
+        raise ArchError(f"an official macro arc is whitespace-separated integers, got {text[:60]!r}") from None
+    want = num_layers * (num_layers + 1) // 2
+    if len(codes) != want:
+        raise ArchError(f"an official arc of {num_layers} layers has {want} numbers, got {len(codes)}")
+    arch: Arch = {}
+    pos = 0
+    for i in range(num_layers):
+        if not 0 <= codes[pos] < len(ops):
+            raise ArchError(f"layer {i}: op code {codes[pos]} is not in 0..{len(ops) - 1} ({', '.join(ops)})")
+        arch[f"layer{i}/op"] = ops[codes[pos]]
+        bits = codes[pos + 1:pos + 1 + i]
+        if any(b not in (0, 1) for b in bits):
+            raise ArchError(f"layer {i}: skip bits must be 0 or 1, got {bits}")
+        if i:
+            arch[f"layer{i}/skips"] = [k for k, b in enumerate(bits) if b]
+        pos += 1 + i
+    return arch
+
+
+def official_arc(g: MacroGenotype, ops: tuple[str, ...]) -> str:
+    """The inverse of ``parse_official_arc``."""
+    codes = []
+    for i, op in enumerate(g.ops):
+        codes.append(ops.index(op))
+        codes += [int(k in g.skips[i]) for k in range(i)]
+    return " ".join(map(str, codes))
 
 
 class MacroLayer(nn.Module):
@@ -123,8 +171,9 @@ class MacroNetwork(nn.Module):
             self.layers.append(MacroLayer(c, ops if genotype is None else (genotype.ops[i],)))
             if i in self.pool_layers:
                 c_next = 2 * c if double_channels else c
-                keep = range(i + 1) if genotype is None else sorted(needed_after(genotype, i))
-                self.reductions[str(i)] = nn.ModuleDict({str(j): FactorizedReduce(c, c_next) for j in keep})
+                # the supernet reduces the stem and every layer so far (any may be read later)
+                keep = range(i + 2) if genotype is None else sorted(needed_after(genotype, i))
+                self.reductions[str(i)] = nn.ModuleDict({str(k): FactorizedReduce(c, c_next) for k in keep})
                 c = c_next
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(c, num_classes, bias=False)
@@ -133,16 +182,15 @@ class MacroNetwork(nn.Module):
     def forward(self, x: torch.Tensor, arch: Arch | None = None):
         # x: [B, 3, H, W] -> logits [B, K]
         g = self.genotype if self.genotype is not None else to_genotype(arch, self.num_layers)
-        outs: list[torch.Tensor | None] = []  # layer outputs at the current resolution
-        prev = self.stem(x)
+        # official prev_layers: [stem, layer0, ...] at the current resolution (None once
+        # no later layer reads it); layer i reads prev[-1] and adds prev[k], k in skips[i]
+        prev: list[torch.Tensor | None] = [self.stem(x)]  # [B, C, H, W] each
         for i, layer in enumerate(self.layers):
-            prev = layer(prev, g.ops[i], [outs[j] for j in g.skips[i]])
-            outs.append(prev)
+            prev.append(layer(prev[-1], g.ops[i], [prev[k] for k in g.skips[i]]))
             if i in self.pool_layers:
                 red, need = self.reductions[str(i)], needed_after(g, i)
-                outs = [red[str(j)](o) if j in need else None for j, o in enumerate(outs)]
-                prev = outs[-1]
-        out = F.adaptive_avg_pool2d(prev, 1).flatten(1)  # official: no ReLU before the pool
+                prev = [red[str(k)](o) if k in need else None for k, o in enumerate(prev)]
+        out = F.adaptive_avg_pool2d(prev[-1], 1).flatten(1)  # official: no ReLU before the pool
         return self.classifier(self.dropout(out)), None
 
 
@@ -187,7 +235,7 @@ class EnasMacroSpace:
         pools = set(pool_layers(self.args.num_layers))
         lines = []
         for i, (op, skips) in enumerate(zip(g.ops, g.skips)):
-            s = f"  + skips from {', '.join(f'layer{j}' for j in skips)}" if skips else ""
+            s = f"  + skips from {', '.join(source_name(k) for k in skips)}" if skips else ""
             src = f"layer{i - 1}" if i else "stem"
             lines.append(f"layer{i}: {op}({src}){s}")
             if i in pools:
@@ -198,4 +246,13 @@ class EnasMacroSpace:
         from .draw import draw_chain
 
         g = self.genotype(arch)
-        draw_chain(list(g.ops), [list(s) for s in g.skips], list(pool_layers(self.args.num_layers)), path)
+        # draw_chain numbers the stem -1 and layer j as j
+        draw_chain(list(g.ops), [[k - 1 for k in s] for s in g.skips], list(pool_layers(self.args.num_layers)),
+                   path)
+
+    def to_text(self, arch: Arch) -> str:
+        """The official arc string (op codes in the order of ``args.ops``, then skip bits)."""
+        return official_arc(self.genotype(arch), tuple(self.args.ops))
+
+    def parse_text(self, line: str) -> Arch:
+        return parse_official_arc(line, tuple(self.args.ops), self.args.num_layers)

@@ -174,6 +174,48 @@ def test_macro_skip_choice_is_live():
             assert not torch.allclose(y0, sup(x, dict(base, **{"layer5/skips": [j]}))[0]), j
 
 
+def test_macro_skips_follow_the_official_arc():
+    """Official general_child: layer i has i skip bits and bit k adds [stem, layer0, ...][k];
+    the layer's own input (layer i-1) is never a skip. Hooks tag every tensor with the
+    output it is (a factorized reduction passes its input's tag on)."""
+    space = EnasMacroSpace(MacroArgs(num_layers=6))  # reductions after layers 1 and 3
+    arc = "0  1 1  2 1 0  3 0 1 1  4 1 0 0 1  5 0 1 1 1 1"
+    arch = space.parse_text(arc)
+    assert space.to_text(arch) == " ".join(arc.split())
+    child = space.child(arch, MACRO_SMALL)
+    tags, seen, keep = {}, {}, []
+
+    def tag(name):
+        def hook(module, args, out):
+            keep.append(out)  # keep it alive: ids must stay unique
+            tags[id(out)] = name if name is not None else tags[id(args[0])]
+        return hook
+
+    def layer_hook(i):
+        def hook(module, args, out):
+            x, _, skip_inputs = args
+            seen[i] = (tags[id(x)], [tags[id(t)] for t in skip_inputs])
+            tag(f"layer{i}")(module, args, out)
+        return hook
+
+    child.stem.register_forward_hook(tag("stem"))
+    for i, layer in enumerate(child.layers):
+        layer.register_forward_hook(layer_hook(i))
+    for red in child.reductions.values():
+        for m in red.values():
+            m.register_forward_hook(tag(None))
+    child(torch.randn(2, 3, 32, 32))
+    assert seen == {
+        0: ("stem", []),
+        1: ("layer0", ["stem"]),
+        2: ("layer1", ["stem"]),
+        3: ("layer2", ["layer0", "layer1"]),
+        4: ("layer3", ["stem", "layer2"]),
+        5: ("layer4", ["layer0", "layer1", "layer2", "layer3"]),
+    }
+    assert "layer4: avg_pool_3x3(layer3)  + skips from stem, layer2" in space.describe(arch)
+
+
 def test_micro_op_and_input_choices_are_live():
     torch.manual_seed(0)
     space = EnasMicroSpace()

@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PTB_CELL_PARAMS = 24_640_000  # hidden 800, vocab 10,000, tied embeddings (paper: ~24M)
 MICRO_CELLS_PARAMS = 3_611_980  # C = 36, N = 5, aux head, 10 classes (paper: 4.6M)
 MICRO_AUX_PARAMS = 421_120  # of which the auxiliary head
-MACRO_OFFICIAL_PARAMS = 19_702_944  # official 24-layer arc, 96 channels doubled (paper: 21.3M)
+MACRO_OFFICIAL_PARAMS = 19_796_256  # official 24-layer arc, 96 channels doubled (paper: 21.3M)
+# The official child built by general_child.py (tests: official_macro_child_params):
+MACRO_OFFICIAL_BUILT_PARAMS = 42_559_392
+MACRO_PLAIN_VS_SEPARABLE = 11_611_968  # its codes 1 and 3 are plain convs, ours separable
+MACRO_SKIP_JOIN = 11_161_920  # its concat -> ReLU -> 1x1 conv -> BN joining the skips; ours a sum + BN
 
 RNN_ARCH = {"node0/activation": "tanh", "node1/input": 0, "node1/activation": "relu",
             "node2/input": 1, "node2/activation": "tanh", "node3/input": 1, "node3/activation": "sigmoid"}
@@ -237,20 +241,61 @@ def test_published_cells_parameter_counts():
     assert count_params(model) == MICRO_CELLS_PARAMS and count_params(model.aux_head) == MICRO_AUX_PARAMS
 
 
+def official_macro_child_params(arc: str, channels: int, num_layers: int, separable: bool = False) -> dict:
+    """Parameters of the official fixed-arc macro child, by part, as general_child.py
+    builds it (whole channels): stem conv + BN; per layer ReLU-1x1 conv-BN, then a
+    k x k conv + BN (its _fixed_layer builds codes 0-3 as plain 3, 3, 5, 5 convs:
+    ``separable`` counts codes 1 and 3 as depthwise + pointwise instead), then for
+    layer > 0 the concatenation of the selected skips and the op's output -> ReLU ->
+    1x1 conv -> BN; at each pool layer the channels double and every entry of
+    [stem, layer0, ...] gets a factorized reduction (two 1x1 convs + BN); FC, no bias.
+    BN has a trainable offset and scale."""
+    codes = [int(t) for t in arc.split()]
+    parts = dict.fromkeys(("stem", "conv1x1", "conv_kxk", "skip_conv1x1", "reductions", "fc"), 0)
+    d = num_layers // 3
+    c, pos, entries = channels, 0, 1
+    parts["stem"] = 27 * c + 2 * c
+    for i in range(num_layers):
+        op, bits = codes[pos], codes[pos + 1:pos + 1 + i]
+        pos += 1 + i
+        k = (3, 3, 5, 5)[op]
+        parts["conv1x1"] += c * c + 2 * c
+        parts["conv_kxk"] += (k * k * c + c * c if separable and op in (1, 3) else k * k * c * c) + 2 * c
+        if i:
+            parts["skip_conv1x1"] += (sum(bits) + 1) * c * c + 2 * c
+        entries += 1
+        if i in (d - 1, 2 * d - 1):
+            parts["reductions"] += entries * (c * 2 * c + 4 * c)
+            c *= 2
+    parts["fc"] = c * 10
+    return parts
+
+
 def test_macro_arch_file_is_the_official_fixed_arc():
     space, arch, doc = load_arch(ROOT / "configs/archs/enas_macro.yaml")
-    codes = [int(c) for c in doc["provenance"]["official_fixed_arc"].split()]
+    arc = doc["provenance"]["official_fixed_arc"]
+    codes = [int(c) for c in arc.split()]
     i = 0
     for layer in range(space.args.num_layers):
         assert arch[f"layer{layer}/op"] == MACRO_OPS[codes[i]]
         bits = codes[i + 1:i + 1 + layer]
-        if layer:
-            assert arch[f"layer{layer}/skips"] == [j for j, b in enumerate(bits) if b]
+        if layer:  # bit k selects [stem, layer0, ..., layer(i-2)][k] (official _fixed_layer)
+            assert arch[f"layer{layer}/skips"] == [k for k, b in enumerate(bits) if b]
         i += 1 + layer
-    assert i == len(codes) and space.args.num_layers == 24
+    assert i == len(codes) and space.args.num_layers == 24 and space.to_text(arch) == " ".join(arc.split())
+    # layer 2's arc "0 1 0": conv_3x3 with a skip from the stem (bit 0), not from layer 0
+    assert "layer2: conv_3x3(layer1)  + skips from stem\n" in doc["description"]
     cfg = load_retrain(ROOT / "configs/cifar10_macro_retrain.yaml", [], space)
     model = space.child(arch, from_dict(space.ModelArgs, cfg.model), num_classes=10)
     assert count_params(model) == MACRO_OFFICIAL_PARAMS
+    # README: the official child built the official way, and where ours differs
+    official = official_macro_child_params(arc, 96, 24)
+    assert sum(official.values()) == MACRO_OFFICIAL_BUILT_PARAMS
+    with_sep = official_macro_child_params(arc, 96, 24, separable=True)
+    assert sum(official.values()) - sum(with_sep.values()) == MACRO_PLAIN_VS_SEPARABLE
+    assert with_sep["skip_conv1x1"] == MACRO_SKIP_JOIN
+    post_sum_bn = sum(2 * 96 * 2 ** (layer // 8) for layer in range(24))  # our BN(op + skips), every layer
+    assert sum(with_sep.values()) - MACRO_SKIP_JOIN + post_sum_bn == MACRO_OFFICIAL_PARAMS
 
 
 @pytest.mark.parametrize("cfg,arch", [
