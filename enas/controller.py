@@ -28,7 +28,9 @@ class Sample:
     archs: list[Arch]
     log_prob: torch.Tensor  # [K] sum over decisions (carries grad when sampled with grad)
     entropy: torch.Tensor  # [K] sum of full per-decision entropies
-    skip_penalty: torch.Tensor  # [K] sum over skip decisions of KL(p || target) (macro)
+    # [K] macro: KL(Bernoulli(p) || Bernoulli(target)) summed over a layer's skip bits,
+    # averaged over the layers (official general_controller: reduce_mean over layers)
+    skip_penalty: torch.Tensor
     probs: dict = field(default_factory=dict)  # decision -> [size] mean choice prob over K
 
 
@@ -121,6 +123,7 @@ class Controller(nn.Module):
         penalty = torch.zeros(K)
         out: list[Arch] = [{} for _ in range(K)]
         probs = {}
+        num_skip = 0
         for d in self.decisions:
             if d.scope not in anchors:  # a new scope: its given inputs get anchors first
                 anchors[d.scope], keys[d.scope] = [], []
@@ -139,6 +142,9 @@ class Controller(nn.Module):
                 logits = self.attn_v(torch.tanh(key + self.attn_query(h)[:, None])).squeeze(-1)
             logits = self._shape(logits, d)
             if d.kind == "skip":
+                # Official: the shaped logit q enters as the pair [-q, q] and a softmax over
+                # the pair samples the bit, so p(skip) = sigmoid(2 q): 0.05..0.95 at C = 1.5.
+                logits = 2 * logits
                 p = torch.sigmoid(logits)  # [K, n] independent yes/no per earlier layer
                 if archs is None:
                     choice = (torch.rand(p.shape, generator=generator) < p.detach()).float()
@@ -150,6 +156,7 @@ class Controller(nn.Module):
                 ent = F.binary_cross_entropy_with_logits(logits, p, reduction="none").sum(1)
                 q, pc = self.skip_target, p.clamp(1e-6, 1 - 1e-6)  # clamp: 0 * log 0 = nan
                 penalty = penalty + (pc * torch.log(pc / q) + (1 - pc) * torch.log((1 - pc) / (1 - q))).sum(1)
+                num_skip += 1
                 stack = torch.stack(anchors[d.scope], 1)
                 x = (choice[..., None] * stack).sum(1) / (1.0 + choice.sum(1, keepdim=True))
                 for k in range(K):
@@ -174,7 +181,7 @@ class Controller(nn.Module):
             if d.anchor:
                 anchors[d.scope].append(h)
                 keys[d.scope].append(self.attn_anchor(h))
-        return Sample(out, log_prob, entropy, penalty, probs)
+        return Sample(out, log_prob, entropy, penalty / max(num_skip, 1), probs)
 
     def evaluate(self, archs: Sequence[Arch]) -> Sample:
         return self(archs=archs)

@@ -161,3 +161,71 @@ def test_validate_rejects_missing_extra_and_out_of_range():
         validate(ds, {**a, "layer1/op": "zz"})
     with pytest.raises(ArchError, match="skips"):
         validate(ds, {**a, "layer2/skips": [5]})
+
+
+class Const(torch.nn.Module):
+    """Stands in for a head or the attention output: fixed raw logits."""
+
+    def __init__(self, value, per_input=False):
+        super().__init__()
+        self.value, self.per_input = torch.tensor(value), per_input
+
+    def forward(self, x):
+        if self.per_input:  # attention: [K, n, H] -> [K, n, 1]
+            return self.value.expand(*x.shape[:-1], 1)
+        return self.value.expand(x.shape[0], -1)
+
+
+def macro_like(tanh=1.5):
+    ds = [Decision("layer0/op", "categorical", choices=OPS, group="op", scope="layers", anchor=True)]
+    for i in (1, 2):
+        ds.append(Decision(f"layer{i}/op", "categorical", choices=OPS, group="op", scope="layers"))
+        ds.append(Decision(f"layer{i}/skips", "skip", num_inputs=i, scope="layers", anchor=True))
+    return Controller(ds, hidden=8, tanh_constant=PerKind(tanh, 0.0, tanh), skip_target=0.4)
+
+
+@pytest.mark.parametrize("q", [-100.0, -0.7, 0.0, 0.3, 100.0])
+def test_macro_skip_probability_and_penalty_match_the_official_controller(q):
+    """general_controller.py: skip logits [-q, q] through 1.5 * tanh, sampled by a softmax
+    over the pair: p(skip) = sigmoid(2 * 1.5 * tanh(q)), 0.047..0.953; the KL penalty is
+    summed over a layer's bits and averaged over the layers."""
+    ctrl = macro_like()
+    ctrl.attn_v = Const([q], per_input=True)
+    s = ctrl(4, generator=torch.Generator().manual_seed(0))
+    p = torch.sigmoid(torch.tensor(2 * 1.5 * math.tanh(q)))
+    assert torch.allclose(s.probs["layer1/skips"], p.expand(1), atol=1e-6)
+    assert torch.allclose(s.probs["layer2/skips"], p.expand(2), atol=1e-6)
+    kl = p * torch.log(p / 0.4) + (1 - p) * torch.log((1 - p) / 0.6)
+    assert torch.allclose(s.skip_penalty, ((1 * kl + 2 * kl) / 2).expand(4), atol=1e-5)
+    if q == 100.0:
+        assert float(p) == pytest.approx(0.9526, abs=1e-4)
+
+
+def test_op_probabilities_follow_the_tanh_constant():
+    ctrl = macro_like()
+    raw = [0.3, -2.0, 1.0]
+    ctrl.heads["op"] = Const(raw)
+    s = ctrl(2, generator=torch.Generator().manual_seed(0))
+    expect = torch.softmax(1.5 * torch.tanh(torch.tensor(raw)), 0)
+    for i in range(3):
+        assert torch.allclose(s.probs[f"layer{i}/op"], expect, atol=1e-6)
+
+
+def test_macro_config_lets_one_op_dominate():
+    """The macro search config shapes op logits with 1.5 (no op_tanh_reduce in the macro
+    controller): one op can reach p = 0.80 of six; 0.6 capped every op below 0.40."""
+    from pathlib import Path
+
+    from enas.config import load_search
+    from enas.controller import build_policy
+    from enas.space import build_space
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("cifar10_macro_search.yaml", "smoke/cifar10_macro_search.yaml"):
+        cfg = load_search(root / "configs" / name)
+        space = build_space(cfg.space.name, cfg.space.args)
+        ctrl = build_policy("enas", space, cfg.controller)
+        ctrl.heads["op"] = Const([100.0] + [-100.0] * 5)
+        s = ctrl(1, generator=torch.Generator().manual_seed(0))
+        assert float(s.probs["layer3/op"].max()) == pytest.approx(math.exp(1.5) / (math.exp(1.5) + 5 * math.exp(-1.5)),
+                                                                  abs=1e-5), name
