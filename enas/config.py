@@ -263,6 +263,9 @@ class SearchSection:
     derive_samples: int = 10  # archs sampled from the policy at each derive
     derive_batches: int = 1  # validation minibatches per candidate; 0 = whole split
     reward_c: float = 80.0  # LM reward c / valid_ppl (paper 3.2)
+    # LM: a reward starts from a zero state that its own architecture first runs over
+    # this many validation tokens before the scored window (enas/tasks/lm.py reward)
+    reward_warmup: int = 10
     aux_weight: float = 0.0  # image: auxiliary head loss weight in the shared phase (micro search: 0.4)
     eval_bn: Literal["batch", "recalibrate"] = "batch"  # BN during reward (image)
     recalibrate_batches: int = 4
@@ -278,6 +281,8 @@ class SearchSection:
             raise ValueError(f"search.epochs must be >= 1, got {self.epochs}")
         if self.derive_samples < 1 or self.derive_batches < 0:
             raise ValueError("search.derive_samples must be >= 1 and derive_batches >= 0")
+        if self.reward_warmup < 0:
+            raise ValueError(f"search.reward_warmup must be >= 0, got {self.reward_warmup}")
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,8 @@ class Search(Loop):
                               "(data.batch_size, split over the processes) and so its learning rate")
         self.task = build_task(
             self.space.modality, cfg.data, data_dir, device, s.seed, split="search",
-            reward_c=s.reward_c, eval_bn=s.eval_bn, recalibrate_batches=s.recalibrate_batches,
-            amp=s.amp, channels_last=s.channels_last, aux_weight=s.aux_weight,
+            reward_c=s.reward_c, reward_warmup=s.reward_warmup, eval_bn=s.eval_bn,
+            recalibrate_batches=s.recalibrate_batches, amp=s.amp, channels_last=s.channels_last, aux_weight=s.aux_weight,
             shard=dist.shard(), train_batch=cfg.data.batch_size,
         )
         torch.manual_seed(s.seed)  # weights of supernet and controller

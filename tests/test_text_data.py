@@ -110,6 +110,39 @@ def test_lm_task(tmp_path):
     assert set(task.evaluate(model, ENAS_PTB_CELL, "test")) == {"loss", "ppl"}
 
 
+def test_reward_depends_on_its_own_architecture_only(tmp_path):
+    """Each reward starts from zeros warmed up by its own architecture on the tokens
+    before its window: whatever was scored before it changes nothing."""
+    torch.manual_seed(0)
+    task = make_task(tmp_path)
+    space = EnasRNNSpace()
+    model = space.supernet(ModelArgs(hidden=12), **task.model_kwargs())
+    g = torch.Generator().manual_seed(0)
+    from enas.controller import RandomPolicy
+
+    a, b, c = RandomPolicy(space.decisions())(3, generator=g).archs
+    rewards = []
+    for before in (b, c, None):
+        task._valid_cursor = 0
+        if before is not None:
+            task.reward(model, before)  # scores the window before a's, leaving its state behind
+            assert task._valid_cursor == task.reward_warmup + task.cfg.bptt
+        else:
+            task._valid_cursor = task.reward_warmup + task.cfg.bptt
+        rewards.append(task.reward(model, a))
+    assert rewards[0] == rewards[1] == rewards[2]
+    # by hand: zeros, the same arch over the 10 tokens before the window, then the window
+    model.eval()
+    start = task.reward_warmup + task.cfg.bptt
+    with torch.no_grad():
+        h = model.init_hidden(3)
+        _, h, _ = model(task.valid_data[start - 10:start], h, a)
+        x, y = task.valid_data[start:start + 8], task.valid_data[start + 1:start + 9]
+        logits, _, _ = model(x, h, a)
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+    assert rewards[0] == pytest.approx(80.0 / float(ce.exp()), rel=1e-5)
+
+
 def test_lm_task_resume_is_exact(tmp_path):
     torch.manual_seed(0)
     task = make_task(tmp_path)
