@@ -73,7 +73,7 @@ def main() -> None:
         return h
 
     with torch.no_grad():
-        full = [task.score(model, a, 0) for a in archs]
+        full = [task.score(model, a, 0)[0] for a in archs]
         rows = {"carried": [], "zero": [], **{f"warmup {w}": [] for w in warmups}}
         moved = []
         for s in starts:

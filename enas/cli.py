@@ -127,8 +127,8 @@ def cmd_search(args) -> int:
         say(f"run folder: {run_dir}   (tensorboard --logdir {run_dir.parent})"
             + (f"   {processes_line()}" if processes_line() else ""), main)
         best = search.run()
-    say(f"best architecture (score {best['score']:.4g}, epoch {best['epoch']}): {search.run_dir / 'best_arch.yaml'}",
-        main)
+    say(f"best architecture (score {best['score']:.4g} +- {best['se']:.2g}, after epoch {best['epoch']}): "
+        f"{search.run_dir / 'best_arch.yaml'}", main)
     return 0
 
 
@@ -137,7 +137,7 @@ def cmd_derive(args) -> int:
 
     out, derived = derive_from_checkpoint(Path(args.run_dir), args.data_dir, resolve_device(args.device),
                                           args.samples, args.seed)
-    print(f"best of {args.samples} (score {derived['score']:.4g}) written to {out}")
+    print(f"best of {args.samples} (score {derived['score']:.4g} +- {derived['se']:.2g}) written to {out}")
     return 0
 
 

@@ -261,7 +261,13 @@ class SearchSection:
     seed: int = 0
     controller_warmup_epochs: int = 0  # shared-only epochs before the controller trains
     derive_samples: int = 10  # archs sampled from the policy at each derive
-    derive_batches: int = 1  # validation minibatches per candidate; 0 = whole split
+    # validation minibatches per candidate, the same for all candidates of a derive and a
+    # different block each epoch; 0 = whole split (paper: one minibatch)
+    derive_batches: int = 1
+    # end of the search: the best final_candidates distinct archs of the last derive are
+    # re-scored on final_batches validation batches (0 = whole split) for best_arch.yaml
+    final_candidates: int = 5
+    final_batches: int = 0
     reward_c: float = 80.0  # LM reward c / valid_ppl (paper 3.2)
     # LM: a reward starts from a zero state that its own architecture first runs over
     # this many validation tokens before the scored window (enas/tasks/lm.py reward)
@@ -281,6 +287,8 @@ class SearchSection:
             raise ValueError(f"search.epochs must be >= 1, got {self.epochs}")
         if self.derive_samples < 1 or self.derive_batches < 0:
             raise ValueError("search.derive_samples must be >= 1 and derive_batches >= 0")
+        if self.final_candidates < 1 or self.final_batches < 0:
+            raise ValueError("search.final_candidates must be >= 1 and final_batches >= 0")
         if self.reward_warmup < 0:
             raise ValueError(f"search.reward_warmup must be >= 0, got {self.reward_warmup}")
 

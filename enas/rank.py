@@ -12,7 +12,8 @@ The run is reloaded exactly as ``enas derive`` does (its config.yaml and
 checkpoint.pt into a ``Search``). The CSV has one row per requested architecture, in
 request order: ``arch`` (the space's text form, e.g. the NB201 cell string, else
 compact JSON), ``score`` (the task's reward: accuracy for images, c / ppl for text),
-``params`` (parameters of the stand-alone child at the run's model size).
+``score_se`` (its standard error), ``params`` (parameters of the stand-alone child at
+the run's model size).
 
 Architecture files (``--archs``): one architecture per line; blank lines and lines
 starting with ``#`` are skipped. A line is either a JSON/YAML flow mapping
@@ -126,8 +127,8 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
         text = arch_text(space, arch)
         if text not in params:
             params[text] = count_params(search, arch)
-        score = float(search.task.score(search.supernet, arch, 0))
-        rows.append({"arch": text, "score": score, "params": params[text]})
+        score, se = search.task.score(search.supernet, arch, 0)
+        rows.append({"arch": text, "score": score, "score_se": se, "params": params[text]})
     if out is None:
         kind = "file" if archs_file is not None else "policy" if policy else "uniform"
         out = run_dir / f"ranks-{kind}-n{len(rows)}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
@@ -151,10 +152,11 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
 def _write_csv(path: Path, rows: list[dict]) -> None:
     """Atomically: a reader never sees half a file."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["arch", "score", "params"], lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=["arch", "score", "score_se", "params"], lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({"arch": r["arch"], "score": repr(r["score"]), "params": r["params"]})
+        w.writerow({"arch": r["arch"], "score": repr(r["score"]), "score_se": repr(r["score_se"]),
+                    "params": r["params"]})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(buf.getvalue())

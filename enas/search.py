@@ -71,7 +71,10 @@ class Search(Loop):
         self.opt = make_sgd(self.supernet.parameters(), cfg.train)
         self.gen = torch.Generator().manual_seed(s.seed + 1)  # controller-phase and derive samples
         self.phase = "shared"
+        self.valid_cursor = 0  # the validation batch the next reward is measured on (cycles)
         self.best: dict = {}
+        self.candidates: list[dict] = []  # the last derive's candidates, best first
+        self.final: dict = {}  # the final derive's result, once the last epoch is done
 
     # ---- checkpoint -----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -84,7 +87,10 @@ class Search(Loop):
             "reinforce": self.reinforce.state_dict(),
             "task": self.task.state_dict(),
             "rng": ckpt.rng_state(self.gen),
+            "valid_cursor": self.valid_cursor,
             "best": self.best,
+            "candidates": self.candidates,
+            "final": self.final,
             "world": dist.world(),  # informational: the state is the same for any number
         }
 
@@ -100,7 +106,8 @@ class Search(Loop):
         self.reinforce.load_state_dict(st["reinforce"])
         self.task.load_state_dict(st["task"])
         ckpt.set_rng_state(st["rng"], self.gen)
-        self.best = st["best"]
+        self.valid_cursor = int(st["valid_cursor"])
+        self.best, self.candidates, self.final = st["best"], list(st["candidates"]), st["final"]
 
     # ---- the loop ---------------------------------------------------------------------
     def run(self, resume_offset: int | None = None) -> dict:
@@ -122,6 +129,10 @@ class Search(Loop):
                     self.epoch, self.phase, self.step = self.epoch + 1, "shared", 0
                     self.save()
                     self._epoch_line(shared, ctrl, derived, time.monotonic() - t0)
+                if self.final.get("epoch") != self.epoch:  # a resumed finished run does not derive again
+                    self.final = self.final_derive()
+                    self.save()
+                self.best = self.final
         finally:
             self.log.close()
         return self.best
@@ -153,7 +164,7 @@ class Search(Loop):
             # the same samples; each reward is summed over the ranks' shares of the validation
             # batch (task), so the Adam step below is the same on every rank.
             sample = self.policy(c.num_aggregate, generator=self.gen)
-            rewards = [self.task.reward(self.supernet, a) for a in sample.archs]
+            rewards = [self._reward(a) for a in sample.archs]
             last = self.reinforce.step(sample, rewards)
             self.step += 1
             self.log.log(self.reinforce.updates, epoch=self.epoch,
@@ -164,33 +175,90 @@ class Search(Loop):
         bar.close()
         return last
 
+    def _reward(self, arch) -> float:
+        """The task's score of ``arch`` on the next validation batch (paper 2.1: one
+        minibatch per sample; each sample of an update gets its own)."""
+        self.valid_cursor %= self.task.num_valid_batches()
+        value, _ = self.task.score(self.supernet, arch, 1, self.valid_cursor)
+        self.valid_cursor += 1
+        return value
+
     def _derive(self) -> dict:
-        """Sample N archs from the policy, score each on validation data, keep the best."""
+        """Sample N archs from the policy and score them all on the same validation
+        batches, a different block each epoch (a fair comparison within a derive, no
+        lottery on one fixed batch across epochs); keep the best as this epoch's arch."""
         s = self.cfg.search
         with torch.no_grad():
             sample = self.policy(s.derive_samples, generator=self.gen)
-        scores = [float(self.task.score(self.supernet, a, s.derive_batches)) for a in sample.archs]
-        finite = [i for i, v in enumerate(scores) if math.isfinite(v)]
-        best = max(finite, key=lambda i: scores[i]) if finite else 0
-        arch, score = sample.archs[best], scores[best]
-        prov = {"run": str(self.run_dir), "epoch": self.epoch + 1, "score": score,
-                "score_is": f"{self.task.metric}-based reward on {s.derive_batches or 'all'} validation batches"}
-        self.best = {"arch": arch, "score": score, "epoch": self.epoch + 1}
+        first = self.epoch * s.derive_batches
+        scored = [self.task.score(self.supernet, a, s.derive_batches, first) for a in sample.archs]
+        ranked = sorted(range(len(scored)), key=lambda i: _sort_key(scored[i][0]))
+        self.candidates = [{"arch": sample.archs[i], "score": scored[i][0], "se": scored[i][1]} for i in ranked]
+        top = self.candidates[0]
         ep = self.epoch + 1
+        prov = {"run": str(self.run_dir), "epoch": ep, "score": top["score"], "score_se": top["se"],
+                "score_is": f"{self.task.metric}-based reward on {_batches_text(s.derive_batches)} "
+                            f"from batch {first % self.task.num_valid_batches()}"}
+        self.best = {"arch": top["arch"], "score": top["score"], "epoch": ep}
         if self.log_enabled:
             (self.run_dir / "archs").mkdir(exist_ok=True)
-            save_arch(self.run_dir / "archs" / f"epoch_{ep:03d}.yaml", self.space, arch, prov)
-            save_arch(self.run_dir / "best_arch.yaml", self.space, arch, prov)
+            save_arch(self.run_dir / "archs" / f"epoch_{ep:03d}.yaml", self.space, top["arch"], prov)
+            save_arch(self.run_dir / "best_arch.yaml", self.space, top["arch"], prov)
             self._log_policy(sample, ep)
-            self.log.log(self.global_step, epoch=self.epoch, **{"derive/score": score,
-                         "derive/score_mean": sum(scores[i] for i in finite) / max(len(finite), 1)})
-            self.log.text("derive/arch", self.space.describe(arch), ep)
-            draw = getattr(self.space, "draw", None)
-            if draw is not None:
-                png = self.run_dir / "archs" / f"epoch_{ep:03d}.png"
-                draw(arch, png)
-                self.log.image("derive/cell", png, ep)
-        return {"score": score, "arch": arch}
+            finite = [v for v, _ in scored if math.isfinite(v)]
+            self.log.log(self.global_step, epoch=self.epoch, **{
+                "derive/score": top["score"], "derive/score_se": top["se"],
+                "derive/score_mean": sum(finite) / max(len(finite), 1)})
+            self.log.text("derive/arch", self.space.describe(top["arch"]), ep)
+            self._draw(top["arch"], self.run_dir / "archs" / f"epoch_{ep:03d}.png", "derive/cell", ep)
+        return {"score": top["score"], "arch": top["arch"]}
+
+    def final_derive(self, out: Path | None = None, provenance: dict | None = None) -> dict:
+        """Re-score the ``final_candidates`` best distinct archs of the last derive on
+        ``final_batches`` validation batches (0 = the whole split), all on the same data,
+        and write the winner with its standard error (``best_arch.yaml``, or ``out``)."""
+        s = self.cfg.search
+        distinct: dict[str, dict] = {}
+        for c in self.candidates:
+            distinct.setdefault(repr(sorted(c["arch"].items())), c)
+        top = list(distinct.values())[:s.final_candidates]
+        rescored = []
+        for c in top:
+            value, se = self.task.score(self.supernet, c["arch"], s.final_batches, 0)
+            rescored.append({"arch": c["arch"], "score": value, "se": se, "derive_score": c["score"]})
+        rescored.sort(key=lambda c: _sort_key(c["score"]))
+        win = rescored[0]
+        margin = None
+        if len(rescored) > 1 and math.isfinite(win["score"]) and math.isfinite(rescored[1]["score"]):
+            spread = math.hypot(win["se"], rescored[1]["se"])
+            margin = (win["score"] - rescored[1]["score"]) / spread if spread > 0 else math.inf
+        data = f"{_batches_text(s.final_batches)} of the validation split"
+        prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
+                "score_is": f"{self.task.metric}-based reward on {data}",
+                "final_derive": {"candidates": len(rescored), "margin_in_se": margin,
+                                 "runner_up_score": rescored[1]["score"] if len(rescored) > 1 else None}}
+        clear = ("clearly ahead" if margin is None or margin >= 2 else
+                 "not clearly ahead (margin under 2 standard errors; score more data: search.final_batches)")
+        say(f"final derive: {len(rescored)} candidates on {data}; best {win['score']:.4g} "
+            f"+- {win['se']:.2g}" + (f", {margin:.1f} standard errors ahead of the next, " if margin is not None
+                                     else ", ") + clear, self.log_enabled or out is not None)
+        if out is not None:
+            save_arch(out, self.space, win["arch"], {**prov, **(provenance or {})})
+        elif self.log_enabled:
+            save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
+            self.log.log(self.global_step, epoch=self.epoch, **{
+                "derive/final_score": win["score"], "derive/final_score_se": win["se"]})
+            table = "\n".join(f"{c['score']:.4g} +- {c['se']:.2g} (derive {c['derive_score']:.4g}): "
+                              f"{self.space.describe(c['arch']).splitlines()[0]}" for c in rescored)
+            self.log.text("derive/final_candidates", table, self.epoch)
+            self._draw(win["arch"], self.run_dir / "best_arch.png", "derive/final_cell", self.epoch)
+        return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch}
+
+    def _draw(self, arch, png: Path, tag: str, step: int) -> None:
+        draw = getattr(self.space, "draw", None)
+        if draw is not None:
+            draw(arch, png)
+            self.log.image(tag, png, step)
 
     def _log_policy(self, sample, ep: int) -> None:
         """Per-decision choice probabilities, mean entropy and the collapse warning (issue 5)."""
@@ -232,8 +300,19 @@ class Search(Loop):
         say("  ".join(parts), self.log_enabled)
 
 
+def _sort_key(score: float) -> float:
+    """Best first; a non-finite score last."""
+    return -score if math.isfinite(score) else math.inf
+
+
+def _batches_text(n: int) -> str:
+    return "all batches" if n == 0 else f"{n} batch{'es' if n > 1 else ''}"
+
+
 def derive_from_checkpoint(run_dir: Path, data_dir, device, samples: int, seed: int = 0) -> tuple[Path, dict]:
-    """``enas derive``: reload a search checkpoint and re-derive with ``samples`` candidates."""
+    """``enas derive``: reload a search checkpoint, sample ``samples`` candidates from its
+    policy and derive as at the end of a search (score all, re-score the best on
+    ``search.final_batches``)."""
     from .config import load_search
 
     run_dir = Path(run_dir)
@@ -242,10 +321,8 @@ def derive_from_checkpoint(run_dir: Path, data_dir, device, samples: int, seed: 
     search = Search(cfg, run_dir, data_dir, device, log=False)
     search.load_state_dict(state)
     search.gen.manual_seed(seed)  # the same candidates for the same --seed
-    derived = search._derive()
+    search._derive()
     out = run_dir / "archs" / f"derive-{time.strftime('%Y%m%d-%H%M%S')}-n{samples}.yaml"
     out.parent.mkdir(exist_ok=True)
-    prov = {"run": str(run_dir), "epoch": state["position"]["epoch"], "score": derived["score"],
-            "derived_from": "checkpoint.pt", "samples": samples}
-    save_arch(out, search.space, derived["arch"], prov)
+    derived = search.final_derive(out, {"derived_from": "checkpoint.pt", "samples": samples, "seed": seed})
     return out, derived

@@ -235,11 +235,11 @@ def test_task_reward_score_evaluate(cifar_dir):
     net.bn.running_mean.fill_(0.5)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     net.train()
-    r1 = task.reward(net, {"a": 1})
-    assert 0.0 <= r1 <= 1.0 and task.state_dict() == {"valid_cursor": 10}
-    task.reward(net, {"a": 1})
-    task.reward(net, {"a": 1})
-    assert task.state_dict() == {"valid_cursor": 10}  # cycled over 20 images
+    assert task.num_valid_batches() == 2
+    r1, se1 = task.score(net, {"a": 1}, 1, 0)  # a controller reward: one batch
+    assert 0.0 <= r1 <= 1.0 and se1 == pytest.approx((r1 * (1 - r1) / 10) ** 0.5)
+    assert task.score(net, {"a": 1}, 1, 2) == (r1, se1)  # batches wrap around
+    assert task.score(net, {"a": 1}, 2, 1) == task.score(net, {"a": 1}, 0)  # batches 1, 0 = all
     assert net.training  # mode restored
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k  # batch-stat scoring leaves running stats alone
@@ -249,12 +249,11 @@ def test_task_reward_score_evaluate(cifar_dir):
     twin = copy.deepcopy(net).train()
     with torch.no_grad():
         manual = (twin(task.valid_x[:10])[0].argmax(1) == task.valid_y[:10]).float().mean().item()
-    task.load_state_dict({"valid_cursor": 0})
     net.bn.eval()  # per-module flags are restored as they were
-    assert task.reward(net, {"a": 1}) == pytest.approx(manual)
+    assert task.score(net, {"a": 1}, 1, 0)[0] == pytest.approx(manual)
     assert net.training and not net.bn.training
     net.bn.train()
-    s1, s_all = task.score(net, {"a": 1}, 1), task.score(net, {"a": 1}, 0)
+    (s1, _), (s_all, _) = task.score(net, {"a": 1}, 1), task.score(net, {"a": 1}, 0)
     assert 0.0 <= s1 <= 1.0 and 0.0 <= s_all <= 1.0
     ev = task.evaluate(net, {"a": 1}, "valid")
     assert set(ev) == {"loss", "accuracy"} and ev["accuracy"] == pytest.approx(s_all)

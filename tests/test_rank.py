@@ -43,7 +43,7 @@ def test_uniform_samples_one_row_each(search_run, tmp_path, capsys):
     out = tmp_path / "ranks.csv"
     assert run("rank", run_dir, "--samples", 5, "--out", out, "--data-dir", data, "--device", "cpu") == 0
     rows = read_csv(out)
-    assert len(rows) == 5 and list(rows[0]) == ["arch", "score", "params"]
+    assert len(rows) == 5 and list(rows[0]) == ["arch", "score", "score_se", "params"]
     space = build_space("nb201")
     for r in rows:
         space.parse_text(r["arch"])

@@ -106,7 +106,9 @@ def test_retrain_then_evaluate(tmp_path, data, name, capsys):
     assert list(run_dir.glob("events.out.tfevents.*"))
     result = json.loads((run_dir / "result.json").read_text())
     key = "test_perplexity" if name == "enas_rnn" else "test_accuracy"
-    assert result[key] > 0 and result["epochs"] == 2 and result["wall_time_s"] > 0
+    # a 2-epoch tiny child may get none of the 12 test images right; a perplexity is > 0
+    assert (result[key] > 0 if name == "enas_rnn" else 0 <= result[key] <= 1)
+    assert result["epochs"] == 2 and result["wall_time_s"] > 0
     space, arch, doc = load_arch(run_dir / "arch.yaml")
     assert space.name == name and doc["provenance"]["source_provenance"]["run"] == "test"
     model = space.child(arch, from_dict(type(space).ModelArgs, TINY[name]["model"]),
@@ -121,7 +123,7 @@ def test_retrain_then_evaluate(tmp_path, data, name, capsys):
     out = capsys.readouterr().out
     assert f"{key} {result[key]:.6g}  (recomputed" in out and "match" in out
     # a tampered result is reported, not hidden
-    result[key] *= 1.5
+    result[key] = result[key] * 1.5 + 0.1  # (an accuracy may be 0)
     (run_dir / "result.json").write_text(json.dumps(result))
     assert run("evaluate", run_dir, "--device", "cpu") == 1
     assert "MISMATCH" in capsys.readouterr().err

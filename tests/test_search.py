@@ -100,3 +100,41 @@ def test_random_policy_never_updates(tmp_path, ptb_dir, tiny_ptb_config):
     st = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert st["policy"] == {} and st["reinforce"]["updates"] == 0
     load_arch(run_dir / "best_arch.yaml")
+
+
+def test_derive_shares_batches_rotates_them_and_ends_with_a_final_derive(tmp_path, ptb_dir, tiny_ptb_config,
+                                                                          monkeypatch):
+    """All candidates of one derive are scored on the same batches, another block each
+    epoch; best_arch.yaml comes from re-scoring the top candidates on the whole split,
+    with the standard error in its provenance and in the metrics."""
+    from enas.tasks.lm import LanguageModelTask
+
+    calls = []
+    real = LanguageModelTask.score
+
+    def recording(self, model, arch, num_batches=0, first=0):
+        out = real(self, model, arch, num_batches, first)
+        calls.append((num_batches, first, repr(sorted(arch.items())), out))
+        return out
+
+    monkeypatch.setattr(LanguageModelTask, "score", recording)
+    run_dir = tmp_path / "r"
+    cfg = tiny_ptb_config({"search": {"epochs": 2, "derive_samples": 4, "derive_batches": 2,
+                                      "final_candidates": 2}})
+    assert run("search", cfg, "--data-dir", ptb_dir, "--run-dir", run_dir, "--device", "cpu") == 0
+    derive = [c for c in calls if c[0] == 2]
+    assert len(derive) == 8
+    firsts = [{c[1] for c in derive[:4]}, {c[1] for c in derive[4:]}]
+    assert firsts == [{0}, {2}]  # shared within a derive, a new block each epoch
+    final = [c for c in calls if c[0] == 0]
+    last = sorted(derive[4:], key=lambda c: -c[3][0])
+    top = list(dict.fromkeys(c[2] for c in last))[:2]
+    assert [c[2] for c in final] == top or [c[2] for c in final] == top[::-1]
+    best = max(final, key=lambda c: c[3][0])
+    _, arch, doc = load_arch(run_dir / "best_arch.yaml")
+    prov = doc["provenance"]
+    assert repr(sorted(arch.items())) == best[2]
+    assert prov["score"] == best[3][0] and prov["score_se"] == best[3][1] > 0
+    assert prov["final_derive"]["candidates"] == len(final)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("derive/final_score_se") == best[3][1] for r in rows)

@@ -98,12 +98,15 @@ def test_lm_task(tmp_path):
     task.on_bad_step()  # the loop's hook after a skipped non-finite step: drop the carried state
     assert task._train_hidden is None
 
-    r1 = task.reward(model, ENAS_PTB_CELL)
-    assert 0 < r1 < 80 and model.training  # mode restored
-    s = task.score(model, ENAS_PTB_CELL, 2)
-    s_all = task.score(model, ENAS_PTB_CELL, 0)
+    r1, se1 = task.score(model, ENAS_PTB_CELL, 1, 0)  # a controller reward: one window
+    assert 0 < r1 < 80 and 0 < se1 < r1 and model.training  # mode restored
+    s, _ = task.score(model, ENAS_PTB_CELL, 2)
+    s_all, se_all = task.score(model, ENAS_PTB_CELL, 0)
+    assert 0 < s and 0 < se_all
+    # the whole-split score skips only the warm-up tokens evaluate reads
     ev = task.evaluate(model, ENAS_PTB_CELL, "valid")
-    assert 0 < s and s_all == pytest.approx(80.0 / ev["ppl"], rel=1e-5)
+    assert s_all == pytest.approx(80.0 / ev["ppl"], rel=0.05)
+    assert task.num_valid_batches() == len(text.window_starts(task.valid_data.size(0) - 10, 8, False, 8, None))
     assert ev["ppl"] == pytest.approx(torch.tensor(ev["loss"]).exp().item(), rel=1e-5)
     # roughly uniform over the vocabulary at init
     assert 0.5 * len(task.vocab) < ev["ppl"] < 2 * len(task.vocab)
@@ -111,8 +114,8 @@ def test_lm_task(tmp_path):
 
 
 def test_reward_depends_on_its_own_architecture_only(tmp_path):
-    """Each reward starts from zeros warmed up by its own architecture on the tokens
-    before its window: whatever was scored before it changes nothing."""
+    """A score (a reward is one window) starts from zeros warmed up by its own architecture
+    on the tokens before its window: whatever was scored before it changes nothing."""
     torch.manual_seed(0)
     task = make_task(tmp_path)
     space = EnasRNNSpace()
@@ -123,15 +126,11 @@ def test_reward_depends_on_its_own_architecture_only(tmp_path):
     a, b, c = RandomPolicy(space.decisions())(3, generator=g).archs
     rewards = []
     for before in (b, c, None):
-        task._valid_cursor = 0
         if before is not None:
-            task.reward(model, before)  # scores the window before a's, leaving its state behind
-            assert task._valid_cursor == task.reward_warmup + task.cfg.bptt
-        else:
-            task._valid_cursor = task.reward_warmup + task.cfg.bptt
-        rewards.append(task.reward(model, a))
+            task.score(model, before, 1, 0)  # the window before a's
+        rewards.append(task.score(model, a, 1, 1)[0])
     assert rewards[0] == rewards[1] == rewards[2]
-    # by hand: zeros, the same arch over the 10 tokens before the window, then the window
+    # by hand: zeros, the same arch over the 10 tokens before window 1, then the window
     model.eval()
     start = task.reward_warmup + task.cfg.bptt
     with torch.no_grad():
@@ -143,6 +142,33 @@ def test_reward_depends_on_its_own_architecture_only(tmp_path):
     assert rewards[0] == pytest.approx(80.0 / float(ce.exp()), rel=1e-5)
 
 
+def test_score_blocks_and_standard_error(tmp_path):
+    """Consecutive windows from ``first``; a block past the end starts earlier; the
+    standard error comes from the per-(window, stream) mean losses (delta method)."""
+    torch.manual_seed(0)
+    task = make_task(tmp_path)
+    model = EnasRNNSpace().supernet(ModelArgs(hidden=12, init_range=1.0), **task.model_kwargs())
+    n = task.num_valid_batches()
+    assert task.score(model, ENAS_PTB_CELL, 2, n - 1) == task.score(model, ENAS_PTB_CELL, 2, n - 2)
+    assert task.score(model, ENAS_PTB_CELL, 2, n) == task.score(model, ENAS_PTB_CELL, 2, 0)
+    model.eval()
+    start = task.reward_warmup
+    with torch.no_grad():
+        h = model.init_hidden(3)
+        _, h, _ = model(task.valid_data[:start], h, ENAS_PTB_CELL)
+        cols = []
+        for i in (start, start + 8):
+            logits, h, _ = model(task.valid_data[i:i + 8], h, ENAS_PTB_CELL)
+            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                                   task.valid_data[i + 1:i + 9].reshape(-1), reduction="none")
+            cols.append(ce.view(8, 3).mean(0))
+    cols = torch.cat(cols).double()
+    value = 80.0 / float(cols.mean().exp())
+    se = value * float(cols.std() / len(cols) ** 0.5)
+    got = task.score(model, ENAS_PTB_CELL, 2, 0)
+    assert got[0] == pytest.approx(value, rel=1e-5) and got[1] == pytest.approx(se, rel=1e-4)
+
+
 def test_lm_task_resume_is_exact(tmp_path):
     torch.manual_seed(0)
     task = make_task(tmp_path)
@@ -150,18 +176,15 @@ def test_lm_task_resume_is_exact(tmp_path):
     task.start_epoch(0)
     it = task.train_batches(0)
     task.train_loss(model, next(it), ENAS_PTB_CELL)
-    task.reward(model, ENAS_PTB_CELL)
     state = task.state_dict()
     nxt = next(it)
     model.eval()  # no dropout: the continuation must match exactly
     a = task.train_loss(model, nxt, ENAS_PTB_CELL)[1]["loss"]
-    ra = [task.reward(model, ENAS_PTB_CELL) for _ in range(30)]  # cycles past the end of valid
 
     other = make_task(tmp_path)
     other.load_state_dict(state)
     b = other.train_loss(model, list(other.train_batches(0))[1], ENAS_PTB_CELL)[1]["loss"]
-    rb = [other.reward(model, ENAS_PTB_CELL) for _ in range(30)]
-    assert torch.equal(a, b) and ra == rb
+    assert torch.equal(a, b)
 
 
 def test_non_standard_ptb_file_is_used_with_a_note(tmp_path, capsys):

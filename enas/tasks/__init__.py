@@ -14,10 +14,12 @@ Task interface (see enas/tasks/lm.py and enas/tasks/image.py)::
     task.train_batches(epoch) -> iterator of batches, deterministic in (seed, epoch)
     task.start_epoch(epoch)              # reset carried state (LM hidden state)
     task.train_loss(model, batch, arch) -> (loss tensor, {name: detached tensor})
-    task.reward(model, arch) -> float    # next validation minibatch (cycled); higher is better
-    task.score(model, arch, num_batches) -> float   # first num_batches of valid (0 = all)
+    task.num_valid_batches() -> int
+    task.score(model, arch, num_batches=0, first=0) -> (value, standard error)
+                                         # num_batches valid batches from batch first (0 = all);
+                                         # higher is better; a controller reward is one batch
     task.evaluate(model, arch, split) -> dict of floats on "valid" or "test"
-    task.state_dict() / load_state_dict()           # cursors, carried state (exact resume)
+    task.state_dict() / load_state_dict()           # carried state (exact resume)
     task.on_bad_step()                   # optional: after a skipped non-finite step
     task.metric: str                     # "ppl" or "accuracy", the headline figure
 

@@ -28,6 +28,7 @@ batch's); ``recalibrate`` runs its full batches on every rank, so it stays exact
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 
 import torch
@@ -113,7 +114,6 @@ class ImageTask:
         self.train_x, self.train_y = self._to_device(*train)
         self.valid_x, self.valid_y = self._to_device(*valid)
         self.test_x, self.test_y = (self.valid_x, self.valid_y) if test is valid else self._to_device(*test)
-        self._valid_cursor = 0
         self._epoch_plan: tuple[int, dict] | None = None
         # Global training minibatch and this process's share of every batch.
         self.shard = shard or Shard()
@@ -256,11 +256,16 @@ class ImageTask:
             for m, f in zip(mods, flags):
                 m.__dict__["training"] = f
 
-    def _batches(self, split: str, num_batches: int = 0):
+    def num_valid_batches(self) -> int:
+        return -(-self.valid_x.shape[0] // self.cfg.eval_batch_size)
+
+    def _batches(self, split: str, num_batches: int = 0, first: int = 0):
+        """``num_batches`` eval batches from batch ``first``, wrapping (0 = the whole split)."""
         x, y = (self.valid_x, self.valid_y) if split == "valid" else (self.test_x, self.test_y)
         ebs = self.cfg.eval_batch_size
         n = -(-x.shape[0] // ebs)
-        for i in range(min(n, num_batches) if num_batches > 0 else n):
+        order = range(n) if num_batches <= 0 else [(first + k) % n for k in range(min(num_batches, n))]
+        for i in order:
             yield self.shard.chunk(x[i * ebs:(i + 1) * ebs]), self.shard.chunk(y[i * ebs:(i + 1) * ebs])
 
     def _run(self, model, arch, batches):
@@ -279,23 +284,13 @@ class ImageTask:
         # Several processes: each scored its share; the figures are the whole batch's.
         return self.shard.sum(loss, correct, count)
 
-    def reward(self, model, arch) -> float:
-        """Accuracy on the next validation minibatch (eval_batch_size images; cycles)."""
-        ebs, n = self.cfg.eval_batch_size, self.valid_x.shape[0]
-        if self._valid_cursor >= n:
-            self._valid_cursor = 0
-        sl = slice(self._valid_cursor, self._valid_cursor + ebs)
-        self._valid_cursor += ebs
+    def score(self, model, arch, num_batches: int = 0, first: int = 0) -> tuple[float, float]:
+        """(accuracy, its binomial standard error) on ``num_batches`` validation batches
+        from batch ``first`` (wrapping; 0 = all)."""
         with self._scoring(model, arch):
-            _, correct, count = self._run(model, arch, [(self.shard.chunk(self.valid_x[sl]),
-                                                         self.shard.chunk(self.valid_y[sl]))])
-        return correct.item() / count
-
-    def score(self, model, arch, num_batches: int = 0) -> float:
-        """Accuracy on the first ``num_batches`` validation batches (0 = all)."""
-        with self._scoring(model, arch):
-            _, correct, count = self._run(model, arch, self._batches("valid", num_batches))
-        return correct.item() / count
+            _, correct, count = self._run(model, arch, self._batches("valid", num_batches, first))
+        p = correct.item() / count
+        return p, math.sqrt(p * (1 - p) / count)
 
     def evaluate(self, model, arch, split: str) -> dict:
         """{"loss", "accuracy"} over a whole split ("valid" or "test")."""
@@ -308,7 +303,7 @@ class ImageTask:
     # ------------------------------------------------------------------ resume
 
     def state_dict(self) -> dict:
-        return {"valid_cursor": self._valid_cursor}
+        return {}  # no carried state: an epoch's order and augmentation come from (seed, epoch)
 
     def load_state_dict(self, state: dict) -> None:
-        self._valid_cursor = int(state["valid_cursor"])
+        pass

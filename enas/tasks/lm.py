@@ -3,10 +3,9 @@
 Both splits train on the training text and score on the validation text (the paper's
 search uses PTB train/valid, paper 3.2); only a final model is evaluated on test.
 The recurrent state is carried from one BPTT window to the next (truncated BPTT)
-across the training windows of an epoch (reset by ``start_epoch``). A controller
-reward never inherits a state: each starts from zeros that its own architecture first
-runs over the ``reward_warmup`` tokens before its window, so a reward depends on its
-architecture only, not on the one sampled before it.
+across the training windows of an epoch (reset by ``start_epoch``). A score (and so a
+controller reward) never inherits a state: it starts from zeros that its own
+architecture first runs over the ``reward_warmup`` tokens before its windows.
 """
 from __future__ import annotations
 
@@ -50,7 +49,6 @@ class LanguageModelTask:
         self._windows_cache: tuple[int, list] | None = None
         self._epoch = 0
         self._train_hidden: torch.Tensor | None = None
-        self._valid_cursor = 0
 
     # ------------------------------------------------------------------ training
 
@@ -121,19 +119,24 @@ class LanguageModelTask:
     # ------------------------------------------------------------------ scoring
 
     def _run(self, model, arch, source, windows, hidden):
-        """Token-weighted CE sum over ``windows`` (eval mode, no grad). Returns (sum, count, hidden)."""
+        """Over ``windows`` (eval mode, no grad): the token-weighted CE sum and token count,
+        and the (count, sum, sum of squares) of each (window, column) mean CE: the columns
+        are separate text streams, so these are the samples of a standard error.
+        Returns (sum, count, samples, hidden)."""
         total = torch.zeros((), device=self.device)
-        count = 0
+        m1 = torch.zeros((), device=self.device, dtype=torch.float64)
+        m2 = torch.zeros((), device=self.device, dtype=torch.float64)
+        count = n = 0
         for i, L in windows:
             x, y = get_window(source, i, L)
             with self._autocast():
                 logits, hidden, _ = model(x, hidden, arch)
-            total = total + F.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
-            )
-            count += y.numel()
-        total, count = self.shard.sum(total, count)
-        return total, count, hidden
+            ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+            col = ce.view(y.shape).mean(0).double()  # [B] mean CE of each stream in this window
+            total, m1, m2 = total + ce.sum(), m1 + col.sum(), m2 + col.pow(2).sum()
+            count, n = count + y.numel(), n + col.numel()
+        total, count, n, m1, m2 = self.shard.sum(total, count, n, m1, m2)
+        return total, count, (n, float(m1), float(m2)), hidden
 
     @contextlib.contextmanager
     def _eval(self, model):
@@ -152,41 +155,54 @@ class LanguageModelTask:
             return 0.0
         return self.reward_c / math.exp(min(mean_ce, 700.0))
 
-    def reward(self, model, arch) -> float:
-        """c / ppl on the next validation window (eval_batch_size x bptt tokens; cycles).
+    def _warm_state(self, model, arch, start: int):
+        """Zeros, run by ``arch`` over the ``reward_warmup`` tokens before ``start``."""
+        hidden = model.init_hidden(self.valid_data.size(1))
+        w = min(self.reward_warmup, start)
+        if w:
+            x, _ = get_window(self.valid_data, start - w, w)
+            with self._autocast():
+                _, hidden, _ = model(x, hidden, arch)
+        return hidden
 
-        The state starts at zero and the same architecture runs over the
-        ``reward_warmup`` tokens before the window unscored. A zero state alone makes the
-        window's first tokens context-free: on a trained PTB-subset supernet, one-window
-        rewards then ranked 40 random cells at Spearman 0.87 against their whole-split
-        score, 0.99 with 10 warm-up tokens (as with 35; benchmarks/ptb_reward_state.py,
-        benchmarks/RESULTS.md)."""
-        src, L = self.valid_data, self.cfg.bptt
-        w = min(self.reward_warmup, max(src.size(0) - 2, 0))
-        if self._valid_cursor < w or self._valid_cursor >= src.size(0) - 1:
-            self._valid_cursor = w  # (re)start the cycle after the first warm-up tokens
-        start = self._valid_cursor
-        self._valid_cursor += L
-        with self._eval(model):
-            hidden = model.init_hidden(src.size(1))
-            if w:
-                x, _ = get_window(src, start - w, w)
-                with self._autocast():
-                    _, hidden, _ = model(x, hidden, arch)
-            total, count, _ = self._run(model, arch, src, [(start, L)], hidden)
-        return self._reward_from(total.item() / count)
+    def _split_windows(self, source, start: int = 0):
+        """Consecutive bptt windows from token ``start`` to the end of ``source``."""
+        wins = window_starts(source.size(0) - start, self.cfg.bptt, False, self.cfg.bptt, None)
+        return [(start + i, L) for i, L in wins]
 
-    def _split_windows(self, source, num_batches: int = 0):
-        wins = window_starts(source.size(0), self.cfg.bptt, False, self.cfg.bptt, None)
-        return wins[:num_batches] if num_batches > 0 else wins
-
-    def score(self, model, arch, num_batches: int = 0) -> float:
-        """c / ppl over the first ``num_batches`` validation windows (0 = all), fresh state."""
+    def _score_windows(self):
+        """The windows rewards and scores read: after the first reward_warmup tokens
+        (capped to leave one window), which only ever warm up a state."""
         src = self.valid_data
+        return self._split_windows(src, min(self.reward_warmup, max(src.size(0) - 2, 0)))
+
+    def num_valid_batches(self) -> int:
+        return len(self._score_windows())
+
+    def score(self, model, arch, num_batches: int = 0, first: int = 0) -> tuple[float, float]:
+        """(c / ppl, its standard error) over ``num_batches`` consecutive validation windows
+        from window ``first`` (0 = all); a controller reward is one window.
+
+        The state starts at zero and the same architecture first runs over the
+        ``reward_warmup`` tokens before the first window, unscored, so a score depends on
+        its own architecture only. A zero state alone makes the window's first tokens
+        context-free: on a trained PTB-subset supernet, one-window rewards then ranked 40
+        random cells at Spearman 0.87 against their whole-split score, 0.99 with 10
+        warm-up tokens (as with 35; benchmarks/ptb_reward_state.py, benchmarks/RESULTS.md).
+        The state is carried across the windows, so a block that would run past the end
+        of the split starts earlier instead of wrapping."""
+        wins = self._score_windows()
+        if num_batches > 0:
+            n = min(num_batches, len(wins))
+            first = min(first % len(wins), len(wins) - n)
+            wins = wins[first:first + n]
         with self._eval(model):
-            total, count, _ = self._run(model, arch, src, self._split_windows(src, num_batches),
-                                        model.init_hidden(src.size(1)))
-        return self._reward_from(total.item() / count)
+            total, count, (n, m1, m2), _ = self._run(model, arch, self.valid_data, wins,
+                                                     self._warm_state(model, arch, wins[0][0]))
+        value = self._reward_from(total.item() / count)
+        # delta method: d(c e^-m)/dm = -c e^-m, so se(value) = value * se(mean CE)
+        var = (m2 - m1 * m1 / n) / (n - 1) if n > 1 else float("nan")
+        return value, value * math.sqrt(max(var, 0.0) / n)
 
     def evaluate(self, model, arch, split: str) -> dict:
         """{"loss", "ppl"} over a whole split ("valid" or "test") from a fresh state."""
@@ -194,8 +210,7 @@ class LanguageModelTask:
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
         src = self.valid_data if split == "valid" else self.test_data
         with self._eval(model):
-            total, count, _ = self._run(model, arch, src, self._split_windows(src),
-                                        model.init_hidden(src.size(1)))
+            total, count, _, _ = self._run(model, arch, src, self._split_windows(src), model.init_hidden(src.size(1)))
         loss = total.item() / count
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0)) if math.isfinite(loss) else float("inf")}
 
@@ -206,7 +221,6 @@ class LanguageModelTask:
         return {
             "epoch": self._epoch,
             "train_hidden": cpu(self.shard.gather(self._train_hidden)),  # all columns
-            "valid_cursor": self._valid_cursor,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -216,4 +230,4 @@ class LanguageModelTask:
         if h is not None and h.size(0) != self.train_batch:
             h = None  # a retrain resumed on another number of processes: other streams
         self._train_hidden = dev(None if h is None else self.shard.take(h))
-        self._valid_cursor = int(state["valid_cursor"])
+
