@@ -33,6 +33,25 @@ class NonFiniteError(RuntimeError):
     pass
 
 
+class BNStats:
+    """The BN running statistics of a model, saved before each step and restored when the
+    step is skipped: the forward has already folded the bad batch into them."""
+
+    def __init__(self, model: torch.nn.Module):
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self.live = [b for m in bns for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+                     if b is not None]
+        self.saved = [b.clone() for b in self.live]
+
+    def save(self) -> None:
+        if self.live:
+            torch._foreach_copy_(self.saved, self.live)
+
+    def restore(self) -> None:
+        if self.live:
+            torch._foreach_copy_(self.live, self.saved)
+
+
 class Loop:
     kind = "run"  # "search" or "retrain": names the command that resumes
 
@@ -120,12 +139,15 @@ class Loop:
         model.train()
         params = [p for p in model.parameters()]
         clip = grad_clip if grad_clip > 0 else math.inf
+        bn_stats = BNStats(model)
+        lr_scale = getattr(task, "lr_scale", None)
         if self.step == 0:
             self.epoch_sums, self.epoch_count = {}, 0
         bar = progress(n, desc, self.step, self.log_enabled)
         for i, batch in enumerate(task.train_batches(self.epoch)):
             if i < self.step:
                 continue  # resumed mid-epoch: same order, already trained
+            bn_stats.save()  # the forward updates BN running statistics even if the step is skipped
             loss, stats = task.train_loss(model, batch, arch_at(i))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -133,10 +155,18 @@ class Loop:
             norm = torch.nn.utils.clip_grad_norm_(params, clip)  # really clips (official CIFAR bug: it did not)
             self.step = i + 1
             if not torch.isfinite(norm):  # the one host sync per step: skip a poisoned update
+                bn_stats.restore()
                 self._bad_step(task, opt)
             else:
                 self.bad_steps = 0
+                scale = lr_scale(batch) if lr_scale is not None else 1.0
+                if scale != 1.0:  # e.g. variable BPTT: the step, not the loss, so clipping keeps it
+                    for g in opt.param_groups:
+                        g["lr"] *= scale
                 opt.step()
+                if scale != 1.0:
+                    for g in opt.param_groups:
+                        g["lr"] /= scale
                 if on_step is not None:
                     on_step()
                 for k, v in stats.items():

@@ -90,7 +90,10 @@ def test_lm_task(tmp_path):
     assert len(list(task.train_batches(5))) == task.num_train_batches(5)
     assert [b["start"] for b in batches] == [b["start"] for b in task.train_batches(0)]  # deterministic
     assert all(b["seq_len"] <= 12 for b in batches)
+    # variable BPTT scales the step (the loop applies it after clipping), not the loss
+    assert [task.lr_scale(b) for b in batches] == [b["seq_len"] / 8 for b in batches]
     loss, stats = task.train_loss(model, batches[0], ENAS_PTB_CELL)
+    assert float(loss.detach()) == pytest.approx(float(stats["loss"] + stats["extra_loss"]), rel=1e-6)
     # No "ppl": the loop averages step stats, and a mean of exp(loss) means nothing.
     assert loss.requires_grad and set(stats) == {"loss", "extra_loss"} and not stats["loss"].requires_grad
     loss.backward()

@@ -107,14 +107,15 @@ class LanguageModelTask:
             ce, hidden, extra = model(x, hidden, arch, target=y)
         self._train_hidden = hidden.detach()  # truncated BPTT: carry the value, not the graph
         loss = ce + extra
-        if self.cfg.variable_bptt:
-            # enas_lm / AWD-LSTM scale the learning rate by L / bptt so short windows
-            # move the weights less. Scaling the loss is the same step for SGD, except
-            # that gradient clipping then sees the scaled gradient.
-            loss = loss * (batch["seq_len"] / self.cfg.bptt)
         # No "ppl" here: the loop averages stats over steps, and a mean of exp(loss) is
         # not a perplexity. exp of the averaged loss is, where one is wanted.
         return loss, {"loss": ce.detach(), "extra_loss": extra.detach()}
+
+    def lr_scale(self, batch) -> float:
+        """Variable BPTT: enas_lm / AWD-LSTM scale the learning rate of a step by L / bptt so
+        that short windows move the weights less. The loop scales the step after clipping;
+        scaling the loss instead would let clipping cancel it whenever it binds."""
+        return batch["seq_len"] / self.cfg.bptt if self.cfg.variable_bptt else 1.0
 
     # ------------------------------------------------------------------ scoring
 
