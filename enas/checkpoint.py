@@ -8,9 +8,11 @@ uses ``torch.load(weights_only=True)``: plain containers and tensors only, never
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,19 +61,62 @@ def save(run_dir: str | Path, state: dict) -> Path:
     return path
 
 
-def load(run_dir: str | Path) -> dict:
-    run_dir = Path(run_dir)
-    path = run_dir / NAME
-    if not path.exists():
-        raise CheckpointError(f"{run_dir} has no {NAME}; is it a run folder that finished an epoch?")
+def _read(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        hint = f"; the previous checkpoint {run_dir / PREV} may still be good" if (run_dir / PREV).exists() else ""
-        raise CheckpointError(f"{path} is corrupt or not an enas checkpoint ({type(e).__name__}){hint}") from None
+        raise CheckpointError(f"{path} is corrupt or not an enas checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} was written by an incompatible enas version (format {state.get('format') if isinstance(state, dict) else '?'})")
+        got = state.get("format") if isinstance(state, dict) else "?"
+        raise CheckpointError(f"{path} was written by an incompatible enas version (format {got})")
     return state
+
+
+def load(run_dir: str | Path, say=None) -> dict:
+    """The run's checkpoint; if checkpoint.pt is unreadable (a truncated copy, a disk
+    error), the previous one, saying so and how much work will be repeated."""
+    run_dir = Path(run_dir)
+    path, prev = run_dir / NAME, run_dir / PREV
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} has no {NAME}; is it a run folder that finished an epoch?")
+    try:
+        return _read(path)
+    except CheckpointError as e:
+        if not prev.exists():
+            raise
+        first = e
+    try:
+        state = _read(prev)
+    except CheckpointError as e:
+        raise CheckpointError(f"{first}; the previous checkpoint is unreadable too: {e}") from None
+    pos = state.get("position") or {}
+    msg = (f"{first}; using the previous checkpoint {prev.name} instead, which continues at epoch "
+           f"{pos.get('epoch', 0) + 1}, {pos.get('phase', '?')} step {pos.get('step', '?')}: the work done after "
+           f"it is repeated")
+    last = _last_logged_step(run_dir / "metrics.jsonl")
+    if last is not None and isinstance(pos.get("global_step"), int) and last > pos["global_step"]:
+        msg += f" (about {last - pos['global_step']} training steps, by metrics.jsonl)"
+    (say or (lambda m: print(f"note: {m}", file=sys.stderr)))(msg)
+    return state
+
+
+def _last_logged_step(path: Path) -> int | None:
+    """The step of the last complete line of metrics.jsonl, if any."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(step, int):
+            return step
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

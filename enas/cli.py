@@ -23,6 +23,7 @@ from . import distributed as dist
 from .archfile import ArchFileError
 from .checkpoint import CheckpointError
 from .config import ConfigError, dump, from_dict, load_search, to_dict
+from .data import record
 from .data.errors import DataError
 from .interrupt import StopRequested
 from .loop import NonFiniteError
@@ -106,21 +107,24 @@ def cmd_search(args) -> int:
             state = ckpt.load(run_dir)
             diffs = checked_config_diff(state["config"], cfg, SearchConfig)
             refuse_changes(diffs, args.allow_config_change)
-            return cfg, state, diffs
+            data_dir = record.resolve(run_dir, cfg.data.dataset, args.data_dir, args.allow_config_change, say)
+            return cfg, state, diffs, data_dir
 
-        cfg, state, diffs = dist.on_main(read)
-        search = dist.local_main_first(lambda: Search(cfg, run_dir, args.data_dir, device, log=main))
+        cfg, state, diffs, data_dir = dist.on_main(read)
+        search = dist.local_main_first(lambda: Search(cfg, run_dir, data_dir, device, log=main))
         best = resume(search, cfg, state, diffs, main)
     else:
         if args.config is None:
             raise ConfigError("enas search needs CONFIG.yaml (or --resume RUN_DIR)")
         cfg = dist.on_main(lambda: load_search(args.config, args.set))
+        data_dir = args.data_dir or "data"
         # loads data before any folder is made
-        search = dist.local_main_first(lambda: Search(cfg, None, args.data_dir, device, log=main))
+        search = dist.local_main_first(lambda: Search(cfg, None, data_dir, device, log=main))
 
         def create():
             run_dir = new_run_dir(args.run_dir, args.config)
             dump(cfg, run_dir / "config.yaml")
+            record.write(run_dir, cfg.data.dataset, data_dir)
             return run_dir
 
         search.run_dir = run_dir = dist.on_main(create)
@@ -136,7 +140,7 @@ def cmd_derive(args) -> int:
     from .search import derive_from_checkpoint
 
     out, derived = derive_from_checkpoint(Path(args.run_dir), args.data_dir, resolve_device(args.device),
-                                          args.samples, args.seed)
+                                          args.samples, args.seed, args.allow_data_change)
     print(f"best of {args.samples} (score {derived['score']:.4g} +- {derived['se']:.2g}) written to {out}")
     return 0
 
@@ -159,10 +163,11 @@ def cmd_retrain(args) -> int:
             state = ckpt.load(run_dir)
             diffs = checked_config_diff(state["config"], cfg, RetrainConfig)
             refuse_changes(diffs, args.allow_config_change)
-            return space, arch, cfg, state, diffs
 
-        space, arch, cfg, state, diffs = dist.on_main(read)
-        data_dir = args.data_dir or state.get("data_dir") or "data"
+            data_dir = record.resolve(run_dir, cfg.data.dataset, args.data_dir, args.allow_config_change, say)
+            return space, arch, cfg, state, diffs, data_dir
+
+        space, arch, cfg, state, diffs, data_dir = dist.on_main(read)
         rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, run_dir, data_dir, device, log=main))
         result = resume(rt, cfg, state, diffs, main)
     else:
@@ -175,13 +180,15 @@ def cmd_retrain(args) -> int:
             return space, arch, load_retrain(args.config, args.set, space)
 
         space, arch, cfg = dist.on_main(read)
+        data_dir = args.data_dir or "data"
         rt = dist.local_main_first(  # data before any folder
-            lambda: Retrain(cfg, space, arch, None, args.data_dir or "data", device, log=main))
+            lambda: Retrain(cfg, space, arch, None, data_dir, device, log=main))
 
         def create():
             run_dir = new_run_dir(args.run_dir, args.config, kind="retrain")
             rt.run_dir = run_dir
             write_run_files(rt, dump, args.arch)
+            record.write(run_dir, cfg.data.dataset, data_dir)
             return run_dir
 
         rt.run_dir = dist.on_main(create)
@@ -195,10 +202,10 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .retrain import evaluate_run, recorded_data_dir
+    from .retrain import evaluate_run
 
-    data_dir = args.data_dir or recorded_data_dir(args.run_dir) or "data"
-    out = evaluate_run(Path(args.run_dir), data_dir, resolve_device(args.device))
+    out = evaluate_run(Path(args.run_dir), args.data_dir, resolve_device(args.device), args.allow_data_change)
+    data_dir = out["data_dir"]
     print(f"{out['metric']} {out['value']:.6g}  (recomputed from {out['weights']}, params {out['params']:,})")
     if out["recorded"] is None:
         print(f"no {out['metric']} in {Path(args.run_dir) / 'result.json'} yet (unfinished run?)")
@@ -237,20 +244,30 @@ def cmd_rank(args) -> int:
 
     out, rows, summary = rank(Path(args.run_dir), args.data_dir, resolve_device(args.device), samples=args.samples,
                               archs_file=args.archs, policy=args.policy, recalibrate_bn=args.recalibrate_bn,
-                              out=args.out, seed=args.seed)
+                              out=args.out, seed=args.seed, allow_data_change=args.allow_data_change)
     print(summary)
     print(f"{len(rows)} rows written to {out}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="enas", description="Efficient Neural Architecture Search (Pham et al., 2018)")
+    p.add_argument("--version", action="version", version=f"enas {__version__} (torch {torch.__version__})")
     sub = p.add_subparsers(dest="command", required=True)
+
+    def reopen(sp):  # commands that read an existing run folder
+        sp.add_argument("--data-dir", default=None,
+                        help="dataset folder; default: the one the run was started with (RUN_DIR/data.json)")
+        sp.add_argument("--allow-data-change", action="store_true",
+                        help="accept a --data-dir whose files differ from the run's")
 
     def common(sp, run_dir=True):
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set controller.lr=1e-3 (repeatable)")
-        sp.add_argument("--data-dir", default="data", help="dataset folder (downloads go here); default ./data")
+        sp.add_argument("--data-dir", default=None,
+                        help="dataset folder (downloads go here); default ./data, or the run's own on --resume")
         if run_dir:
             sp.add_argument("--run-dir", default=None, help="run folder (must not exist); default runs/<config>-<time>")
         sp.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -258,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="run an ENAS search")
     s.add_argument("config", nargs="?", help="search config YAML (configs/*_search.yaml)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue a search run from its checkpoint")
-    s.add_argument("--allow-config-change", action="store_true", help="accept --set changes on --resume")
+    s.add_argument("--allow-config-change", action="store_true",
+                   help="on --resume: accept --set changes and a --data-dir whose files differ from the run's")
     common(s)
     s.set_defaults(func=cmd_search)
 
@@ -266,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("run_dir")
     d.add_argument("--samples", type=int, default=100, help="candidates sampled from the policy (default 100)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--data-dir", default="data")
+    reopen(d)
     d.add_argument("--device", default="auto")
     d.set_defaults(func=cmd_derive)
 
@@ -274,13 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("arch", nargs="?", help="architecture file (best_arch.yaml, configs/archs/*.yaml)")
     r.add_argument("--config", help="retrain config YAML (configs/*_retrain.yaml)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a retrain run from its checkpoint")
-    r.add_argument("--allow-config-change", action="store_true", help="accept --set changes on --resume")
+    r.add_argument("--allow-config-change", action="store_true",
+                   help="on --resume: accept --set changes and a --data-dir whose files differ from the run's")
     common(r)
-    r.set_defaults(func=cmd_retrain, data_dir=None)  # resume: default to the run's own data folder
+    r.set_defaults(func=cmd_retrain)
 
     e = sub.add_parser("evaluate", help="recompute a retrained model's test metric and check result.json")
     e.add_argument("run_dir")
-    e.add_argument("--data-dir", default=None, help="dataset folder; default: the one the run trained on")
+    reopen(e)
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_evaluate)
 
@@ -300,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="recompute BN statistics for each architecture before scoring it")
     rk.add_argument("--out", help="CSV to write (default RUN_DIR/ranks-<source>-n<N>-<time>.csv)")
     rk.add_argument("--seed", type=int, default=0, help="seed of the sampled architectures")
-    rk.add_argument("--data-dir", default="data")
+    reopen(rk)
     rk.add_argument("--device", default="auto")
     rk.set_defaults(func=cmd_rank)
     return p

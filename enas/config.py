@@ -350,9 +350,22 @@ class RetrainConfig:
 
 
 def load(cls, path: str | Path, overrides: list[str] | None = None):
-    data = apply_overrides(read_yaml(path), overrides)
-    cfg = from_dict(cls, data)
+    data = read_yaml(path)
+    _check_kind(cls, data, path)
+    cfg = from_dict(cls, apply_overrides(data, overrides))
     return cfg
+
+
+def _check_kind(cls, data: dict, path) -> None:
+    """A search config given to `enas retrain` (or the reverse) gets the right command."""
+    if cls is SearchConfig and "retrain" in data and "space" not in data:
+        raise ConfigError(f"{path} is a retrain config (a 'retrain' section, no 'space'): use "
+                          f"`enas retrain ARCH.yaml --config {path}`")
+    found = [k for k in ("space", "search", "controller") if k in data]
+    if cls is RetrainConfig and found:
+        raise ConfigError(f"{path} is a search config (it has a '{found[0]}' section): use `enas search {path}`; "
+                          f"a retrain takes an architecture file and a retrain config, "
+                          f"`enas retrain ARCH.yaml --config configs/..._retrain.yaml`")
 
 
 def load_search(path, overrides=None) -> SearchConfig:

@@ -8,8 +8,8 @@ such as NAS-Bench-201 cells, to measure the ranking correlation of Yu et al., 20
 Every architecture is scored on the *whole* validation split of the run
 (``task.score(model, arch, 0)``), optionally after recalibrating BN statistics for
 that architecture (``--recalibrate-bn``: the task's ``eval_bn="recalibrate"``).
-The run is reloaded exactly as ``enas derive`` does (its config.yaml and
-checkpoint.pt into a ``Search``). The CSV has one row per requested architecture, in
+The run is reopened exactly as ``enas derive`` does (``search.reopen``: its
+config.yaml, checkpoint.pt and recorded data). The CSV has one row per requested architecture, in
 request order: ``arch`` (the space's text form, e.g. the NB201 cell string, else
 compact JSON), ``score`` (the task's reward: accuracy for images, c / ppl for text),
 ``score_se`` (its standard error), ``params`` (parameters of the stand-alone child at
@@ -33,27 +33,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import checkpoint as ckpt
 from .archfile import ArchFileError
-from .config import ConfigError, load_search
+from .config import ConfigError
 from .controller import RandomPolicy
-from .runlog import RunDirError
+from .search import reopen
 from .space import Arch, ArchError, validate
-
-
-def load_run(run_dir: Path, data_dir, device, recalibrate_bn: bool = False):
-    """A ``Search`` holding the run's trained supernet and policy (as ``enas derive``)."""
-    from .search import Search
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
-    overrides = ["search.eval_bn=recalibrate"] if recalibrate_bn else []
-    cfg = load_search(run_dir / "config.yaml", overrides)
-    state = ckpt.load(run_dir)
-    search = Search(cfg, run_dir, data_dir, device, log=False)
-    search.load_state_dict(state)
-    return search
 
 
 def arch_text(space, arch: Arch) -> str:
@@ -98,12 +82,15 @@ def read_archs(space, path) -> list[Arch]:
 
 
 def count_params(search, arch: Arch) -> int:
-    child = search.space.child(arch, search.model_args, **search.task.model_kwargs())
-    return sum(p.numel() for p in child.parameters())
+    """Parameters of the stand-alone child at test time (retrain.count_params)."""
+    from .retrain import count_params as test_time_params
+
+    return test_time_params(search.space.child(arch, search.model_args, **search.task.model_kwargs()))
 
 
 def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None, policy: bool = False,
-         recalibrate_bn: bool = False, out=None, seed: int = 0) -> tuple[Path, list[dict], str]:
+         recalibrate_bn: bool = False, out=None, seed: int = 0,
+         allow_data_change: bool = False) -> tuple[Path, list[dict], str]:
     """Score the requested architectures; write the CSV; return (path, rows, summary)."""
     if archs_file is not None and (samples is not None or policy):
         raise ConfigError("--archs ranks the listed architectures; drop --samples / --policy")
@@ -111,7 +98,8 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
     if samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {samples}")
     run_dir = Path(run_dir)
-    search = load_run(run_dir, data_dir, device, recalibrate_bn)
+    search = reopen(run_dir, data_dir, device, ["search.eval_bn=recalibrate"] if recalibrate_bn else [],
+                    allow_data_change)
     space = search.space
     if archs_file is not None:
         archs, source = read_archs(space, archs_file), f"file {archs_file}"

@@ -64,8 +64,15 @@ def asgd_should_start(history: list[float], current: float, patience: int) -> bo
     return len(history) > patience and current > min(history[:-patience])
 
 
-def count_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())  # tied weights once
+def count_params(model: torch.nn.Module, test_time: bool = True) -> int:
+    """Parameters (tied weights once) of the network used at test time: an auxiliary head
+    (``model.aux_head``, a training-time loss only) is left out unless ``test_time`` is
+    False; ``result.json`` reports it apart as ``params_aux_head``."""
+    n = sum(p.numel() for p in model.parameters())
+    aux = getattr(model, "aux_head", None)
+    if test_time and isinstance(aux, torch.nn.Module):
+        n -= sum(p.numel() for p in aux.parameters())
+    return n
 
 
 class Retrain(Loop):
@@ -78,7 +85,6 @@ class Retrain(Loop):
         r = cfg.retrain
         super().__init__(run_dir, log, r.checkpoint_minutes, r.max_bad_steps, r.log_every)
         self.cfg, self.space, self.arch, self.device = cfg, space, arch, torch.device(device)
-        self.data_dir = str(data_dir)
         check_config_space(cfg, space)
         self.model_args = from_dict(type(space).ModelArgs, cfg.model, "model")
         n = dist.world()
@@ -181,7 +187,6 @@ class Retrain(Loop):
             "best": dict(self.best),
             "asgd": {"avg": self.avg, "count": self.avg_count, "start_epoch": self.avg_start_epoch},
             "wall_time_s": self.wall_time(),
-            "data_dir": self.data_dir,
             # processes and steps of this epoch: a resume on another number of processes
             # (another global batch) continues at the same fraction of the epoch
             "world": dist.world(),
@@ -256,10 +261,10 @@ class Retrain(Loop):
                         say(f"epoch {self.epoch + 1}: valid {m} stopped improving; averaging the weights "
                             f"from here on (NT-ASGD)", self.log_enabled)
                     self.history.append(value)
-                    self.log.log(self.global_step, epoch=self.epoch + 1, lr=lr, **figs,
-                                 asgd=int(self.avg is not None),
-                                 **{f"{split}/{k}": v for k, v in ev.items()},
-                                 **{f"train_epoch/{k}": v for k, v in train.items()})
+                    # the epoch's headline figures (TensorBoard's first charts, x = epoch)
+                    figs.update(lr=lr, averaging=int(self.avg is not None),
+                                **{f"{split}_{k}": v for k, v in ev.items()}, **{f"train_{k}": v for k, v in train.items()})
+                    self.log.log(self.epoch + 1, epoch=self.epoch + 1, **{f"overview/{k}": v for k, v in figs.items()})
                     self.epoch, self.step = self.epoch + 1, 0
                     self.save()
                     parts = [f"epoch {self.epoch}/{r.epochs}"] + [f"train {k} {v:.4g}" for k, v in train.items()]
@@ -300,13 +305,14 @@ class Retrain(Loop):
         })
         aux = getattr(self.model, "aux_head", None)
         if aux is not None:
-            result["params_aux_head"] = count_params(aux)
+            result["params_aux_head"] = count_params(aux, test_time=False)
         if self.log_enabled:
             tmp = self.run_dir / (RESULT + ".tmp")
             tmp.write_text(json.dumps(result, indent=2) + "\n")
             os.replace(tmp, self.run_dir / RESULT)
-            self.log.log(self.global_step, **{f"result/test_{name}": test[m]})
-        say(f"test {m} {test[m]:.4g} ({result['weights']}); params {result['params']:,}", self.log_enabled)
+            self.log.log(self.epoch, epoch=self.epoch, **{f"overview/result_test_{name}": test[m]})
+        aux_note = f" (+{result['params_aux_head']:,} in the auxiliary head, training only)" if aux is not None else ""
+        say(f"test {m} {test[m]:.4g} ({result['weights']}); params {result['params']:,}{aux_note}", self.log_enabled)
         return result
 
 
@@ -361,19 +367,15 @@ def load_run(run_dir, overrides=None):
     return space, arch, cfg
 
 
-def recorded_data_dir(run_dir) -> str | None:
-    """The data folder a run was trained on (recorded in its checkpoint), if readable."""
-    try:
-        return ckpt.load(run_dir).get("data_dir")
-    except ckpt.CheckpointError:
-        return None
-
-
-def evaluate_run(run_dir, data_dir, device) -> dict:
+def evaluate_run(run_dir, data_dir, device, allow_data_change: bool = False) -> dict:
     """``enas evaluate``: rebuild the child from the folder, load the saved model (best-valid
-    for an LM, the final weights otherwise), recompute the test metric, compare to result.json."""
+    for an LM, the final weights otherwise), recompute the test metric, compare to result.json.
+    ``data_dir`` None: the data the run was trained on (data.json)."""
+    from .data import record
+
     run_dir = Path(run_dir)
     space, arch, cfg = load_run(run_dir)
+    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say)
     rt = Retrain(cfg, space, arch, run_dir, data_dir, device, log=False)
     recorded = json.loads((run_dir / RESULT).read_text()) if (run_dir / RESULT).exists() else None
     best = _load_best(run_dir) if rt.select_best else None
@@ -388,7 +390,7 @@ def evaluate_run(run_dir, data_dir, device) -> dict:
     m = rt.task.metric
     name = "perplexity" if m == "ppl" else m
     out = {"metric": f"test_{name}", "value": test[m], "weights": weights, "params": count_params(rt.model),
-           "recorded": None, "match": None}
+           "recorded": None, "match": None, "data_dir": data_dir}
     if recorded is not None:
         rec = recorded.get(f"test_{name}")
         out["recorded"] = rec

@@ -20,6 +20,36 @@ class RunDirError(RuntimeError):
     pass
 
 
+# TensorBoard sorts chart groups by name: the number puts what a user looks at first on
+# top (the per-epoch overview: reward, entropy, derived score, loss), and the name says
+# which x-axis (step) every chart of the group uses. metrics.jsonl keeps the plain names.
+TB_GROUPS = {
+    "overview": "1_overview_by_epoch",
+    "shared": "2_shared_by_step",
+    "train": "2_train_by_step",
+    "controller": "3_controller_by_update",
+    "derive": "4_derive_by_epoch",
+    "policy": "5_policy_by_epoch",
+    "warning": "6_warnings_by_epoch",
+}
+# counters that stay 0 in a healthy run: no chart until they are not
+QUIET = ("skipped_steps", "dropped_rewards", "collapse")
+
+
+def tb_tag(name: str, value=None) -> str | None:
+    """The TensorBoard tag of a figure, or None for what TensorBoard does not show as a
+    chart: bookkeeping (``epoch``), one choice's probability (``policy/<decision>/<choice>``:
+    heat-map images per decision group instead), a quiet counter that is still 0."""
+    group, _, rest = name.partition("/")
+    if not rest or group not in TB_GROUPS:
+        return None
+    if group == "policy" and "/" in rest:
+        return None
+    if rest.rsplit("/", 1)[-1] in QUIET and value == 0:
+        return None
+    return f"{TB_GROUPS[group]}/{rest}"
+
+
 def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str | Path = "runs",
                 kind: str = "search") -> Path:
     if run_dir is not None:
@@ -79,22 +109,25 @@ class RunLog:
             if isinstance(v, float) and not math.isfinite(v):
                 v = str(v)  # JSON has no NaN
             row[k] = v
-            if self.tb is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.tb.add_scalar(k, v, step)
+            tag = tb_tag(k, v)
+            if self.tb is not None and tag and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.tb.add_scalar(tag, v, step)
         self.file.write(json.dumps(row) + "\n")
 
     def text(self, tag: str, text: str, step: int) -> None:
         if self.tb is not None:
             # TensorBoard renders markdown: indent to keep the cell's layout.
-            self.tb.add_text(tag, "    " + text.replace("\n", "\n    "), step)
+            self.tb.add_text(tb_tag(tag) or tag, "    " + text.replace("\n", "\n    "), step)
 
-    def image(self, tag: str, png_path: Path, step: int) -> None:
+    def image(self, tag: str, image, step: int) -> None:
+        """A PNG file or an RGB array [H, W, 3]."""
         if self.tb is None:
             return
-        import matplotlib.image as mpimg
+        if isinstance(image, (str, Path)):
+            import matplotlib.image as mpimg
 
-        img = mpimg.imread(str(png_path))[..., :3]
-        self.tb.add_image(tag, img, step, dataformats="HWC")
+            image = mpimg.imread(str(image))[..., :3]
+        self.tb.add_image(tb_tag(tag) or tag, image, step, dataformats="HWC")
 
     def flush(self) -> None:
         if self.file is not None:

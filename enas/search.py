@@ -72,6 +72,7 @@ class Search(Loop):
         self.gen = torch.Generator().manual_seed(s.seed + 1)  # controller-phase and derive samples
         self.phase = "shared"
         self.valid_cursor = 0  # the validation batch the next reward is measured on (cycles)
+        self.ctrl_sum, self.ctrl_n = 0.0, 0  # rewards of this epoch's controller phase
         self.best: dict = {}
         self.candidates: list[dict] = []  # the last derive's candidates, best first
         self.final: dict = {}  # the final derive's result, once the last epoch is done
@@ -88,6 +89,7 @@ class Search(Loop):
             "task": self.task.state_dict(),
             "rng": ckpt.rng_state(self.gen),
             "valid_cursor": self.valid_cursor,
+            "ctrl_rewards": [self.ctrl_sum, self.ctrl_n],
             "best": self.best,
             "candidates": self.candidates,
             "final": self.final,
@@ -107,6 +109,7 @@ class Search(Loop):
         self.task.load_state_dict(st["task"])
         ckpt.set_rng_state(st["rng"], self.gen)
         self.valid_cursor = int(st["valid_cursor"])
+        self.ctrl_sum, self.ctrl_n = float(st["ctrl_rewards"][0]), int(st["ctrl_rewards"][1])
         self.best, self.candidates, self.final = st["best"], list(st["candidates"]), st["final"]
 
     # ---- the loop ---------------------------------------------------------------------
@@ -117,18 +120,19 @@ class Search(Loop):
             with self.stop:
                 while self.epoch < self.cfg.search.epochs:
                     t0 = time.monotonic()
-                    shared = {}  # stays empty when resumed inside the controller phase
                     if self.phase == "shared":
-                        shared = self._shared_phase()
+                        self._shared_phase()
                         self.phase, self.step = "controller", 0
-                    ctrl = self._controller_phase()
+                        self.ctrl_sum, self.ctrl_n = 0.0, 0
+                    self._controller_phase()
                     derived = self._derive()
                     dist.check_in_sync("supernet and controller weights",
                                        [*self.supernet.parameters(), *self.policy.parameters()],
                                        [self.reinforce.baseline, derived["score"]])
                     self.epoch, self.phase, self.step = self.epoch + 1, "shared", 0
+                    overview = self._overview(derived)
                     self.save()
-                    self._epoch_line(shared, ctrl, derived, time.monotonic() - t0)
+                    self._epoch_line(overview, time.monotonic() - t0)
                 if self.final.get("epoch") != self.epoch:  # a resumed finished run does not derive again
                     self.final = self.final_derive()
                     self.save()
@@ -152,11 +156,10 @@ class Search(Loop):
         return self.sgd_pass(self.task, self.supernet, self.opt, self.cfg.train.grad_clip, archs.__getitem__,
                              desc, prefix="shared")
 
-    def _controller_phase(self) -> dict:
+    def _controller_phase(self) -> None:
         c, s = self.cfg.controller, self.cfg.search
         if c.kind == "random" or self.epoch < s.controller_warmup_epochs or c.updates_per_epoch == 0:
-            return {}
-        last: dict = {}
+            return
         bar = progress(c.updates_per_epoch, f"epoch {self.epoch + 1}/{s.epochs} controller", self.step,
                        self.log_enabled)
         while self.step < c.updates_per_epoch:
@@ -167,13 +170,14 @@ class Search(Loop):
             rewards = [self._reward(a) for a in sample.archs]
             last = self.reinforce.step(sample, rewards)
             self.step += 1
+            if "reward" in last:
+                self.ctrl_sum, self.ctrl_n = self.ctrl_sum + last["reward"], self.ctrl_n + 1
             self.log.log(self.reinforce.updates, epoch=self.epoch,
                          **{f"controller/{k}": v for k, v in last.items()})
             bar.update(1)
             bar.set_postfix(reward=f"{last.get('reward', float('nan')):.3g}")
             self.maybe_checkpoint()
         bar.close()
-        return last
 
     def _reward(self, arch) -> float:
         """The task's score of ``arch`` on the next validation batch (paper 2.1: one
@@ -206,12 +210,13 @@ class Search(Loop):
             save_arch(self.run_dir / "best_arch.yaml", self.space, top["arch"], prov)
             self._log_policy(sample, ep)
             finite = [v for v, _ in scored if math.isfinite(v)]
-            self.log.log(self.global_step, epoch=self.epoch, **{
+            self.log.log(ep, epoch=ep, **{
                 "derive/score": top["score"], "derive/score_se": top["se"],
                 "derive/score_mean": sum(finite) / max(len(finite), 1)})
             self.log.text("derive/arch", self.space.describe(top["arch"]), ep)
             self._draw(top["arch"], self.run_dir / "archs" / f"epoch_{ep:03d}.png", "derive/cell", ep)
-        return {"score": top["score"], "arch": top["arch"]}
+        return {"score": top["score"], "se": top["se"], "arch": top["arch"],
+                "entropy": float(sample.entropy.mean())}
 
     def final_derive(self, out: Path | None = None, provenance: dict | None = None) -> dict:
         """Re-score the ``final_candidates`` best distinct archs of the last derive on
@@ -246,7 +251,7 @@ class Search(Loop):
             save_arch(out, self.space, win["arch"], {**prov, **(provenance or {})})
         elif self.log_enabled:
             save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
-            self.log.log(self.global_step, epoch=self.epoch, **{
+            self.log.log(self.epoch, epoch=self.epoch, **{
                 "derive/final_score": win["score"], "derive/final_score_se": win["se"]})
             table = "\n".join(f"{c['score']:.4g} +- {c['se']:.2g} (derive {c['derive_score']:.4g}): "
                               f"{self.space.describe(c['arch']).splitlines()[0]}" for c in rescored)
@@ -261,21 +266,32 @@ class Search(Loop):
             self.log.image(tag, png, step)
 
     def _log_policy(self, sample, ep: int) -> None:
-        """Per-decision choice probabilities, mean entropy and the collapse warning (issue 5)."""
+        """Per-decision choice probabilities (metrics.jsonl; TensorBoard: one heat map per
+        decision group), mean entropy and the collapse warning."""
+        from .plots import heatmap
+
         figs = {}
+        groups: dict[str, list] = {}
         free_mass, n_free = 0.0, 0
         free = getattr(self.space, "param_free_choices", set())
         for d in self.space.decisions():
             p = sample.probs[d.name].tolist()
-            labels = d.choices if d.kind == "categorical" else [str(j) for j in range(d.size)]
+            labels = list(d.choices) if d.kind == "categorical" else [str(j) for j in range(d.size)]
             for lab, v in zip(labels, p):
                 figs[f"policy/{d.name}/{lab}"] = v
+            groups.setdefault(d.group, []).append((d.name, labels, p))
             if d.kind == "categorical" and free & set(d.choices):
                 free_mass += sum(v for lab, v in zip(labels, p) if lab in free)
                 n_free += 1
         entropy = float(sample.entropy.mean())
         figs["policy/entropy"] = entropy
-        self.log.log(self.global_step, **figs)
+        self.log.log(ep, epoch=ep, **figs)
+        for g, rows in groups.items():
+            cols = max((r[1] for r in rows), key=len)
+            kind = "input" if cols[0] == "0" else "choice"
+            img = heatmap([r[2] + [None] * (len(cols) - len(r[2])) for r in rows], [r[0] for r in rows], cols,
+                          f"{g}: choice probabilities after epoch {ep}", xlabel=kind)
+            self.log.image(f"policy/{g}", img, ep)
         s = self.cfg.search
         early = ep <= s.epochs / 2
         warn = None
@@ -287,15 +303,25 @@ class Search(Loop):
             msg = f"warning (epoch {ep}): {warn}; the search may be collapsing (see README, 'Does it beat chance?')"
             say(msg, self.log_enabled)
             self.log.text("warning/collapse", msg, ep)
-            self.log.log(self.global_step, **{"warning/collapse": 1})
+            self.log.log(ep, epoch=ep, **{"warning/collapse": 1, "warning/message": msg})
 
-    def _epoch_line(self, shared: dict, ctrl: dict, derived: dict, seconds: float) -> None:
+    def _overview(self, derived: dict) -> dict:
+        """The epoch's headline figures (TensorBoard's first charts, x = epoch): the shared
+        phase's mean loss, the controller phase's mean reward, the policy entropy, the
+        derived architecture's score."""
+        o = {f"{k}": float(v) / self.epoch_count for k, v in self.epoch_sums.items()} if self.epoch_count else {}
+        if self.ctrl_n:
+            o["reward"] = self.ctrl_sum / self.ctrl_n
+            o["baseline"] = self.reinforce.baseline
+        o.update(entropy=derived["entropy"], derived_score=derived["score"], derived_score_se=derived["se"])
+        self.log.log(self.epoch, epoch=self.epoch, **{f"overview/{k}": v for k, v in o.items()})
+        return o
+
+    def _epoch_line(self, overview: dict, seconds: float) -> None:
+        o = dict(overview)
         parts = [f"epoch {self.epoch}/{self.cfg.search.epochs}"]
-        parts += [f"{k} {v:.4g}" for k, v in shared.items()]
-        for k in ("reward", "entropy", "baseline"):
-            if k in ctrl:
-                parts.append(f"{k} {ctrl[k]:.4g}")
-        parts.append(f"derived {derived['score']:.4g}")
+        parts += [f"{k} {o.pop(k):.4g}" for k in list(o) if k not in ("derived_score", "derived_score_se")]
+        parts.append(f"derived {o['derived_score']:.4g} +- {o['derived_score_se']:.2g}")
         parts.append(f"{seconds:.1f}s")
         say("  ".join(parts), self.log_enabled)
 
@@ -309,17 +335,31 @@ def _batches_text(n: int) -> str:
     return "all batches" if n == 0 else f"{n} batch{'es' if n > 1 else ''}"
 
 
-def derive_from_checkpoint(run_dir: Path, data_dir, device, samples: int, seed: int = 0) -> tuple[Path, dict]:
+def reopen(run_dir, data_dir, device, overrides=(), allow_data_change: bool = False) -> Search:
+    """A finished or stopped search run, as its checkpoint left it (``enas derive``,
+    ``enas rank``): its config.yaml, its data (data.json unless ``data_dir`` is given)."""
+    from .config import load_search
+    from .data import record
+    from .runlog import RunDirError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
+    cfg = load_search(run_dir / "config.yaml", list(overrides))
+    state = ckpt.load(run_dir)
+    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say)
+    search = Search(cfg, run_dir, data_dir, device, log=False)
+    search.load_state_dict(state)
+    return search
+
+
+def derive_from_checkpoint(run_dir: Path, data_dir, device, samples: int, seed: int = 0,
+                           allow_data_change: bool = False) -> tuple[Path, dict]:
     """``enas derive``: reload a search checkpoint, sample ``samples`` candidates from its
     policy and derive as at the end of a search (score all, re-score the best on
     ``search.final_batches``)."""
-    from .config import load_search
-
     run_dir = Path(run_dir)
-    cfg = load_search(run_dir / "config.yaml", [f"search.derive_samples={samples}"])
-    state = ckpt.load(run_dir)
-    search = Search(cfg, run_dir, data_dir, device, log=False)
-    search.load_state_dict(state)
+    search = reopen(run_dir, data_dir, device, [f"search.derive_samples={samples}"], allow_data_change)
     search.gen.manual_seed(seed)  # the same candidates for the same --seed
     search._derive()
     out = run_dir / "archs" / f"derive-{time.strftime('%Y%m%d-%H%M%S')}-n{samples}.yaml"

@@ -155,6 +155,15 @@ def test_missing_data_without_network_names_the_files(tmp_path):
         C.ensure_cifar10(tmp_path / "none", download=False)
     for part in ("cifar-10-batches-py/data_batch_1", "data_batch_5", "test_batch", C.URL):
         assert part in str(e.value)
+    partial = tmp_path / "partial" / C.SUBDIR
+    partial.mkdir(parents=True)
+    for f in C.TRAIN_FILES[:3]:
+        (partial / f).write_bytes(b"x")
+    with pytest.raises(DataError) as e:
+        C.ensure_cifar10(tmp_path / "partial", download=False)
+    msg = str(e.value)
+    assert "data_batch_4, cifar-10-batches-py/data_batch_5, cifar-10-batches-py/test_batch." in msg
+    assert "data_batch_1" not in msg and "data_batch_3" not in msg
     with pytest.raises(DataError, match="download failed"):  # refused connection, fast
         C.ensure_cifar10(tmp_path / "none", url="http://127.0.0.1:9/cifar-10-python.tar.gz", timeout=2)
     assert not list((tmp_path / "none").iterdir())  # no partial file left behind

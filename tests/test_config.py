@@ -85,3 +85,29 @@ def test_shipped_configs_load():
     assert files
     for f in files:
         load_search(f)  # each shipped search config passes every check, space sections included
+
+
+def test_a_config_of_the_other_command_names_the_right_one(capsys):
+    from pathlib import Path
+
+    from enas.cli import main
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    assert main(["search", str(root / "ptb_retrain.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "is a retrain config" in err and "enas retrain ARCH.yaml --config" in err and "did you mean" not in err
+    assert main(["retrain", str(root / "archs/enas_ptb.yaml"), "--config", str(root / "ptb_search.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "is a search config" in err and "enas search" in err and "did you mean" not in err
+
+
+def test_version(capsys):
+    import pytest
+
+    from enas import __version__
+    from enas.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"enas {__version__} (torch ")
+    assert __version__ != "unknown"  # the installed package knows its version

@@ -195,14 +195,55 @@ def test_disk_full_during_search_stops_with_message(tmp_path, ptb_dir, tiny_ptb_
     assert ckpt.load(run_dir)["position"]["epoch"] == 1
 
 
-def test_corrupt_checkpoint_is_named_and_previous_suggested(tmp_path, capsys):
+def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, ptb_dir, tiny_ptb_config, capsys):
+    """A truncated checkpoint.pt does not stop a resume: the previous checkpoint is used,
+    the console says so and how much is repeated, and the run ends as an uninterrupted one."""
+    ref, run_dir = tmp_path / "ref", tmp_path / "r"
+    cfg3 = tiny_ptb_config({"search": {"epochs": 3}}, name="three.yaml")
+    assert main(["search", str(cfg3), "--data-dir", str(ptb_dir), "--run-dir", str(ref), "--device", "cpu"]) == 0
+    cfg1 = tiny_ptb_config({"search": {"epochs": 1}}, name="one.yaml")
+    assert main(["search", str(cfg1), "--data-dir", str(ptb_dir), "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert main(["search", "--resume", str(run_dir), "--set", "search.epochs=2", "--allow-config-change",
+                 "--device", "cpu"]) == 0
+    data = (run_dir / "checkpoint.pt").read_bytes()
+    (run_dir / "checkpoint.pt").write_bytes(data[: len(data) // 2])  # a torn copy
+    capsys.readouterr()
+    assert main(["search", "--resume", str(run_dir), "--set", "search.epochs=3", "--allow-config-change",
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint.pt is corrupt" in err and "using the previous checkpoint checkpoint.prev.pt" in err
+    assert "continues at epoch 3, shared step 0: the work done after it is repeated" in err
+    assert "resuming" in err and "Traceback" not in err
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)
+    b = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert a["position"] == b["position"]
+    for k in a["supernet"]:
+        assert torch.equal(a["supernet"][k], b["supernet"][k]), k
+
+
+def test_fallback_says_how_many_steps_are_repeated(tmp_path):
+    pos = {"epoch": 1, "phase": "shared", "step": 4, "global_step": 10}
+    ckpt.save(tmp_path, {"position": pos})
+    ckpt.save(tmp_path, {"position": dict(pos, step=9, global_step=15)})
+    (tmp_path / "metrics.jsonl").write_text('{"step": 5}\n{"step": 25, "x": 1}\n{"step": 2')  # torn last line
+    (tmp_path / "checkpoint.pt").write_bytes(b"torn")
+    said = []
+    state = ckpt.load(tmp_path, say=said.append)
+    assert state["position"]["global_step"] == 10
+    assert len(said) == 1 and "continues at epoch 2, shared step 4" in said[0] and "about 15 training steps" in said[0]
+
+
+def test_both_checkpoints_unreadable_is_a_clean_error(tmp_path, capsys):
     ckpt.save(tmp_path, {"x": torch.ones(1)})
     ckpt.save(tmp_path, {"x": torch.ones(1)})
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    (tmp_path / "checkpoint.prev.pt").unlink()
+    (tmp_path / "checkpoint.prev.pt").write_bytes(b"garbage too")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY_PTB))
     code = main(["search", "--resume", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and "checkpoint.pt is corrupt" in err and "checkpoint.prev.pt" in err
+    assert code == 2 and "checkpoint.pt is corrupt" in err and "previous checkpoint is unreadable too" in err
+    assert "Traceback" not in err
 
 
 def test_checkpoint_never_runs_code(tmp_path):

@@ -17,14 +17,16 @@ def test_smoke_search_writes_every_artifact(tmp_path, ptb_dir, tiny_ptb_config):
     assert run("search", tiny_ptb_config(), "--data-dir", ptb_dir, "--run-dir", run_dir, "--device", "cpu") == 0
     for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "best_arch.yaml"):
         assert (run_dir / name).is_file(), name
-    assert sorted(p.name for p in (run_dir / "archs").iterdir()) == ["epoch_001.yaml", "epoch_002.yaml"]
+    assert sorted(p.name for p in (run_dir / "archs").iterdir()) == ["epoch_001.png", "epoch_001.yaml",
+                                                                      "epoch_002.png", "epoch_002.yaml"]
     assert list(run_dir.glob("events.out.tfevents.*"))
     space, arch, doc = load_arch(run_dir / "best_arch.yaml")
     assert space.name == "enas_rnn" and doc["provenance"]["epoch"] == 2
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     keys = set().union(*rows)
     for k in ("shared/loss", "controller/reward", "controller/baseline", "controller/advantage",
-              "controller/entropy", "controller/controller_loss", "derive/score", "policy/entropy", "lr"):
+              "controller/entropy", "controller/controller_loss", "derive/score", "policy/entropy", "shared/lr",
+              "overview/reward", "overview/entropy", "overview/derived_score", "overview/loss"):
         assert k in keys, k
     assert any(k.startswith("policy/node1/input/") for k in keys)
     # TensorBoard holds the same scalars
@@ -33,8 +35,16 @@ def test_smoke_search_writes_every_artifact(tmp_path, ptb_dir, tiny_ptb_config):
     ea = EventAccumulator(str(run_dir))
     ea.Reload()
     tags = set(ea.Tags()["scalars"])
-    assert {"controller/reward", "controller/entropy", "shared/loss"} <= tags
-    assert "derive/arch/text_summary" in ea.Tags()["tensors"]
+    # the first group (TensorBoard sorts by name) is what a user looks at first, per epoch
+    first = sorted(tags)[0].split("/")[0]
+    assert first == "1_overview_by_epoch"
+    assert {f"{first}/{k}" for k in ("reward", "entropy", "derived_score", "loss")} <= tags
+    assert {"3_controller_by_update/reward", "2_shared_by_step/loss", "5_policy_by_epoch/entropy"} <= tags
+    # no per-choice cards (heat maps instead) and no counter that stayed 0
+    assert not any(t.count("/") > 1 for t in tags) and not any("skipped_steps" in t for t in tags)
+    assert {"5_policy_by_epoch/activation", "5_policy_by_epoch/index"} <= set(ea.Tags()["images"])
+    assert [e.step for e in ea.Scalars(f"{first}/derived_score")] == [1, 2]
+    assert "4_derive_by_epoch/arch/text_summary" in ea.Tags()["tensors"]
 
 
 def test_resumed_search_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_config):

@@ -197,4 +197,17 @@ def test_non_standard_ptb_file_is_used_with_a_note(tmp_path, capsys):
         (tmp_path / name).write_text("a b c\n")
     assert ensure_ptb(tmp_path) == tmp_path
     err = capsys.readouterr().err
-    assert "ptb.train.txt is not the standard Penn Treebank file" in err
+    assert err.count("\n") == 1  # one line for the run, not one per file
+    assert "ptb.train.txt, ptb.valid.txt, ptb.test.txt in" in err and "not the standard Penn Treebank" in err
+
+
+def test_missing_ptb_files_are_the_only_ones_named(tmp_path, monkeypatch):
+    def offline(url, dest, timeout=None):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(text, "_download", offline)
+    (tmp_path / "ptb.train.txt").write_text("a b c\n")
+    with pytest.raises(DataError) as e:
+        text.load_corpus("ptb", tmp_path)
+    msg = str(e.value).splitlines()[0]
+    assert "ptb.valid.txt, ptb.test.txt" in msg and "ptb.train.txt" not in msg

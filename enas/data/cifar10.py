@@ -29,10 +29,11 @@ TIMEOUT_S = 15.0
 
 
 def _missing_message(data_dir: Path, why: str = "") -> str:
-    expected = ", ".join(f"{SUBDIR}/{f}" for f in FILES)
+    missing = [f for f in FILES if not (data_dir / SUBDIR / f).is_file()]
+    what = ", ".join(f"{SUBDIR}/{f}" for f in missing) + (f" (or {ARCHIVE})" if len(missing) == len(FILES) else "")
     msg = (
-        f"CIFAR-10 not found in {data_dir}: expected {expected} (or {ARCHIVE}). "
-        f"Download {URL} (md5 {MD5}) into {data_dir}; it is extracted on first use."
+        f"CIFAR-10 not found in {data_dir}: missing {what}. "
+        f"Download {URL} (md5 {MD5}) into {data_dir}; it is extracted on first use (README, 'Without internet')."
     )
     return f"{msg} ({why})" if why else msg
 

@@ -6,12 +6,17 @@ import urllib.request
 from pathlib import Path
 
 
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
+def checksum(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    return checksum(path, "md5")
 
 
 def fetch(url: str, dest: Path, timeout: float) -> None:

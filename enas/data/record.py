@@ -1,0 +1,118 @@
+"""What data a run was started with: ``data.json`` in the run folder.
+
+It holds the data folder's absolute path and a fingerprint of the files the dataset
+reads (name, size, SHA-256), written when a search or retrain run is created. A
+command that reopens a run (``--resume``, ``derive``, ``rank``, ``evaluate``) reads
+its data from there unless ``--data-dir`` names another folder, and refuses files
+whose fingerprint differs unless the user accepts the change
+(``--allow-config-change``): a resumed run must not silently continue on other data,
+and nothing is downloaded into a folder the run never used.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .download import checksum
+from .errors import DataError
+
+RECORD = "data.json"
+
+
+def data_files(dataset: str, data_dir: str | Path) -> list[Path]:
+    """The files ``dataset`` reads from ``data_dir`` (present or not)."""
+    from . import cifar10, text
+
+    data_dir = Path(data_dir)
+    if dataset == "ptb":
+        return [data_dir / n for n in text.PTB_FILES]
+    if dataset == "text":
+        return [data_dir / n for n in text.TEXT_FILES]
+    if dataset == "cifar10":
+        return [data_dir / cifar10.SUBDIR / n for n in cifar10.FILES]
+    raise DataError(f"unknown dataset {dataset!r}")
+
+
+def fingerprint(dataset: str, data_dir: str | Path) -> dict:
+    """{"dataset", "path", "files": {relative name: {"size", "sha256"}}} of the files present."""
+    data_dir = Path(data_dir).resolve()
+    files = {}
+    for p in data_files(dataset, data_dir):
+        if p.is_file():
+            files[p.relative_to(data_dir).as_posix()] = {"size": p.stat().st_size, "sha256": checksum(p, "sha256")}
+    return {"dataset": dataset, "path": str(data_dir), "files": files}
+
+
+def write(run_dir: str | Path, dataset: str, data_dir: str | Path) -> dict:
+    """Record the data of a new run (atomically: a reader never sees half a file)."""
+    rec = fingerprint(dataset, data_dir)
+    path = Path(run_dir) / RECORD
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rec, indent=1) + "\n")
+    os.replace(tmp, path)
+    return rec
+
+
+def read(run_dir: str | Path) -> dict | None:
+    """The run's record, or None for a run folder that has none."""
+    path = Path(run_dir) / RECORD
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is unreadable ({e}); pass --data-dir DIR to name the run's data") from None
+    ok = (isinstance(rec, dict) and isinstance(rec.get("path"), str) and isinstance(rec.get("files"), dict)
+          and all(isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("sha256"), str)
+                  for v in rec["files"].values()))
+    if not ok:
+        raise DataError(f"{path} is not a data record of enas (path, files); pass --data-dir DIR to name the "
+                        "run's data")
+    return rec
+
+
+def differences(recorded: dict, current: dict) -> list[str]:
+    """Readable differences between two fingerprints' files."""
+    out = []
+    old, new = recorded["files"], current["files"]
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a is None:
+            out.append(f"{name}: new")
+        elif b is None:
+            out.append(f"{name}: missing")
+        elif a["size"] != b["size"]:
+            out.append(f"{name}: {a['size']:,} -> {b['size']:,} bytes")
+        elif a["sha256"] != b["sha256"]:
+            out.append(f"{name}: same size, different content (SHA-256)")
+    return out
+
+
+def resolve(run_dir: str | Path, dataset: str, given: str | Path | None, allow_change: bool = False,
+            say=None) -> str:
+    """The data folder for a command that reopens ``run_dir``: ``given`` (--data-dir) or
+    the recorded folder, checked against the recorded fingerprint."""
+    from ..config import ConfigError
+
+    rec = read(run_dir)
+    if rec is None:  # a run folder from before data.json: what the user names, else ./data
+        return str(given) if given is not None else "data"
+    data_dir = Path(given) if given is not None else Path(rec["path"])
+    current = fingerprint(dataset, data_dir)
+    diffs = differences(rec, current)
+    if not diffs:
+        return str(data_dir)
+    where = f"{data_dir}" + ("" if given is not None else f" (recorded in {Path(run_dir) / RECORD})")
+    if allow_change:
+        if say is not None:
+            say(f"note: continuing on data that differs from the run's: {'; '.join(diffs)}")
+        write(run_dir, dataset, data_dir)
+        return str(data_dir)
+    missing = [d for d in diffs if d.endswith(": missing")]
+    if len(missing) == len(diffs) and len(current["files"]) == 0:
+        raise DataError(f"the data this run used is not in {where}: {', '.join(d.split(':')[0] for d in missing)} "
+                        f"missing; pass --data-dir DIR where DIR holds the run's data")
+    raise ConfigError(f"the data in {where} differs from the data this run started with: {'; '.join(diffs)}. "
+                      f"Pass --data-dir DIR with the original data, or --allow-config-change to continue on this "
+                      f"data")
