@@ -16,21 +16,20 @@ space) and never runs code from the file.
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import ConfigError, to_dict
-from .space import ArchError, build_space, validate
+from .config import to_dict
+from .errors import ArchError, ArchFileError, ConfigError
+from .files import write_atomic
+from .space import build_space, validate
 
 FORMAT_VERSION = 1
 _KEYS = {"format_version", "space", "arch", "description", "provenance"}
 
 
-class ArchFileError(ArchError):
-    pass
 
 
 def arch_to_yaml(space, arch: dict, provenance: dict | None = None) -> str:
@@ -50,12 +49,8 @@ def arch_to_yaml(space, arch: dict, provenance: dict | None = None) -> str:
 
 
 def save_arch(path: str | Path, space, arch: dict, provenance: dict | None = None) -> Path:
-    """Write atomically (a reader never sees half a file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(arch_to_yaml(space, arch, provenance))
-    os.replace(tmp, path)
-    return path
+    """Write whole or not at all (enas/files.py)."""
+    return write_atomic(path, arch_to_yaml(space, arch, provenance))
 
 
 def load_arch(path: str | Path, expected_space: str | None = None):

@@ -1,64 +1,37 @@
 """Atomic checkpoints and exact resume.
 
-A checkpoint is written to a temporary file, flushed, fsync'ed and renamed over
-``checkpoint.pt``; the previous one is first kept as ``checkpoint.prev.pt`` (a hard
-link, so ``checkpoint.pt`` never disappears), so a kill or a full disk at any moment
-leaves a complete ``checkpoint.pt``. Loading
-uses ``torch.load(weights_only=True)``: plain containers and tensors only, never code.
+A checkpoint is written whole or not at all (enas/files.py), and the previous one is
+kept as ``checkpoint.prev.pt`` (a hard link, so ``checkpoint.pt`` never disappears):
+a kill or a full disk at any moment leaves a complete ``checkpoint.pt``, and a torn one
+falls back to the previous. Loading uses ``torch.load(weights_only=True)``: plain
+containers and tensors only, never code.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .errors import CheckpointError
+from .files import write_atomic
+
 FORMAT = 1
 NAME = "checkpoint.pt"
 PREV = "checkpoint.prev.pt"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written or read; the message says what to do."""
 
 
 def save(run_dir: str | Path, state: dict) -> Path:
+    """Write ``state`` as RUN/checkpoint.pt, keeping the one before as checkpoint.prev.pt."""
     run_dir = Path(run_dir)
-    path, prev, tmp = run_dir / NAME, run_dir / PREV, run_dir / (NAME + ".tmp")
     state = dict(state, format=FORMAT)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            # Keep the old checkpoint as PREV through a hard link, so that checkpoint.pt
-            # exists at every instant (a rename would leave a window without it).
-            link = run_dir / (PREV + ".tmp")
-            link.unlink(missing_ok=True)
-            try:
-                os.link(path, link)
-            except OSError:  # no hard links on this filesystem
-                shutil.copyfile(path, link)
-            os.replace(link, prev)
-        os.replace(tmp, path)
-        _fsync_dir(run_dir)
-    except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        last = path if path.exists() else prev
-        raise CheckpointError(
-            f"could not write a checkpoint in {run_dir}: {e.strerror or e}. "
-            f"The last complete checkpoint is {last}; free space or fix permissions, then resume."
-        ) from None
-    return path
+    return write_atomic(run_dir / NAME, lambda f: torch.save(state, f), keep_previous=run_dir / PREV)
 
 
 def _read(path: Path) -> dict:
@@ -117,19 +90,6 @@ def _last_logged_step(path: Path) -> int | None:
         if isinstance(step, int):
             return step
     return None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def rng_state(*generators: torch.Generator) -> dict:

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import yaml
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A user's mistake in a config file or override; the message says how to fix it."""
+
 
 
 # ---------------------------------------------------------------------------
@@ -369,19 +369,10 @@ def _check_kind(cls, data: dict, path) -> None:
 
 
 def load_search(path, overrides=None) -> SearchConfig:
-    """Load and fully check a search config, including the space's own sections."""
-    from .space import SPACES
-    import search_spaces  # noqa: F401
-
-    cfg = load(SearchConfig, path, overrides)
-    if cfg.space.name not in SPACES:
-        from .registry import unknown_message
-
-        raise ConfigError(unknown_message("search space (space.name)", cfg.space.name, SPACES.names()))
-    cls = SPACES.get(cfg.space.name)
-    from_dict(cls.Args, cfg.space.args, "space.args")
-    from_dict(cls.ModelArgs, cfg.model, "model")
-    return cfg
+    """Load and check a search config. Its ``space.args`` and ``model`` sections belong to
+    the space and are checked when the space is built (enas/space.py build_space, the
+    space's ModelArgs), before any data is read or run folder made."""
+    return load(SearchConfig, path, overrides)
 
 
 def load_retrain(path, overrides=None, space=None) -> RetrainConfig:

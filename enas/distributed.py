@@ -270,9 +270,9 @@ def local_main_first(fn: Callable[[], T]) -> T:
 
 
 def _code_of(err: BaseException) -> int:
-    from .cli import USER_ERRORS
+    from .errors import UserError
 
-    return 2 if isinstance(err, USER_ERRORS) else 1
+    return 2 if isinstance(err, UserError) else 1
 
 
 def decorrelate_rng() -> None:

@@ -26,7 +26,6 @@ import csv
 import io
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import yaml
 from .archfile import ArchFileError
 from .config import ConfigError
 from .controller import RandomPolicy
+from .files import write_atomic
 from .search import reopen
 from .space import Arch, ArchError, validate
 
@@ -138,7 +138,7 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    """Atomically: a reader never sees half a file."""
+    """Whole or not at all (enas/files.py)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["arch", "score", "score_se", "params"], lineterminator="\n")
     w.writeheader()
@@ -146,6 +146,4 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerow({"arch": r["arch"], "score": repr(r["score"]), "score_se": repr(r["score_se"]),
                     "params": r["params"]})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_atomic(path, buf.getvalue())

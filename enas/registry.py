@@ -7,14 +7,11 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
+from .errors import RegistryError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
-    """An unknown or duplicate name. ``str()`` is a full sentence for the user."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 class Registry(Generic[T]):

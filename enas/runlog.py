@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .errors import RunDirError
 
-class RunDirError(RuntimeError):
-    pass
+
 
 
 # TensorBoard sorts chart groups by name: the number puts what a user looks at first on

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Mapping, Protocol, Sequence, Union
 
 import torch.nn as nn
 
+from .errors import ArchError, RegistryError
 from .registry import Registry
 
 ArchValue = Union[str, int, list]
@@ -35,8 +36,6 @@ Arch = dict  # {decision name: str (categorical) | int (index) | sorted list[int
 KINDS = ("categorical", "index", "skip")
 
 
-class ArchError(ValueError):
-    """An architecture that does not fit its space. The message names the decision."""
 
 
 @dataclass(frozen=True)
@@ -145,14 +144,34 @@ class SearchSpace(Protocol):
 
 
 SPACES: Registry[type] = Registry("search space")
+PLUGIN_GROUP = "enas.search_spaces"  # entry points: space name -> the module that registers it
+
+
+def _plugins() -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
+
+def space_class(name: str) -> type:
+    """The registered space ``name``, importing its module (an entry point of the
+    ``enas.search_spaces`` group) on first use: the engine never imports a space by name."""
+    if name not in SPACES:
+        plugin = _plugins().get(name)
+        if plugin is not None:
+            import importlib
+
+            importlib.import_module(plugin.value.split(":")[0])
+    if name not in SPACES:
+        from .registry import unknown_message
+
+        raise RegistryError(unknown_message("search space (space.name)", name, set(SPACES.names()) | set(_plugins())))
+    return SPACES.get(name)
 
 
 def build_space(name: str, args: Mapping[str, Any] | None = None):
-    """Instantiate a registered space from a plain mapping of its Args."""
-    import search_spaces  # noqa: F401  (registers every space)
-
+    """Instantiate a space from a plain mapping of its Args (checked strictly)."""
     from .config import from_dict
 
-    cls = SPACES.get(name)
-    return cls(from_dict(cls.Args, dict(args or {}), f"space.args"))
-
+    cls = space_class(name)
+    return cls(from_dict(cls.Args, dict(args or {}), "space.args"))

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from enas.config import DataSection
 from enas.data import cifar10 as C
-from enas.data.errors import DataError
+from enas.errors import DataError
 from enas.tasks.image import PAD, ImageTask, augment
 
 N_PER_BATCH = 12  # 60 training images, 12 test images

@@ -168,7 +168,9 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", torn)
-    with pytest.raises(ckpt.CheckpointError, match="No space left on device.*checkpoint.pt"):
+    from enas.files import WriteError
+
+    with pytest.raises(WriteError, match="checkpoint.pt: No space left on device .the previous version is intact"):
         ckpt.save(tmp_path, {"x": torch.zeros(3)})
     monkeypatch.undo()
     assert torch.equal(ckpt.load(tmp_path)["x"], torch.ones(3))
@@ -178,19 +180,23 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
 def test_disk_full_during_search_stops_with_message(tmp_path, ptb_dir, tiny_ptb_config, monkeypatch, capsys):
     run_dir = tmp_path / "full"
     cfg = tiny_ptb_config({"search": {"epochs": 2}})
-    real_fsync = os.fsync
+    real_save = torch.save
     state = {"n": 0}
 
-    def fsync(fd):
+    def save(obj, f, *a, **k):  # the first checkpoint is written, the disk is full at the second
         state["n"] += 1
-        if state["n"] > 2:  # the first checkpoint (file + folder) succeeds, the next one fails
-            raise OSError(28, "No space left on device")
-        return real_fsync(fd)
+        if state["n"] > 1:
+            f.write(b"half a checkpoint")
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+                               "file data/0: file write failed")
+        return real_save(obj, f, *a, **k)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(torch, "save", save)
     code = main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(run_dir), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert code == 2 and "could not write" in err and "checkpoint.pt: the write failed" in err and "Traceback" not in err
+    assert "the previous version is intact" in err and "Free space" in err
+    assert not (run_dir / "checkpoint.pt.tmp").exists()  # nothing half-written left behind
     monkeypatch.undo()
     assert ckpt.load(run_dir)["position"]["epoch"] == 1
 

@@ -6,7 +6,7 @@ import torch
 
 from enas.config import DataSection
 from enas.data import text
-from enas.data.errors import DataError
+from enas.errors import DataError
 from enas.tasks.lm import LanguageModelTask
 from search_spaces.enas_rnn import ENAS_PTB_CELL, EnasRNNSpace, ModelArgs
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .download import fetch, md5sum
-from .errors import DataError
+from ..errors import DataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"

@@ -11,11 +11,11 @@ and nothing is downloaded into a folder the run never used.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from .download import checksum
-from .errors import DataError
+from ..errors import ConfigError, DataError
+from ..files import write_atomic
 
 RECORD = "data.json"
 
@@ -45,12 +45,9 @@ def fingerprint(dataset: str, data_dir: str | Path) -> dict:
 
 
 def write(run_dir: str | Path, dataset: str, data_dir: str | Path) -> dict:
-    """Record the data of a new run (atomically: a reader never sees half a file)."""
+    """Record the data of a new run."""
     rec = fingerprint(dataset, data_dir)
-    path = Path(run_dir) / RECORD
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rec, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(Path(run_dir) / RECORD, json.dumps(rec, indent=1) + "\n")
     return rec
 
 
@@ -93,8 +90,6 @@ def resolve(run_dir: str | Path, dataset: str, given: str | Path | None, allow_c
             say=None) -> str:
     """The data folder for a command that reopens ``run_dir``: ``given`` (--data-dir) or
     the recorded folder, checked against the recorded fingerprint."""
-    from ..config import ConfigError
-
     rec = read(run_dir)
     if rec is None:  # a run folder from before data.json: what the user names, else ./data
         return str(given) if given is not None else "data"

@@ -20,7 +20,7 @@ import torch
 
 from .download import fetch as _download  # tests replace it: never touch the network
 from .download import md5sum
-from .errors import DataError
+from ..errors import DataError
 
 EOS, UNK = "<eos>", "<unk>"
 

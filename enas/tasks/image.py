@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.cifar10 import load_cifar10
-from ..data.errors import DataError
+from ..errors import DataError
 from ..distributed import Shard
 from . import TASKS
 
