@@ -179,7 +179,7 @@ class Loop:
             if self.window_count and self.global_step % self.log_every == 0:
                 figs = {f"{prefix}/{k}": float(v) / self.window_count for k, v in self.window.items()}
                 self.window, self.window_count = {}, 0
-                self.log.log(self.global_step, epoch=self.epoch, **{f"{prefix}/lr": opt.param_groups[0]["lr"]},
+                self.log.log(self.global_step, epoch=self.epoch + 1, **{f"{prefix}/lr": opt.param_groups[0]["lr"]},
                              **figs, **{f"{prefix}/skipped_steps": self.skipped_steps})
                 bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in figs.items()})
             self.maybe_checkpoint()

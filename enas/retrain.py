@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from .archfile import load_arch, save_arch
 from .config import ConfigError, RetrainConfig, from_dict, load_retrain, to_dict
+from .files import write_atomic
 from .loop import Loop
 from .runlog import say
 from .schedule import lr_at, make_sgd, set_lr
@@ -103,6 +103,9 @@ class Retrain(Loop):
         self.select_best = not self.valid_is_test
         torch.manual_seed(r.seed)  # the child's initial weights
         self.model = space.child(arch, self.model_args, **self.task.model_kwargs()).to(self.device)
+        note = getattr(self.model, "kernel_note", None)  # a model with several kernels says which runs
+        if note is not None:
+            say(note(self.device), log)
         self.sync_bn = n > 1 and r.sync_bn and self.device.type == "cuda" and _has_bn(self.model)
         if self.sync_bn:  # same state-dict keys: checkpoints load into a plain child
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -225,7 +228,7 @@ class Retrain(Loop):
             with self.eval_weights():
                 state = {"kind": "retrain-best", "epoch": self.epoch + 1, "valid": value,
                          "model": self.model.state_dict()}
-            _atomic_save(state, self.run_dir / BEST)
+            write_atomic(self.run_dir / BEST, lambda f: torch.save(state, f))
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self, resume_offset: int | None = None) -> dict:
@@ -307,9 +310,7 @@ class Retrain(Loop):
         if aux is not None:
             result["params_aux_head"] = count_params(aux, test_time=False)
         if self.log_enabled:
-            tmp = self.run_dir / (RESULT + ".tmp")
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
-            os.replace(tmp, self.run_dir / RESULT)
+            write_atomic(self.run_dir / RESULT, json.dumps(result, indent=2) + "\n")
             self.log.log(self.epoch, epoch=self.epoch, **{f"overview/result_test_{name}": test[m]})
         aux_note = f" (+{result['params_aux_head']:,} in the auxiliary head, training only)" if aux is not None else ""
         say(f"test {m} {test[m]:.4g} ({result['weights']}); params {result['params']:,}{aux_note}", self.log_enabled)
@@ -318,15 +319,6 @@ class Retrain(Loop):
 
 def _has_bn(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-def _atomic_save(state: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _load_best(run_dir: Path) -> dict | None:

@@ -66,6 +66,9 @@ class Search(Loop):
         )
         torch.manual_seed(s.seed)  # weights of supernet and controller
         self.supernet = self.space.supernet(self.model_args, **self.task.model_kwargs()).to(device)
+        note = getattr(self.supernet, "kernel_note", None)  # a model with several kernels says which runs
+        if note is not None:
+            say(note(device), log)
         self.policy = build_policy(cfg.controller.kind, self.space, cfg.controller)
         self.reinforce = Reinforce(self.policy, cfg.controller)
         self.opt = make_sgd(self.supernet.parameters(), cfg.train)
@@ -172,7 +175,7 @@ class Search(Loop):
             self.step += 1
             if "reward" in last:
                 self.ctrl_sum, self.ctrl_n = self.ctrl_sum + last["reward"], self.ctrl_n + 1
-            self.log.log(self.reinforce.updates, epoch=self.epoch,
+            self.log.log(self.reinforce.updates, epoch=self.epoch + 1,
                          **{f"controller/{k}": v for k, v in last.items()})
             bar.update(1)
             bar.set_postfix(reward=f"{last.get('reward', float('nan')):.3g}")

@@ -10,11 +10,20 @@ state; node l >= 1 reads one earlier node p_l and applies one activation f_l:
 ends (nodes no other node reads), or, as in the authors' enas_lm code, of every node
 except node 0.
 
+``enas_cell`` below is the cell exactly as those equations write it: the reference
+every other path is tested against and the one that runs wherever no fast path applies.
 One module class, ``RNNModel``, is both the supernet (``arch=None`` at construction:
 every (node, input[, activation]) matrix exists) and the child (only the chosen
 matrices exist, under the same state-dict keys). Both run the same ``forward``, so
 "supernet weights loaded into the child give the same outputs" holds by construction
 and is tested in tests/test_enas_rnn.py.
+
+Kernels (``model.kernel``): ``reference`` runs ``enas_cell`` through autograd;
+``fused`` runs the same equations with a hand-written backward pass
+(enas_rnn_bptt.py) and, on a CPU with two or more threads, the cell and the decoder
+pipelined over the cores (enas_rnn_pipeline.py); ``auto`` is ``fused`` on the CPU and
+``reference`` elsewhere. tests/test_fast_paths.py checks the fused kernel's values
+and gradients against ``enas_cell``.
 
 Stability (why configs/ptb_search.yaml clips at 0.1, not the paper's 0.25). This
 forward matches enas_lm's search cell step for step: highway formula, U(-r, r) init,
@@ -39,8 +48,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, Decision, validate
-from search_spaces.enas_rnn_bptt import ACT
-from search_spaces.enas_rnn_pipeline import cell_and_decoder
+
+from .enas_rnn_pipeline import cell_and_decoder
+from .ops import ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -60,9 +70,9 @@ class Args:
             raise ValueError(f"num_nodes must be >= 1, got {self.num_nodes}")
         if not self.activations:
             raise ValueError("activations must not be empty")
-        unknown = [a for a in self.activations if a not in ACT]
+        unknown = [a for a in self.activations if a not in ACTIVATIONS]
         if unknown:
-            raise ValueError(f"unknown activation {unknown[0]!r} (known: {', '.join(ACT)})")
+            raise ValueError(f"unknown activation {unknown[0]!r} (known: {', '.join(ACTIVATIONS.names())})")
         if len(set(self.activations)) != len(self.activations):
             raise ValueError(f"repeated activation in {list(self.activations)}")
 
@@ -81,6 +91,9 @@ class ModelArgs:
     ar: float = 0.0  # activation regularisation: ar * mean(s_t^2) (enas_lm "alpha")
     tar: float = 1.0  # temporal AR: tar * mean((s_t - s_{t-1})^2) (enas_lm "beta", search)
     init_range: float = 0.04  # every weight ~ U(-r, r) (enas_lm: 0.04 search, 0.05 final)
+    # how the cell runs (module docstring): the readable reference, the hand-written fused
+    # kernel, or auto (fused on the CPU, reference elsewhere); the values are the same
+    kernel: Literal["auto", "reference", "fused"] = "auto"
 
     def __post_init__(self):
         if self.hidden < 1:
@@ -115,6 +128,32 @@ def output_nodes(arch: Mapping[str, Any], num_nodes: int, output: str) -> list[i
         return list(range(1, num_nodes))
     used = {p for _, p, _ in cell_edges(arch, num_nodes)}
     return [l for l in range(num_nodes) if l not in used]
+
+
+def enas_cell(xw: torch.Tensor, s: torch.Tensor, w_s: torch.Tensor, weights: Mapping[int, torch.Tensor],
+              arch: Mapping[str, Any], num_nodes: int, output: str, m_l: torch.Tensor | None = None) -> torch.Tensor:
+    """The ENAS cell over a window, as the paper writes it (eq. 1-2): the reference.
+
+    xw [T, B, 2H]: x_t W_x for every step; s [B, H]: the state carried in; w_s [H, 2H]:
+    node 0's state matrix; weights[l] [H, 2H]: W_{l,p} of node l's chosen input p;
+    m_l [B, H]: the locked dropout mask on every state entering a matmul. Returns the
+    states s_1..s_T [T, B, H].
+    """
+    edges, outs = cell_edges(arch, num_nodes), output_nodes(arch, num_nodes, output)
+    drop = (lambda v: v * m_l) if m_l is not None else (lambda v: v)  # noqa: E731
+
+    def highway(prev, hc, act):  # s = prev + sigmoid(c) * (f(h) - prev)
+        h, c = hc.chunk(2, dim=-1)  # [B, H] each
+        return prev + torch.sigmoid(c) * (ACTIVATIONS.get(act)(h) - prev)
+
+    steps = []
+    for t in range(xw.size(0)):
+        nodes = [highway(s, xw[t] + drop(s) @ w_s, arch["node0/activation"])]  # s_0 [B, H]
+        for l, p, act in edges:
+            nodes.append(highway(nodes[p], drop(nodes[p]) @ weights[l], act))  # s_l [B, H]
+        s = torch.stack([nodes[o] for o in outs]).mean(0)  # s_t: the average of the outputs [B, H]
+        steps.append(s)
+    return torch.stack(steps)  # [T, B, H]
 
 
 def _locked_mask(like: torch.Tensor, shape, p: float) -> torch.Tensor | None:
@@ -179,6 +218,21 @@ class RNNModel(nn.Module):
             nn.init.uniform_(prm, -r, r)
         self._plans: dict[tuple, tuple] = {}
 
+    def kernel(self, device: torch.device) -> str:
+        """The kernel that runs on ``device``: model.kernel, with auto resolved."""
+        k = self.model_args.kernel
+        return ("fused" if device.type == "cpu" else "reference") if k == "auto" else k
+
+    def kernel_note(self, device: torch.device) -> str:
+        """One line for the run's log: which kernel runs, and why."""
+        k = self.kernel(torch.device(device))
+        how = {"reference": "enas_cell through autograd",
+               "fused": "hand-written BPTT" + (", cell and decoder pipelined over the CPU's cores"
+                                               if torch.device(device).type == "cpu" and torch.get_num_threads() > 1
+                                               else "")}[k]
+        auto = f"auto on {torch.device(device).type}: " if self.model_args.kernel == "auto" else ""
+        return f"RNN cell kernel: {k} ({auto}{how}; model.kernel=reference|fused to choose)"
+
     def init_hidden(self, batch_size: int) -> torch.Tensor:
         w = self.encoder.weight
         return w.new_zeros(batch_size, self.model_args.hidden)
@@ -212,7 +266,6 @@ class RNNModel(nn.Module):
             arch = self.arch  # a child's arch is fixed
         elif arch is None:
             raise ValueError("the supernet needs an arch: model(tokens, hidden, arch)")
-        act0, groups, outs = self._plan(arch)
         ma, nodes = self.model_args, self.cell.nodes
         T, B = tokens.shape
         H = ma.hidden
@@ -228,19 +281,28 @@ class RNNModel(nn.Module):
         m_i = _locked_mask(x, (1, B, H), ma.dropout_i) if train else None
         m_x = _locked_mask(x, (B, H), ma.dropout_x) if train else None
         m_l = _locked_mask(x, (B, H), ma.dropout_l) if train else None
+        m_o = _locked_mask(x, (1, B, H), ma.dropout_o) if train else None  # on the states before the decoder
         if m_i is not None:
             x = x * m_i
         if m_x is not None:
             x = x * m_x  # locked: the same mask at every step
         # Input projection for all steps at once: one [T*B, H] x [H, 2H] matmul.
         xw = x @ nodes[0].w_x  # [T, B, 2H]
-        # Concatenate each group's weights once per forward: [H, 2H * k].
-        gw = [torch.cat([nodes[l].weight(p, a) for l, a in ch], dim=1) for p, ch in groups]
-        # Locked dropout on the states before the (tied) decoder; the cell and the decoder
-        # run as one pipeline on CPU (enas_rnn_pipeline.py): states [T, B, H], logits [T, B, V].
-        m_o = _locked_mask(x, (1, B, H), ma.dropout_o) if train else None
-        raw, logits = cell_and_decoder((act0, groups, outs), xw, hidden, m_l, nodes[0].w_s, gw, m_o,
-                                       self.decoder.weight, target)
+
+        if self.kernel(tokens.device) == "reference":
+            N = self.space_args.num_nodes
+            weights = {l: nodes[l].weight(p, a) for l, p, a in cell_edges(arch, N)}
+            raw = enas_cell(xw, hidden, nodes[0].w_s, weights, arch, N, self.space_args.output, m_l)  # [T, B, H]
+            logits = F.linear(raw if m_o is None else raw * m_o, self.decoder.weight)  # [T, B, V]
+            if target is not None:  # the mean token cross-entropy, in fp32 under bf16 autocast
+                logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+                logits = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
+        else:  # the same values, computed by the fused kernel
+            plan = self._plan(arch)
+            # each group's weights concatenated once per forward: [H, 2H * k]
+            gw = [torch.cat([nodes[l].weight(p, a) for l, a in ch], dim=1) for p, ch in plan[1]]
+            raw, logits = cell_and_decoder(plan, xw, hidden, m_l, nodes[0].w_s, gw, m_o, self.decoder.weight,
+                                           target)
         s = raw[-1]
 
         extra = raw.new_zeros(())
@@ -291,6 +353,18 @@ class EnasRNNSpace:
 
     def loose_ends(self, arch: Mapping[str, Any]) -> list[int]:
         return output_nodes(arch, self.args.num_nodes, "loose_ends")
+
+    def draw(self, arch: Mapping[str, Any], path):
+        """Write a PNG of the cell (x_t, h_{t-1} -> node 0 -> ... -> avg -> h_t); returns
+        the ``draw.Drawing`` (node extents)."""
+        from .draw import draw_rnn_cell
+
+        arch = validate(self.decisions(), arch)
+        N = self.args.num_nodes
+        what = ("its loose ends" if self.args.output == "loose_ends" else
+                "node 0" if N == 1 else "node 1" if N == 2 else f"nodes 1..{N - 1}")
+        return draw_rnn_cell(cell_edges(arch, N), arch["node0/activation"], output_nodes(arch, N, self.args.output),
+                             path, title=f"enas_rnn cell, {N} node{'s' * (N > 1)}: " + r"$h_t$" + f" = average of {what}")
 
     def describe(self, arch: Mapping[str, Any]) -> str:
         arch = validate(self.decisions(), arch)

@@ -152,6 +152,17 @@ OPS.register("macro/avg_pool_3x3")(lambda c, stride: MacroPoolBranch(c, "avg", s
 OPS.register("macro/max_pool_3x3")(lambda c, stride: MacroPoolBranch(c, "max", stride))
 
 
+# ---------------------------------------------------------------------------
+# activations of the ENAS recurrent cell (paper section 2.1: tanh, ReLU, identity, sigmoid)
+# ---------------------------------------------------------------------------
+
+ACTIVATIONS: Registry = Registry("activation")
+ACTIVATIONS.register("tanh")(torch.tanh)
+ACTIVATIONS.register("relu")(torch.relu)
+ACTIVATIONS.register("identity")(lambda h: h)
+ACTIVATIONS.register("sigmoid")(torch.sigmoid)
+
+
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     """Zero whole samples with probability drop_prob, rescale the rest (official drop_path)."""
     if drop_prob <= 0.0:

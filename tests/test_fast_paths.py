@@ -1,7 +1,8 @@
 """Hand-written fast paths equal the plain autograd code they replace.
 
-* search_spaces/enas_rnn_bptt.py: the ENAS cell over a window with its own backward;
-  the reference below is the paper's equations written step by step through autograd.
+* search_spaces/enas_rnn_bptt.py and enas_rnn_pipeline.py (the fused kernel): the ENAS
+  cell over a window with its own backward, against search_spaces/enas_rnn.py's
+  ``enas_cell`` (the paper's equations through autograd) and the model's reference kernel.
 * enas/tasks/cross_entropy.py: the LM loss against F.cross_entropy.
 * enas/malloc.py: the allocator setting that makes them pay on CPU is applied.
 """
@@ -12,31 +13,20 @@ import torch
 import torch.nn.functional as F
 
 from enas.tasks.cross_entropy import token_cross_entropy
-from search_spaces.enas_rnn import ENAS_PTB_CELL, Args, EnasRNNSpace, ModelArgs
+from search_spaces.enas_rnn import ENAS_PTB_CELL, Args, EnasRNNSpace, ModelArgs, enas_cell
 from search_spaces.enas_rnn_bptt import cell_bptt
 
-REF_ACT = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda h: h, "sigmoid": torch.sigmoid}
-
-
-def reference_cell(plan, xw, s, m_l, w_s, gw):
-    """Paper eq. 1-2, one op at a time: s_l = s_p + sigmoid(c) * (f(h) - s_p)."""
-    act0, groups, outs = plan
+def reference_cell(space, plan, xw, s, m_l, w_s, gw):
+    """enas_cell, the package's reference, fed from the fused kernel's plan and grouped
+    weights ([H, 2H k] per group, columns [h_1, c_1, h_2, c_2, ...] in group order)."""
+    act0, groups, _ = plan
     H = s.size(1)
-    steps = []
-    for t in range(xw.size(0)):
-        mask = (lambda v: v * m_l) if m_l is not None else (lambda v: v)
-        hc = xw[t] + mask(s) @ w_s
-        h, c = hc[:, :H], hc[:, H:]
-        states = {0: s + torch.sigmoid(c) * (REF_ACT[act0](h) - s)}
-        for (p, ch), w in zip(groups, gw):
-            sp = states[p]
-            hc = mask(sp) @ w
-            for k, (l, a) in enumerate(ch):
-                h, c = hc[:, 2 * H * k : 2 * H * k + H], hc[:, 2 * H * k + H : 2 * H * (k + 1)]
-                states[l] = sp + torch.sigmoid(c) * (REF_ACT[a](h) - sp)
-        s = sum(states[o] for o in outs) / len(outs)
-        steps.append(s)
-    return torch.stack(steps)
+    arch, weights = {"node0/activation": act0}, {}
+    for (p, ch), w in zip(groups, gw):
+        for k, (l, a) in enumerate(ch):
+            arch[f"node{l}/input"], arch[f"node{l}/activation"] = p, a
+            weights[l] = w[:, 2 * H * k:2 * H * (k + 1)]
+    return enas_cell(xw, s, w_s, weights, arch, space.args.num_nodes, space.args.output, m_l)
 
 
 def random_arch(space, rng):
@@ -67,7 +57,7 @@ def test_cell_bptt_equals_autograd_reference(output, masked):
         plan, leaves, m_l = cell_inputs(space, arch, T, B, H, masked, seed=i)
         grads = []
         outs = []
-        for fn in (cell_bptt, reference_cell):
+        for fn in (cell_bptt, lambda *a: reference_cell(space, *a)):
             xs = [x.clone().requires_grad_() for x in leaves]
             raw = fn(plan, xs[0], xs[1], m_l, xs[2], xs[3:])
             # a loss that weights every step and unit differently
@@ -110,7 +100,7 @@ def test_cell_and_decoder_pipeline_equals_plain_path(monkeypatch, lanes, masked,
         target = torch.randint(0, V, (T, B), generator=g) if with_target else None
 
         def plain(plan, xw, s, m_l, w_s, gw, m_o, w, target):
-            raw = reference_cell(plan, xw, s, m_l, w_s, gw)
+            raw = reference_cell(space, plan, xw, s, m_l, w_s, gw)
             logits = F.linear(raw if m_o is None else raw * m_o, w)
             return raw, logits if target is None else F.cross_entropy(logits.reshape(-1, V), target.reshape(-1))
 
@@ -156,50 +146,51 @@ def test_cell_bptt_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: cell_bptt(plan, a[0], a[1], m_l, a[2], a[3:]), xs)
 
 
-def test_rnn_model_uses_fast_path_and_trains():
-    """End to end: the model's loss and gradients through the pipelined cell and decoder
-    (and through cell_bptt + F.linear), with the cross-entropy computed outside the model
-    or inside it (target=), equal those of the reference cell."""
+def test_fused_kernel_equals_reference_kernel_end_to_end():
+    """The model with model.kernel=fused (pipelined cell and decoder, and cell_bptt +
+    F.linear where no pipeline runs), with the cross-entropy computed outside the model
+    or inside it (target=), gives the loss and gradients of model.kernel=reference."""
+    import search_spaces.enas_rnn_pipeline as pipe
+
     torch.manual_seed(0)
     space = EnasRNNSpace()
     H, V = 6, 20
-    model = space.supernet(ModelArgs(hidden=H, tar=0.5, ar=0.5), vocab_size=V).double().train()
+    models = {k: space.supernet(ModelArgs(hidden=H, tar=0.5, ar=0.5, kernel=k), vocab_size=V).double().train()
+              for k in ("fused", "reference")}
+    models["fused"].load_state_dict(models["reference"].state_dict())
     tokens, target = torch.randint(0, V, (4, 3)), torch.randint(0, V, (4, 3))
-    grads = []
-    import search_spaces.enas_rnn as mod
-
-    def reference(plan, xw, s, m_l, w_s, gw, m_o, w, target):
-        raw = reference_cell(plan, xw, s, m_l, w_s, gw)
-        return raw, F.linear(raw * m_o, w)
-
-    import search_spaces.enas_rnn_pipeline as pipe
-
-    def plain(*a):  # where lane_plan says no pipeline: cell_bptt, then F.linear
-        orig_plan, pipe.lane_plan = pipe.lane_plan, lambda *_: None
+    real_plan = pipe.lane_plan
+    runs = []
+    # (kernel, lanes: None = what lane_plan picks, "plain" = no pipeline, loss computed inside the model)
+    for kernel, lanes, inside in (("fused", (1, 1), False), ("fused", (1, 1), True), ("fused", "plain", False),
+                                  ("fused", "plain", True), ("reference", None, True), ("reference", None, False)):
+        model = models[kernel]
+        pipe.lane_plan = (lambda *_: None) if lanes == "plain" else \
+            (lambda b, d, l=None: real_plan(b, d, lanes)) if lanes else real_plan
         try:
-            return pipe.cell_and_decoder(*a)
-        finally:
-            pipe.lane_plan = orig_plan
-
-    pipelined = lambda *a: pipe.cell_and_decoder(*a, lanes=(1, 1))  # noqa: E731
-    # (cell + decoder, loss computed inside the model from the target): the last is the reference
-    for cell, inside in ((pipelined, False), (pipelined, True), (plain, False), (plain, True), (reference, False)):
-        torch.manual_seed(1)  # same dropout masks
-        orig, mod.cell_and_decoder = mod.cell_and_decoder, cell
-        try:
+            torch.manual_seed(1)  # same dropout masks
             first, _, extra = model(tokens, torch.zeros(3, H, dtype=torch.float64), ENAS_PTB_CELL,
                                     target=target if inside else None)
         finally:
-            mod.cell_and_decoder = orig
+            pipe.lane_plan = real_plan
         model.zero_grad()
         ce = first if inside else F.cross_entropy(first.reshape(-1, V), target.reshape(-1))
         (ce + extra).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-        grads[-1]["loss"] = ce.detach()
-    for fast in grads[:-1]:
-        assert fast.keys() == grads[-1].keys() and len(fast) > 4
-        for n in fast:
-            assert torch.allclose(fast[n], grads[-1][n], atol=1e-12), n
+        runs.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        runs[-1]["loss"] = ce.detach()
+    reference = runs[-1]
+    for run in runs[:-1]:
+        assert run.keys() == reference.keys() and len(run) > 4
+        for n in run:
+            assert torch.allclose(run[n], reference[n], atol=1e-12), n
+
+
+def test_kernel_auto_picks_by_device_and_says_so():
+    model = EnasRNNSpace().supernet(ModelArgs(hidden=4), vocab_size=5)
+    assert model.kernel(torch.device("cpu")) == "fused" and model.kernel(torch.device("cuda")) == "reference"
+    assert "RNN cell kernel: fused (auto on cpu" in model.kernel_note("cpu")
+    ref = EnasRNNSpace().supernet(ModelArgs(hidden=4, kernel="reference"), vocab_size=5)
+    assert ref.kernel(torch.device("cpu")) == "reference" and "kernel: reference (enas_cell" in ref.kernel_note("cpu")
 
 
 def test_token_cross_entropy_equals_f_cross_entropy():
@@ -258,7 +249,7 @@ def test_single_node_cell_and_bf16_autocast():
     space = EnasRNNSpace(Args(num_nodes=1))
     plan, leaves, m_l = cell_inputs(space, {"node0/activation": "relu"}, T=4, B=2, H=3, masked=True, seed=5)
     assert torch.allclose(cell_bptt(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:]),
-                          reference_cell(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:]), atol=1e-12)
+                          reference_cell(space, plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:]), atol=1e-12)
 
     torch.manual_seed(0)
     model = EnasRNNSpace().supernet(ModelArgs(hidden=16), vocab_size=30).train()
