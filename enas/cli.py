@@ -1,4 +1,4 @@
-"""`enas search|derive|retrain|evaluate|show|rank` (thin: parse, call, report errors).
+"""`enas search|derive|retrain|evaluate|show|rank|report` (thin: parse, call, report errors).
 
 A user's mistake (bad config, missing data, bad architecture file, existing run
 folder) ends with one paragraph on stderr and exit code 2, never a traceback.
@@ -20,19 +20,13 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
-from .archfile import ArchFileError
-from .checkpoint import CheckpointError
-from .config import ConfigError, dump, from_dict, load_search, to_dict
+from .config import dump, from_dict, load_search, to_dict
 from .data import record
-from .data.errors import DataError
+from .errors import ArchError, ConfigError, RunDirError, UserError
 from .interrupt import StopRequested
 from .loop import NonFiniteError
 from .malloc import keep_freed_memory
-from .registry import RegistryError
-from .runlog import RunDirError, new_run_dir, say
-from .space import ArchError
-
-USER_ERRORS = (ConfigError, DataError, ArchError, ArchFileError, CheckpointError, RunDirError, RegistryError)
+from .runlog import new_run_dir, say
 
 
 def resolve_device(name: str) -> torch.device:
@@ -250,6 +244,14 @@ def cmd_rank(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    path = write_report(Path(args.run_dir), Path(args.out) if args.out else None, args.force)
+    print(f"report written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -322,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     reopen(rk)
     rk.add_argument("--device", default="auto")
     rk.set_defaults(func=cmd_rank)
+
+    rp = sub.add_parser("report", help="write one self-contained HTML page about a search or retrain run")
+    rp.add_argument("run_dir")
+    rp.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
+    rp.add_argument("--force", action="store_true", help="replace an existing report")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
@@ -357,7 +365,7 @@ def _run(args) -> int:
         return args.func(args)
     except dist.PeerError as e:  # another rank failed and printed why
         return e.code
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f"{tag()}error: {e}", file=sys.stderr)
         return 2
     except StopRequested as e:

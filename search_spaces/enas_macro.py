@@ -242,13 +242,14 @@ class EnasMacroSpace:
                 lines.append("  -- factorized reduction (H, W halved) --")
         return "\n".join(lines)
 
-    def draw(self, arch: Arch, path) -> None:
+    def draw(self, arch: Arch, path):
+        """Write a PNG of the layer chain; returns the ``draw.Drawing``."""
         from .draw import draw_chain
 
         g = self.genotype(arch)
         # draw_chain numbers the stem -1 and layer j as j
-        draw_chain(list(g.ops), [[k - 1 for k in s] for s in g.skips], list(pool_layers(self.args.num_layers)),
-                   path)
+        return draw_chain(list(g.ops), [[k - 1 for k in s] for s in g.skips],
+                          list(pool_layers(self.args.num_layers)), path)
 
     def to_text(self, arch: Arch) -> str:
         """The official arc string (op codes in the order of ``args.ops``, then skip bits)."""

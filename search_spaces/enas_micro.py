@@ -327,9 +327,10 @@ class EnasMicroSpace:
             lines.append(f"  output = concat({', '.join(f'node{i}' for i in loose_ends(nodes))})")
         return "\n".join(lines)
 
-    def draw(self, arch: Arch, path) -> None:
+    def draw(self, arch: Arch, path):
+        """Write a PNG of both cells; returns the ``draw.Drawing`` (label and node extents)."""
         from .draw import draw_cells
 
         g = self.genotype(arch)
         cells = {c: [(n.input_a, n.input_b, n.op_a, n.op_b) for n in g.cell(c)] for c in CELLS}
-        draw_cells(cells, {c: loose_ends(g.cell(c)) for c in CELLS}, path)
+        return draw_cells(cells, {c: loose_ends(g.cell(c)) for c in CELLS}, path)

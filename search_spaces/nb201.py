@@ -262,26 +262,25 @@ class NB201Space:
         lines.append("  output = node3")
         return "\n".join(lines)
 
-    def draw(self, arch: Arch, path) -> None:
-        from matplotlib.figure import Figure
-
-        from .draw import _BOX, _IN_BOX, _OP_COLOURS, _OUT_BOX, _arrow, _save
+    def draw(self, arch: Arch, path):
+        """Write a PNG of the cell; returns the ``draw.Drawing`` (label and node extents)."""
+        from .draw import _BOX, _IN_BOX, _OP_COLOURS, _OUT_BOX, Diagram, _figure, _save
 
         g = self.genotype(arch)
-        fig = Figure(figsize=(8, 3.2))
+        fig = _figure(8, 3.4)
         ax = fig.add_subplot(1, 1, 1)
-        pos = {k: (2.0 * k, 0.0) for k in range(NUM_NODES)}
+        d = Diagram(ax)
         colours = dict(_OP_COLOURS, nor_conv_1x1="#8c564b", nor_conv_3x3="#1f77b4", skip_connect="#7f7f7f")
+        for k in range(NUM_NODES):
+            style = _IN_BOX if k == 0 else _OUT_BOX if k == NUM_NODES - 1 else _BOX
+            d.node(k, (2.0 * k, 0.0), {0: "in (0)", NUM_NODES - 1: "out (3)"}.get(k, str(k)), style)
         for i, j, op in g.edges():
             if op != "none":  # a `none` edge is no connection
-                rad = {1: 0.0, 2: -0.3}.get(i - j, -0.5)
-                _arrow(ax, pos[j], pos[i], op, rad, colours.get(op, "#555555"))
-        for k, (x, y) in pos.items():
-            style = _IN_BOX if k == 0 else _OUT_BOX if k == NUM_NODES - 1 else _BOX
-            label = {0: "in (0)", NUM_NODES - 1: "out (3)"}.get(k, str(k))
-            ax.text(x, y, label, ha="center", va="center", fontsize=9, bbox=style)
+                d.edge(j, i, op, colours.get(op, "#555555"), bend={1: 0.0, 2: 0.55}.get(i - j, 1.05))
         ax.set_xlim(-0.8, 2.0 * (NUM_NODES - 1) + 0.8)
-        ax.set_ylim(-0.5, 1.6)
+        ax.set_ylim(-0.6, 1.5)
         ax.set_title(to_cell_string(arch), fontsize=8, pad=12)
         ax.axis("off")
-        _save(fig, path)
+        drawing = d.finish()
+        drawing.path = _save(fig, path)
+        return drawing

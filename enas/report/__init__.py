@@ -1,0 +1,64 @@
+"""``enas report RUN``: one self-contained HTML page for a search or a retrain run folder.
+
+The page has inline CSS, its charts as base64 PNG data URIs, no JavaScript and no link
+to anything outside itself, so it can be mailed, archived or opened offline. It reads
+only what the run folder holds (``config.yaml``, ``metrics.jsonl``, ``best_arch.yaml`` /
+``arch.yaml``, ``archs/``, ``result.json``, the checkpoint's derive candidates) and copes
+with what is missing: an unfinished run, a run without a controller, NaN figures.
+
+Which figures exist is read from ``metrics.jsonl`` itself: a few headline charts pick
+the names they know (reward, baseline, entropy, loss, derived score), and every numeric
+figure in the file is also drawn in "All logged figures", grouped by its prefix.
+
+    python -m enas.report RUN_DIR [--out FILE]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..files import write_atomic
+from ..runlog import RunDirError
+from .page import render
+from .runfolder import load_run
+
+
+def write_report(run_dir: Path, out: Path | None = None, force: bool = False) -> Path:
+    """Write the HTML report of a search or retrain run folder; return its path.
+
+    Default output: ``RUN_DIR/report.html``. An existing file is replaced only with
+    ``force`` (and never a file of the run other than a report); the file appears
+    complete or not at all."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report.html"
+    if out.exists() and not force:
+        raise RunDirError(f"{out} already exists; pass --force to replace it, or --out FILE")
+    if force and out.exists() and out.resolve().parent == run_dir.resolve() and out.suffix != ".html":
+        raise RunDirError(f"{out} is a file of the run; a report never replaces it. Choose --out FILE.html")
+    page = render(load_run(run_dir))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return write_atomic(out, page, replace=force)
+    except FileExistsError:
+        raise RunDirError(f"{out} already exists; pass --force to replace it, or --out FILE") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m enas.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="the HTML file to write (default RUN_DIR/report.html)")
+    p.add_argument("--force", action="store_true", help="replace an existing report")
+    a = p.parse_args(argv)
+    try:
+        path = write_report(Path(a.run_dir), Path(a.out) if a.out else None, a.force)
+    except RunDirError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

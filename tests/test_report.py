@@ -1,0 +1,201 @@
+"""enas.report: one self-contained HTML page per run folder (search or retrain)."""
+import base64
+import json
+import re
+import shutil
+import struct
+
+import pytest
+import yaml
+
+from conftest import TINY_PTB, make_corpus, write_config
+from enas.cli import main
+from enas.report import write_report
+from enas.runlog import RunDirError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY_RETRAIN = {"model": {"hidden": 8, "init_range": 0.1}, "train": {"lr": 5.0, "grad_clip": 0.25},
+                "data": {"dataset": "ptb", "batch_size": 4, "eval_batch_size": 4, "bptt": 6},
+                "retrain": {"epochs": 2, "log_every": 5}}
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny search, a tiny search without a controller, and a retrain of the first's
+    best architecture (about 8 s together on one core)."""
+    root = tmp_path_factory.mktemp("report")
+    data = make_corpus(root / "ptb")
+    cfg = write_config(root, TINY_PTB, "tiny.yaml")
+    out = {"search": root / "search", "random": root / "random", "retrain": root / "retrain"}
+    assert run("search", cfg, "--data-dir", data, "--run-dir", out["search"], "--device", "cpu") == 0
+    assert run("search", cfg, "--data-dir", data, "--run-dir", out["random"], "--device", "cpu",
+               "--set", "controller.kind=random") == 0
+    (root / "retrain.yaml").write_text(yaml.safe_dump(TINY_RETRAIN))
+    assert run("retrain", out["search"] / "best_arch.yaml", "--config", root / "retrain.yaml", "--data-dir", data,
+               "--run-dir", out["retrain"], "--device", "cpu") == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def search_page(runs):
+    path = write_report(runs["search"])
+    return path, path.read_text()
+
+
+def images(page):
+    """The decoded data-URI images of a page."""
+    return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def assert_self_contained(page):
+    refs = re.findall(r'\b(?:src|href)\s*=\s*["\']([^"\']*)', page, flags=re.I)
+    assert refs, "the page has no images or links at all"
+    for ref in refs:
+        assert not re.match(r"\s*(https?:|//|file:|ftp:)", ref, flags=re.I), ref
+        assert ref.startswith(("data:image/png;base64,", "#")), ref[:60]
+    assert "<script" not in page.lower() and "<link" not in page.lower() and "@import" not in page
+    assert not re.search(r"url\(\s*['\"]?\s*(https?:|//)", page, flags=re.I)
+
+
+def assert_pngs(page, at_least):
+    pngs = images(page)
+    assert len(pngs) >= at_least, len(pngs)
+    for png in pngs:
+        assert png[:8] == PNG_MAGIC
+        w, h = struct.unpack(">II", png[16:24])
+        assert 50 < w < 5000 and 50 < h < 12000, (w, h)
+
+
+def section(page, sid):
+    m = re.search(rf'<section id="{sid}">(.*?)</section>', page, flags=re.S)
+    assert m, f"no section {sid}"
+    return m.group(1)
+
+
+def test_search_report_has_every_section(runs, search_page):
+    path, page = search_page
+    assert path == runs["search"] / "report.html"
+    for sid in ("identity", "warnings", "curves", "policy", "arch", "candidates", "figures", "config"):
+        assert f'href="#{sid}"' in page, sid  # in the table of contents, and present:
+        section(page, sid)
+    ident = section(page, "identity")
+    assert "enas_rnn" in ident and "ptb" in ident and "2 of 2" in ident and "finished" in ident
+    assert "No collapse warning" in section(page, "warnings")
+    # the headline charts and one heat map per decision group (TINY_PTB: activation, index)
+    curves = section(page, "curves")
+    for alt in ("reward and baseline", "entropy", "shared loss", "derived score"):
+        assert f'alt="{alt}"' in curves, alt
+    policy = section(page, "policy")
+    assert len(images(policy)) == 2 and "activation" in policy and "index" in policy
+    # the best cell, drawn by the space, and its description
+    arch = section(page, "arch")
+    assert len(images(arch)) == 1 and "best_arch.yaml" in arch and "s_t = average of" in arch
+    # top derive candidates: ranked rows with a score and a standard error each
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([-0-9.e]+)</td><td>([-0-9.e]+)</td>", section(page, "candidates"))
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2
+    scores = [float(r[1]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert "final winner" in section(page, "candidates")
+    # every figure in metrics.jsonl appears, whatever its name
+    names = {k for line in (runs["search"] / "metrics.jsonl").read_text().splitlines() for k in json.loads(line)}
+    figures = section(page, "figures")
+    for name in names - {"step", "epoch"}:
+        if not name.startswith("policy/") or name == "policy/entropy":
+            assert name.split("/")[0] in figures, name
+    # the config, escaped
+    assert "num_nodes: 4" in section(page, "config")
+    assert_pngs(page, at_least=8)
+    assert_self_contained(page)
+
+
+def test_existing_report_is_never_overwritten(runs, search_page, tmp_path):
+    path, page = search_page
+    before = path.read_bytes()
+    with pytest.raises(RunDirError, match="--out"):
+        write_report(runs["search"])
+    assert path.read_bytes() == before
+    other = tmp_path / "mine.html"
+    other.write_text("precious")
+    with pytest.raises(RunDirError, match="already exists"):
+        write_report(runs["search"], other)
+    assert other.read_text() == "precious"
+    fresh = write_report(runs["retrain"], tmp_path / "sub" / "copy.html")  # a new folder is made
+    assert fresh.is_file() and fresh.read_text().startswith("<!DOCTYPE html>")
+    assert not list((tmp_path / "sub").glob(".*.tmp"))  # no temporary file left behind
+    # --force replaces a report, never a file of the run
+    assert write_report(runs["search"], other, force=True) == other and other.read_text().startswith("<!DOCTYPE")
+    config = runs["search"] / "config.yaml"
+    kept = config.read_bytes()
+    with pytest.raises(RunDirError, match="is a file of the run"):
+        write_report(runs["search"], config, force=True)
+    assert config.read_bytes() == kept
+
+
+def test_enas_report_command(runs, tmp_path, capsys):
+    from enas.cli import main
+
+    out = tmp_path / "cli.html"
+    assert main(["report", str(runs["search"]), "--out", str(out)]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>") and str(out) in capsys.readouterr().out
+    assert main(["report", str(runs["search"]), "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["report", str(runs["search"]), "--out", str(out), "--force"]) == 0
+
+
+def test_retrain_report(runs, tmp_path):
+    page = write_report(runs["retrain"], tmp_path / "retrain.html").read_text()
+    assert "enas retrain report" in page
+    result = json.loads((runs["retrain"] / "result.json").read_text())
+    res = section(page, "result")
+    assert "test_perplexity" in res and f"{result['test_perplexity']:.6g}" in res
+    assert 'alt="loss"' in section(page, "curves") and 'alt="accuracy or perplexity"' in section(page, "curves")
+    assert len(images(section(page, "arch"))) == 1 and "arch.yaml" in section(page, "arch")
+    assert "enas_rnn" in section(page, "identity")  # from arch.yaml: a retrain config has no space
+    assert "candidates" not in page and 'id="policy"' not in page
+    assert_pngs(page, at_least=4)
+    assert_self_contained(page)
+
+
+def test_run_without_controller(runs, tmp_path):
+    page = write_report(runs["random"], tmp_path / "random.html").read_text()
+    curves = section(page, "curves")
+    assert "No reward or baseline" in curves and "random" in curves
+    assert 'alt="entropy"' in curves and 'alt="shared loss"' in curves
+    assert len(images(section(page, "policy"))) == 2
+    assert_self_contained(page)
+
+
+def test_unfinished_run_with_nan_and_collapse_warnings(runs, tmp_path):
+    """A run cut short: no final derive, no best_arch.yaml, no checkpoint, a NaN loss,
+    collapse warnings (one with its text, one flag only) and a half-written last line."""
+    d = tmp_path / "cut"
+    shutil.copytree(runs["search"], d, ignore=shutil.ignore_patterns("report.html", "checkpoint*", "best_arch.*"))
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if not any(k.startswith("derive/final") for k in r)]
+    rows.append({"step": 9999, "epoch": 1, "shared/loss": "nan", "shared/extra_loss": "inf"})
+    rows.append({"step": 2, "epoch": 2, "warning/collapse": 1,
+                 "warning/message": "the policy puts 90% <b>of</b> its op probability on parameter-free ops"})
+    rows.append({"step": 1, "epoch": 1, "warning/collapse": 1})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 10000, "shar')
+    page = write_report(d).read_text()
+    ident = section(page, "identity")
+    assert "unfinished" in ident and f"enas search --resume {d}" in ident and "1 skipped" in ident
+    warn = section(page, "warnings")
+    assert "90% &lt;b&gt;of&lt;/b&gt; its op probability" in warn  # the text, escaped
+    assert "epoch 1" in warn and "collapse flag set" in warn  # the flag without text
+    assert "derived at epoch 2" in section(page, "arch")  # falls back to archs/epoch_002.yaml
+    assert "No checkpoint.pt" in section(page, "candidates")
+    assert "Non-finite" in section(page, "figures") and "shared/loss" in section(page, "figures")
+    assert_pngs(page, at_least=6)
+    assert_self_contained(page)
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(RunDirError, match="not a run folder"):
+        write_report(tmp_path)
+    with pytest.raises(RunDirError, match="not a folder"):
+        write_report(tmp_path / "missing")
