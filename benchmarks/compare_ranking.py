@@ -1,0 +1,310 @@
+"""Does the supernet rank like stand-alone training? Compare a ranking with your own
+ground truth (issue 19).
+
+    python benchmarks/compare_ranking.py benchmarks/results/nb201_ground_truth.csv \\
+        --rank runs/nb201/ranks.csv --runs runs/nb201 runs/nb201-random [--json out.json]
+
+Inputs:
+
+* the ground-truth CSV of ``benchmarks/ground_truth.py`` (columns ``arch``,
+  ``test_accuracy``, ``seed``, ...); an architecture trained with several seeds counts
+  with its mean accuracy;
+* ``--rank FILE``: an ``enas rank`` CSV (``arch``, ``score``, ``params``); a repeated
+  arch counts with its mean score;
+* ``--runs DIR ...``: search run folders; each one's ``best_arch.yaml`` is looked up.
+
+Printed as ``name=value`` lines (and ``--json OUT``):
+
+* the ground truth: architectures, rows, accuracy min / median / max, and where
+  architectures have several seeds the seed-to-seed Kendall tau-b and Spearman rho
+  (the ceiling any supernet ranking can reach against this table);
+* with ``--rank``: over the architectures in both files, Kendall tau-b (ties
+  handled), Spearman rho (Pearson correlation of average ranks) and the top-k
+  overlap (``--topk``, default 5 and 10: how many of the k best by supernet score are
+  among the k best by accuracy, and that count / k; ties broken by the arch text);
+* with ``--runs``: the found cell's ground-truth accuracy and its percentile among
+  the ground-truth cells (the share of the *other* cells it beats, ties counting
+  half: 100 = best, 50 = what a uniformly random cell gets on average), or a note
+  that it is not in the table yet.
+
+Arch texts are compared in one canonical form (NB201 cell strings re-written by
+the space, JSON mappings with sorted keys), so a hand-written list matches.
+numpy only: tau and rho are computed here (scipy is not a dependency).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+class CompareError(Exception):
+    """A user's mistake (missing file, wrong columns); one line, exit 2."""
+
+
+# ---- statistics ---------------------------------------------------------------------------
+
+def rankdata(x) -> np.ndarray:
+    """1-based ranks, ties get the average of the ranks they span (scipy's 'average')."""
+    x = np.asarray(x, dtype=float)
+    order = np.argsort(x, kind="mergesort")
+    sx = x[order]
+    ranks = np.empty(len(x), dtype=float)
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def kendall_tau_b(x, y) -> float:
+    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - tx) (n0 - ty)) over all
+    pairs, tx / ty the pairs tied in x / y. NaN when either side is constant or n < 2."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError("x and y must have the same length")
+    n = len(x)
+    if n < 2:
+        return math.nan
+    i, j = np.triu_indices(n, k=1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    denom = math.sqrt(float(np.count_nonzero(dx)) * float(np.count_nonzero(dy)))
+    return float(np.sum(dx * dy) / denom) if denom > 0 else math.nan
+
+
+def spearman_rho(x, y) -> float:
+    """Spearman's rho with ties: Pearson correlation of the average ranks."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError("x and y must have the same length")
+    if len(x) < 2:
+        return math.nan
+    rx, ry = rankdata(x) - (len(x) + 1) / 2.0, rankdata(y) - (len(y) + 1) / 2.0
+    denom = math.sqrt(float(np.sum(rx * rx)) * float(np.sum(ry * ry)))
+    return float(np.sum(rx * ry) / denom) if denom > 0 else math.nan
+
+
+def top(values: dict[str, float], k: int) -> list[str]:
+    """The k keys with the highest values (ties broken by the key, so runs agree)."""
+    return sorted(values, key=lambda a: (-values[a], a))[:k]
+
+
+def topk_overlap(score: dict[str, float], truth: dict[str, float], k: int) -> tuple[int, int]:
+    """(|top-k by score  &  top-k by truth|, k used) over the keys both share; k is
+    clipped to the number of shared keys."""
+    common = set(score) & set(truth)
+    k = min(k, len(common))
+    s = {a: score[a] for a in common}
+    t = {a: truth[a] for a in common}
+    return len(set(top(s, k)) & set(top(t, k))), k
+
+
+def percentile(value: float, others: list[float]) -> float:
+    """Share (in %) of ``others`` that ``value`` beats, ties counting half."""
+    if not others:
+        return math.nan
+    beats = sum(1.0 if o < value else 0.5 if o == value else 0.0 for o in others)
+    return 100.0 * beats / len(others)
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+class Canon:
+    """Canonical arch text: a space's text form re-written by the space, JSON/YAML
+    mappings as sorted compact JSON."""
+
+    def __init__(self, space_name: str | None):
+        self.space = None
+        if space_name:
+            try:
+                import search_spaces  # noqa: F401
+                from enas.space import build_space
+
+                self.space = build_space(space_name)
+            except Exception:  # noqa: BLE001 - a space that needs args: compare JSON only
+                self.space = None
+
+    def __call__(self, text: str) -> str:
+        t = text.strip()
+        if t.startswith("{"):
+            try:
+                return json.dumps(yaml.safe_load(t), sort_keys=True, separators=(",", ":"))
+            except yaml.YAMLError:
+                return t
+        parse = getattr(self.space, "parse_text", None)
+        if parse is not None:
+            try:
+                return self.space.to_text(parse(t))
+            except Exception:  # noqa: BLE001 - not this space's text: keep as written
+                return t
+        return t
+
+
+def _read_csv(path: Path, need: tuple[str, ...]) -> list[dict]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise CompareError(f"{path} does not exist") from None
+    if not rows:
+        raise CompareError(f"{path} has no rows")
+    missing = [c for c in need if c not in rows[0]]
+    if missing:
+        raise CompareError(f"{path} has no column {missing[0]!r} (columns: {', '.join(rows[0])})")
+    return rows
+
+
+def load_ground_truth(path: Path) -> tuple[dict[str, float], dict[int, dict[str, float]], Canon, int]:
+    """(mean accuracy by arch, {seed: {arch: accuracy}}, canonicaliser, rows)."""
+    rows = _read_csv(path, ("arch", "test_accuracy"))
+    spaces = {r.get("space") for r in rows if r.get("space")}
+    canon = Canon(next(iter(spaces)) if len(spaces) == 1 else None)
+    by_arch: dict[str, list[float]] = {}
+    by_seed: dict[int, dict[str, float]] = {}
+    n = 0
+    for r in rows:
+        try:
+            acc = float(r["test_accuracy"])
+        except (TypeError, ValueError):
+            continue  # a half-written row
+        a = canon(r["arch"])
+        by_arch.setdefault(a, []).append(acc)
+        seed = int(r["seed"]) if r.get("seed") not in (None, "") else 0
+        by_seed.setdefault(seed, {})[a] = acc
+        n += 1
+    return {a: statistics.mean(v) for a, v in by_arch.items()}, by_seed, canon, n
+
+
+def load_rank(path: Path, canon: Canon) -> dict[str, float]:
+    rows = _read_csv(path, ("arch", "score"))
+    scores: dict[str, list[float]] = {}
+    for r in rows:
+        s = float(r["score"])
+        if math.isfinite(s):
+            scores.setdefault(canon(r["arch"]), []).append(s)
+    return {a: statistics.mean(v) for a, v in scores.items()}
+
+
+def run_arch(run_dir: Path, canon: Canon) -> tuple[str, dict]:
+    from enas.archfile import load_arch
+    from enas.rank import arch_text
+
+    path = Path(run_dir) / "best_arch.yaml"
+    if not path.exists():
+        raise CompareError(f"{run_dir} has no best_arch.yaml (not a finished search run?)")
+    space, arch, doc = load_arch(path)
+    return canon(arch_text(space, arch)), doc.get("provenance") or {}
+
+
+# ---- the comparison -----------------------------------------------------------------------
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def compare(gt_path, rank_path=None, runs=(), topk=(5, 10)) -> dict:
+    """Everything printed, as an ordered dict of name -> value."""
+    truth, by_seed, canon, nrows = load_ground_truth(Path(gt_path))
+    accs = list(truth.values())
+    out: dict = {"ground_truth": str(gt_path), "gt_archs": len(truth), "gt_rows": nrows,
+                 "gt_seeds": len(by_seed), "gt_accuracy_min": min(accs),
+                 "gt_accuracy_median": statistics.median(accs), "gt_accuracy_max": max(accs)}
+    # seed-to-seed reliability: every pair of seeds over the archs trained with both
+    taus, rhos = [], []
+    for s1, s2 in itertools.combinations(sorted(by_seed), 2):
+        both = sorted(set(by_seed[s1]) & set(by_seed[s2]))
+        if len(both) < 2:
+            continue
+        a, b = [by_seed[s1][x] for x in both], [by_seed[s2][x] for x in both]
+        tau, rho = kendall_tau_b(a, b), spearman_rho(a, b)
+        out[f"seed{s1}_vs_seed{s2}_archs"] = len(both)
+        out[f"seed{s1}_vs_seed{s2}_kendall_tau_b"] = tau
+        out[f"seed{s1}_vs_seed{s2}_spearman_rho"] = rho
+        out[f"seed{s1}_vs_seed{s2}_mean_abs_diff"] = float(np.mean(np.abs(np.subtract(a, b))))
+        taus.append(tau)
+        rhos.append(rho)
+    if taus:
+        out["seed_kendall_tau_b_mean"] = float(np.mean(taus))
+        out["seed_spearman_rho_mean"] = float(np.mean(rhos))
+    if rank_path is not None:
+        scores = load_rank(Path(rank_path), canon)
+        common = sorted(set(scores) & set(truth))
+        out["rank_file"] = str(rank_path)
+        out["rank_archs"] = len(scores)
+        out["common_archs"] = len(common)
+        x, y = [scores[a] for a in common], [truth[a] for a in common]
+        out["kendall_tau_b"] = kendall_tau_b(x, y)
+        out["spearman_rho"] = spearman_rho(x, y)
+        for k in topk:
+            hit, used = topk_overlap(scores, truth, k)
+            out[f"top{k}_k_used"] = used
+            out[f"top{k}_overlap"] = hit
+            out[f"top{k}_overlap_fraction"] = hit / used if used else math.nan
+    for i, run in enumerate(runs, start=1):
+        a, prov = run_arch(Path(run), canon)
+        out[f"run{i}_dir"] = str(run)
+        out[f"run{i}_arch"] = a
+        if prov.get("score") is not None:
+            out[f"run{i}_search_score"] = float(prov["score"])
+        if a in truth:
+            others = [v for b, v in truth.items() if b != a]
+            out[f"run{i}_gt_accuracy"] = truth[a]
+            out[f"run{i}_gt_percentile"] = percentile(truth[a], others)
+        else:
+            out[f"run{i}_gt_accuracy"] = None
+            out[f"run{i}_note"] = ("not in the ground truth: add it with ground_truth.py --archs "
+                                   "(same --config and --out)")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("ground_truth", help="CSV written by benchmarks/ground_truth.py")
+    p.add_argument("--rank", help="CSV written by `enas rank` (arch, score, params)")
+    p.add_argument("--runs", nargs="+", default=[], help="search run folders (their best_arch.yaml)")
+    p.add_argument("--topk", type=int, nargs="+", default=[5, 10], help="k of the top-k overlap (default 5 10)")
+    p.add_argument("--json", help="also write the figures as JSON")
+    args = p.parse_args(argv)
+    try:
+        out = compare(args.ground_truth, args.rank, args.runs, args.topk)
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - e.g. an unreadable best_arch.yaml
+        from enas.space import ArchError
+
+        if isinstance(e, ArchError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+    for k, v in out.items():
+        print(f"{k}={fmt(v)}")
+    if out.get("common_archs") is not None and out["common_archs"] < 2:
+        print("warning: fewer than 2 architectures in both files; rank the ground truth's cells with "
+              "`enas rank RUN --archs LIST` (ground_truth.py --write-archs LIST writes it)", file=sys.stderr)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                               for k, v in out.items()}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
