@@ -5,22 +5,24 @@ Workloads are the shared-phase training step exactly as ``Loop.sgd_pass`` runs i
 on synthetic batches of the real shapes: timing does not depend on pixel or token
 values, and the scripts then need no dataset.
 
-Sizes: ``paper`` is the search configuration of configs/*_search.yaml (the batch can
-be overridden, slow CPUs); ``smoke`` is configs/smoke/*_search.yaml.
+Sizes: ``paper`` is read from the search config configs/*_search.yaml (the batch can
+be overridden, slow CPUs); ``smoke`` from configs/smoke/*_search.yaml.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import search_spaces  # noqa: F401  (registers the spaces)
+from enas.config import load_search
 from enas.controller import Controller
 from enas.malloc import keep_freed_memory
 from enas.space import build_space
@@ -38,36 +40,36 @@ class Size:
     optim: dict = field(default_factory=dict)
     aux_weight: float = 0.0
     space_args: dict = field(default_factory=dict)
+    grad_clip: float = 0.0
 
 
-# configs/*_search.yaml (paper) and configs/smoke/*_search.yaml (smoke)
-SIZES = {
-    "enas_rnn": {
-        "paper": Size({"hidden": 200}, 64, bptt=35, eval_batch=64,
-                      optim=dict(lr=20.0, weight_decay=2e-7), space_args={"num_nodes": 12}),
-        "smoke": Size({"hidden": 32}, 32, bptt=20, eval_batch=32,
-                      optim=dict(lr=20.0, weight_decay=2e-7), space_args={"num_nodes": 12}),
-    },
-    "enas_micro": {
-        "paper": Size({"channels": 20, "num_cells": 2, "aux_head": True, "dropout": 0.1}, 160,
-                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=2e-4), aux_weight=0.4),
-        "smoke": Size({"channels": 8, "num_cells": 1, "aux_head": True, "dropout": 0.1}, 64,
-                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=2e-4), aux_weight=0.4),
-    },
-    "enas_macro": {
-        "paper": Size({"channels": 36, "dropout": 0.1}, 128,
-                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)),
-        "smoke": Size({"channels": 8, "dropout": 0.1}, 64,
-                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)),
-    },
-    "nb201": {
-        "paper": Size({"channels": 16, "cells_per_stage": 5, "dropout": 0.0}, 64, eval_batch=128,
-                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=2.5e-4)),
-        "smoke": Size({"channels": 8, "cells_per_stage": 1, "dropout": 0.0}, 64,
-                      optim=dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=2.5e-4)),
-    },
-}
-GRAD_CLIP = {"enas_rnn": 0.25, "enas_micro": 5.0, "enas_macro": 5.0, "nb201": 5.0}
+# the search config of each space: configs/<file>.yaml ("paper") and configs/smoke/<file>.yaml ("smoke")
+CONFIGS = {"enas_rnn": "ptb_search", "enas_micro": "cifar10_micro_search",
+           "enas_macro": "cifar10_macro_search", "nb201": "nb201_search"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def size_from_config(space: str, name: str) -> Size:
+    """The sizes of configs/[smoke/]<space's search config>.yaml, read, not repeated here."""
+    cfg = load_search(ROOT / "configs" / ("smoke" if name == "smoke" else "") / f"{CONFIGS[space]}.yaml")
+    t, d = cfg.train, cfg.data
+    return Size(dict(cfg.model), d.batch_size, bptt=d.bptt if d.dataset in ("ptb", "text") else 0,
+                eval_batch=d.eval_batch_size, aux_weight=cfg.search.aux_weight, space_args=dict(cfg.space.args),
+                optim=dict(lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay),
+                grad_clip=t.grad_clip)
+
+
+class _Sizes(dict):
+    """SIZES[space][name], read from the config on first use."""
+
+    def __missing__(self, space: str) -> dict:
+        if space not in CONFIGS:
+            raise KeyError(space)
+        self[space] = {name: size_from_config(space, name) for name in ("paper", "smoke")}
+        return self[space]
+
+
+SIZES = _Sizes()
 
 
 def sized(space: str, name: str, model: dict | None = None, **fields) -> Size:
@@ -229,7 +231,7 @@ class Workload:
         loss = self.loss(arch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP[self.name])
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.size.grad_clip or math.inf)
         if torch.isfinite(norm):  # the loop's one host sync per step
             self.opt.step()
 

@@ -28,7 +28,7 @@ import torch
 
 from enas.controller import RandomPolicy
 from enas.data.text import get_window
-from enas.search import reopen
+from enas.runs import reopen_search
 
 
 def spearman(a, b) -> float:
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t0 = time.monotonic()
-    search = reopen(args.run_dir, args.data_dir, torch.device("cpu"))
+    search = reopen_search(args.run_dir, args.data_dir, torch.device("cpu"))
     task, model = search.task, search.supernet
     model.eval()
     g = torch.Generator().manual_seed(args.seed)

@@ -20,13 +20,11 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
-from .config import dump, from_dict, load_search, to_dict
-from .data import record
-from .errors import ArchError, ConfigError, RunDirError, UserError
+from .errors import ArchError, ConfigError, UserError
 from .interrupt import StopRequested
 from .loop import NonFiniteError
 from .malloc import keep_freed_memory
-from .runlog import new_run_dir, say
+from .runlog import say
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,165 +38,63 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"--device {name!r}: expected auto, cpu or cuda[:N]") from None
 
 
-def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
-
-
-def checked_config_diff(old: dict, cfg, cls) -> list[str]:
-    """Differences between a checkpoint's config and ``cfg`` (keys added to enas since
-    the checkpoint count as their defaults); refused unless --allow-config-change."""
-    try:
-        old = to_dict(from_dict(cls, old))
-    except ConfigError:
-        pass  # a key since removed: compare as written
-    return config_diff(old, to_dict(cfg))
-
-
-def refuse_changes(diffs: list[str], allow: bool) -> None:
-    if diffs and not allow:
-        raise ConfigError(
-            "the config differs from the one this run was checkpointed with:\n  " + "\n  ".join(diffs)
-            + "\nresume without those changes, or pass --allow-config-change to accept them"
-        )
-
-
-def processes_line() -> str:
-    return f"{dist.world()} processes ({dist.backend()})" if dist.world() > 1 else ""
-
-
-def resume(loop, cfg, state: dict, diffs: list[str], main: bool):
-    """Load a checkpoint into a search or retrain, record accepted config changes, go on."""
-    loop.load_state_dict(state)
-    if diffs and main:
-        dump(cfg, loop.run_dir / "config.yaml")
-        say("config changed on resume:\n  " + "\n  ".join(diffs))
-    say(f"resuming {loop.run_dir} at epoch {loop.epoch + 1}, {loop.phase} step {loop.step}"
-        + (f" on {processes_line()}" if processes_line() else ""), main)
-    return loop.run(resume_offset=state["metrics_offset"])
-
-
 def cmd_search(args) -> int:
-    from . import checkpoint as ckpt
-    from .config import SearchConfig
-    from .search import Search
+    from . import runs
 
     device = dist.setup(resolve_device(args.device))
-    main = dist.is_main()
     if args.resume:
-        run_dir = Path(args.resume)
-
-        def read():  # rank 0 reads the run folder (other machines need not see it)
-            if not (run_dir / "config.yaml").exists():
-                raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
-            cfg = load_search(run_dir / "config.yaml", args.set)
-            state = ckpt.load(run_dir)
-            diffs = checked_config_diff(state["config"], cfg, SearchConfig)
-            refuse_changes(diffs, args.allow_config_change)
-            data_dir = record.resolve(run_dir, cfg.data.dataset, args.data_dir, args.allow_config_change, say)
-            return cfg, state, diffs, data_dir
-
-        cfg, state, diffs, data_dir = dist.on_main(read)
-        search = dist.local_main_first(lambda: Search(cfg, run_dir, data_dir, device, log=main))
-        best = resume(search, cfg, state, diffs, main)
+        search, cfg, state, diffs = runs.resume_search(args.resume, args.set, args.data_dir, args.allow_config_change,
+                                                       device)
+        best = runs.continue_run(search, cfg, state, diffs)
     else:
         if args.config is None:
             raise ConfigError("enas search needs CONFIG.yaml (or --resume RUN_DIR)")
-        cfg = dist.on_main(lambda: load_search(args.config, args.set))
-        data_dir = args.data_dir or "data"
-        # loads data before any folder is made
-        search = dist.local_main_first(lambda: Search(cfg, None, data_dir, device, log=main))
-
-        def create():
-            run_dir = new_run_dir(args.run_dir, args.config)
-            dump(cfg, run_dir / "config.yaml")
-            record.write(run_dir, cfg.data.dataset, data_dir)
-            return run_dir
-
-        search.run_dir = run_dir = dist.on_main(create)
-        say(f"run folder: {run_dir}   (tensorboard --logdir {run_dir.parent})"
-            + (f"   {processes_line()}" if processes_line() else ""), main)
+        search = runs.start_search(args.config, args.set, args.data_dir, args.run_dir, device)
         best = search.run()
     say(f"best architecture (score {best['score']:.4g} +- {best['se']:.2g}, after epoch {best['epoch']}): "
-        f"{search.run_dir / 'best_arch.yaml'}", main)
+        f"{search.run_dir / 'best_arch.yaml'}", dist.is_main())
     return 0
 
 
 def cmd_derive(args) -> int:
-    from .search import derive_from_checkpoint
+    from .runs import reopen_search
+    from .search import derive_again
 
-    out, derived = derive_from_checkpoint(Path(args.run_dir), args.data_dir, resolve_device(args.device),
-                                          args.samples, args.seed, args.allow_data_change)
+    search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device),
+                           [f"search.derive_samples={args.samples}"], args.allow_data_change)
+    out, derived = derive_again(search, args.seed)
     print(f"best of {args.samples} (score {derived['score']:.4g} +- {derived['se']:.2g}) written to {out}")
     return 0
 
 
 def cmd_retrain(args) -> int:
-    from . import checkpoint as ckpt
-    from .config import RetrainConfig, load_retrain
-    from .retrain import Retrain, load_run, write_run_files
+    from . import runs
 
     device = dist.setup(resolve_device(args.device))
-    main = dist.is_main()
     if args.resume:
         if args.arch or args.config:
             raise ConfigError("enas retrain --resume RUN_DIR takes no ARCH.yaml or --config "
                               "(the run folder holds both); change values with --set and --allow-config-change")
-        run_dir = Path(args.resume)
-
-        def read():  # rank 0 reads the run folder (other machines need not see it)
-            space, arch, cfg = load_run(run_dir, args.set)
-            state = ckpt.load(run_dir)
-            diffs = checked_config_diff(state["config"], cfg, RetrainConfig)
-            refuse_changes(diffs, args.allow_config_change)
-
-            data_dir = record.resolve(run_dir, cfg.data.dataset, args.data_dir, args.allow_config_change, say)
-            return space, arch, cfg, state, diffs, data_dir
-
-        space, arch, cfg, state, diffs, data_dir = dist.on_main(read)
-        rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, run_dir, data_dir, device, log=main))
-        result = resume(rt, cfg, state, diffs, main)
+        rt, cfg, state, diffs = runs.resume_retrain(args.resume, args.set, args.data_dir, args.allow_config_change,
+                                                    device)
+        result = runs.continue_run(rt, cfg, state, diffs)
     else:
         if args.arch is None or args.config is None:
             raise ConfigError("enas retrain needs ARCH.yaml and --config CONFIG.yaml (or --resume RUN_DIR)")
-        from .archfile import load_arch
-
-        def read():
-            space, arch, _ = load_arch(args.arch)
-            return space, arch, load_retrain(args.config, args.set, space)
-
-        space, arch, cfg = dist.on_main(read)
-        data_dir = args.data_dir or "data"
-        rt = dist.local_main_first(  # data before any folder
-            lambda: Retrain(cfg, space, arch, None, data_dir, device, log=main))
-
-        def create():
-            run_dir = new_run_dir(args.run_dir, args.config, kind="retrain")
-            rt.run_dir = run_dir
-            write_run_files(rt, dump, args.arch)
-            record.write(run_dir, cfg.data.dataset, data_dir)
-            return run_dir
-
-        rt.run_dir = dist.on_main(create)
-        say(f"run folder: {rt.run_dir}   (tensorboard --logdir {rt.run_dir.parent})"
-            + (f"   {processes_line()}" if processes_line() else ""), main)
+        rt = runs.start_retrain(args.arch, args.config, args.set, args.data_dir, args.run_dir, device)
         result = rt.run()
     key = next(k for k in result if k.startswith("test_") and k != "test_loss")
-    if main:
+    if dist.is_main():
         print(f"{key} {result[key]:.6g}  params {result['params']:,}  ({rt.run_dir / 'result.json'})")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .retrain import evaluate_run
+    from .runs import reopen_retrain
 
-    out = evaluate_run(Path(args.run_dir), args.data_dir, resolve_device(args.device), args.allow_data_change)
+    out = evaluate_run(reopen_retrain(args.run_dir, args.data_dir, resolve_device(args.device),
+                                      args.allow_data_change))
     data_dir = out["data_dir"]
     print(f"{out['metric']} {out['value']:.6g}  (recomputed from {out['weights']}, params {out['params']:,})")
     if out["recorded"] is None:

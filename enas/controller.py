@@ -110,17 +110,16 @@ class Controller(nn.Module):
         archs: Sequence[Arch] | None = None,
         generator: torch.Generator | None = None,
     ) -> Sample:
-        """Sample ``num_samples`` architectures, or score the given ``archs``."""
+        """Sample ``num_samples`` architectures, or score the given ``archs``: one LSTM step
+        per decision, in the space's order; after each, the chosen value's embedding (or
+        the chosen anchors) is the next input (paper 2.1-2.3)."""
         K = len(archs) if archs is not None else num_samples
         H = self.go.shape[1]
-        h = torch.zeros(K, H)
-        c = torch.zeros(K, H)
-        x = self.go.expand(K, H)
-        anchors: dict[str, list[torch.Tensor]] = {}
-        keys: dict[str, list[torch.Tensor]] = {}
-        log_prob = torch.zeros(K)
-        entropy = torch.zeros(K)
-        penalty = torch.zeros(K)
+        h = c = torch.zeros(K, H)  # LSTM state [K, H]
+        x = self.go.expand(K, H)  # next input [K, H]
+        anchors: dict[str, list[torch.Tensor]] = {}  # scope -> LSTM outputs of its nodes, [K, H] each
+        keys: dict[str, list[torch.Tensor]] = {}  # the same through attn_anchor (W1 a_j)
+        log_prob, entropy, penalty = torch.zeros(K), torch.zeros(K), torch.zeros(K)
         out: list[Arch] = [{} for _ in range(K)]
         probs = {}
         num_skip = 0
@@ -133,55 +132,70 @@ class Controller(nn.Module):
                     anchors[d.scope].append(h)
                     keys[d.scope].append(self.attn_anchor(h))
             h, c = self.lstm(x, (h, c))
-            if d.kind == "categorical":
-                logits = self.heads[d.group](h)
-                if d.group in self.biases:
-                    logits = logits + self.biases[d.group]
-            else:  # index / skip: attention over the anchors of earlier nodes
-                key = torch.stack(keys[d.scope], 1)  # [K, n, H]
-                logits = self.attn_v(torch.tanh(key + self.attn_query(h)[:, None])).squeeze(-1)
-            logits = self._shape(logits, d)
+            given = None if archs is None else [a[d.name] for a in archs]
             if d.kind == "skip":
-                # Official: the shaped logit q enters as the pair [-q, q] and a softmax over
-                # the pair samples the bit, so p(skip) = sigmoid(2 q): 0.05..0.95 at C = 1.5.
-                logits = 2 * logits
-                p = torch.sigmoid(logits)  # [K, n] independent yes/no per earlier layer
-                if archs is None:
-                    choice = (torch.rand(p.shape, generator=generator) < p.detach()).float()
-                else:
-                    choice = torch.zeros_like(p)
-                    for k, a in enumerate(archs):
-                        choice[k, list(a[d.name])] = 1.0
-                log_prob = log_prob - F.binary_cross_entropy_with_logits(logits, choice, reduction="none").sum(1)
-                ent = F.binary_cross_entropy_with_logits(logits, p, reduction="none").sum(1)
-                q, pc = self.skip_target, p.clamp(1e-6, 1 - 1e-6)  # clamp: 0 * log 0 = nan
-                penalty = penalty + (pc * torch.log(pc / q) + (1 - pc) * torch.log((1 - pc) / (1 - q))).sum(1)
-                num_skip += 1
-                stack = torch.stack(anchors[d.scope], 1)
-                x = (choice[..., None] * stack).sum(1) / (1.0 + choice.sum(1, keepdim=True))
-                for k in range(K):
-                    out[k][d.name] = [j for j, v in enumerate(choice[k].tolist()) if v]
+                values, lp, ent, p, x, kl = self._skip(d, h, anchors[d.scope], keys[d.scope], given, generator)
+                penalty, num_skip = penalty + kl, num_skip + 1
             else:
-                logp_all = F.log_softmax(logits, -1)
-                p = logp_all.exp()
-                if archs is None:
-                    idx = torch.multinomial(p.detach(), 1, generator=generator).squeeze(1)
-                else:
-                    idx = torch.tensor([_to_index(d, a[d.name]) for a in archs])
-                log_prob = log_prob + logp_all.gather(1, idx[:, None]).squeeze(1)
-                ent = -(p * logp_all).sum(1)
-                if d.kind == "categorical":
-                    x = self.embeds[d.group](idx)
-                else:  # feed the chosen node's anchor (official micro controller)
-                    x = torch.stack(anchors[d.scope], 1)[torch.arange(K), idx]
-                for k, i in enumerate(idx.tolist()):
-                    out[k][d.name] = d.choices[i] if d.kind == "categorical" else i
-            entropy = entropy + ent
+                values, lp, ent, p, x = self._choose(d, h, anchors[d.scope], keys[d.scope], given, generator)
+            for k, v in enumerate(values):
+                out[k][d.name] = v
+            log_prob, entropy = log_prob + lp, entropy + ent
             probs[d.name] = p.detach().mean(0)
             if d.anchor:
                 anchors[d.scope].append(h)
                 keys[d.scope].append(self.attn_anchor(h))
         return Sample(out, log_prob, entropy, penalty / max(num_skip, 1), probs)
+
+    def _attention(self, h: torch.Tensor, keys: list[torch.Tensor]) -> torch.Tensor:
+        """v . tanh(W1 a_j + W2 h) over the scope's anchors: [K, n] logits."""
+        key = torch.stack(keys, 1)  # [K, n, H]
+        return self.attn_v(torch.tanh(key + self.attn_query(h)[:, None])).squeeze(-1)
+
+    def _choose(self, d: Decision, h, anchors, keys, given, generator):
+        """A categorical decision (an op: its group's head) or an index decision (an
+        earlier node: attention over the anchors). Returns (values, log p, entropy,
+        probabilities [K, size], next input [K, H])."""
+        if d.kind == "categorical":
+            logits = self.heads[d.group](h)
+            if d.group in self.biases:
+                logits = logits + self.biases[d.group]
+        else:
+            logits = self._attention(h, keys)
+        logp_all = F.log_softmax(self._shape(logits, d), -1)  # [K, size]
+        p = logp_all.exp()
+        if given is None:
+            idx = torch.multinomial(p.detach(), 1, generator=generator).squeeze(1)
+        else:
+            idx = torch.tensor([_to_index(d, v) for v in given])
+        lp = logp_all.gather(1, idx[:, None]).squeeze(1)
+        ent = -(p * logp_all).sum(1)
+        if d.kind == "categorical":
+            return [d.choices[i] for i in idx.tolist()], lp, ent, p, self.embeds[d.group](idx)
+        # feed the chosen node's anchor (official micro controller)
+        return idx.tolist(), lp, ent, p, torch.stack(anchors, 1)[torch.arange(len(idx)), idx]
+
+    def _skip(self, d: Decision, h, anchors, keys, given, generator):
+        """A skip set: an independent yes/no per earlier layer (macro, paper 2.2). Returns
+        (values, log p, entropy, probabilities [K, n], next input [K, H], KL penalty [K])."""
+        # Official: the shaped logit q enters as the pair [-q, q] and a softmax over the
+        # pair samples the bit, so p(skip) = sigmoid(2 q): 0.05..0.95 at C = 1.5.
+        logits = 2 * self._shape(self._attention(h, keys), d)  # [K, n]
+        p = torch.sigmoid(logits)
+        if given is None:
+            choice = (torch.rand(p.shape, generator=generator) < p.detach()).float()
+        else:
+            choice = torch.zeros_like(p)
+            for k, v in enumerate(given):
+                choice[k, list(v)] = 1.0
+        lp = -F.binary_cross_entropy_with_logits(logits, choice, reduction="none").sum(1)
+        ent = F.binary_cross_entropy_with_logits(logits, p, reduction="none").sum(1)
+        q, pc = self.skip_target, p.clamp(1e-6, 1 - 1e-6)  # clamp: 0 * log 0 = nan
+        kl = (pc * torch.log(pc / q) + (1 - pc) * torch.log((1 - pc) / (1 - q))).sum(1)
+        # the next input: the mean of the chosen layers' anchors (official general_controller)
+        x = (choice[..., None] * torch.stack(anchors, 1)).sum(1) / (1.0 + choice.sum(1, keepdim=True))
+        values = [[j for j, v in enumerate(row) if v] for row in choice.tolist()]
+        return values, lp, ent, p, x, kl
 
     def evaluate(self, archs: Sequence[Arch]) -> Sample:
         return self(archs=archs)

@@ -156,11 +156,6 @@ def all_gather(t: torch.Tensor) -> torch.Tensor:
     return torch.stack(out).to(t.device)
 
 
-def all_gather_floats(values: Iterable[float]) -> torch.Tensor:
-    """[world, n] float64: each rank's ``values``."""
-    return all_gather(torch.tensor([float(v) for v in values], dtype=torch.float64))
-
-
 def max_ints(values: Iterable[int]) -> list[int]:
     """Element-wise maximum over ranks."""
     vals = [int(v) for v in values]

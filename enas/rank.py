@@ -8,7 +8,7 @@ such as NAS-Bench-201 cells, to measure the ranking correlation of Yu et al., 20
 Every architecture is scored on the *whole* validation split of the run
 (``task.score(model, arch, 0)``), optionally after recalibrating BN statistics for
 that architecture (``--recalibrate-bn``: the task's ``eval_bn="recalibrate"``).
-The run is reopened exactly as ``enas derive`` does (``search.reopen``: its
+The run is reopened exactly as ``enas derive`` does (``runs.reopen_search``: its
 config.yaml, checkpoint.pt and recorded data). The CSV has one row per requested architecture, in
 request order: ``arch`` (the space's text form, e.g. the NB201 cell string, else
 compact JSON), ``score`` (the task's reward: accuracy for images, c / ppl for text),
@@ -36,7 +36,7 @@ from .archfile import ArchFileError
 from .config import ConfigError
 from .controller import RandomPolicy
 from .files import write_atomic
-from .search import reopen
+from .runs import reopen_search
 from .space import Arch, ArchError, validate
 
 
@@ -98,8 +98,8 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
     if samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {samples}")
     run_dir = Path(run_dir)
-    search = reopen(run_dir, data_dir, device, ["search.eval_bn=recalibrate"] if recalibrate_bn else [],
-                    allow_data_change)
+    search = reopen_search(run_dir, data_dir, device, ["search.eval_bn=recalibrate"] if recalibrate_bn else [],
+                           allow_data_change)
     space = search.space
     if archs_file is not None:
         archs, source = read_archs(space, archs_file), f"file {archs_file}"

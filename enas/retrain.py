@@ -39,8 +39,8 @@ import torch
 
 from . import checkpoint as ckpt
 from . import distributed as dist
-from .archfile import load_arch, save_arch
-from .config import ConfigError, RetrainConfig, from_dict, load_retrain, to_dict
+from .asgd import WeightAverage, should_start
+from .config import ConfigError, RetrainConfig, from_dict, to_dict
 from .files import write_atomic
 from .loop import Loop
 from .runlog import say
@@ -55,13 +55,6 @@ def drop_path_at(final: float, epoch: int, epochs: int) -> float:
     """Drop-path probability of 0-based ``epoch``: linear from 0 to ``final`` over training
     (official micro child: scaled by training progress; the model adds the depth factor)."""
     return final * epoch / epochs
-
-
-def asgd_should_start(history: list[float], current: float, patience: int) -> bool:
-    """NT-ASGD trigger (enas_lm fixed.py; Merity et al. 2018): ``current`` (lower is
-    better) is worse than the best of every epoch before the last ``patience`` ones.
-    ``history`` holds the earlier epochs' figures, oldest first, not ``current``."""
-    return len(history) > patience and current > min(history[:-patience])
 
 
 def count_params(model: torch.nn.Module, test_time: bool = True) -> int:
@@ -90,6 +83,7 @@ class Retrain(Loop):
         n = dist.world()
         dist.require_multiple("data.eval_batch_size", cfg.data.eval_batch_size,
                               "each process scores an equal share of every evaluation batch")
+        self.task_data_dir = str(data_dir)
         self.task = build_task(space.modality, cfg.data, data_dir, self.device, r.seed, split="final",
                                aux_weight=r.aux_weight, label_smoothing=r.label_smoothing,
                                amp=r.amp, channels_last=r.channels_last,
@@ -98,8 +92,7 @@ class Retrain(Loop):
         # Higher is better for accuracy; NT-ASGD and model selection compare "lower is better".
         self.lower_is_better = self.task.metric != "accuracy"
         # CIFAR final: "valid" is the test set (see module docstring); select nothing on it.
-        self.valid_is_test = getattr(self.task, "valid_x", None) is not None and \
-            self.task.valid_x is getattr(self.task, "test_x", None)
+        self.valid_is_test = self.task.valid_is_test
         self.select_best = not self.valid_is_test
         torch.manual_seed(r.seed)  # the child's initial weights
         self.model = space.child(arch, self.model_args, **self.task.model_kwargs()).to(self.device)
@@ -119,9 +112,7 @@ class Retrain(Loop):
         self.opt = make_sgd(self.model.parameters(), cfg.train)
         self.history: list[float] = []  # per-epoch valid figure (eval weights), oldest first
         self.best: dict = {}  # {"epoch", "valid"} of best.pt
-        self.avg: dict[str, torch.Tensor] | None = None  # NT-ASGD running average, once started
-        self.avg_count = 0
-        self.avg_start_epoch: int | None = None
+        self.average = WeightAverage(self.model)  # NT-ASGD, once the valid figure stops improving
         self.wall_before = 0.0  # seconds spent before this process (resumed runs)
         self._t_start = time.monotonic()
 
@@ -133,44 +124,12 @@ class Retrain(Loop):
             return torch.compile(model)  # state_dict / eval use the plain module
         return model
 
-    @property
-    def params(self) -> list[tuple[str, torch.nn.Parameter]]:
-        return list(self.model.named_parameters())  # deduplicated (tied embeddings once)
-
     def wall_time(self) -> float:
         return self.wall_before + time.monotonic() - self._t_start
 
-    def _start_average(self) -> None:
-        self.avg = {n: p.detach().clone() for n, p in self.params}
-        self.avg_count = 0
-        self.avg_start_epoch = self.epoch
-
-    def _on_step(self) -> None:
-        """After each applied SGD step: fold the new weights into the uniform average."""
-        if self.avg is None:
-            return
-        self.avg_count += 1
-        names = [n for n, _ in self.params]
-        with torch.no_grad():
-            torch._foreach_lerp_([self.avg[n] for n in names], [p.detach() for _, p in self.params],
-                                 1.0 / self.avg_count)
-
-    @contextlib.contextmanager
     def eval_weights(self):
         """The weights to evaluate: the NT-ASGD average once started, else the SGD weights."""
-        if self.avg is None:
-            yield
-            return
-        backup = {n: p.detach().clone() for n, p in self.params}
-        with torch.no_grad():
-            for n, p in self.params:
-                p.copy_(self.avg[n])
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for n, p in self.params:
-                    p.copy_(backup[n])
+        return self.average.swapped_in()
 
     def _key(self, value: float) -> float:
         return value if self.lower_is_better else -value
@@ -188,7 +147,7 @@ class Retrain(Loop):
             "rng": ckpt.rng_state(),
             "history": list(self.history),
             "best": dict(self.best),
-            "asgd": {"avg": self.avg, "count": self.avg_count, "start_epoch": self.avg_start_epoch},
+            "asgd": self.average.state_dict(),
             "wall_time_s": self.wall_time(),
             # processes and steps of this epoch: a resume on another number of processes
             # (another global batch) continues at the same fraction of the epoch
@@ -209,9 +168,7 @@ class Retrain(Loop):
         self.task.load_state_dict(st["task"])
         ckpt.set_rng_state(st["rng"])
         self.history, self.best = list(st["history"]), dict(st["best"])
-        a = st["asgd"]
-        self.avg = None if a["avg"] is None else {n: t.to(self.device) for n, t in a["avg"].items()}
-        self.avg_count, self.avg_start_epoch = a["count"], a["start_epoch"]
+        self.average.load_state_dict(st["asgd"], self.device)
         self.wall_before = float(st["wall_time_s"])
         self._t_start = time.monotonic()
         if st.get("world", 1) != dist.world() and self.step > 0:
@@ -250,7 +207,7 @@ class Retrain(Loop):
                                                                                      r.epochs)
                     train = self.sgd_pass(self.task, self.train_model, self.opt, self.cfg.train.grad_clip,
                                           lambda i: None, f"epoch {self.epoch + 1}/{r.epochs}",
-                                          on_step=self._on_step)
+                                          on_step=self.average.update)
                     dist.broadcast_module(self.model, buffers_only=True)  # rank 0's BN statistics
                     with self.eval_weights():
                         ev = self.task.evaluate(self.model, None, "valid")
@@ -258,14 +215,14 @@ class Retrain(Loop):
                     dist.check_in_sync("the child's weights", self.model.parameters(), [value])
                     if self.select_best and (not self.best or self._key(value) < self._key(self.best["valid"])):
                         self._save_best(value)
-                    if r.asgd and self.avg is None and asgd_should_start(
+                    if r.asgd and not self.average.started and should_start(
                             [self._key(v) for v in self.history], self._key(value), r.asgd_patience):
-                        self._start_average()
+                        self.average.start(self.epoch)
                         say(f"epoch {self.epoch + 1}: valid {m} stopped improving; averaging the weights "
                             f"from here on (NT-ASGD)", self.log_enabled)
                     self.history.append(value)
                     # the epoch's headline figures (TensorBoard's first charts, x = epoch)
-                    figs.update(lr=lr, averaging=int(self.avg is not None),
+                    figs.update(lr=lr, averaging=int(self.average.started),
                                 **{f"{split}_{k}": v for k, v in ev.items()}, **{f"train_{k}": v for k, v in train.items()})
                     self.log.log(self.epoch + 1, epoch=self.epoch + 1, **{f"overview/{k}": v for k, v in figs.items()})
                     self.epoch, self.step = self.epoch + 1, 0
@@ -303,8 +260,8 @@ class Retrain(Loop):
         result.update({
             f"test_{name}": test[m], "test_loss": test["loss"], "params": count_params(self.model),
             "epochs": self.epoch, "wall_time_s": round(self.wall_time(), 2),
-            "asgd_start_epoch": None if self.avg_start_epoch is None else self.avg_start_epoch + 1,
-            "averaged_weights": self.avg is not None, "device": str(self.device),
+            "asgd_start_epoch": None if self.average.start_epoch is None else self.average.start_epoch + 1,
+            "averaged_weights": self.average.started, "device": str(self.device),
         })
         aux = getattr(self.model, "aux_head", None)
         if aux is not None:
@@ -331,44 +288,10 @@ def _load_best(run_dir: Path) -> dict | None:
         raise ckpt.CheckpointError(f"{path} is corrupt or not an enas model file ({type(e).__name__})") from None
 
 
-# ---- building from a run folder (resume, evaluate) ----------------------------------------
-
-def new_retrain(arch_path, cfg: RetrainConfig, run_dir: Path | None, data_dir, device) -> Retrain:
-    space, arch, _ = load_arch(arch_path)
-    return Retrain(cfg, space, arch, run_dir, data_dir, device)
-
-
-def write_run_files(rt: Retrain, cfg_dump, arch_path) -> None:
-    """config.yaml and arch.yaml (with the source file's provenance) into the run folder."""
-    _, _, doc = load_arch(arch_path)
-    prov = {"copied_from": str(Path(arch_path).resolve()), "source_provenance": doc.get("provenance") or {}}
-    cfg_dump(rt.cfg, rt.run_dir / "config.yaml")
-    save_arch(rt.run_dir / "arch.yaml", rt.space, rt.arch, prov)
-
-
-def load_run(run_dir, overrides=None):
-    """(space, arch, cfg) of a retrain run folder, from config.yaml and arch.yaml alone."""
-    run_dir = Path(run_dir)
-    for name in ("config.yaml", "arch.yaml"):
-        if not (run_dir / name).exists():
-            from .runlog import RunDirError
-
-            raise RunDirError(f"{run_dir} is not a retrain run folder (no {name})")
-    space, arch, _ = load_arch(run_dir / "arch.yaml")
-    cfg = load_retrain(run_dir / "config.yaml", overrides, space)
-    return space, arch, cfg
-
-
-def evaluate_run(run_dir, data_dir, device, allow_data_change: bool = False) -> dict:
-    """``enas evaluate``: rebuild the child from the folder, load the saved model (best-valid
-    for an LM, the final weights otherwise), recompute the test metric, compare to result.json.
-    ``data_dir`` None: the data the run was trained on (data.json)."""
-    from .data import record
-
-    run_dir = Path(run_dir)
-    space, arch, cfg = load_run(run_dir)
-    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say)
-    rt = Retrain(cfg, space, arch, run_dir, data_dir, device, log=False)
+def evaluate_run(rt: Retrain) -> dict:
+    """``enas evaluate``: load the saved model of a reopened retrain (best-valid for an LM,
+    the final weights otherwise), recompute the test metric, compare it to result.json."""
+    run_dir = rt.run_dir
     recorded = json.loads((run_dir / RESULT).read_text()) if (run_dir / RESULT).exists() else None
     best = _load_best(run_dir) if rt.select_best else None
     if best is not None:
@@ -382,7 +305,7 @@ def evaluate_run(run_dir, data_dir, device, allow_data_change: bool = False) -> 
     m = rt.task.metric
     name = "perplexity" if m == "ppl" else m
     out = {"metric": f"test_{name}", "value": test[m], "weights": weights, "params": count_params(rt.model),
-           "recorded": None, "match": None, "data_dir": data_dir}
+           "recorded": None, "match": None, "data_dir": rt.task_data_dir}
     if recorded is not None:
         rec = recorded.get(f"test_{name}")
         out["recorded"] = rec

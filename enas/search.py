@@ -338,34 +338,14 @@ def _batches_text(n: int) -> str:
     return "all batches" if n == 0 else f"{n} batch{'es' if n > 1 else ''}"
 
 
-def reopen(run_dir, data_dir, device, overrides=(), allow_data_change: bool = False) -> Search:
-    """A finished or stopped search run, as its checkpoint left it (``enas derive``,
-    ``enas rank``): its config.yaml, its data (data.json unless ``data_dir`` is given)."""
-    from .config import load_search
-    from .data import record
-    from .runlog import RunDirError
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
-    cfg = load_search(run_dir / "config.yaml", list(overrides))
-    state = ckpt.load(run_dir)
-    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say)
-    search = Search(cfg, run_dir, data_dir, device, log=False)
-    search.load_state_dict(state)
-    return search
-
-
-def derive_from_checkpoint(run_dir: Path, data_dir, device, samples: int, seed: int = 0,
-                           allow_data_change: bool = False) -> tuple[Path, dict]:
-    """``enas derive``: reload a search checkpoint, sample ``samples`` candidates from its
+def derive_again(search: Search, seed: int = 0) -> tuple[Path, dict]:
+    """``enas derive``: sample ``search.derive_samples`` candidates from a reopened search's
     policy and derive as at the end of a search (score all, re-score the best on
-    ``search.final_batches``)."""
-    run_dir = Path(run_dir)
-    search = reopen(run_dir, data_dir, device, [f"search.derive_samples={samples}"], allow_data_change)
+    ``search.final_batches``); the result goes to RUN/archs/derive-<time>-n<samples>.yaml."""
+    n = search.cfg.search.derive_samples
     search.gen.manual_seed(seed)  # the same candidates for the same --seed
     search._derive()
-    out = run_dir / "archs" / f"derive-{time.strftime('%Y%m%d-%H%M%S')}-n{samples}.yaml"
+    out = search.run_dir / "archs" / f"derive-{time.strftime('%Y%m%d-%H%M%S')}-n{n}.yaml"
     out.parent.mkdir(exist_ok=True)
-    derived = search.final_derive(out, {"derived_from": "checkpoint.pt", "samples": samples, "seed": seed})
+    derived = search.final_derive(out, {"derived_from": "checkpoint.pt", "samples": n, "seed": seed})
     return out, derived

@@ -176,7 +176,7 @@ class Node0(nn.Module):
 class Node(nn.Module):
     """W_{l,p} (H x 2H) for the inputs p this node may read: keys ``w.{p}`` or ``w.{p}.{act}``."""
 
-    def __init__(self, hidden: int, inputs, activations, per_activation: bool):
+    def __init__(self, hidden: int, inputs, per_activation: bool):
         super().__init__()
         new = lambda: nn.Parameter(torch.empty(hidden, 2 * hidden))  # noqa: E731
         if per_activation:
@@ -206,7 +206,7 @@ class RNNModel(nn.Module):
                 inputs = {p: acts for p in range(l)}
             else:  # child: the chosen input (and activation) only, same keys
                 inputs = {arch[f"node{l}/input"]: (arch[f"node{l}/activation"],)}
-            nodes.append(Node(H, inputs, acts, per_act))
+            nodes.append(Node(H, inputs, per_act))
         self.cell = nn.Module()
         self.cell.nodes = nn.ModuleList(nodes)
         # Tied input/output embeddings (Inan et al. 2017; paper 3.2). No decoder bias,

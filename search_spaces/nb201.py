@@ -22,7 +22,6 @@ is PyTorch's default, as in NB201's training code.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
@@ -129,12 +128,6 @@ def parse_cell_string(text: str) -> Arch:
             seen.add(j)
             arch[decision_name(i, j)] = op
     return arch
-
-
-def all_cell_strings():
-    """Every cell of the space, in decision order (15,625)."""
-    for ops in itertools.product(NB201_OPS, repeat=len(EDGES)):
-        yield to_cell_string({decision_name(i, j): op for (i, j), op in zip(EDGES, ops)})
 
 
 class NB201Cell(nn.Module):

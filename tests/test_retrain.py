@@ -12,7 +12,8 @@ import yaml
 from enas.archfile import load_arch, save_arch
 from enas.cli import main
 from enas.config import from_dict, load_retrain
-from enas.retrain import Retrain, asgd_should_start, count_params, drop_path_at
+from enas.asgd import should_start as asgd_should_start
+from enas.retrain import Retrain, count_params, drop_path_at
 from enas.space import build_space, validate
 from search_spaces.enas_macro import MACRO_OPS
 from search_spaces.enas_micro import ENAS_MICRO_CELL
@@ -160,21 +161,21 @@ def test_asgd_average_is_uniform_mean_of_steps(tmp_path, data):
     space = build_space("enas_rnn", {"num_nodes": 4})
     cfg = load_retrain(write_config(tmp_path, "enas_rnn"), [], space)
     rt = Retrain(cfg, space, RNN_ARCH, None, data["enas_rnn"], torch.device("cpu"), log=False)
-    rt._start_average()
+    rt.average.start(0)
     p = rt.model.encoder.weight
     seen = []
     for v in (1.0, 2.0, 6.0):
         with torch.no_grad():
             p.fill_(v)
-        rt._on_step()
+        rt.average.update()
         seen.append(v)
-    assert torch.allclose(rt.avg["encoder.weight"], torch.full_like(p, sum(seen) / 3))
+    assert torch.allclose(rt.average.avg["encoder.weight"], torch.full_like(p, sum(seen) / 3))
     with rt.eval_weights():
         assert torch.allclose(p, torch.full_like(p, 3.0))
     assert torch.equal(p, torch.full_like(p, 6.0))  # training weights restored
     rt2 = Retrain(cfg, space, RNN_ARCH, None, data["enas_rnn"], torch.device("cpu"), log=False)
     rt2.load_state_dict(rt.state_dict())  # the average travels in the checkpoint
-    assert rt2.avg_count == 3 and torch.equal(rt2.avg["encoder.weight"], rt.avg["encoder.weight"])
+    assert rt2.average.count == 3 and torch.equal(rt2.average.avg["encoder.weight"], rt.average.avg["encoder.weight"])
 
 
 # ---------------------------------------------------------------------- resume
@@ -317,25 +318,24 @@ def test_shipped_retrain_configs_load(cfg, arch):
 
 def test_stop_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data, monkeypatch):
     """A stop signal inside an epoch checkpoints at that step; the resumed run ends equal."""
-    from enas import retrain as rmod
-    from enas.interrupt import StopRequested
+    from enas.loop import Loop
 
     full = retrain(tmp_path, data, "enas_micro", tmp_path / "full")
-    real_on_step = rmod.Retrain._on_step
+    real = Loop.maybe_checkpoint
 
-    def on_step(self):  # "SIGTERM" after the 5th step (epoch 2 of 2, step 2 of 3)
-        real_on_step(self)
-        if self.global_step == 4:
+    def maybe_checkpoint(self):  # "SIGTERM" after the 5th step (epoch 2 of 2, step 2 of 3)
+        if self.global_step == 5:
             self.stop.signum = 15
+        real(self)
 
-    monkeypatch.setattr(rmod.Retrain, "_on_step", on_step)
+    monkeypatch.setattr(Loop, "maybe_checkpoint", maybe_checkpoint)
     arch, cfg = tmp_path / "enas_micro.yaml", tmp_path / "enas_micro_retrain.yaml"
     part = tmp_path / "part"
     assert run("retrain", arch, "--config", cfg, "--data-dir", data["enas_micro"], "--run-dir", part,
                "--device", "cpu") == 128 + 15
     st = torch.load(part / "checkpoint.pt", weights_only=True)
     assert (st["position"]["epoch"], st["position"]["step"]) == (1, 2) and not (part / "result.json").exists()
-    monkeypatch.setattr(rmod.Retrain, "_on_step", real_on_step)
+    monkeypatch.setattr(Loop, "maybe_checkpoint", real)
     assert run("retrain", "--resume", part, "--device", "cpu") == 0
     a = torch.load(full / "checkpoint.pt", weights_only=True)
     b = torch.load(part / "checkpoint.pt", weights_only=True)

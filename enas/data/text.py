@@ -8,7 +8,6 @@ in order of first appearance, so token ids are deterministic.
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tarfile
@@ -217,7 +216,3 @@ def window_starts(length: int, bptt: int, variable: bool, bptt_max: int, generat
         out.append((i, L))
         i += L
     return out
-
-
-def num_windows(length: int, bptt: int) -> int:
-    return math.ceil((length - 1) / bptt)

@@ -5,30 +5,36 @@ a task (language modelling, image classification) supplies data, loss and reward
 Each space names its modality (``SearchSpace.modality``); ``build_task`` picks the
 matching task.
 
-Task interface (see enas/tasks/lm.py and enas/tasks/image.py)::
+Task interface (enas/tasks/lm.py and enas/tasks/image.py implement it)::
 
     task = TASKS.get(modality)(data_cfg, data_dir, device, seed, split="search"|"final",
-                               reward_c=..., eval_bn=..., amp=..., channels_last=...)
+                               reward_c=..., reward_warmup=..., eval_bn=..., amp=...,
+                               channels_last=..., aux_weight=..., shard=..., train_batch=...)
+    task.metric: str                     # "ppl" or "accuracy", the headline figure
+    task.valid_is_test: bool             # the final split has no validation set of its own
     task.model_kwargs() -> dict          # vocab_size / num_classes for space.supernet/child
     task.num_train_batches(epoch) -> int
-    task.train_batches(epoch) -> iterator of batches, deterministic in (seed, epoch)
     task.start_epoch(epoch)              # reset carried state (LM hidden state)
+    task.train_batches(epoch) -> iterator of batches, deterministic in (seed, epoch)
     task.train_loss(model, batch, arch) -> (loss tensor, {name: detached tensor})
+    task.lr_scale(batch) -> float        # optional: the step's LR factor (variable BPTT), after clipping
     task.num_valid_batches() -> int
     task.score(model, arch, num_batches=0, first=0) -> (value, standard error)
                                          # num_batches valid batches from batch first (0 = all);
                                          # higher is better; a controller reward is one batch
-    task.evaluate(model, arch, split) -> dict of floats on "valid" or "test"
+    task.evaluate(model, arch, split) -> {"loss", metric} on "valid" or "test"
     task.state_dict() / load_state_dict()           # carried state (exact resume)
     task.on_bad_step()                   # optional: after a skipped non-finite step
-    task.metric: str                     # "ppl" or "accuracy", the headline figure
+    task.prepare_model(model)            # optional: layout changes (channels_last) before use
 
 Model contracts, by modality (``arch=None`` for a child, whose arch is fixed):
 
-* lm:    ``model(tokens[T, B], hidden, arch) -> (logits[T, B, V], hidden, extra_loss)``,
-         ``model.init_hidden(batch_size) -> hidden``; extra_loss holds AR/TAR terms.
+* lm:    ``model(tokens[T, B], hidden[B, H], arch, target=None) -> (out, hidden[B, H], extra_loss)``
+         where ``out`` is the logits [T, B, V], or with ``target`` [T, B] the mean token
+         cross-entropy; ``model.init_hidden(batch_size) -> hidden``; extra_loss holds AR/TAR.
 * image: ``model(x[B, 3, H, W], arch) -> (logits[B, K], aux_logits or None)``;
          ``model.drop_path_prob`` is a float attribute the trainer may set.
+* any:   ``model.kernel_note(device) -> str`` (optional): which kernel runs, for the log.
 """
 from __future__ import annotations
 

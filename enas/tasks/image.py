@@ -114,6 +114,7 @@ class ImageTask:
         self.train_x, self.train_y = self._to_device(*train)
         self.valid_x, self.valid_y = self._to_device(*valid)
         self.test_x, self.test_y = (self.valid_x, self.valid_y) if test is valid else self._to_device(*test)
+        self.valid_is_test = test is valid  # final split: no validation images besides the test set
         self._epoch_plan: tuple[int, dict] | None = None
         # Global training minibatch and this process's share of every batch.
         self.shard = shard or Shard()

@@ -23,6 +23,7 @@ from . import TASKS
 @TASKS.register("lm")
 class LanguageModelTask:
     metric = "ppl"
+    valid_is_test = False  # a corpus has its own validation text
 
     def __init__(self, data_cfg, data_dir, device, seed: int, split: str = "search",
                  reward_c: float = 80.0, reward_warmup: int = 10, amp: str = "auto", shard: Shard | None = None,

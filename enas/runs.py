@@ -1,0 +1,192 @@
+"""The life of a run folder: start a search or a retrain, continue one, reopen one.
+
+Everything that makes or reads a run folder for a command happens here, so the command
+line only parses arguments and prints (enas/cli.py). A new run checks its config and
+loads its data before the folder exists (a mistake leaves nothing behind), then writes
+``config.yaml``, ``data.json`` (enas/data/record.py) and, for a retrain, ``arch.yaml``.
+A resumed run reads them back: the checkpoint (or the previous one, if it is torn), the
+config with ``--set`` changes (refused unless ``allow_change``), and the recorded data
+(refused if its files changed, unless ``allow_change``).
+
+Several processes (torchrun): rank 0 alone reads and writes the folder and hands what it
+read to the others (``dist.on_main``), so the folder may live on rank 0's machine only.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from . import distributed as dist
+from .archfile import load_arch, save_arch
+from .config import RetrainConfig, SearchConfig, dump, from_dict, load_retrain, load_search, to_dict
+from .data import record
+from .errors import ConfigError, RunDirError
+from .loop import Loop
+from .retrain import Retrain
+from .runlog import new_run_dir, say
+from .search import Search
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every value that differs, nested keys dotted."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _changes(state: dict, cfg, cls, allow: bool) -> list[str]:
+    """Differences between the checkpoint's config and ``cfg`` (keys added to enas since
+    the checkpoint count as their defaults); refused unless ``allow``."""
+    old = state["config"]
+    try:
+        old = to_dict(from_dict(cls, old))
+    except ConfigError:
+        pass  # a key since removed: compare as written
+    diffs = config_diff(old, to_dict(cfg))
+    if diffs and not allow:
+        raise ConfigError("the config differs from the one this run was checkpointed with:\n  " + "\n  ".join(diffs)
+                          + "\nresume without those changes, or pass --allow-config-change to accept them")
+    return diffs
+
+
+def processes_line() -> str:
+    return f"{dist.world()} processes ({dist.backend()})" if dist.world() > 1 else ""
+
+
+def _announce(run_dir: Path, main: bool) -> None:
+    say(f"run folder: {run_dir}   (tensorboard --logdir {run_dir.parent})"
+        + (f"   {processes_line()}" if processes_line() else ""), main)
+
+
+def continue_run(loop: Loop, cfg, state: dict, diffs: list[str]):
+    """Load a checkpoint into a search or retrain, record accepted config changes, run on."""
+    main = dist.is_main()
+    loop.load_state_dict(state)
+    if diffs and main:
+        dump(cfg, loop.run_dir / "config.yaml")
+        say("config changed on resume:\n  " + "\n  ".join(diffs))
+    say(f"resuming {loop.run_dir} at epoch {loop.epoch + 1}, {loop.phase} step {loop.step}"
+        + (f" on {processes_line()}" if processes_line() else ""), main)
+    return loop.run(resume_offset=state["metrics_offset"])
+
+
+# ---- search ---------------------------------------------------------------------------
+
+
+def start_search(config_path, overrides, data_dir, run_dir, device: torch.device) -> Search:
+    """A new search, its folder made and its config and data recorded."""
+    main = dist.is_main()
+    cfg = dist.on_main(lambda: load_search(config_path, overrides))
+    data_dir = data_dir or "data"
+    search = dist.local_main_first(lambda: Search(cfg, None, data_dir, device, log=main))  # data before any folder
+
+    def create():
+        path = new_run_dir(run_dir, config_path)
+        dump(cfg, path / "config.yaml")
+        record.write(path, cfg.data.dataset, data_dir)
+        return path
+
+    search.run_dir = dist.on_main(create)
+    _announce(search.run_dir, main)
+    return search
+
+
+def resume_search(run_dir, overrides, data_dir, allow_change: bool, device: torch.device):
+    """(search, its checkpoint, accepted config changes) of a stopped search."""
+    run_dir = Path(run_dir)
+
+    def read():  # rank 0 reads the run folder (other machines need not see it)
+        if not (run_dir / "config.yaml").exists():
+            raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
+        cfg = load_search(run_dir / "config.yaml", overrides)
+        state = ckpt.load(run_dir, say)
+        diffs = _changes(state, cfg, SearchConfig, allow_change)
+        return cfg, state, diffs, record.resolve(run_dir, cfg.data.dataset, data_dir, allow_change, say)
+
+    cfg, state, diffs, data_dir = dist.on_main(read)
+    search = dist.local_main_first(lambda: Search(cfg, run_dir, data_dir, device, log=dist.is_main()))
+    return search, cfg, state, diffs
+
+
+def reopen_search(run_dir, data_dir, device: torch.device, overrides=(), allow_data_change: bool = False) -> Search:
+    """A finished or stopped search, as its checkpoint left it, to read (``enas derive``,
+    ``enas rank``): nothing is logged or written into the folder by it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
+    cfg = load_search(run_dir / "config.yaml", list(overrides))
+    state = ckpt.load(run_dir, say)
+    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say)
+    search = Search(cfg, run_dir, data_dir, device, log=False)
+    search.load_state_dict(state)
+    return search
+
+
+# ---- retrain --------------------------------------------------------------------------
+
+
+def _retrain_files(run_dir: Path, overrides=None):
+    """(space, arch, cfg) of a retrain run folder, from config.yaml and arch.yaml alone."""
+    for name in ("config.yaml", "arch.yaml"):
+        if not (run_dir / name).exists():
+            raise RunDirError(f"{run_dir} is not a retrain run folder (no {name})")
+    space, arch, _ = load_arch(run_dir / "arch.yaml")
+    return space, arch, load_retrain(run_dir / "config.yaml", overrides, space)
+
+
+def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: torch.device) -> Retrain:
+    """A new retrain of ``arch_path``, its folder made: config, data record, and the
+    architecture with the source file's provenance."""
+    main = dist.is_main()
+
+    def read():
+        space, arch, _ = load_arch(arch_path)
+        return space, arch, load_retrain(config_path, overrides, space)
+
+    space, arch, cfg = dist.on_main(read)
+    data_dir = data_dir or "data"
+    rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, None, data_dir, device, log=main))
+
+    def create():
+        path = new_run_dir(run_dir, config_path, kind="retrain")
+        _, _, doc = load_arch(arch_path)
+        prov = {"copied_from": str(Path(arch_path).resolve()), "source_provenance": doc.get("provenance") or {}}
+        dump(cfg, path / "config.yaml")
+        save_arch(path / "arch.yaml", space, arch, prov)
+        record.write(path, cfg.data.dataset, data_dir)
+        return path
+
+    rt.run_dir = dist.on_main(create)
+    _announce(rt.run_dir, main)
+    return rt
+
+
+def resume_retrain(run_dir, overrides, data_dir, allow_change: bool, device: torch.device):
+    """(retrain, its checkpoint, accepted config changes) of a stopped retrain."""
+    run_dir = Path(run_dir)
+
+    def read():
+        space, arch, cfg = _retrain_files(run_dir, overrides)
+        state = ckpt.load(run_dir, say)
+        diffs = _changes(state, cfg, RetrainConfig, allow_change)
+        return space, arch, cfg, state, diffs, record.resolve(run_dir, cfg.data.dataset, data_dir, allow_change, say)
+
+    space, arch, cfg, state, diffs, data_dir = dist.on_main(read)
+    rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, run_dir, data_dir, device, log=dist.is_main()))
+    return rt, cfg, state, diffs
+
+
+def reopen_retrain(run_dir, data_dir, device: torch.device, allow_data_change: bool = False) -> Retrain:
+    """A retrain run rebuilt from its folder, to read (``enas evaluate``): the model as
+    built, nothing loaded into it yet."""
+    run_dir = Path(run_dir)
+    space, arch, cfg = _retrain_files(run_dir)
+    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say)
+    return Retrain(cfg, space, arch, run_dir, data_dir, device, log=False)
