@@ -141,6 +141,8 @@ class SearchSpace(Protocol):
     #   extra_keys, check_extras(arch, doc)   extra arch-file keys and their consistency check
     #   draw(arch, path)                a picture of the cell(s) (PNG)
     #   param_free_choices: set[str]    op names without weights (collapse warning)
+    #   small_model: dict               ModelArgs small enough for the tests every space gets
+    #                                   (tests/test_every_space.py); defaults otherwise
 
 
 SPACES: Registry[type] = Registry("search space")

@@ -201,6 +201,7 @@ class EnasMacroSpace:
     Args = MacroArgs
     ModelArgs = MacroModelArgs
     param_free_choices = {"avg_pool_3x3", "max_pool_3x3"}
+    small_model = {"channels": 4, "dropout": 0.0}  # tests/test_every_space.py
 
     def __init__(self, args: MacroArgs | None = None):
         self.args = args if args is not None else MacroArgs()

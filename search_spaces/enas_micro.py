@@ -276,6 +276,7 @@ class EnasMicroSpace:
     Args = MicroArgs
     ModelArgs = MicroModelArgs
     param_free_choices = {"avg_pool_3x3", "max_pool_3x3", "identity"}
+    small_model = {"channels": 4, "num_cells": 1, "aux_head": True, "dropout": 0.0}  # tests/test_every_space.py
 
     def __init__(self, args: MicroArgs | None = None):
         self.args = args if args is not None else MicroArgs()

@@ -322,6 +322,7 @@ class EnasRNNSpace:
     ModelArgs = ModelArgs
     initial_anchors: dict = {}
     param_free_choices: set = set()
+    small_model = {"hidden": 8, "ar": 0.5, "tar": 0.5}  # tests/test_every_space.py
 
     def __init__(self, args: Args | None = None):
         self.args = args if args is not None else Args()

@@ -202,6 +202,7 @@ class NB201Space:
     Args = NB201Args
     ModelArgs = NB201ModelArgs
     param_free_choices = {"none", "skip_connect", "avg_pool_3x3"}
+    small_model = {"channels": 4, "cells_per_stage": 1, "dropout": 0.0}  # tests/test_every_space.py
     extra_keys = ("cell_string",)
 
     def __init__(self, args: NB201Args | None = None):

@@ -54,6 +54,21 @@ def tiny_ptb_config(tmp_path):
     return write
 
 
+def random_arch(space, rng):
+    """A uniformly random architecture of ``space`` (rng: random.Random); skip bits p = 0.4."""
+    from enas.space import validate
+
+    arch = {}
+    for d in space.decisions():
+        if d.kind == "categorical":
+            arch[d.name] = rng.choice(d.choices)
+        elif d.kind == "index":
+            arch[d.name] = rng.randrange(d.num_inputs)
+        else:
+            arch[d.name] = sorted(j for j in range(d.num_inputs) if rng.random() < 0.4)
+    return validate(space.decisions(), arch)
+
+
 def randomize_bn(model, gen):
     """Non-trivial BN statistics and affine parameters, so eval-mode comparisons of a
     supernet and its child exercise BN too."""

@@ -1,5 +1,6 @@
-"""The CNN spaces: supernet == child, the paper's micro cells, live choices, sampled-path
-gradients, shapes. Small widths so the file runs in seconds on a CPU."""
+"""The CNN spaces: the paper's micro cells, the official macro arc, live choices, shapes.
+Small widths so the file runs in seconds on a CPU (supernet == child and the sampled-path
+gradients are tests/test_every_space.py's, for every space)."""
 from __future__ import annotations
 
 import random
@@ -20,7 +21,7 @@ from search_spaces.enas_micro import (
 )
 from search_spaces.ops import OPS, FactorizedReduce
 
-from conftest import randomize_bn
+from conftest import random_arch, randomize_bn
 
 # Measured once (this implementation, C=36, N=5, aux head, 10 classes); the paper
 # reports 4.6M for its (differently wired) child, whose next-cell calibration convs
@@ -29,66 +30,8 @@ PAPER_MICRO_PARAMS = 3_611_980
 PAPER_MICRO_AUX_PARAMS = 421_120
 
 
-def random_arch(space, rng):
-    arch = {}
-    for d in space.decisions():
-        if d.kind == "categorical":
-            arch[d.name] = rng.choice(d.choices)
-        elif d.kind == "index":
-            arch[d.name] = rng.randrange(d.num_inputs)
-        else:
-            arch[d.name] = sorted(j for j in range(d.num_inputs) if rng.random() < 0.4)
-    return validate(space.decisions(), arch)
-
-
-def copy_into_child(supernet, child):
-    sd = supernet.state_dict()
-    missing = set(child.state_dict()) - set(sd)
-    assert not missing, f"child keys absent from the supernet: {sorted(missing)[:5]}"
-    child.load_state_dict({k: sd[k] for k in child.state_dict()})
-
-
 MICRO_SMALL = MicroModelArgs(channels=4, num_cells=1, aux_head=True, dropout=0.0)
 MACRO_SMALL = MacroModelArgs(channels=4, dropout=0.0)
-SPACES = [(EnasMicroSpace(), MICRO_SMALL), (EnasMacroSpace(), MACRO_SMALL)]
-
-
-@pytest.mark.parametrize("space,margs", SPACES, ids=["micro", "macro"])
-def test_supernet_equals_child(space, margs):
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    sup = space.supernet(margs)
-    randomize_bn(sup, gen)
-    x = torch.randn(2, 3, 32, 32, generator=gen)
-    rng = random.Random(0)
-    for _ in range(3):
-        arch = random_arch(space, rng)
-        child = space.child(arch, margs)
-        assert sum(p.numel() for p in child.parameters()) < sum(p.numel() for p in sup.parameters())
-        copy_into_child(sup, child)
-        for train in (False, True):  # running stats, then batch stats (+ aux head)
-            sup.train(train)
-            child.train(train)
-            with torch.no_grad():
-                ls, as_ = sup(x, arch)
-                lc, ac = child(x)
-            assert torch.allclose(ls, lc, atol=1e-5, rtol=1e-4)
-            assert (as_ is None) == (ac is None)
-            if as_ is not None:
-                assert torch.allclose(as_, ac, atol=1e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize("space,margs", SPACES, ids=["micro", "macro"])
-def test_only_sampled_path_gets_gradients(space, margs):
-    torch.manual_seed(0)
-    sup = space.supernet(margs)
-    sup.train()
-    arch = random_arch(space, random.Random(1))
-    logits, aux = sup(torch.randn(2, 3, 32, 32), arch)
-    (logits.sum() + (aux.sum() if aux is not None else 0)).backward()
-    with_grad = {n for n, p in sup.named_parameters() if p.grad is not None}
-    child_params = {n for n, _ in space.child(arch, margs).named_parameters()}
-    assert with_grad == child_params
 
 
 def test_paper_micro_cells():

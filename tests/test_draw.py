@@ -10,6 +10,8 @@ from enas.space import build_space
 from search_spaces.draw import Diagram, _figure, _save
 from search_spaces.enas_rnn import ENAS_PTB_CELL, output_nodes
 
+from conftest import random_arch
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -17,18 +19,6 @@ def png_size(path):
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
     return struct.unpack(">II", data[16:24])  # IHDR width, height
-
-
-def random_arch(space, rng):
-    arch = {}
-    for d in space.decisions():
-        if d.kind == "categorical":
-            arch[d.name] = rng.choice(d.choices)
-        elif d.kind == "index":
-            arch[d.name] = rng.randrange(d.num_inputs)
-        else:
-            arch[d.name] = sorted(i for i in range(d.num_inputs) if rng.random() < 0.4)
-    return arch
 
 
 def overlapping_pairs(items):

@@ -7,15 +7,10 @@ import torch
 from enas.space import validate
 from search_spaces.enas_rnn import ENAS_PTB_CELL, Args, EnasRNNSpace, ModelArgs
 
+from conftest import random_arch
+
 V, H, T, B = 50, 16, 7, 3
 SMALL = ModelArgs(hidden=H, tar=0.5, ar=0.5)
-
-
-def random_arch(space, rng):
-    arch = {}
-    for d in space.decisions():
-        arch[d.name] = rng.choice(d.choices) if d.kind == "categorical" else rng.randrange(d.num_inputs)
-    return arch
 
 
 def test_decisions_and_paper_cell():

@@ -16,6 +16,8 @@ from enas.tasks.cross_entropy import token_cross_entropy
 from search_spaces.enas_rnn import ENAS_PTB_CELL, Args, EnasRNNSpace, ModelArgs, enas_cell
 from search_spaces.enas_rnn_bptt import cell_bptt
 
+from conftest import random_arch
+
 def reference_cell(space, plan, xw, s, m_l, w_s, gw):
     """enas_cell, the package's reference, fed from the fused kernel's plan and grouped
     weights ([H, 2H k] per group, columns [h_1, c_1, h_2, c_2, ...] in group order)."""
@@ -27,13 +29,6 @@ def reference_cell(space, plan, xw, s, m_l, w_s, gw):
             arch[f"node{l}/input"], arch[f"node{l}/activation"] = p, a
             weights[l] = w[:, 2 * H * k:2 * H * (k + 1)]
     return enas_cell(xw, s, w_s, weights, arch, space.args.num_nodes, space.args.output, m_l)
-
-
-def random_arch(space, rng):
-    return {
-        d.name: rng.choice(d.choices) if d.kind == "categorical" else rng.randrange(d.num_inputs)
-        for d in space.decisions()
-    }
 
 
 def cell_inputs(space, arch, T, B, H, masked, seed):
