@@ -1,5 +1,5 @@
 """Does the supernet rank like stand-alone training? Compare a ranking with your own
-ground truth (issue 19).
+ground truth.
 
     python benchmarks/compare_ranking.py benchmarks/results/nb201_ground_truth.csv \\
         --rank runs/nb201/ranks.csv --runs runs/nb201 runs/nb201-random [--json out.json]

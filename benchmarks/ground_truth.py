@@ -1,5 +1,5 @@
 """Build your own ground truth for a search space: stand-alone test accuracies of
-architectures trained from scratch with ONE fixed recipe (issue 19).
+architectures trained from scratch with ONE fixed recipe.
 
 A supernet's ranking means something only against the ranking of the same
 architectures trained on their own. Published tables exist for a few spaces

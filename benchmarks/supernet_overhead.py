@@ -1,4 +1,4 @@
-"""What weight sharing costs per training step (issue 7).
+"""What weight sharing costs per training step.
 
 For each space and each of many sampled architectures: the time of one shared-phase
 step (forward, backward, clip, SGD step; enas/loop.py's sgd_pass) of the supernet

@@ -1,4 +1,4 @@
-"""Throughput of the search (issue 7): shared phase, controller, derive, memory.
+"""Throughput of the search: shared phase, controller, derive, memory.
 
 * shared-phase images/s (enas_micro, enas_macro, nb201) and tokens/s (enas_rnn) at
   paper sizes (configs/*_search.yaml) and smoke sizes (configs/smoke/*_search.yaml),

@@ -15,7 +15,7 @@ up taking turns, so the recurrence runs as a TorchScript-compiled loop.
 The workers are persistent and set their intra-op thread count to 1 once, when they
 start. The caller's thread count is never switched back and forth: torch.set_num_threads
 on one thread also changes the count the caller's matmuls use until the caller sets it
-again (benchmarks/RESULTS.md, session 12), which is what made a per-step switching
+again (benchmarks/RESULTS.md), which is what made a per-step switching
 2.5-3.5x slower.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``enas rank``: score many architectures with a search run's trained supernet (issue 5).
+"""``enas rank``: score many architectures with a search run's trained supernet.
 
 "Does the search beat chance?" needs more than the one derived cell: the supernet's
 score of uniformly sampled cells (the random baseline's view), of cells from the

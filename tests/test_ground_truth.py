@@ -1,4 +1,4 @@
-"""benchmarks/ground_truth.py and benchmarks/compare_ranking.py (issue 19): rank
+"""benchmarks/ground_truth.py and benchmarks/compare_ranking.py: rank
 statistics against hand-computed values, the resumable CSV, uniform sampling, and
 one tiny end-to-end build + comparison on generated CIFAR data (never ../shared)."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """NAS-Bench-201 space: cell strings, supernet == child, `none` edges, arch files,
-the random baseline and the collapse warning (issue 5). CPU, tiny generated data."""
+the random baseline and the collapse warning. CPU, tiny generated data."""
 from __future__ import annotations
 
 import itertools
