@@ -78,13 +78,16 @@ def test_bool_is_not_a_number():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    from enas.config import load_search
+    from enas.config import from_dict, load_search
+    from enas.space import build_space
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    files = sorted(root.glob("*_search.yaml")) + sorted((root / "smoke").glob("*_search.yaml"))
-    assert files
-    for f in files:
-        load_search(f)  # each shipped search config passes every check, space sections included
+    files = sorted(root.glob("*search*.yaml")) + sorted((root / "smoke").glob("*search*.yaml"))
+    assert len(files) >= 9
+    for f in files:  # each shipped search config passes every check, the space's own sections included
+        cfg = load_search(f)
+        space = build_space(cfg.space.name, cfg.space.args)
+        from_dict(type(space).ModelArgs, cfg.model, "model")
 
 
 def test_a_config_of_the_other_command_names_the_right_one(capsys):
