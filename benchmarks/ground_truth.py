@@ -76,8 +76,10 @@ from enas.space import build_space, validate  # noqa: E402
 
 COLUMNS = ["arch", "seed", "test_accuracy", "params", "seconds", "process_seconds", "test_loss", "epochs",
            "space", "recipe", "run_dir"]
-# config keys that cannot change a result: not part of the recipe hash
-_NOT_RECIPE = ("seed", "log_every", "checkpoint_minutes")
+# config keys that cannot change a result: not part of the recipe hash. nonfinite_check
+# only says where a non-finite loss is noticed (host or device); the steps taken are the
+# same either way (tests/test_loop.py checks the two give identical books)
+_NOT_RECIPE = {"retrain": ("seed", "log_every", "checkpoint_minutes"), "train": ("nonfinite_check",)}
 
 
 class GroundTruthError(Exception):
@@ -125,8 +127,9 @@ def arch_key(text: str) -> str:
 def recipe_hash(config: Path, overrides: list[str], space) -> tuple[str, dict]:
     """Hash of the resolved retrain config (after --set), without the seed and logging."""
     cfg = to_dict(load_retrain(config, overrides, space))
-    for k in _NOT_RECIPE:
-        cfg["retrain"].pop(k, None)
+    for section, keys in _NOT_RECIPE.items():
+        for k in keys:
+            cfg[section].pop(k, None)
     blob = json.dumps(cfg, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12], cfg
 

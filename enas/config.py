@@ -69,6 +69,9 @@ def _convert(tp, value, path: str):
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, path)
     if origin is Literal:
+        # YAML 1.1 reads a bare on/off as a boolean: `compile: off` means "off"
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            value = "on" if value else "off"
         if value not in args:
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -214,6 +217,11 @@ class OptimSection:
     # LR (lr and lr_min) by the number of processes (Goyal et al. 2017); "none" keeps it.
     # A search splits data.batch_size over the processes and must keep "none".
     lr_scaling: Literal["none", "linear"] = "none"
+    # How a step with a non-finite gradient is skipped: "host" reads the gradient norm
+    # after every step (one host-device sync per step); "device" decides on the device
+    # (the fused SGD kernel skips the step, BN statistics are restored by a select) and
+    # the host reads the outcome every log_every steps; "auto": device on CUDA.
+    nonfinite_check: Literal["auto", "host", "device"] = "auto"
 
     def __post_init__(self):
         if self.lr <= 0:
@@ -260,6 +268,12 @@ class SearchSection:
     epochs: int = 10
     seed: int = 0
     controller_warmup_epochs: int = 0  # shared-only epochs before the controller trains
+    # Probability that a shared step trains a uniformly drawn architecture instead of one
+    # from the policy: 0 = the paper (the policy picks what the shared weights learn), 1 =
+    # the shared weights trained as random search with weight sharing does, whatever the
+    # policy prefers (README, "Does the search beat chance?").
+    uniform_shared: float = 0.0
+    reward_batches: int = 1  # validation minibatches per controller reward (paper: one)
     derive_samples: int = 10  # archs sampled from the policy at each derive
     # validation minibatches per candidate, the same for all candidates of a derive and a
     # different block each epoch; 0 = whole split (paper: one minibatch)
@@ -287,6 +301,10 @@ class SearchSection:
             raise ValueError(f"search.epochs must be >= 1, got {self.epochs}")
         if self.derive_samples < 1 or self.derive_batches < 0:
             raise ValueError("search.derive_samples must be >= 1 and derive_batches >= 0")
+        if not 0.0 <= self.uniform_shared <= 1.0:
+            raise ValueError(f"search.uniform_shared must be in [0, 1], got {self.uniform_shared}")
+        if self.reward_batches < 1:
+            raise ValueError(f"search.reward_batches must be >= 1, got {self.reward_batches}")
         if self.final_candidates < 1 or self.final_batches < 0:
             raise ValueError("search.final_candidates must be >= 1 and final_batches >= 0")
         if self.reward_warmup < 0:

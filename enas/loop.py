@@ -27,6 +27,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from .interrupt import GracefulStop, StopRequested
 from .runlog import RunLog, progress
+from .schedule import fill_momentum
 
 
 class NonFiniteError(RuntimeError):
@@ -35,21 +36,44 @@ class NonFiniteError(RuntimeError):
 
 class BNStats:
     """The BN running statistics of a model, saved before each step and restored when the
-    step is skipped: the forward has already folded the bad batch into them."""
+    step is skipped: the forward has already folded the bad batch into them.
+
+    The buffers are gathered once into one flat tensor per dtype and every module's
+    buffer becomes a view of it, so saving is one copy and a conditional restore decided
+    on the device is one select, whatever the number of BN layers."""
 
     def __init__(self, model: torch.nn.Module):
         bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        self.live = [b for m in bns for b in (m.running_mean, m.running_var, m.num_batches_tracked)
-                     if b is not None]
-        self.saved = [b.clone() for b in self.live]
+        slots = [(m, k) for m in bns for k in ("running_mean", "running_var", "num_batches_tracked")
+                 if m._buffers.get(k) is not None]
+        self.flats: list[torch.Tensor] = []
+        for dtype in sorted({m._buffers[k].dtype for m, k in slots}, key=str):
+            group = [(m, k) for m, k in slots if m._buffers[k].dtype == dtype]
+            flat = torch.cat([m._buffers[k].reshape(-1) for m, k in group])
+            at = 0
+            for m, k in group:
+                b = m._buffers[k]
+                m._buffers[k] = flat[at:at + b.numel()].view_as(b)
+                at += b.numel()
+            self.flats.append(flat)
+        self.saved = [f.clone() for f in self.flats]
+
+    @staticmethod
+    def of(model: torch.nn.Module) -> "BNStats":
+        """One per model: the buffers are made views once (a compiled model sees them stay)."""
+        stats = model.__dict__.get("_enas_bn_stats")
+        if stats is None:
+            stats = model.__dict__["_enas_bn_stats"] = BNStats(model)
+        return stats
 
     def save(self) -> None:
-        if self.live:
-            torch._foreach_copy_(self.saved, self.live)
+        if self.flats:
+            torch._foreach_copy_(self.saved, self.flats)
 
-    def restore(self) -> None:
-        if self.live:
-            torch._foreach_copy_(self.live, self.saved)
+    def restore(self, bad: torch.Tensor | None = None) -> None:
+        """Back to the saved values: always, or where the device flag ``bad`` is set."""
+        for f, s in zip(self.flats, self.saved):
+            f.copy_(s if bad is None else torch.where(bad, s, f))
 
 
 class Loop:
@@ -70,11 +94,13 @@ class Loop:
         self.epoch_sums: dict = {}  # the same for the whole current pass (the epoch's means)
         self.epoch_count = 0
         self.log: RunLog | None = None
+        self._pending: list = []  # steps decided on the device, not yet read (settle)
         self.stop = GracefulStop()
         self._last_save = time.monotonic()
 
     # ---- state ------------------------------------------------------------------------
     def position(self) -> dict:
+        self.settle()
         return {"epoch": self.epoch, "phase": self.phase, "step": self.step,
                 "global_step": self.global_step, "skipped_steps": self.skipped_steps,
                 "window": {k: float(v) for k, v in self.window.items()}, "window_count": self.window_count,
@@ -127,11 +153,13 @@ class Loop:
 
     # ---- one pass of SGD --------------------------------------------------------------
     def sgd_pass(self, task, model, opt, grad_clip: float, arch_at: Callable[[int], object], desc: str,
-                 on_step: Callable[[], None] | None = None, prefix: str = "train") -> dict:
+                 on_step: Callable[[], None] | None = None, prefix: str = "train", check: str = "host") -> dict:
         """Train ``model`` on one pass of ``task``'s training split from ``self.step``.
 
         ``arch_at(i)`` is the architecture of minibatch i (None for a child). Returns
-        the mean of the task's step figures over the applied steps.
+        the mean of the task's step figures over the applied steps. ``check``: how a
+        non-finite step is skipped (OptimSection.nonfinite_check, resolved): "host"
+        decides after every step; "device" needs a fused SGD and no ``on_step``.
         """
         n = task.num_train_batches(self.epoch)
         if self.step == 0:
@@ -139,8 +167,12 @@ class Loop:
         model.train()
         params = [p for p in model.parameters()]
         clip = grad_clip if grad_clip > 0 else math.inf
-        bn_stats = BNStats(model)
+        bn_stats = BNStats.of(model)
         lr_scale = getattr(task, "lr_scale", None)
+        on_device = check == "device"
+        if on_device:
+            assert on_step is None and opt.defaults.get("fused"), "device checks need a fused SGD and no on_step"
+            fill_momentum(opt)
         if self.step == 0:
             self.epoch_sums, self.epoch_count = {}, 0
         bar = progress(n, desc, self.step, self.log_enabled)
@@ -154,45 +186,84 @@ class Loop:
             stats = dist.average_gradients(params, stats)  # several processes: the whole minibatch's
             norm = torch.nn.utils.clip_grad_norm_(params, clip)  # really clips (official CIFAR bug: it did not)
             self.step = i + 1
-            if not torch.isfinite(norm):  # the one host sync per step: skip a poisoned update
+            scale = lr_scale(batch) if lr_scale is not None else 1.0
+            if on_device:  # no host sync: the step is skipped (or not) on the device, read later
+                bad = ~torch.isfinite(norm)
+                self._sgd_step(opt, scale, found_inf=bad.float())
+                bn_stats.restore(bad)
+                reset = getattr(task, "on_bad_step", None)
+                if reset is not None:
+                    reset(bad)
+                self._pending.append((bad, {k: torch.where(bad, 0.0, v.detach()) for k, v in stats.items()}))
+            elif not torch.isfinite(norm):  # the host decides: one sync per step
                 bn_stats.restore()
-                self._bad_step(task, opt)
+                opt.zero_grad(set_to_none=True)
+                reset = getattr(task, "on_bad_step", None)  # e.g. LM: drop a poisoned carried state
+                if reset is not None:
+                    reset()
+                self._count_step(False, {})
             else:
-                self.bad_steps = 0
-                scale = lr_scale(batch) if lr_scale is not None else 1.0
-                if scale != 1.0:  # e.g. variable BPTT: the step, not the loss, so clipping keeps it
-                    for g in opt.param_groups:
-                        g["lr"] *= scale
-                opt.step()
-                if scale != 1.0:
-                    for g in opt.param_groups:
-                        g["lr"] /= scale
+                self._sgd_step(opt, scale)
                 if on_step is not None:
                     on_step()
-                for k, v in stats.items():
-                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v.detach()
-                    self.window[k] = self.window.get(k, 0.0) + v.detach()
-                self.epoch_count += 1
-                self.window_count += 1
+                self._count_step(True, stats)
             self.global_step += 1
             bar.update(1)
-            if self.window_count and self.global_step % self.log_every == 0:
-                figs = {f"{prefix}/{k}": float(v) / self.window_count for k, v in self.window.items()}
-                self.window, self.window_count = {}, 0
-                self.log.log(self.global_step, epoch=self.epoch + 1, **{f"{prefix}/lr": opt.param_groups[0]["lr"]},
-                             **figs, **{f"{prefix}/skipped_steps": self.skipped_steps})
-                bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in figs.items()})
+            if self.global_step % self.log_every == 0:
+                self.settle()
+                if self.window_count:
+                    figs = {f"{prefix}/{k}": float(v) / self.window_count for k, v in self.window.items()}
+                    self.window, self.window_count = {}, 0
+                    self.log.log(self.global_step, epoch=self.epoch + 1,
+                                 **{f"{prefix}/lr": opt.param_groups[0]["lr"]},
+                                 **figs, **{f"{prefix}/skipped_steps": self.skipped_steps})
+                    bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in figs.items()})
             self.maybe_checkpoint()
+        self.settle()
         bar.close()
         return {k: float(v) / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
 
-    def _bad_step(self, task, opt) -> None:
+    @staticmethod
+    def _sgd_step(opt, scale: float, found_inf: torch.Tensor | None = None) -> None:
+        """One SGD step, its LR times ``scale`` (variable BPTT: the step, not the loss, so
+        clipping keeps it); with ``found_inf`` the fused kernel skips it on the device."""
+        if scale != 1.0:
+            for g in opt.param_groups:
+                g["lr"] *= scale
+        if found_inf is not None:
+            opt.found_inf = found_inf
+        try:
+            opt.step()
+        finally:
+            opt.__dict__.pop("found_inf", None)
+            if scale != 1.0:
+                for g in opt.param_groups:
+                    g["lr"] /= scale
+
+    def _count_step(self, applied: bool, stats: dict) -> None:
+        """The host's books for one step: figures of applied steps, runs of skipped ones."""
+        if not applied:
+            self._bad_step()
+            return
+        self.bad_steps = 0
+        for k, v in stats.items():
+            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v.detach()
+            self.window[k] = self.window.get(k, 0.0) + v.detach()
+        self.epoch_count += 1
+        self.window_count += 1
+
+    def settle(self) -> None:
+        """Read the outcome of the steps decided on the device (one sync) into the books."""
+        if not self._pending:
+            return
+        flags = torch.stack([b for b, _ in self._pending]).tolist()
+        pending, self._pending = self._pending, []
+        for bad, (_, stats) in zip(flags, pending):
+            self._count_step(not bad, stats)
+
+    def _bad_step(self) -> None:
         self.bad_steps += 1
         self.skipped_steps += 1
-        opt.zero_grad(set_to_none=True)
-        reset = getattr(task, "on_bad_step", None)  # e.g. LM: drop a poisoned carried state
-        if reset is not None:
-            reset()
         if self.bad_steps >= self.max_bad_steps:
             raise NonFiniteError(
                 f"{self.bad_steps} training steps in a row had a non-finite loss or gradient; stopping. "

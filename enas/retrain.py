@@ -44,7 +44,7 @@ from .config import ConfigError, RetrainConfig, from_dict, to_dict
 from .files import write_atomic
 from .loop import Loop
 from .runlog import say
-from .schedule import lr_at, make_sgd, set_lr
+from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .tasks import build_task
 
 BEST = "best.pt"
@@ -109,7 +109,9 @@ class Retrain(Loop):
         if prepare is not None:
             prepare(self.model)
         self.train_model = self._maybe_compile(self.model)
-        self.opt = make_sgd(self.model.parameters(), cfg.train)
+        # NT-ASGD folds every applied step into its average: that needs the host's decision
+        self.check = "host" if r.asgd else nonfinite_check(cfg.train, self.device)
+        self.opt = make_sgd(self.model.parameters(), cfg.train, fused=self.check == "device")
         self.history: list[float] = []  # per-epoch valid figure (eval weights), oldest first
         self.best: dict = {}  # {"epoch", "valid"} of best.pt
         self.average = WeightAverage(self.model)  # NT-ASGD, once the valid figure stops improving
@@ -207,7 +209,7 @@ class Retrain(Loop):
                                                                                      r.epochs)
                     train = self.sgd_pass(self.task, self.train_model, self.opt, self.cfg.train.grad_clip,
                                           lambda i: None, f"epoch {self.epoch + 1}/{r.epochs}",
-                                          on_step=self.average.update)
+                                          on_step=self.average.update if r.asgd else None, check=self.check)
                     dist.broadcast_module(self.model, buffers_only=True)  # rank 0's BN statistics
                     with self.eval_weights():
                         ev = self.task.evaluate(self.model, None, "valid")

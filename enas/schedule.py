@@ -26,14 +26,36 @@ def lr_at(cfg: OptimSection, epoch: int) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * e / period))
 
 
-def make_sgd(params, cfg: OptimSection) -> torch.optim.SGD:
+def make_sgd(params, cfg: OptimSection, fused: bool = False) -> torch.optim.SGD:
+    """``fused``: the fused kernel, which can skip a step on the device (``found_inf``)."""
     return torch.optim.SGD(
         params,
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
+        fused=fused or None,
     )
+
+
+def fill_momentum(opt: torch.optim.SGD) -> None:
+    """Give every parameter a momentum buffer (zeros where it has none yet): the fused
+    kernel needs all or none, and a supernet's parameters get gradients at different
+    steps. buf = momentum * 0 + g at a parameter's first step is what SGD does anyway."""
+    for group in opt.param_groups:
+        if group["momentum"]:
+            for p in group["params"]:
+                st = opt.state[p]
+                if st.get("momentum_buffer") is None:
+                    st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def nonfinite_check(cfg: OptimSection, device) -> str:
+    """OptimSection.nonfinite_check resolved: auto decides on the device on CUDA, where a
+    host sync per step would stall the queue of kernels, and on the host elsewhere."""
+    if cfg.nonfinite_check != "auto":
+        return cfg.nonfinite_check
+    return "device" if torch.device(device).type == "cuda" else "host"
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

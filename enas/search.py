@@ -29,11 +29,11 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from .archfile import save_arch
 from .config import SearchConfig, from_dict, to_dict
-from .controller import build_policy
+from .controller import RandomPolicy, build_policy
 from .loop import Loop
 from .reinforce import Reinforce
 from .runlog import progress, say
-from .schedule import lr_at, make_sgd, set_lr
+from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .space import build_space
 from .tasks import build_task
 
@@ -64,14 +64,20 @@ class Search(Loop):
             recalibrate_batches=s.recalibrate_batches, amp=s.amp, channels_last=s.channels_last, aux_weight=s.aux_weight,
             shard=dist.shard(), train_batch=cfg.data.batch_size,
         )
-        torch.manual_seed(s.seed)  # weights of supernet and controller
+        torch.manual_seed(s.seed)  # the supernet's initial weights
         self.supernet = self.space.supernet(self.model_args, **self.task.model_kwargs()).to(device)
         note = getattr(self.supernet, "kernel_note", None)  # a model with several kernels says which runs
         if note is not None:
             say(note(device), log)
-        self.policy = build_policy(cfg.controller.kind, self.space, cfg.controller)
+        # The policy's initial weights come from a stream of their own, so the shared
+        # phase's random numbers (dropout) are the same whatever the policy is.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed + 2)
+            self.policy = build_policy(cfg.controller.kind, self.space, cfg.controller)
+        self.uniform = RandomPolicy(self.space.decisions())  # uniform draws (search.uniform_shared)
         self.reinforce = Reinforce(self.policy, cfg.controller)
-        self.opt = make_sgd(self.supernet.parameters(), cfg.train)
+        self.check = nonfinite_check(cfg.train, self.device)
+        self.opt = make_sgd(self.supernet.parameters(), cfg.train, fused=self.check == "device")
         self.gen = torch.Generator().manual_seed(s.seed + 1)  # controller-phase and derive samples
         self.phase = "shared"
         self.valid_cursor = 0  # the validation batch the next reward is measured on (cycles)
@@ -152,12 +158,21 @@ class Search(Loop):
         # processes: the policy weights and this seed are the same on every rank, so each
         # draws the same list and minibatch i runs the same architecture everywhere (no
         # broadcast needed; check_in_sync would catch a divergence of the weights).
-        gen = torch.Generator().manual_seed(self.cfg.search.seed * 1_000_003 + self.epoch + 7)
+        s = self.cfg.search
+        gen = torch.Generator().manual_seed(s.seed * 1_000_003 + self.epoch + 7)
+        n = self.task.num_train_batches(self.epoch)
         with torch.no_grad():
-            archs = self.policy(self.task.num_train_batches(self.epoch), generator=gen).archs
+            if s.uniform_shared >= 1.0:  # exactly random search with weight sharing's draws
+                archs = self.uniform(n, generator=gen).archs
+            else:
+                archs = self.policy(n, generator=gen).archs
+                if s.uniform_shared > 0.0:
+                    uniform = self.uniform(n, generator=gen).archs
+                    pick = torch.rand(n, generator=gen) < s.uniform_shared
+                    archs = [u if p else a for a, u, p in zip(archs, uniform, pick.tolist())]
         desc = f"epoch {self.epoch + 1}/{self.cfg.search.epochs} shared"
         return self.sgd_pass(self.task, self.supernet, self.opt, self.cfg.train.grad_clip, archs.__getitem__,
-                             desc, prefix="shared")
+                             desc, prefix="shared", check=self.check)
 
     def _controller_phase(self) -> None:
         c, s = self.cfg.controller, self.cfg.search
@@ -170,7 +185,8 @@ class Search(Loop):
             # the same samples; each reward is summed over the ranks' shares of the validation
             # batch (task), so the Adam step below is the same on every rank.
             sample = self.policy(c.num_aggregate, generator=self.gen)
-            rewards = [self._reward(a) for a in sample.archs]
+            # all K rewards queued on the device, then read in one go (one sync per update)
+            rewards = torch.stack([self._reward(a) for a in sample.archs]).tolist()
             last = self.reinforce.step(sample, rewards)
             self.step += 1
             if "reward" in last:
@@ -182,13 +198,14 @@ class Search(Loop):
             self.maybe_checkpoint()
         bar.close()
 
-    def _reward(self, arch) -> float:
-        """The task's score of ``arch`` on the next validation batch (paper 2.1: one
-        minibatch per sample; each sample of an update gets its own)."""
+    def _reward(self, arch) -> torch.Tensor:
+        """The task's score of ``arch`` on the next ``search.reward_batches`` validation
+        batches (paper 2.1: one minibatch per sample; each sample of an update gets its own)."""
+        k = self.cfg.search.reward_batches
         self.valid_cursor %= self.task.num_valid_batches()
-        value, _ = self.task.score(self.supernet, arch, 1, self.valid_cursor)
-        self.valid_cursor += 1
-        return value
+        value, _ = self.task.score(self.supernet, arch, k, self.valid_cursor, sync=False)
+        self.valid_cursor += k
+        return value.double()
 
     def _derive(self) -> dict:
         """Sample N archs from the policy and score them all on the same validation

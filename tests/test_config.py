@@ -60,6 +60,19 @@ def test_overrides_parse_yaml_values(tmp_path):
     assert cfg.controller.tanh_constant.index == 1.1
 
 
+def test_bare_on_off_mean_the_words(tmp_path):
+    """YAML 1.1 reads a bare on/off as a boolean; an on/off choice takes it as the word."""
+    from enas.config import RetrainConfig
+
+    path = tmp_path / "r.yaml"
+    path.write_text("data: {dataset: cifar10}\ntrain: {lr: 0.1}\nretrain: {compile: off}\n")
+    assert load(RetrainConfig, path).retrain.compile == "off"
+    assert load(RetrainConfig, path, ["retrain.compile=on"]).retrain.compile == "on"
+    assert load(SearchConfig, write(tmp_path, BASE), ["search.amp=off"]).search.amp == "off"
+    with pytest.raises(ConfigError, match="is not one of"):  # amp has no "on": a boolean stays a mistake
+        load(SearchConfig, write(tmp_path, BASE), ["search.amp=on"])
+
+
 def test_missing_required_key():
     with pytest.raises(ConfigError, match="missing required key 'train.lr'"):
         from_dict(SearchConfig, {**BASE, "train": {}})

@@ -1,6 +1,7 @@
 """End-to-end search on a tiny generated corpus: artifacts, resume, derive, CLI errors."""
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -47,10 +48,11 @@ def test_smoke_search_writes_every_artifact(tmp_path, ptb_dir, tiny_ptb_config):
     assert "4_derive_by_epoch/arch/text_summary" in ea.Tags()["tensors"]
 
 
-def test_resumed_search_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_config):
+@pytest.mark.parametrize("check", ["host", "device"])  # train.nonfinite_check: sync per step, or none
+def test_resumed_search_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_config, check):
     full, part = tmp_path / "full", tmp_path / "part"
-    cfg2 = tiny_ptb_config()
-    cfg1 = tiny_ptb_config({"search": {"epochs": 1}}, name="one.yaml")
+    cfg2 = tiny_ptb_config({"train": {"nonfinite_check": check}})
+    cfg1 = tiny_ptb_config({"search": {"epochs": 1}, "train": {"nonfinite_check": check}}, name="one.yaml")
     assert run("search", cfg2, "--data-dir", ptb_dir, "--run-dir", full, "--device", "cpu") == 0
     assert run("search", cfg1, "--data-dir", ptb_dir, "--run-dir", part, "--device", "cpu") == 0
     assert run("search", "--resume", part, "--set", "search.epochs=2", "--allow-config-change",
@@ -122,9 +124,10 @@ def test_derive_shares_batches_rotates_them_and_ends_with_a_final_derive(tmp_pat
     calls = []
     real = LanguageModelTask.score
 
-    def recording(self, model, arch, num_batches=0, first=0):
-        out = real(self, model, arch, num_batches, first)
-        calls.append((num_batches, first, repr(sorted(arch.items())), out))
+    def recording(self, model, arch, num_batches=0, first=0, sync=True):
+        out = real(self, model, arch, num_batches, first, sync)
+        if sync:  # rewards (sync=False, one batch) are not derive calls
+            calls.append((num_batches, first, repr(sorted(arch.items())), out))
         return out
 
     monkeypatch.setattr(LanguageModelTask, "score", recording)
@@ -148,3 +151,26 @@ def test_derive_shares_batches_rotates_them_and_ends_with_a_final_derive(tmp_pat
     assert prov["final_derive"]["candidates"] == len(final)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("derive/final_score_se") == best[3][1] for r in rows)
+
+
+def test_uniform_shared_trains_the_supernet_as_random_search_does(tmp_path, ptb_dir, tiny_ptb_config):
+    """search.uniform_shared = 1: every shared step trains the architecture that random
+    search with weight sharing draws, so the supernets are the same, whatever the
+    controller learns; 0.5 mixes the two draws (and is reproducible)."""
+    runs = {}
+    for name, over in (("random", {"controller": {"kind": "random"}}),
+                       ("uniform", {"search": {"epochs": 2, "uniform_shared": 1.0, "reward_batches": 2}}),
+                       ("mix", {"search": {"epochs": 2, "uniform_shared": 0.5}}),
+                       ("mix2", {"search": {"epochs": 2, "uniform_shared": 0.5}}),
+                       ("paper", {})):
+        run_dir = tmp_path / name
+        assert run("search", tiny_ptb_config(over, name=f"{name}.yaml"), "--data-dir", ptb_dir, "--run-dir",
+                   run_dir, "--device", "cpu") == 0
+        runs[name] = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    same = lambda a, b: all(torch.equal(runs[a]["supernet"][k], runs[b]["supernet"][k])  # noqa: E731
+                            for k in runs[a]["supernet"])
+    assert same("random", "uniform") and same("mix", "mix2")
+    assert not same("mix", "random") and not same("mix", "paper") and not same("paper", "random")
+    assert runs["uniform"]["reinforce"]["updates"] > 0  # the controller still learned
+    # two validation batches per reward: the cursor moved twice as far as one per reward
+    assert runs["uniform"]["valid_cursor"] != runs["paper"]["valid_cursor"]

@@ -28,7 +28,6 @@ batch's); ``recalibrate`` runs its full batches on every rank, so it stays exact
 from __future__ import annotations
 
 import contextlib
-import math
 import weakref
 
 import torch
@@ -285,13 +284,15 @@ class ImageTask:
         # Several processes: each scored its share; the figures are the whole batch's.
         return self.shard.sum(loss, correct, count)
 
-    def score(self, model, arch, num_batches: int = 0, first: int = 0) -> tuple[float, float]:
+    def score(self, model, arch, num_batches: int = 0, first: int = 0, sync: bool = True):
         """(accuracy, its binomial standard error) on ``num_batches`` validation batches
-        from batch ``first`` (wrapping; 0 = all)."""
+        from batch ``first`` (wrapping; 0 = all). ``sync=False``: 0-d device tensors, so
+        that several scores cost one host read."""
         with self._scoring(model, arch):
             _, correct, count = self._run(model, arch, self._batches("valid", num_batches, first))
-        p = correct.item() / count
-        return p, math.sqrt(p * (1 - p) / count)
+        p = correct.double() / count
+        se = torch.sqrt(p * (1 - p) / count)
+        return (p, se) if not sync else tuple(torch.stack([p, se]).tolist())
 
     def evaluate(self, model, arch, split: str) -> dict:
         """{"loss", "accuracy"} over a whole split ("valid" or "test")."""

@@ -80,11 +80,15 @@ class LanguageModelTask:
         """Forget the carried training state."""
         self._train_hidden = None
 
-    def on_bad_step(self) -> None:
-        """Called by the search loop after a skipped non-finite step: the state carried
-        out of that window may itself be non-finite or huge, and carrying it on would
-        poison every later window of the epoch, so start the next one from zeros."""
-        self.reset_hidden()
+    def on_bad_step(self, bad: torch.Tensor | None = None) -> None:
+        """Called by the loop after a skipped non-finite step (or, with ``bad``, after every
+        step decided on the device, where the flag says whether it was skipped): the state
+        carried out of that window may itself be non-finite or huge, and carrying it on
+        would poison every later window of the epoch, so start the next one from zeros."""
+        if bad is None:
+            self.reset_hidden()
+        elif self._train_hidden is not None:
+            self._train_hidden = torch.where(bad, torch.zeros_like(self._train_hidden), self._train_hidden)
 
     def train_batches(self, epoch: int):
         for i, L in self._windows(epoch):
@@ -138,7 +142,7 @@ class LanguageModelTask:
             total, m1, m2 = total + ce.sum(), m1 + col.sum(), m2 + col.pow(2).sum()
             count, n = count + y.numel(), n + col.numel()
         total, count, n, m1, m2 = self.shard.sum(total, count, n, m1, m2)
-        return total, count, (n, float(m1), float(m2)), hidden
+        return total, count, (n, m1, m2), hidden
 
     @contextlib.contextmanager
     def _eval(self, model):
@@ -150,12 +154,11 @@ class LanguageModelTask:
         finally:
             model.train(was)
 
-    def _reward_from(self, mean_ce: float) -> float:
-        # A diverged arch (non-finite loss) gets reward 0, not NaN, so one bad sample
-        # cannot poison the controller's moving-average baseline.
-        if not math.isfinite(mean_ce):
-            return 0.0
-        return self.reward_c / math.exp(min(mean_ce, 700.0))
+    def _reward_from(self, mean_ce: torch.Tensor) -> torch.Tensor:
+        """c / exp(mean CE), on the device. A diverged arch (non-finite loss) gets 0, not
+        NaN, so one bad sample cannot poison the controller's moving-average baseline."""
+        value = self.reward_c * torch.exp(-mean_ce.clamp(max=700.0))
+        return torch.where(torch.isfinite(mean_ce), value, torch.zeros_like(value))
 
     def _warm_state(self, model, arch, start: int):
         """Zeros, run by ``arch`` over the ``reward_warmup`` tokens before ``start``."""
@@ -181,9 +184,10 @@ class LanguageModelTask:
     def num_valid_batches(self) -> int:
         return len(self._score_windows())
 
-    def score(self, model, arch, num_batches: int = 0, first: int = 0) -> tuple[float, float]:
+    def score(self, model, arch, num_batches: int = 0, first: int = 0, sync: bool = True):
         """(c / ppl, its standard error) over ``num_batches`` consecutive validation windows
-        from window ``first`` (0 = all); a controller reward is one window.
+        from window ``first`` (0 = all); a controller reward is one window. ``sync=False``:
+        0-d device tensors, so that several scores cost one host read.
 
         The state starts at zero and the same architecture first runs over the
         ``reward_warmup`` tokens before the first window, unscored, so a score depends on
@@ -201,10 +205,11 @@ class LanguageModelTask:
         with self._eval(model):
             total, count, (n, m1, m2), _ = self._run(model, arch, self.valid_data, wins,
                                                      self._warm_state(model, arch, wins[0][0]))
-        value = self._reward_from(total.item() / count)
+        value = self._reward_from(total / count)
         # delta method: d(c e^-m)/dm = -c e^-m, so se(value) = value * se(mean CE)
-        var = (m2 - m1 * m1 / n) / (n - 1) if n > 1 else float("nan")
-        return value, value * math.sqrt(max(var, 0.0) / n)
+        var = (m2 - m1 * m1 / n) / (n - 1) if n > 1 else torch.full_like(m1, math.nan)
+        se = value * torch.sqrt(var.clamp(min=0.0) / n)
+        return (value, se) if not sync else tuple(torch.stack([value.double(), se.double()]).tolist())
 
     def evaluate(self, model, arch, split: str) -> dict:
         """{"loss", "ppl"} over a whole split ("valid" or "test") from a fresh state."""
