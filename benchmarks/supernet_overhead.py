@@ -27,9 +27,10 @@ import torch  # noqa: E402
 from _bench import SPACE_NAMES, Workload, emit, header, loadavg, median, pick_device, sample_archs, setup_process, sized, timed  # noqa: E402,E501
 
 
-def measure(space_name: str, size_name: str, device, num_archs: int, repeats: int, batch: int | None,
-            verbose: bool, channels_last=None) -> dict:
-    sup = Workload(space_name, sized(space_name, size_name, batch=batch), device, channels_last=channels_last)
+def measure(space_name: str, size, device, num_archs: int, repeats: int, verbose: bool,
+            channels_last=None) -> dict:
+    """``size``: a _bench.Size (e.g. ``sized(space, "paper")``)."""
+    sup = Workload(space_name, size, device, channels_last=channels_last)
     archs = sample_archs(sup.space, num_archs, seed=123)
     # warm-up of the supernet on a few archs (allocator, lazy init, momentum buffers)
     for a in archs[:2]:
@@ -100,7 +101,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     for name in args.spaces:
         batch = None if name == "enas_rnn" else image_batch
-        r = measure(name, size, device, num_archs, repeats, batch, args.verbose, cl)
+        r = measure(name, sized(name, size, batch=batch), device, num_archs, repeats, args.verbose, cl)
         emit(f"batch_{name}", r["batch"])
         emit(f"supernet_step_ms_{name}", r["supernet_ms"])
         emit(f"child_step_ms_{name}", r["child_ms"])
