@@ -137,6 +137,32 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def read_config(path: str | Path, _chain: tuple = ()) -> dict:
+    """A config file as a dict. ``base: OTHER.yaml`` (a path relative to this file) starts
+    from OTHER's values and this file's keys replace them key by key, so a variant of a
+    shipped config says only what differs."""
+    path = Path(path)
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be the path of another config file, got {base!r}")
+    other = (path.parent / base).resolve()
+    if other in _chain or other == path.resolve():
+        raise ConfigError(f"{path}: 'base: {base}' leads back to {other}; a config cannot be its own base")
+    if not other.is_file():
+        raise ConfigError(f"{path}: 'base: {base}': there is no file {other}")
+    return _merge(read_config(other, (*_chain, path.resolve())), data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     """Apply ``a.b=c`` strings; values are parsed as YAML (``1e-3``, ``true``, ``[1, 2]``)."""
     for item in overrides or []:
@@ -368,7 +394,7 @@ class RetrainConfig:
 
 
 def load(cls, path: str | Path, overrides: list[str] | None = None):
-    data = read_yaml(path)
+    data = read_config(path)
     _check_kind(cls, data, path)
     cfg = from_dict(cls, apply_overrides(data, overrides))
     return cfg

@@ -73,6 +73,22 @@ def test_bare_on_off_mean_the_words(tmp_path):
         load(SearchConfig, write(tmp_path, BASE), ["search.amp=on"])
 
 
+def test_base_config_then_own_keys(tmp_path):
+    """`base: OTHER.yaml` starts from OTHER (relative to the file) and replaces key by key."""
+    write(tmp_path, {**BASE, "search": {"epochs": 9, "seed": 3}})  # c.yaml
+    sub = tmp_path / "variants"
+    sub.mkdir()
+    (sub / "v.yaml").write_text("base: ../c.yaml\nsearch: {epochs: 2}\n")
+    cfg = load(SearchConfig, sub / "v.yaml")
+    assert cfg.search.epochs == 2 and cfg.search.seed == 3 and cfg.train.lr == 20.0
+    (sub / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="its own base"):
+        load(SearchConfig, sub / "loop.yaml")
+    (sub / "gone.yaml").write_text("base: nothere.yaml\n")
+    with pytest.raises(ConfigError, match="there is no file"):
+        load(SearchConfig, sub / "gone.yaml")
+
+
 def test_missing_required_key():
     with pytest.raises(ConfigError, match="missing required key 'train.lr'"):
         from_dict(SearchConfig, {**BASE, "train": {}})
