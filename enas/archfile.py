@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from . import safeyaml
 from .config import to_dict
 from .errors import ArchError, ArchFileError, ConfigError
 from .files import write_atomic
@@ -57,7 +58,7 @@ def load_arch(path: str | Path, expected_space: str | None = None):
     """Return ``(space, arch, doc)``; raise ArchFileError naming the file and the problem."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = safeyaml.load(path.read_text())
     except FileNotFoundError:
         raise ArchFileError(f"architecture file {path} does not exist") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -101,8 +102,8 @@ def _parse(doc, expected_space):
     return space, arch, doc
 
 
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper that writes multi-line strings (the description) as literal blocks."""
+class _Dumper(safeyaml.Dumper):
+    """Writes multi-line strings (the description) as literal blocks."""
 
 
 def _str(dumper, data):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from . import safeyaml
 from .errors import ConfigError
 
 
@@ -125,7 +126,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safeyaml.load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
     except UnicodeDecodeError:
@@ -170,7 +171,7 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set controller.lr=1e-3")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = safeyaml.load(raw)
         except yaml.YAMLError:
             value = raw
         node = data
@@ -185,7 +186,7 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 
 
 def dump(cfg, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    Path(path).write_text(safeyaml.dump(to_dict(cfg), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------
@@ -220,6 +221,8 @@ class DataSection:
         for k in ("batch_size", "eval_batch_size", "bptt"):
             if getattr(self, k) < 1:
                 raise ValueError(f"data.{k} must be >= 1, got {getattr(self, k)}")
+        if self.variable_bptt and self.bptt_max < 1:  # a window of 0 tokens would never end the epoch
+            raise ValueError(f"data.bptt_max must be >= 1 with data.variable_bptt, got {self.bptt_max}")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from . import safeyaml
 from .archfile import ArchFileError
 from .config import ConfigError
 from .controller import RandomPolicy
@@ -49,7 +50,7 @@ def parse_arch_line(space, line: str) -> Arch:
     line = line.strip()
     if line.startswith("{"):
         try:
-            arch = yaml.safe_load(line)
+            arch = safeyaml.load(line)
         except yaml.YAMLError as e:
             raise ArchError(f"not a readable mapping: {str(e).splitlines()[0]}") from None
         return validate(space.decisions(), arch)

@@ -210,6 +210,8 @@ def sample_bptt(bptt: int, bptt_max: int, generator: torch.Generator) -> int:
 def window_starts(length: int, bptt: int, variable: bool, bptt_max: int, generator: torch.Generator | None):
     """[(start, seq_len)] covering a [length, B] stream once (the last window may be short)."""
     out, i = [], 0
+    if (bptt_max if variable else bptt) < 1:
+        raise ValueError(f"window lengths must be >= 1 (bptt {bptt}, bptt_max {bptt_max})")
     while i < length - 1:
         L = sample_bptt(bptt, bptt_max, generator) if variable else bptt
         L = min(L, length - 1 - i)

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from .. import safeyaml
 from ..runlog import RunDirError
 
 NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "Infinity": math.inf, "-Infinity": -math.inf,
@@ -114,7 +115,7 @@ def _read_yaml(path: Path) -> tuple[dict, str]:
     except (FileNotFoundError, UnicodeDecodeError):
         return {}, ""
     try:
-        doc = yaml.safe_load(text)
+        doc = safeyaml.load(text)
     except yaml.YAMLError:
         return {}, text
     return (doc if isinstance(doc, dict) else {}), text

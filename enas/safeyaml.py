@@ -1,0 +1,62 @@
+"""YAML for files that may come from anyone (configs, architecture files, run folders).
+
+``yaml.safe_load`` never runs code, but it still lets a 1 KB file expand into gigabytes
+through nested anchors and aliases ("billion laughs"), recurse forever through an alias
+to itself, and silently keep the last of two equal keys. None of that has a use in an
+enas file, so ``load`` refuses all three, and files over ``MAX_BYTES``, with a
+``yaml.YAMLError`` (callers already turn those into one-line errors naming the file).
+"""
+from __future__ import annotations
+
+import yaml
+
+MAX_BYTES = 4 * 2**20  # the largest shipped file is a few KB; a run's config.yaml too
+
+
+class UnsafeYAML(yaml.YAMLError):
+    pass
+
+
+def _where(mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise UnsafeYAML(f"an alias (*{event.anchor}) at {_where(event.start_mark)}: enas files do not use "
+                             f"YAML anchors and aliases; write the value out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key; the constructor reports it
+                continue
+            if dup:
+                raise UnsafeYAML(f"the key {key!r} appears twice in one mapping (again at "
+                                 f"{_where(key_node.start_mark)}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load(text: str):
+    """Like ``yaml.safe_load``, refusing aliases, repeated keys and oversized text."""
+    if len(text) > MAX_BYTES:
+        raise UnsafeYAML(f"{len(text):,} characters, more than the {MAX_BYTES:,} an enas file may have")
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+class Dumper(yaml.SafeDumper):
+    """Writes a value that occurs twice out twice: ``load`` refuses aliases."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def dump(value, **kwargs) -> str:
+    return yaml.dump(value, Dumper=Dumper, **kwargs)

@@ -1,0 +1,67 @@
+"""Files from anyone: YAML bombs, repeated keys and values that would hang are refused
+with one line naming the file or key, exit code 2, and nothing written."""
+import pytest
+import yaml
+
+from enas.archfile import arch_to_yaml
+from enas.cli import main
+from enas.space import build_space
+
+from conftest import TINY_PTB, random_arch
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+def arch_file(tmp_path, extra: str) -> str:
+    import random
+
+    space = build_space("nb201", {})
+    text = arch_to_yaml(space, random_arch(space, random.Random(0)))
+    path = tmp_path / "cell.yaml"
+    path.write_text(text + extra)
+    return path
+
+
+@pytest.mark.parametrize("extra, says", [
+    ("bomb:\n" + "".join("  " + line + "\n" for line in BOMB.splitlines()), "alias"),
+    ("loop: &l [*l]\n", "alias"),
+    ("space: {name: nb201}\n", "appears twice"),
+])
+def test_arch_files_that_expand_recurse_or_repeat_keys(tmp_path, capsys, extra, says):
+    path = arch_file(tmp_path, extra)
+    out = tmp_path / "cell.png"
+    assert main(["show", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and says in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def write_cfg(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(TINY_PTB) + text)
+    return path
+
+
+@pytest.mark.parametrize("text, sets, says", [
+    ("seed_again: &s 1\n", [], "unknown key"),  # an anchor alone is harmless: the key is the mistake
+    ("x: &x {a: 1}\ny: *x\n", [], "alias"),
+    ("space: {name: enas_rnn}\n", [], "appears twice"),
+    ("", ["data.variable_bptt=true", "data.bptt_max=0"], "data.bptt_max must be >= 1"),
+])
+def test_configs_refused_before_any_run_folder(tmp_path, capsys, ptb_dir, text, sets, says):
+    cfg = write_cfg(tmp_path, text)
+    run = tmp_path / "run"
+    argv = ["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(run), "--device", "cpu"]
+    assert main(argv + [x for s in sets for x in ("--set", s)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not run.exists()
+
+
+def test_files_enas_writes_never_hold_aliases(tmp_path):
+    from enas import safeyaml
+
+    shared = [1, 2]
+    assert safeyaml.load(safeyaml.dump({"a": shared, "b": shared})) == {"a": [1, 2], "b": [1, 2]}
