@@ -261,10 +261,16 @@ def check_search(space: str, device, tiny: bool, data: Path, rep: Report) -> Non
         per_epoch = PTB_TRAIN_TOKENS // (paper.data.batch_size * paper.data.bptt)
     else:
         per_epoch = math.ceil(paper.data.train_size / paper.data.batch_size)
-    scale = (paper.search.derive_samples * max(paper.search.derive_batches, 1)) / (
-        cfg.search.derive_samples * max(cfg.search.derive_batches, 1))
+    # derive time scales with candidates x validation batches (0 batches = the whole split)
+    ran = cfg.search.derive_samples * (cfg.search.derive_batches or search.task.num_valid_batches())
+    if is_lm(space):
+        whole = PTB_VALID_TOKENS // (paper.data.eval_batch_size * paper.data.bptt)
+    else:
+        whole = math.ceil(paper.data.valid_size / paper.data.eval_batch_size)
+    scale = paper.search.derive_samples * (paper.search.derive_batches or whole) / ran
     step_s = 1e-3 * rep.figures[f"{p}_shared_step_ms"]
-    update_s = 1e-3 * rep.figures[f"{p}_controller_update_ms"] * paper.controller.num_aggregate / cfg.controller.num_aggregate
+    update_s = (1e-3 * rep.figures[f"{p}_controller_update_ms"]
+                * paper.controller.num_aggregate / cfg.controller.num_aggregate)
     epoch_s = per_epoch * step_s + paper.controller.updates_per_epoch * update_s + t_derive * scale
     rep(f"{p}_paper_epoch_seconds", epoch_s)
     rep(f"{p}_paper_search_minutes", epoch_s * paper.search.epochs / 60)

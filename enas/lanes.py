@@ -5,7 +5,7 @@ Why: the ENAS cell's recurrence (search_spaces/enas_rnn_bptt.py) is a chain of s
 such a matmul gains little from a second intra-op thread (fork/join, and moving the
 inputs just written on one core to the other, cost about what the second core saves),
 and the element-wise ops are under ATen's parallel grain size, so they run on one core
-anyway: the cell forward took as long on 1 thread as on 2 (benchmarks/RESULTS.md). So
+anyway: the cell forward took as long on 1 thread as on 2 (measured with benchmarks/throughput.py). So
 the cores get separate work instead: search_spaces/enas_rnn_pipeline.py runs the
 recurrence on one lane and the decoder's GEMMs on another (and, with more threads, the
 recurrence's rows in several blocks, which are independent sequences). A lane that runs
@@ -15,7 +15,7 @@ up taking turns, so the recurrence runs as a TorchScript-compiled loop.
 The workers are persistent and set their intra-op thread count to 1 once, when they
 start. The caller's thread count is never switched back and forth: torch.set_num_threads
 on one thread also changes the count the caller's matmuls use until the caller sets it
-again (benchmarks/RESULTS.md), which is what made a per-step switching
+again (measured with benchmarks/throughput.py), which is what made a per-step switching
 2.5-3.5x slower.
 """
 from __future__ import annotations

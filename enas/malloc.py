@@ -4,7 +4,7 @@ PyTorch has no caching allocator for CPU tensors; they come from the C library's
 malloc. glibc serves every block above 32 MB with a fresh mmap and unmaps it on free,
 so each large tensor of a step (the PTB search's [2240, 10000] logits and their
 gradient are 90 MB each) is page-faulted in again, every step. That cost 150-180 ms of
-an 850 ms RNN step at hidden 256 (benchmarks/RESULTS.md). Serving large blocks from the
+an 850 ms RNN step at hidden 256 (measured with benchmarks/throughput.py). Serving large blocks from the
 heap and never trimming it makes the second step reuse the first step's pages.
 
 The price: the process keeps its peak memory until it exits, which is what a

@@ -4,7 +4,7 @@ Why not plain autograd: at hidden 256 and batch 64 each time step is a few [64, 
 [H, 2H k] matmuls and ~40 tiny element-wise ops. Through autograd every op also builds
 a graph node, and every slice of a node's [h, c] product costs a zero-filled gradient
 buffer in the backward pass. On CPU that book-keeping took as long as the cell's
-matmuls (benchmarks/RESULTS.md). This function runs the same equations (paper eq. 1-2,
+matmuls (measured with benchmarks/throughput.py). This function runs the same equations (paper eq. 1-2,
 see enas_rnn.py) with preallocated buffers and
 
 * one matmul per group of nodes that read the same node (``RNNModel._plan``);
@@ -24,7 +24,7 @@ steps (forward_block, backward_block): the rows of a batch are independent seque
 On CPU with several threads, enas_rnn_pipeline.py runs them in chunks of steps beside
 the decoder, on worker threads, compiled by TorchScript: that releases the GIL for a
 whole chunk instead of between ops (in Python, parallel loops spent most of their time
-waiting for each other's ~70 ATen calls per step; benchmarks/RESULTS.md). Here, on the
+waiting for each other's ~70 ATen calls per step; measured with benchmarks/throughput.py). Here, on the
 caller's thread (GPU, autocast, one thread, and wherever TorchScript is missing), the
 same functions run as plain Python.
 

@@ -6,7 +6,7 @@ that needs only the states. Splitting the recurrence's rows over both cores of a
 2-core machine kept both busy, but at 32 rows a core's matmuls run at ~45 GFLOP/s
 against ~55 at 64 rows, and the element-wise ops and interpreter cost the same per
 block: one core runs the 64-row recurrence in ~175 ms of core time per forward window,
-two cores in ~250 (benchmarks/RESULTS.md). Here the recurrence keeps whole
+two cores in ~250 (measured with benchmarks/throughput.py). Here the recurrence keeps whole
 rows on fewer cores, and the other cores compute the decoder for every chunk of steps as
 soon as the chunk's states exist:
 

@@ -5,7 +5,7 @@ the [tokens, vocab] logits (2240 x 10000 in the paper's search): nll_loss's back
 zero-fills a dense gradient, and log_softmax's backward then reads it and the saved
 output again and runs a second exp pass. Here the forward saves the softmax itself and
 the backward turns it into softmax - one_hot in place: one exp pass per step instead of
-two, and a fifth of the backward time (benchmarks/RESULTS.md). tests/test_fast_paths.py
+two, and a fifth of the backward time (measured with benchmarks/throughput.py). tests/test_fast_paths.py
 checks it against F.cross_entropy.
 """
 from __future__ import annotations

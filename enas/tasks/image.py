@@ -88,7 +88,7 @@ class ImageTask:
         cuda = self.device.type == "cuda"
         self.amp = cuda and amp in ("auto", "bf16")
         # channels_last on CPU too: PyTorch's CPU backward of the depthwise/grouped convs is
-        # 2-7x faster in that layout (benchmarks/RESULTS.md, supernet step at batch 16).
+        # 2-7x faster in that layout (measured with benchmarks/throughput.py, supernet step at batch 16).
         self.channels_last = bool(channels_last)
         self._prepared: weakref.WeakSet = weakref.WeakSet()
         self._mods: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
