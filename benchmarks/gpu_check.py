@@ -279,8 +279,7 @@ def check_search(space: str, device, tiny: bool, data: Path, rep: Report) -> Non
 
 
 def check_retrain(space: str, device, tiny: bool, data: Path, rep: Report, compile_mode: str) -> None:
-    k = int(tiny)
-    search_name, name, arch_name = SPACES[space]
+    _, name, arch_name = SPACES[space]
     if name is None:
         rep(f"{space}_retrain", "skipped: no paper-size retrain config for this space")
         return
