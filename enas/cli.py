@@ -134,7 +134,8 @@ def cmd_rank(args) -> int:
 
     out, rows, summary = rank(Path(args.run_dir), args.data_dir, resolve_device(args.device), samples=args.samples,
                               archs_file=args.archs, policy=args.policy, recalibrate_bn=args.recalibrate_bn,
-                              out=args.out, seed=args.seed, allow_data_change=args.allow_data_change)
+                              out=args.out, seed=args.seed, allow_data_change=args.allow_data_change,
+                              force=args.force)
     print(summary)
     print(f"{len(rows)} rows written to {out}")
     return 0
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--recalibrate-bn", action="store_true",
                     help="recompute BN statistics for each architecture before scoring it")
     rk.add_argument("--out", help="CSV to write (default RUN_DIR/ranks-<source>-n<N>-<time>.csv)")
+    rk.add_argument("--force", action="store_true", help="replace an existing --out CSV")
     rk.add_argument("--seed", type=int, default=0, help="seed of the sampled architectures")
     reopen(rk)
     rk.add_argument("--device", default="auto")

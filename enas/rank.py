@@ -91,8 +91,11 @@ def count_params(search, arch: Arch) -> int:
 
 def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None, policy: bool = False,
          recalibrate_bn: bool = False, out=None, seed: int = 0,
-         allow_data_change: bool = False) -> tuple[Path, list[dict], str]:
-    """Score the requested architectures; write the CSV; return (path, rows, summary)."""
+         allow_data_change: bool = False, force: bool = False) -> tuple[Path, list[dict], str]:
+    """Score the requested architectures; write the CSV; return (path, rows, summary).
+    An existing ``out`` is replaced only with ``force``, and never a file of the run."""
+    if out is not None:
+        check_out(Path(out), Path(run_dir), force)
     if archs_file is not None and (samples is not None or policy):
         raise ConfigError("--archs ranks the listed architectures; drop --samples / --policy")
     samples = 100 if samples is None else samples
@@ -136,6 +139,23 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
         mean = sum(r["score"] for r in finite) / len(finite)
         summary += f"\n  mean score {mean:.4g}, best {best['score']:.4g}: {best['arch']}"
     return out, rows, summary
+
+
+def check_out(out: Path, run_dir: Path, force: bool) -> None:
+    """Before any work: ``out`` may be a new file, or with ``force`` an earlier CSV that
+    is not one of the run's own files (checkpoint, config, metrics, ...)."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name, e.g. {out / 'ranks.csv'}")
+    if not out.exists():
+        return
+    try:
+        inside = out.resolve().parent == run_dir.resolve()
+    except OSError:
+        inside = False
+    if inside and not out.name.startswith("ranks"):
+        raise ConfigError(f"--out {out} is a file of the run {run_dir}; write the ranking elsewhere")
+    if not force:
+        raise ConfigError(f"--out {out} already exists; pass --force to replace it, or choose another name")
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

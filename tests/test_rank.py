@@ -105,6 +105,22 @@ def test_user_errors_are_one_line(search_run, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_out_never_overwrites_without_force_nor_a_run_file(search_run, tmp_path, capsys):
+    run_dir, data = search_run
+    ckpt = (run_dir / "checkpoint.pt").read_bytes()
+    for out, says in [(run_dir / "checkpoint.pt", "is a file of the run"), (tmp_path, "is a folder")]:
+        assert run("rank", run_dir, "--samples", 2, "--out", out, "--data-dir", data, "--force") == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (run_dir / "checkpoint.pt").read_bytes() == ckpt and not list(tmp_path.glob("*.tmp"))
+    out = tmp_path / "r.csv"
+    out.write_text("mine\n")
+    assert run("rank", run_dir, "--samples", 2, "--out", out, "--data-dir", data, "--device", "cpu") == 2
+    assert "--force" in capsys.readouterr().err and out.read_text() == "mine\n"
+    assert run("rank", run_dir, "--samples", 2, "--out", out, "--data-dir", data, "--device", "cpu", "--force") == 0
+    assert len(read_csv(out)) == 2
+
+
 def test_arch_lines_for_a_space_without_text_form(tmp_path):
     space = build_space("enas_rnn", {"num_nodes": 2})
     names = [d.name for d in space.decisions()]
