@@ -75,6 +75,8 @@ def _parse(doc, expected_space):
     version = doc.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ArchError(f"format_version must be an integer, got {version!r}")
+    if version < 1:
+        raise ArchError(f"format_version must be >= 1, got {version}")
     if version > FORMAT_VERSION:
         raise ArchError(
             f"format_version {version} is newer than this enas understands ({FORMAT_VERSION}); upgrade enas"

@@ -92,6 +92,14 @@ def test_loads_numpy2_protocol3_and_numpy_core_name(tmp_path):
         assert x.shape == (2, 3, 32, 32) and np.array_equal(x.reshape(2, -1), data) and y.tolist() == [3, 4]
 
 
+@pytest.mark.parametrize("data", [np.full((2, 3072), np.nan), np.full((2, 3072), 300.0), np.full((2, 3072), 7, np.int64)])
+def test_pixels_that_are_not_bytes_are_refused(tmp_path, data):
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(pickle.dumps({b"data": data, b"labels": [1, 2]}, protocol=3))
+    with pytest.raises(DataError, match="data_batch_1: pixel values must be uint8"):
+        C.load_batch(p)
+
+
 class _Evil:
     def __init__(self, path):
         self.path = path

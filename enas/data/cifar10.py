@@ -137,10 +137,13 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data, labels = d.get("data"), d.get("labels")
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or labels is None:
         raise DataError(f"{path} is not a valid CIFAR-10 batch file (needs 'data' [N, 3072] and 'labels')")
+    if data.dtype != np.uint8:  # pixels are bytes; a float or NaN array would be cast silently
+        raise DataError(f"{path}: pixel values must be uint8 (0..255), got {data.dtype}; "
+                        f"delete {path.parent} and extract {ARCHIVE} again")
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (data.shape[0],) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
         raise DataError(f"{path}: labels do not match the images or are outside 0..9")
-    return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), labels
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 def load_cifar10(data_dir, download: bool = True) -> dict[str, torch.Tensor]:
