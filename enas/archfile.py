@@ -58,9 +58,13 @@ def load_arch(path: str | Path, expected_space: str | None = None):
     """Return ``(space, arch, doc)``; raise ArchFileError naming the file and the problem."""
     path = Path(path)
     try:
-        doc = safeyaml.load(path.read_text())
+        doc = safeyaml.load(safeyaml.read(path))
     except FileNotFoundError:
         raise ArchFileError(f"architecture file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ArchFileError(f"{path} is a folder; give the architecture file (e.g. {path}/best_arch.yaml)") from None
+    except OSError as e:
+        raise ArchFileError(f"cannot read {path}: {e.strerror or e}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ArchFileError(f"{path} is not a readable YAML architecture file: {e}") from None
     try:
@@ -90,7 +94,12 @@ def _parse(doc, expected_space):
     name = space_doc["name"]
     if expected_space is not None and name != expected_space:
         raise ArchError(f"this architecture is for space {name!r}, but {expected_space!r} is needed")
-    space = build_space(name, space_doc.get("args") or {})
+    args = space_doc.get("args") or {}
+    if not isinstance(args, dict):
+        raise ArchError(f"'space.args' must be a mapping, got {type(args).__name__}")
+    if not isinstance(doc.get("provenance", {}), dict):
+        raise ArchError(f"'provenance' must be a mapping, got {type(doc['provenance']).__name__}")
+    space = build_space(name, args)
     allowed = _KEYS | set(getattr(space, "extra_keys", ()))
     unknown = sorted(set(doc) - allowed)
     if unknown:

@@ -109,9 +109,15 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+DRAWING_FORMATS = {".png", ".svg", ".pdf", ".jpg", ".jpeg"}
+
+
 def cmd_show(args) -> int:
     from .archfile import load_arch
 
+    if args.out and Path(args.out).suffix.lower() not in DRAWING_FORMATS:
+        raise ConfigError(f"--out {args.out}: a drawing is written as {', '.join(sorted(DRAWING_FORMATS))}; "
+                          f"name the file accordingly, e.g. cell.png")
     space, arch, doc = load_arch(args.arch)
     print(f"space: {space.name}")
     extras = getattr(space, "extras", None)

@@ -126,7 +126,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = safeyaml.load(path.read_text())
+        data = safeyaml.load(safeyaml.read(path))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
     except UnicodeDecodeError:

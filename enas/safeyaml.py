@@ -44,6 +44,16 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def read(path) -> str:
+    """The text of ``path``, reading at most ``MAX_BYTES`` (a device such as /dev/zero, or
+    a huge file, is refused instead of filling memory)."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise UnsafeYAML(f"more than {MAX_BYTES:,} bytes, more than an enas file may have")
+    return raw.decode()
+
+
 def load(text: str):
     """Like ``yaml.safe_load``, refusing aliases, repeated keys and oversized text."""
     if len(text) > MAX_BYTES:

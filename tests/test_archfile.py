@@ -41,6 +41,8 @@ def good_doc(space):
         (lambda d: d["arch"].__setitem__("node99/input", 0), "unknown decision"),
         (lambda d: d.__setitem__("format_version", 99), "newer than this enas"),
         (lambda d: d.__setitem__("format_version", 0), "must be >= 1"),
+        (lambda d: d.__setitem__("provenance", [1, 2]), "'provenance' must be a mapping"),
+        (lambda d: d["space"].__setitem__("args", [1]), "'space.args' must be a mapping"),
         (lambda d: d["space"].__setitem__("name", "enas_rnnn"), "did you mean 'enas_rnn'"),
         (lambda d: d.__setitem__("surprise", 1), "unknown key 'surprise'"),
         (lambda d: d["space"]["args"].__setitem__("num_nodes", "twelve"), "expected an integer"),

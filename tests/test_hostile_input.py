@@ -65,3 +65,17 @@ def test_files_enas_writes_never_hold_aliases(tmp_path):
 
     shared = [1, 2]
     assert safeyaml.load(safeyaml.dump({"a": shared, "b": shared})) == {"a": [1, 2], "b": [1, 2]}
+
+
+@pytest.mark.parametrize("target, out, says", [
+    ("folder", None, "is a folder"),
+    ("/dev/zero", None, "more than"),
+    ("file", "drawing.yaml", "a drawing is written as"),
+])
+def test_show_refuses_what_it_cannot_read_or_write(tmp_path, capsys, target, out, says):
+    path = {"folder": str(tmp_path), "file": str(arch_file(tmp_path, ""))}.get(target, target)
+    argv = ["show", path] + (["--out", str(tmp_path / out)] if out else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (out and (tmp_path / out).exists())
