@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,8 @@ def _convert(tp, value, path: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{path}': expected a number, got {value!r}")
+        if not math.isfinite(value):  # no setting means anything at inf or NaN
+            raise ConfigError(f"'{path}': expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -194,6 +197,25 @@ def dump(cfg, path: str | Path) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _at_least(section: str, obj, low, *names) -> None:
+    for n in names:
+        if getattr(obj, n) < low:
+            raise ValueError(f"{section}.{n} must be >= {low}, got {getattr(obj, n)}")
+
+
+def _positive(section: str, obj, *names) -> None:
+    for n in names:
+        if not getattr(obj, n) > 0:
+            raise ValueError(f"{section}.{n} must be > 0, got {getattr(obj, n)}")
+
+
+def _fraction(section: str, obj, *names) -> None:
+    """Each of ``names`` in [0, 1)."""
+    for n in names:
+        if not 0.0 <= getattr(obj, n) < 1.0:
+            raise ValueError(f"{section}.{n} must be in [0, 1), got {getattr(obj, n)}")
+
+
 @dataclass(frozen=True)
 class SpaceSection:
     name: str
@@ -223,6 +245,7 @@ class DataSection:
                 raise ValueError(f"data.{k} must be >= 1, got {getattr(self, k)}")
         if self.variable_bptt and self.bptt_max < 1:  # a window of 0 tokens would never end the epoch
             raise ValueError(f"data.bptt_max must be >= 1 with data.variable_bptt, got {self.bptt_max}")
+        _at_least("data", self, 0, "train_size", "valid_size", "cutout")
 
 
 @dataclass(frozen=True)
@@ -255,6 +278,9 @@ class OptimSection:
     def __post_init__(self):
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        _at_least("train", self, 0.0, "lr_min", "weight_decay", "grad_clip", "decay_start")
+        _fraction("train", self, "momentum")
+        _positive("train", self, "decay_rate")
         if self.schedule == "cosine" and (self.t0 < 1 or self.t_mul < 1):
             raise ValueError("cosine schedule needs t0 >= 1 and t_mul >= 1")
 
@@ -264,6 +290,9 @@ class PerKind:
     categorical: float = 0.0
     index: float = 0.0
     skip: float = 0.0
+
+    def __post_init__(self):
+        _at_least("controller.tanh_constant / temperature", self, 0.0, "categorical", "index", "skip")
 
 
 @dataclass(frozen=True)
@@ -290,6 +319,12 @@ class ControllerSection:
             raise ValueError("controller.updates_per_epoch must be >= 0 and num_aggregate >= 1")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ValueError(f"controller.baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        _at_least("controller", self, 1, "hidden")
+        _positive("controller", self, "init_range", "lr", "adam_eps")
+        _fraction("controller", self, "adam_beta1", "adam_beta2")
+        _at_least("controller", self, 0.0, "entropy_weight", "skip_weight")
+        if not 0.0 < self.skip_target < 1.0:
+            raise ValueError(f"controller.skip_target must be in (0, 1), got {self.skip_target}")
 
 
 @dataclass(frozen=True)
@@ -338,6 +373,9 @@ class SearchSection:
             raise ValueError("search.final_candidates must be >= 1 and final_batches >= 0")
         if self.reward_warmup < 0:
             raise ValueError(f"search.reward_warmup must be >= 0, got {self.reward_warmup}")
+        _at_least("search", self, 1, "log_every", "max_bad_steps", "recalibrate_batches")
+        _at_least("search", self, 0, "controller_warmup_epochs", "aux_weight", "entropy_floor")
+        _positive("search", self, "checkpoint_minutes", "reward_c")
 
 
 @dataclass(frozen=True)
@@ -382,6 +420,10 @@ class RetrainSection:
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(f"retrain.epochs must be >= 1, got {self.epochs}")
+        _at_least("retrain", self, 1, "log_every", "max_bad_steps")
+        _at_least("retrain", self, 0, "aux_weight", "asgd_patience")
+        _fraction("retrain", self, "label_smoothing")
+        _positive("retrain", self, "checkpoint_minutes")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"retrain.drop_path must be in [0, 1), got {self.drop_path}")
         if self.asgd_patience < 1:

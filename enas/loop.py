@@ -265,8 +265,10 @@ class Loop:
         self.bad_steps += 1
         self.skipped_steps += 1
         if self.bad_steps >= self.max_bad_steps:
-            raise NonFiniteError(
-                f"{self.bad_steps} training steps in a row had a non-finite loss or gradient; stopping. "
-                f"The last good checkpoint in {self.run_dir} is intact: lower train.lr or set "
-                f"train.grad_clip, then continue with `{self.resume_command()} --set ... --allow-config-change`"
-            )
+            head = f"{self.bad_steps} training steps in a row had a non-finite loss or gradient; stopping. "
+            if self.run_dir is not None and (self.run_dir / ckpt.NAME).exists():
+                raise NonFiniteError(
+                    head + f"The last good checkpoint in {self.run_dir} is intact: lower train.lr or set "
+                    f"train.grad_clip, then continue with `{self.resume_command()} --set ... --allow-config-change`")
+            raise NonFiniteError(head + "No checkpoint was written before it: lower train.lr or set "
+                                 "train.grad_clip and start the run again (in a new --run-dir)")

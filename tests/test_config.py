@@ -46,6 +46,17 @@ def test_unknown_section(tmp_path):
         ("search.epochs=0", "search.epochs must be >= 1"),
         ("controller.no_such_key=1", "controller.no_such_key"),
         ("train.lr", "expected KEY=VALUE"),
+        ("train.lr=.nan", "expected a finite number"),
+        ("train.grad_clip=.inf", "expected a finite number"),
+        ("train.momentum=-0.5", "train.momentum must be in"),
+        ("train.weight_decay=-1", "train.weight_decay must be >= 0"),
+        ("controller.lr=-1e-3", "controller.lr must be > 0"),
+        ("controller.adam_beta1=2", "controller.adam_beta1 must be in"),
+        ("controller.adam_eps=-1", "controller.adam_eps must be > 0"),
+        ("controller.hidden=0", "controller.hidden must be >= 1"),
+        ("controller.tanh_constant.index=-2", "must be >= 0"),
+        ("search.log_every=0", "search.log_every must be >= 1"),
+        ("search.checkpoint_minutes=0", "search.checkpoint_minutes must be > 0"),
     ],
 )
 def test_bad_values_rejected(tmp_path, override, msg):
