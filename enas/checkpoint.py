@@ -73,6 +73,50 @@ def load(run_dir: str | Path, say=None) -> dict:
     return state
 
 
+# what a damaged or crafted checkpoint raises deep inside load_state_dict
+_DAMAGE = (KeyError, TypeError, ValueError, IndexError, AttributeError, SyntaxError, RuntimeError, OverflowError)
+_POSITION = ("epoch", "step", "global_step", "skipped_steps", "window_count", "epoch_count")
+
+
+def restore(loop, state: dict) -> None:
+    """``loop.load_state_dict(state)`` for a checkpoint that may be damaged or crafted
+    (it loads safely, but its values are anyone's): structure and ranges are checked
+    first, and anything that still does not fit becomes one CheckpointError."""
+    run_dir = getattr(loop, "run_dir", None)
+    check(state, run_dir)
+    try:
+        loop.load_state_dict(state)
+    except CheckpointError:
+        raise
+    except _DAMAGE as e:
+        raise CheckpointError(f"the checkpoint in {run_dir} does not fit this run ({type(e).__name__}: "
+                              f"{str(e)[:200]}); it is damaged or was not written by enas") from None
+
+
+def check(state: dict, run_dir: Path | None) -> None:
+    """The position, the metrics offset and the random state hold sane values."""
+    where = f"the checkpoint in {run_dir}" if run_dir is not None else "the checkpoint"
+    pos = state.get("position")
+    if not isinstance(pos, dict):
+        raise CheckpointError(f"{where} has no valid 'position'; it is damaged or was not written by enas")
+    for k in _POSITION:
+        v = pos.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**40:
+            raise CheckpointError(f"{where}: position.{k} = {v!r} is not a step count; it is damaged")
+    off = state.get("metrics_offset")
+    if isinstance(off, bool) or not isinstance(off, int) or off < 0:
+        raise CheckpointError(f"{where}: metrics_offset = {off!r} is not a file offset; it is damaged")
+    metrics = Path(run_dir) / "metrics.jsonl" if run_dir is not None else None
+    if metrics is not None and metrics.exists():  # (other machines of a launch may not see the folder)
+        size = metrics.stat().st_size
+        if off > size:
+            raise CheckpointError(f"{where}: metrics_offset {off:,} lies beyond the end of {metrics} ({size:,} bytes); "
+                                  f"the checkpoint or metrics.jsonl is damaged")
+    rng = state.get("rng")
+    if isinstance(rng, dict) and len(str(rng.get("python", ""))) > 100_000:  # a Python random state is ~7 KB
+        raise CheckpointError(f"{where}: the random state is {len(str(rng['python'])):,} characters; it is damaged")
+
+
 def _last_logged_step(path: Path) -> int | None:
     """The step of the last complete line of metrics.jsonl, if any."""
     try:

@@ -300,7 +300,7 @@ def evaluate_run(rt: Retrain) -> dict:
         rt.model.load_state_dict(best["model"])
         weights, ctx = BEST, contextlib.nullcontext()
     else:
-        rt.load_state_dict(ckpt.load(run_dir))
+        ckpt.restore(rt, ckpt.load(run_dir))
         weights, ctx = ckpt.NAME, rt.eval_weights()
     with ctx:
         test = rt.task.evaluate(rt.model, None, "test")

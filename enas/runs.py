@@ -68,7 +68,7 @@ def _announce(run_dir: Path, main: bool) -> None:
 def continue_run(loop: Loop, cfg, state: dict, diffs: list[str]):
     """Load a checkpoint into a search or retrain, record accepted config changes, run on."""
     main = dist.is_main()
-    loop.load_state_dict(state)
+    ckpt.restore(loop, state)
     if diffs and main:
         dump(cfg, loop.run_dir / "config.yaml")
         say("config changed on resume:\n  " + "\n  ".join(diffs))
@@ -125,7 +125,7 @@ def reopen_search(run_dir, data_dir, device: torch.device, overrides=(), allow_d
     state = ckpt.load(run_dir, say)
     data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say)
     search = Search(cfg, run_dir, data_dir, device, log=False)
-    search.load_state_dict(state)
+    ckpt.restore(search, state)
     return search
 
 

@@ -79,3 +79,56 @@ def test_show_refuses_what_it_cannot_read_or_write(tmp_path, capsys, target, out
     err = capsys.readouterr().err.strip()
     assert says in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert not (out and (tmp_path / out).exists())
+
+
+def _crafted(state):
+    import copy
+
+    return copy.deepcopy(state)
+
+
+CRAFTED = [
+    ("offset beyond the file", lambda s: s.__setitem__("metrics_offset", 5_000_000_000), "beyond the end"),
+    ("negative step", lambda s: s["position"].__setitem__("step", -3), "position.step"),
+    ("step of the wrong type", lambda s: s["position"].__setitem__("epoch", "one"), "position.epoch"),
+    ("no position", lambda s: s.pop("position"), "no valid 'position'"),
+    ("a missing key", lambda s: s.pop("policy"), "does not fit this run"),
+    ("a wrong type", lambda s: s.__setitem__("valid_cursor", [1, 2]), "does not fit this run"),
+    ("an oversized random state", lambda s: s["rng"].__setitem__("python", "(" * 200_000), "random state"),
+]
+
+
+@pytest.fixture(scope="module")
+def stopped_search(tmp_path_factory):
+    """A tiny finished PTB search whose checkpoint the tests below tamper with."""
+    from conftest import make_corpus, write_config
+
+    root = tmp_path_factory.mktemp("crafted")
+    data = make_corpus(root / "ptb")
+    cfg = write_config(root, TINY_PTB, "c.yaml", search={"epochs": 1})
+    run = root / "run"
+    assert main(["search", str(cfg), "--data-dir", str(data), "--run-dir", str(run), "--device", "cpu"]) == 0
+    return run, data
+
+
+@pytest.mark.parametrize("name, tamper, says", CRAFTED, ids=[c[0] for c in CRAFTED])
+def test_crafted_checkpoints_are_refused_in_one_line(tmp_path, capsys, stopped_search, name, tamper, says):
+    import shutil
+
+    import torch
+
+    src, data = stopped_search
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    (run / "checkpoint.prev.pt").unlink(missing_ok=True)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    tamper(state)
+    torch.save(state, run / "checkpoint.pt")
+    before = {p.name: p.stat().st_size for p in run.iterdir() if p.is_file()}
+    for argv in (["search", "--resume", str(run), "--set", "search.epochs=2"], ["derive", str(run)]):
+        code = main(argv + ["--device", "cpu"] + (["--allow-config-change"] if "--resume" in argv else []))
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and says in err and "Traceback" not in err, err
+        assert len([line for line in err.splitlines() if line.startswith("error")]) == 1, err
+    after = {p.name: p.stat().st_size for p in run.iterdir() if p.is_file()}
+    assert after == before  # nothing written, truncated or grown
