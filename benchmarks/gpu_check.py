@@ -142,11 +142,6 @@ def write_ptb(folder: Path, train_tokens: int, valid_tokens: int, vocab: int = V
 
 # ---- helpers -------------------------------------------------------------------------------
 
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def reset_peak(device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -169,6 +169,7 @@ class Loop:
         clip = grad_clip if grad_clip > 0 else math.inf
         bn_stats = BNStats.of(model)
         lr_scale = getattr(task, "lr_scale", None)
+        reset = getattr(task, "on_bad_step", None)  # e.g. LM: drop a poisoned carried state
         on_device = check == "device"
         if on_device:
             assert on_step is None and opt.defaults.get("fused"), "device checks need a fused SGD and no on_step"
@@ -191,14 +192,13 @@ class Loop:
                 bad = ~torch.isfinite(norm)
                 self._sgd_step(opt, scale, found_inf=bad.float())
                 bn_stats.restore(bad)
-                reset = getattr(task, "on_bad_step", None)
                 if reset is not None:
                     reset(bad)
-                self._pending.append((bad, {k: torch.where(bad, 0.0, v.detach()) for k, v in stats.items()}))
+                # a skipped step's figures are never added (settle), so they are kept as they are
+                self._pending.append((bad, {k: v.detach() for k, v in stats.items()}))
             elif not torch.isfinite(norm):  # the host decides: one sync per step
                 bn_stats.restore()
                 opt.zero_grad(set_to_none=True)
-                reset = getattr(task, "on_bad_step", None)  # e.g. LM: drop a poisoned carried state
                 if reset is not None:
                     reset()
                 self._count_step(False, {})

@@ -33,12 +33,7 @@ def heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: 
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     if grid.size <= 400:
-        for i in range(grid.shape[0]):
-            for j in range(grid.shape[1]):
-                v = grid[i, j]
-                if math.isfinite(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if v < 0.6 else "black")
+        annotate_cells(ax, grid, fontsize=6)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="probability")
     fig.tight_layout()
     if path is None:
@@ -48,3 +43,13 @@ def heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
+
+
+def annotate_cells(ax, grid, fontsize: float) -> None:
+    """Each finite probability written in its cell, light on the dark end of viridis."""
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            v = grid[i, j]
+            if math.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=fontsize,
+                        color="white" if v < 0.6 else "black")

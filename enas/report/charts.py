@@ -4,13 +4,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
+from ..plots import annotate_cells
 from .runfolder import Series
 
 _CHART_DPI = 100
@@ -135,12 +135,7 @@ def heatmaps(panels: list[tuple[str, list[str], np.ndarray]], epochs: list) -> b
         if i // cols == rows - 1 or i + cols >= n:  # the lowest panel of each column
             ax.set_xlabel("epoch", fontsize=7)
         if annotate and grid.shape[0] <= 12:
-            for r in range(grid.shape[0]):
-                for c in range(grid.shape[1]):
-                    v = grid[r, c]
-                    if math.isfinite(v):
-                        ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=5.5,
-                                color="white" if v < 0.6 else "black")
+            annotate_cells(ax, grid, fontsize=5.5)
     for j in range(n, rows * cols):
         axes[j // cols][j % cols].axis("off")
     fig.tight_layout(rect=(0, 0, 0.93, 1))
