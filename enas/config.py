@@ -189,12 +189,19 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 
 
 def dump(cfg, path: str | Path) -> None:
-    Path(path).write_text(safeyaml.dump(to_dict(cfg), sort_keys=False))
+    from .files import write_atomic
+
+    write_atomic(path, safeyaml.dump(to_dict(cfg), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------
 # the sections
 # ---------------------------------------------------------------------------
+
+
+# Architectures sampled at once (derive, rank): each one is scored on validation data, so
+# this many already take hours, and the samples are drawn in one batch of tensors.
+MAX_SAMPLES = 100_000
 
 
 def _at_least(section: str, obj, low, *names) -> None:
@@ -365,6 +372,9 @@ class SearchSection:
             raise ValueError(f"search.epochs must be >= 1, got {self.epochs}")
         if self.derive_samples < 1 or self.derive_batches < 0:
             raise ValueError("search.derive_samples must be >= 1 and derive_batches >= 0")
+        if self.derive_samples > MAX_SAMPLES:
+            raise ValueError(f"search.derive_samples must be <= {MAX_SAMPLES:,} (each candidate is scored on "
+                             f"validation data: more would take days), got {self.derive_samples:,}")
         if not 0.0 <= self.uniform_shared <= 1.0:
             raise ValueError(f"search.uniform_shared must be in [0, 1], got {self.uniform_shared}")
         if self.reward_batches < 1:

@@ -72,9 +72,10 @@ def write_atomic(path: str | Path, content: Content, keep_previous: str | Path |
         tmp.unlink(missing_ok=True)
         raise
     except (OSError, RuntimeError) as e:
-        # torch.save reports a failed write as RuntimeError ("... file write failed");
+        # torch.save reports a failed write as a RuntimeError of its zip writer ("file write
+        # failed", or on a full disk "[enforce fail at inline_container.cc] unexpected pos");
         # any other RuntimeError is a bug and keeps its traceback
-        if isinstance(e, RuntimeError) and "write" not in str(e).lower():
+        if isinstance(e, RuntimeError) and not _zip_write_failure(e):
             raise
         try:
             tmp.unlink(missing_ok=True)
@@ -84,6 +85,11 @@ def write_atomic(path: str | Path, content: Content, keep_previous: str | Path |
         raise WriteError(f"could not write {path}: {_reason(e, path.parent)}{had}. Free space or fix the folder's "
                          "permissions, then run the command again (a stopped run continues with --resume)") from None
     return path
+
+
+def _zip_write_failure(e: RuntimeError) -> bool:
+    msg = str(e).lower()
+    return "write" in msg or "inline_container" in msg
 
 
 def _link_new(tmp: Path, path: Path) -> None:

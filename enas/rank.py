@@ -34,7 +34,7 @@ import yaml
 
 from . import safeyaml
 from .archfile import ArchFileError
-from .config import ConfigError
+from .config import MAX_SAMPLES, ConfigError
 from .controller import RandomPolicy
 from .files import write_atomic
 from .runs import reopen_search
@@ -99,8 +99,9 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
     if archs_file is not None and (samples is not None or policy):
         raise ConfigError("--archs ranks the listed architectures; drop --samples / --policy")
     samples = 100 if samples is None else samples
-    if samples < 1:
-        raise ConfigError(f"--samples must be >= 1, got {samples}")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise ConfigError(f"--samples must be in 1..{MAX_SAMPLES:,} (each architecture is scored on validation "
+                          f"data), got {samples:,}")
     run_dir = Path(run_dir)
     search = reopen_search(run_dir, data_dir, device, ["search.eval_bn=recalibrate"] if recalibrate_bn else [],
                            allow_data_change)

@@ -41,8 +41,10 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from .asgd import WeightAverage, should_start
 from .config import ConfigError, RetrainConfig, from_dict, to_dict
+from .errors import RunDirError
 from .files import write_atomic
 from .loop import Loop
+from .memory import check_fits, sizes_of
 from .runlog import say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .tasks import build_task
@@ -94,6 +96,8 @@ class Retrain(Loop):
         # CIFAR final: "valid" is the test set (see module docstring); select nothing on it.
         self.valid_is_test = self.task.valid_is_test
         self.select_best = not self.valid_is_test
+        check_fits(lambda: space.child(arch, self.model_args, **self.task.model_kwargs()), "network",
+                   sizes_of("model", cfg.model), self.device)
         torch.manual_seed(r.seed)  # the child's initial weights
         self.model = space.child(arch, self.model_args, **self.task.model_kwargs()).to(self.device)
         note = getattr(self.model, "kernel_note", None)  # a model with several kernels says which runs
@@ -290,11 +294,30 @@ def _load_best(run_dir: Path) -> dict | None:
         raise ckpt.CheckpointError(f"{path} is corrupt or not an enas model file ({type(e).__name__})") from None
 
 
+def read_result(run_dir: Path) -> dict | None:
+    """``result.json`` of a retrain run, or None before it is written; a file that is not
+    a JSON object with a numeric test figure (truncated, edited) is an error naming it."""
+    path = Path(run_dir) / RESULT
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path} is unreadable ({type(e).__name__}: {e}); move it away: "
+                          f"`enas evaluate {run_dir}` recomputes the test figure from the saved weights") from None
+    figures = {k: v for k, v in rec.items() if k.startswith("test_")} if isinstance(rec, dict) else {}
+    if not isinstance(rec, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            for v in figures.values()):
+        raise RunDirError(f"{path} is not a result file of enas (a JSON object of figures); move it away: "
+                          f"`enas evaluate {run_dir}` recomputes the test figure from the saved weights")
+    return rec
+
+
 def evaluate_run(rt: Retrain) -> dict:
     """``enas evaluate``: load the saved model of a reopened retrain (best-valid for an LM,
     the final weights otherwise), recompute the test metric, compare it to result.json."""
     run_dir = rt.run_dir
-    recorded = json.loads((run_dir / RESULT).read_text()) if (run_dir / RESULT).exists() else None
+    recorded = read_result(run_dir)
     best = _load_best(run_dir) if rt.select_best else None
     if best is not None:
         rt.model.load_state_dict(best["model"])

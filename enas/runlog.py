@@ -7,6 +7,7 @@ and to TensorBoard under the same name.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -16,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import RunDirError
+from .files import WriteError
 
 
 
@@ -83,41 +85,64 @@ class RunLog:
         self.enabled = enabled
         self.tb = None
         self.file = None
+        self.failed = False
         if not enabled:
             return
         path = self.run_dir / "metrics.jsonl"
-        if resume_offset is not None and path.exists():
-            with open(path, "r+b") as f:
-                f.truncate(resume_offset)
-        self.file = open(path, "a")
+        with self._writing(path):
+            if resume_offset is not None and path.exists():
+                with open(path, "r+b") as f:
+                    f.truncate(resume_offset)
+            self.file = open(path, "a")
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+        with self._writing(self.run_dir / "events.out.tfevents.*"):
+            self.tb = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+
+    @contextlib.contextmanager
+    def _writing(self, what):
+        """A failed write (full disk, read-only folder) becomes a WriteError: the run stops
+        with a message, and a resume truncates metrics.jsonl to the checkpoint's offset, so a
+        half-written line or event is never kept. TensorBoard's writer thread re-raises its
+        own failure on the next call, as an OSError or a RuntimeError of its own."""
+        try:
+            yield
+        except (OSError, RuntimeError) as e:
+            if isinstance(e, WriteError):
+                raise
+            self.failed = True
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise WriteError(f"could not write {what}: {reason}. Free space or fix the folder's permissions, then "
+                             "continue the run with --resume (it restarts from the last checkpoint)") from None
 
     def offset(self) -> int:
         if self.file is None:
             return 0
-        self.file.flush()
-        return self.file.tell()
+        with self._writing(self.run_dir / "metrics.jsonl"):
+            self.file.flush()
+            return self.file.tell()
 
     def log(self, step: int, **figures) -> None:
         """``figures`` keyed like ``shared/loss``; floats, ints or short strings."""
         if not self.enabled:
             return
         row = {"step": step}
-        for k, v in figures.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                v = str(v)  # JSON has no NaN
-            row[k] = v
-            tag = tb_tag(k, v)
-            if self.tb is not None and tag and isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.tb.add_scalar(tag, v, step)
-        self.file.write(json.dumps(row) + "\n")
+        with self._writing(self.run_dir / "events.out.tfevents.*"):
+            for k, v in figures.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    v = str(v)  # JSON has no NaN
+                row[k] = v
+                tag = tb_tag(k, v)
+                if self.tb is not None and tag and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(tag, v, step)
+        with self._writing(self.run_dir / "metrics.jsonl"):
+            self.file.write(json.dumps(row) + "\n")
 
     def text(self, tag: str, text: str, step: int) -> None:
         if self.tb is not None:
             # TensorBoard renders markdown: indent to keep the cell's layout.
-            self.tb.add_text(tb_tag(tag) or tag, "    " + text.replace("\n", "\n    "), step)
+            with self._writing(self.run_dir / "events.out.tfevents.*"):
+                self.tb.add_text(tb_tag(tag) or tag, "    " + text.replace("\n", "\n    "), step)
 
     def image(self, tag: str, image, step: int) -> None:
         """A PNG file or an RGB array [H, W, 3]."""
@@ -127,20 +152,31 @@ class RunLog:
             import matplotlib.image as mpimg
 
             image = mpimg.imread(str(image))[..., :3]
-        self.tb.add_image(tb_tag(tag) or tag, image, step, dataformats="HWC")
+        with self._writing(self.run_dir / "events.out.tfevents.*"):
+            self.tb.add_image(tb_tag(tag) or tag, image, step, dataformats="HWC")
 
     def flush(self) -> None:
         if self.file is not None:
-            self.file.flush()
+            with self._writing(self.run_dir / "metrics.jsonl"):
+                self.file.flush()
         if self.tb is not None:
-            self.tb.flush()
+            with self._writing(self.run_dir / "events.out.tfevents.*"):
+                self.tb.flush()
 
     def close(self) -> None:
-        self.flush()
-        if self.file is not None:
-            self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+        """Flush and close; after a failed write, close quietly (the error is on its way)."""
+        failed_before = self.failed
+        try:
+            self.flush()
+        except WriteError:
+            if not failed_before:
+                raise
+        finally:
+            for f in (self.file, self.tb):
+                if f is not None:
+                    with contextlib.suppress(OSError, RuntimeError):
+                        f.close()
+            self.file = self.tb = None
 
 
 def progress(total: int, desc: str, initial: int = 0, enabled: bool = True) -> tqdm:

@@ -13,6 +13,7 @@ read to the others (``dist.on_main``), so the folder may live on rank 0's machin
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -65,6 +66,13 @@ def _announce(run_dir: Path, main: bool) -> None:
         + (f"   {processes_line()}" if processes_line() else ""), main)
 
 
+def _writable(run_dir: Path, kind: str) -> None:
+    """A resumed run writes into its folder: refuse a read-only one before any work."""
+    if not os.access(run_dir, os.W_OK):
+        raise RunDirError(f"run folder {run_dir} is read-only; copy it to a writable place and resume the copy "
+                          f"(cp -r {run_dir} COPY && enas {kind} --resume COPY)")
+
+
 def continue_run(loop: Loop, cfg, state: dict, diffs: list[str]):
     """Load a checkpoint into a search or retrain, record accepted config changes, run on."""
     main = dist.is_main()
@@ -105,6 +113,7 @@ def resume_search(run_dir, overrides, data_dir, allow_change: bool, device: torc
     def read():  # rank 0 reads the run folder (other machines need not see it)
         if not (run_dir / "config.yaml").exists():
             raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
+        _writable(run_dir, "search")
         cfg = load_search(run_dir / "config.yaml", overrides)
         state = ckpt.load(run_dir, say)
         diffs = _changes(state, cfg, SearchConfig, allow_change)
@@ -174,6 +183,7 @@ def resume_retrain(run_dir, overrides, data_dir, allow_change: bool, device: tor
 
     def read():
         space, arch, cfg = _retrain_files(run_dir, overrides)
+        _writable(run_dir, "retrain")
         state = ckpt.load(run_dir, say)
         diffs = _changes(state, cfg, RetrainConfig, allow_change)
         return space, arch, cfg, state, diffs, record.resolve(run_dir, cfg.data.dataset, data_dir, allow_change, say)

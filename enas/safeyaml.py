@@ -58,7 +58,13 @@ def load(text: str):
     """Like ``yaml.safe_load``, refusing aliases, repeated keys and oversized text."""
     if len(text) > MAX_BYTES:
         raise UnsafeYAML(f"{len(text):,} characters, more than the {MAX_BYTES:,} an enas file may have")
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        # PyYAML's message spans lines (quoted excerpts with a caret); callers print one line
+        parts = [what + (f" at {_where(mark)}" if mark else "")
+                 for what, mark in ((e.context, e.context_mark), (e.problem, e.problem_mark)) if what]
+        raise UnsafeYAML("; ".join(parts) or "malformed YAML") from None
 
 
 class Dumper(yaml.SafeDumper):

@@ -31,6 +31,7 @@ from .archfile import save_arch
 from .config import SearchConfig, from_dict, to_dict
 from .controller import RandomPolicy, build_policy
 from .loop import Loop
+from .memory import check_fits, sizes_of
 from .reinforce import Reinforce
 from .runlog import progress, say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
@@ -64,6 +65,10 @@ class Search(Loop):
             recalibrate_batches=s.recalibrate_batches, amp=s.amp, channels_last=s.channels_last, aux_weight=s.aux_weight,
             shard=dist.shard(), train_batch=cfg.data.batch_size,
         )
+        check_fits(lambda: self.space.supernet(self.model_args, **self.task.model_kwargs()), "supernet",
+                   sizes_of("model", cfg.model), device)
+        check_fits(lambda: build_policy(cfg.controller.kind, self.space, cfg.controller), "controller",
+                   f"controller.hidden={cfg.controller.hidden}", torch.device("cpu"))
         torch.manual_seed(s.seed)  # the supernet's initial weights
         self.supernet = self.space.supernet(self.model_args, **self.task.model_kwargs()).to(device)
         note = getattr(self.supernet, "kernel_note", None)  # a model with several kernels says which runs

@@ -1,4 +1,5 @@
 """Nothing lost: kill -9, SIGTERM, mid-epoch resume, NaN, failed checkpoint writes."""
+import json
 import os
 import random
 import signal
@@ -302,3 +303,86 @@ def test_kill_9_retrain_then_resume_matches_uninterrupted(tmp_path, ptb_dir, see
     ra, rb = (json.loads((d / "result.json").read_text()) for d in (ref, run_dir))
     assert ra["test_perplexity"] == rb["test_perplexity"]
     assert (ref / "metrics.jsonl").read_text() == (run_dir / "metrics.jsonl").read_text()
+
+
+def test_torch_zip_writer_on_a_full_disk_is_a_write_error(tmp_path, monkeypatch):
+    """On a really full disk torch.save fails in its zip writer with "unexpected pos" (seen
+    on a 400 KB tmpfs), not with "write failed": still a clean WriteError, no .tmp left."""
+    from enas.files import WriteError
+
+    ckpt.save(tmp_path, {"x": torch.ones(3)})
+
+    def full(obj, f):
+        f.write(b"PK\x03\x04 part")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 25408 vs 25302")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(WriteError, match="checkpoint.pt: the write failed .* .the previous version is intact"):
+        ckpt.save(tmp_path, {"x": torch.zeros(3)})
+    monkeypatch.undo()
+    assert torch.equal(ckpt.load(tmp_path)["x"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+class _FullFile:
+    """A log file on a disk that fills up after ``room`` lines."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, text):
+        if self.room <= 0:
+            raise OSError(28, "No space left on device")
+        self.room -= 1
+        return self.f.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+@pytest.mark.parametrize("where", ["metrics", "tensorboard"])
+def test_full_disk_while_logging_stops_cleanly_and_resumes(tmp_path, ptb_dir, tiny_ptb_config, monkeypatch,
+                                                           capsys, where):
+    """metrics.jsonl or TensorBoard cannot write: exit 2 naming the file and how to resume;
+    the resumed run's log equals an uninterrupted run's (the torn tail is truncated)."""
+    from enas import runlog
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    cfg = tiny_ptb_config({"search": {"epochs": 2, "log_every": 1}})
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    real_add, calls = SummaryWriter.add_scalar, {"n": 0}
+
+    def add_scalar(self, *a, **k):  # counts the charted figures; later, fails near the end
+        calls["n"] += 1
+        if calls.get("room", calls["n"]) < calls["n"]:
+            raise OSError(28, "No space left on device")
+        return real_add(self, *a, **k)
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
+    assert main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(ref), "--device", "cpu"]) == 0
+    monkeypatch.undo()
+    rows = len((ref / "metrics.jsonl").read_text().splitlines())
+    if where == "metrics":
+        real_init = runlog.RunLog.__init__
+
+        def init(self, *a, **k):
+            real_init(self, *a, **k)
+            if self.file is not None:
+                self.file = _FullFile(self.file, rows - 3)  # full in the second epoch
+
+        monkeypatch.setattr(runlog.RunLog, "__init__", init)
+        says = "metrics.jsonl: No space left on device"
+    else:
+        calls.update(room=calls["n"] - 5, n=0)  # full in the second epoch
+        monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
+        says = "events.out.tfevents.*: No space left on device"
+    capsys.readouterr()
+    code = main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(run), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "--resume" in err and "Traceback" not in err
+    assert ckpt.load(run)["position"]["epoch"] == 1  # the first epoch's checkpoint is intact
+    monkeypatch.undo()
+    assert main(["search", "--resume", str(run), "--device", "cpu"]) == 0
+    steps = lambda d: [json.loads(line)["step"] for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert steps(run) == steps(ref)

@@ -49,6 +49,11 @@ def write_cfg(tmp_path, text):
     ("x: &x {a: 1}\ny: *x\n", [], "alias"),
     ("space: {name: enas_rnn}\n", [], "appears twice"),
     ("", ["data.variable_bptt=true", "data.bptt_max=0"], "data.bptt_max must be >= 1"),
+    # sizes that cannot fit: named before anything is allocated
+    ("", ["model.hidden=1000000000"], "model.hidden=1000000000"),
+    ("", ["controller.hidden=1000000000"], "controller.hidden=1000000000"),
+    ("", ["data.bptt=1000000000000"], "data.bptt=1000000000000"),
+    ("", ["search.derive_samples=1000000000"], "search.derive_samples must be <="),
 ])
 def test_configs_refused_before_any_run_folder(tmp_path, capsys, ptb_dir, text, sets, says):
     cfg = write_cfg(tmp_path, text)
@@ -56,7 +61,8 @@ def test_configs_refused_before_any_run_folder(tmp_path, capsys, ptb_dir, text, 
     argv = ["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(run), "--device", "cpu"]
     assert main(argv + [x for s in sets for x in ("--set", s)]) == 2
     err = capsys.readouterr().err.strip()
-    assert says in err and "Traceback" not in err and len(err.splitlines()) == 1
+    lines = [line for line in err.splitlines() if not line.startswith("note:")]  # the data's provenance note
+    assert says in err and "Traceback" not in err and len(lines) == 1
     assert not run.exists()
 
 
@@ -132,3 +138,67 @@ def test_crafted_checkpoints_are_refused_in_one_line(tmp_path, capsys, stopped_s
         assert len([line for line in err.splitlines() if line.startswith("error")]) == 1, err
     after = {p.name: p.stat().st_size for p in run.iterdir() if p.is_file()}
     assert after == before  # nothing written, truncated or grown
+
+
+@pytest.mark.parametrize("argv", [["derive", "RUN", "--samples", "1000000000"],
+                                  ["rank", "RUN", "--samples", "1000000000"]])
+def test_sample_counts_that_cannot_fit_are_named(capsys, stopped_search, argv):
+    run, _ = stopped_search
+    before = sorted(p.name for p in run.rglob("*"))
+    assert main([str(run) if a == "RUN" else a for a in argv] + ["--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if not line.startswith("note:")]
+    assert "1,000,000,000" in err and "samples" in err and "Traceback" not in err and len(errors) == 1
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_resume_in_a_read_only_folder_is_refused_before_any_work(capsys, stopped_search, monkeypatch):
+    import os
+
+    run, _ = stopped_search
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    real = os.access
+    # as root (CI) a chmod does not stop writes; a read-only mount is what os.access reports
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p) == str(run) else real(p, mode, **k))
+    assert main(["search", "--resume", str(run), "--set", "search.epochs=2", "--allow-config-change",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "read-only" in err and f"cp -r {run}" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory):
+    """A tiny finished PTB retrain whose result.json the tests below damage."""
+    from conftest import make_corpus, write_config
+
+    root = tmp_path_factory.mktemp("retrained")
+    data = make_corpus(root / "ptb")
+    space = build_space("enas_rnn", {"num_nodes": 4})
+    import random
+
+    arch = root / "arch.yaml"
+    arch.write_text(arch_to_yaml(space, random_arch(space, random.Random(0))))
+    cfg = write_config(root, {"model": {"hidden": 8}, "data": {"dataset": "ptb", "batch_size": 4, "eval_batch_size": 4,
+                                                             "bptt": 6},
+                              "train": {"lr": 5.0, "grad_clip": 0.25}, "retrain": {"epochs": 1}}, "r.yaml")
+    run = root / "run"
+    assert main(["retrain", str(arch), "--config", str(cfg), "--data-dir", str(data), "--run-dir", str(run),
+                 "--device", "cpu"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("content", ['{"test_perplexity": 12.5, "par', "[1, 2]", '{"test_perplexity": "high"}'],
+                         ids=["truncated", "list", "text-figure"])
+def test_damaged_result_json_is_named(capsys, retrained, content):
+    path = retrained / "result.json"
+    good = path.read_text()
+    path.write_text(content)
+    try:
+        assert main(["evaluate", str(retrained), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip()
+        errors = [line for line in err.splitlines() if not line.startswith("note:")]
+        assert str(path) in err and "move it away" in err and "Traceback" not in err and len(errors) == 1
+        assert path.read_text() == content  # nothing rewritten
+    finally:
+        path.write_text(good)

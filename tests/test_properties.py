@@ -94,3 +94,28 @@ def test_random_bytes_as_arch_file(tmp_path, data):
         load_arch(p)
     except ArchFileError as e:
         assert str(p) in str(e)
+
+
+# YAML fragments a hostile file is made of: anchors, aliases (also self-referencing),
+# repeated keys, tags, deep nesting, and the keys of a real architecture file.
+FRAGMENTS = ["a: &x [1, 2]\n", "b: *x\n", "c: &y [*y]\n", "arch: {}\n", "arch: &z {node0/activation: tanh}\n",
+             "space: {name: enas_rnn}\n", "space: {name: nb201, args: [1]}\n", "format_version: 1\n",
+             "format_version: -3\n", "provenance: *x\n", "provenance: [1]\n", "p: !!python/object/apply:os.system [ls]\n",
+             "d: " + "[" * 60 + "]" * 60 + "\n", "e: 1e400\n", "space: {name: enas_rnn, args: {num_nodes: 1e9}}\n"]
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=6), st.integers(0, 2))
+def test_hostile_arch_files_through_the_command_line(tmp_path, capsys, parts, prefix):
+    """`enas show` on a file assembled from hostile fragments (after 0-2 valid keys) exits
+    0 or 2 with at most one error line and never a traceback."""
+    from enas.cli import main
+
+    good = arch_to_yaml(build_space("enas_rnn", {}), ENAS_PTB_CELL).splitlines(keepends=True)
+    p = tmp_path / "a.yaml"
+    p.write_text("".join(good[:prefix]) + "".join(parts))
+    capsys.readouterr()
+    code = main(["show", str(p)])
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err
+    assert code == 0 or (len(err.strip().splitlines()) == 1 and str(p) in err)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..data.text import batchify, get_window, load_corpus, window_starts
 from ..distributed import Shard
+from ..errors import DataError
 from . import TASKS
 
 
@@ -47,6 +48,11 @@ class LanguageModelTask:
         self.train_data = self.shard.take(batchify(corpus.train, self.train_batch, self.device), 1)  # [T, B]
         self.valid_data = self.shard.take(batchify(corpus.valid, data_cfg.eval_batch_size, self.device), 1)
         self.test_data = self.shard.take(batchify(corpus.test, data_cfg.eval_batch_size, self.device), 1)
+        rows = self.train_data.size(0)
+        if data_cfg.bptt >= rows:  # one window would unroll the whole text: refuse before building that graph
+            raise DataError(f"data.bptt={data_cfg.bptt} is not shorter than the training text laid out in "
+                            f"data.batch_size={self.train_batch} columns ({rows} tokens each); use a smaller "
+                            f"data.bptt (the paper uses 35) or a smaller data.batch_size")
         self._windows_cache: tuple[int, list] | None = None
         self._epoch = 0
         self._train_hidden: torch.Tensor | None = None

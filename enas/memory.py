@@ -1,0 +1,55 @@
+"""Refuse a network that cannot fit in memory before allocating it.
+
+Configs and architecture files are shared, so ``model.hidden: 1000000000`` must end in
+an error that names the value, not in the allocator's traceback, an overflow deep in
+torch.nn, or a machine swapping for minutes. The network is first built on PyTorch's
+``meta`` device (shapes without storage) to count its parameters. Training holds every
+parameter about four times (the weights, their gradients, and SGD momentum or Adam's two
+moments), so that is the floor checked here: activations come on top, which is why a
+network that passes can still run out of memory, but one that fails never could fit.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .errors import ConfigError
+
+COPIES = 4  # weights, gradients, two optimiser buffers
+
+
+def device_bytes(device: torch.device) -> int | None:
+    """Total memory of ``device`` (GPU memory, or the machine's RAM for the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no figure, no check
+        return None
+
+
+def sizes_of(section: str, values: dict) -> str:
+    """``model.hidden=1000, model.layers=2`` for the error message (the section's defaults if empty)."""
+    return ", ".join(f"{section}.{k}={v}" for k, v in values.items()) or f"the default {section} sizes"
+
+
+def check_fits(build: Callable[[], nn.Module], what: str, sizes: str, device: torch.device) -> None:
+    """Raise a ConfigError naming ``sizes`` (the config values that size ``what``) when the
+    parameters of ``build()`` alone cannot fit in ``device``'s memory."""
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() * p.element_size() for p in build().parameters())
+    except RuntimeError as e:
+        if "overflow" not in str(e).lower():
+            raise
+        params = float("inf")  # more bytes than a 64-bit size can count
+    have = device_bytes(device)
+    need = params * COPIES
+    if have is not None and need > have:
+        shown = "more than 2**63 bytes" if need == float("inf") else f"{need / 2**30:,.1f} GiB"
+        raise ConfigError(f"the {what} of {sizes} needs {shown} to train (its weights, gradients and optimiser "
+                          f"state) and {device} has {have / 2**30:,.1f} GiB; reduce these sizes")
