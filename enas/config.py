@@ -231,20 +231,27 @@ class SpaceSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    dataset: Literal["ptb", "text", "cifar10"]
+    # ptb / text: enas/data/text.py; cifar10 / cifar100: the official python archives
+    # (enas/data/cifar.py); imagefolder: DIR/train/<class>/* and DIR/val/<class>/*
+    # (enas/data/imagefolder.py)
+    dataset: Literal["ptb", "text", "cifar10", "cifar100", "imagefolder"]
     batch_size: int = 64
     eval_batch_size: int = 64
     bptt: int = 35  # text: tokens per truncated-BPTT window (paper 3.2)
     # Variable BPTT length of enas_lm: N(bptt, 5) w.p. 0.95 else N(bptt/2, 5), capped.
     variable_bptt: bool = False
     bptt_max: int = 55
-    # CIFAR-10 search split: the first train_size training images train the shared
-    # weights, the last valid_size score the controller (paper: 45,000 / 5,000).
+    # Image search split: the first train_size training images train the shared weights,
+    # the last valid_size score the controller (paper, CIFAR-10: 45,000 / 5,000).
     # 0 = all remaining images. Retraining uses the whole training set.
     train_size: int = 45000
     valid_size: int = 5000
     augment: bool = True  # pad-4 random crop + horizontal flip
     cutout: int = 0  # cutout square size; 16 for final training (paper 3.3)
+    # imagefolder: every image is resized to image_size x image_size (CIFAR is 32 x 32;
+    # from 64 px the networks' stems halve it until 32-64 px remain, search_spaces/ops.py)
+    image_size: int = 32
+    skip_bad_images: bool = False  # imagefolder: skip unreadable images instead of stopping
 
     def __post_init__(self):
         for k in ("batch_size", "eval_batch_size", "bptt"):
@@ -253,6 +260,11 @@ class DataSection:
         if self.variable_bptt and self.bptt_max < 1:  # a window of 0 tokens would never end the epoch
             raise ValueError(f"data.bptt_max must be >= 1 with data.variable_bptt, got {self.bptt_max}")
         _at_least("data", self, 0, "train_size", "valid_size", "cutout")
+        if not 8 <= self.image_size <= 512:
+            raise ValueError(f"data.image_size must be between 8 and 512 pixels, got {self.image_size}")
+        if self.dataset in ("cifar10", "cifar100") and self.image_size != 32:
+            raise ValueError(f"data.image_size is {self.image_size}, but {self.dataset} images are 32 x 32; "
+                             f"remove data.image_size (it resizes imagefolder images)")
 
 
 @dataclass(frozen=True)

@@ -340,7 +340,7 @@ def evaluate_run(rt: Retrain) -> dict:
 
 
 def check_config_space(cfg: RetrainConfig, space) -> None:
-    want = {"lm": ("ptb", "text"), "image": ("cifar10",)}.get(space.modality)
+    want = {"lm": ("ptb", "text"), "image": ("cifar10", "cifar100", "imagefolder")}.get(space.modality)
     if want and cfg.data.dataset not in want:
         raise ConfigError(f"data.dataset {cfg.data.dataset!r} does not fit space {space.name} "
                           f"({space.modality}); use one of {list(want)}")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, ArchError, Decision, validate
 
-from .ops import OPS, FactorizedReduce, bn, conv, he_init
+from .ops import OPS, FactorizedReduce, bn, he_init, stem
 
 MACRO_OPS = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3")
 
@@ -156,15 +156,17 @@ class MacroLayer(nn.Module):
 
 class MacroNetwork(nn.Module):
     """``genotype=None`` builds the supernet (forward needs ``arch``); a genotype builds
-    that child. forward(x, arch) -> (logits, None)."""
+    that child. forward(x, arch) -> (logits, None). Inputs are ``image_size`` px square;
+    the stem downsamples larger ones (ops.stem)."""
 
-    def __init__(self, genotype, num_layers, ops, channels, num_classes, dropout, double_channels):
+    def __init__(self, genotype, num_layers, ops, channels, num_classes, dropout, double_channels,
+                 image_size: int = 32):
         super().__init__()
         self.genotype, self.num_layers = genotype, num_layers
         self.pool_layers = pool_layers(num_layers)
         self.drop_path_prob = 0.0  # image-model contract; the macro space has no drop-path
         c = channels
-        self.stem = nn.Sequential(conv(3, c, 3), bn(c))
+        self.stem = stem(c, image_size)
         self.layers = nn.ModuleList()
         self.reductions = nn.ModuleDict()
         for i in range(num_layers):
@@ -221,15 +223,17 @@ class EnasMacroSpace:
     def genotype(self, arch: Arch) -> MacroGenotype:
         return to_genotype(validate(self.decisions(), arch), self.args.num_layers)
 
-    def _net(self, genotype, m: MacroModelArgs, num_classes: int) -> MacroNetwork:
+    def _net(self, genotype, m: MacroModelArgs, num_classes: int, image_size: int) -> MacroNetwork:
         return MacroNetwork(genotype, self.args.num_layers, self.args.ops, m.channels, num_classes,
-                            m.dropout, m.double_channels)
+                            m.dropout, m.double_channels, image_size)
 
-    def supernet(self, model_args: MacroModelArgs, num_classes: int = 10, **_) -> MacroNetwork:
-        return self._net(None, model_args, num_classes)
+    def supernet(self, model_args: MacroModelArgs, num_classes: int = 10, image_size: int = 32,
+                 **_) -> MacroNetwork:
+        return self._net(None, model_args, num_classes, image_size)
 
-    def child(self, arch: Arch, model_args: MacroModelArgs, num_classes: int = 10, **_) -> MacroNetwork:
-        return self._net(self.genotype(arch), model_args, num_classes)
+    def child(self, arch: Arch, model_args: MacroModelArgs, num_classes: int = 10, image_size: int = 32,
+              **_) -> MacroNetwork:
+        return self._net(self.genotype(arch), model_args, num_classes, image_size)
 
     def describe(self, arch: Arch) -> str:
         g = self.genotype(arch)

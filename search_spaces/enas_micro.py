@@ -28,9 +28,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from enas.errors import ConfigError
 from enas.space import SPACES, Arch, Decision, validate
 
-from .ops import OPS, FactorizedReduce, Identity, ReLUConvBN, bn, conv, drop_path, he_init
+from .ops import (OPS, FactorizedReduce, Identity, ReLUConvBN, bn, conv, downsampling_steps, drop_path, he_init,
+                  side_after, stem)
 
 MICRO_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
 CELLS = ("normal", "reduction")
@@ -198,7 +200,10 @@ class MicroCell(nn.Module):
 
 class AuxHead(nn.Sequential):
     """ReLU -> avgpool 5/3 -> 1x1 conv 128 -> BN -> ReLU -> 2x2 conv 768 -> BN -> ReLU -> FC
-    (official micro_child aux head; 8x8 input -> 2x2 -> 1x1)."""
+    (official micro_child aux head; 8x8 input -> 2x2 -> 1x1). It needs at least 8 x 8
+    input (the pool must leave 2 x 2 for the 2x2 conv)."""
+
+    MIN_SIDE = 8
 
     def __init__(self, c: int, num_classes: int):
         super().__init__(
@@ -214,15 +219,26 @@ class AuxHead(nn.Sequential):
 class MicroNetwork(nn.Module):
     """Stem, N normal, reduction, N normal, reduction, N normal; channels double at each
     reduction. ``genotype=None`` builds the supernet (forward needs ``arch``); a genotype
-    builds that child (``arch`` is ignored). forward -> (logits, aux_logits or None)."""
+    builds that child (``arch`` is ignored). forward -> (logits, aux_logits or None).
+    Inputs are ``image_size`` px square; the stem downsamples larger ones (ops.stem)."""
 
-    def __init__(self, genotype, num_nodes, ops, channels, num_cells, num_classes, aux_head, dropout, drop_path):
+    def __init__(self, genotype, num_nodes, ops, channels, num_cells, num_classes, aux_head, dropout, drop_path,
+                 image_size: int = 32):
         super().__init__()
+        if aux_head:
+            side = side_after(image_size, downsampling_steps(image_size) + 2)  # after the 2nd reduction
+            if side < AuxHead.MIN_SIDE:
+                least = next(s for s in range(image_size, 10**4)
+                             if side_after(s, downsampling_steps(s) + 2) >= AuxHead.MIN_SIDE)
+                raise ConfigError(f"model.aux_head: the auxiliary head needs a feature map of at least "
+                                  f"{AuxHead.MIN_SIDE} x {AuxHead.MIN_SIDE} after the second reduction, and "
+                                  f"{image_size} px images leave {side} x {side}; set model.aux_head: false "
+                                  f"(or data.image_size: {least} or more)")
         self.genotype, self.num_nodes = genotype, num_nodes
         self.drop_path_prob = float(drop_path)
         c = channels
         stem_c = 3 * c  # paper / official: stem to 3C
-        self.stem = nn.Sequential(conv(3, stem_c, 3), bn(stem_c))
+        self.stem = stem(stem_c, image_size)
         total = 3 * num_cells + 2
         reductions = (num_cells, 2 * num_cells + 1)
         self.aux_index = reductions[1]
@@ -306,16 +322,18 @@ class EnasMicroSpace:
     def genotype(self, arch: Arch) -> Genotype:
         return to_genotype(validate(self.decisions(), arch), self.args.num_nodes)
 
-    def _net(self, genotype, model_args: MicroModelArgs, num_classes: int) -> MicroNetwork:
+    def _net(self, genotype, model_args: MicroModelArgs, num_classes: int, image_size: int) -> MicroNetwork:
         m = model_args
         return MicroNetwork(genotype, self.args.num_nodes, self.args.ops, m.channels, m.num_cells,
-                            num_classes, m.aux_head, m.dropout, m.drop_path)
+                            num_classes, m.aux_head, m.dropout, m.drop_path, image_size)
 
-    def supernet(self, model_args: MicroModelArgs, num_classes: int = 10, **_) -> MicroNetwork:
-        return self._net(None, model_args, num_classes)
+    def supernet(self, model_args: MicroModelArgs, num_classes: int = 10, image_size: int = 32,
+                 **_) -> MicroNetwork:
+        return self._net(None, model_args, num_classes, image_size)
 
-    def child(self, arch: Arch, model_args: MicroModelArgs, num_classes: int = 10, **_) -> MicroNetwork:
-        return self._net(self.genotype(arch), model_args, num_classes)
+    def child(self, arch: Arch, model_args: MicroModelArgs, num_classes: int = 10, image_size: int = 32,
+              **_) -> MicroNetwork:
+        return self._net(self.genotype(arch), model_args, num_classes, image_size)
 
     def describe(self, arch: Arch) -> str:
         g = self.genotype(arch)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, ArchError, Decision, validate
 
-from .ops import OPS, Zero, bn, conv
+from .ops import OPS, Zero, bn, stem
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_NODES = 4  # node 0 = cell input, nodes 1..3 computed; node 3 is the output
@@ -161,15 +161,16 @@ class NB201Cell(nn.Module):
 
 class NB201Network(nn.Module):
     """``genotype=None`` builds the supernet (forward needs ``arch``); a genotype builds
-    that child (``arch`` is ignored). forward -> (logits [B, K], None)."""
+    that child (``arch`` is ignored). forward -> (logits [B, K], None). Inputs are
+    ``image_size`` px square; the stem downsamples larger ones (ops.stem)."""
 
     def __init__(self, genotype: Genotype | None, channels: int, cells_per_stage: int, num_classes: int,
-                 dropout: float):
+                 dropout: float, image_size: int = 32):
         super().__init__()
         self.genotype = genotype
         self.drop_path_prob = 0.0  # image-model contract; NB201 has no drop-path
         c = channels
-        self.stem = nn.Sequential(conv(3, c, 3), bn(c))
+        self.stem = stem(c, image_size)
         if genotype is None:
             edge_ops = {e: NB201_OPS for e in EDGES}
         else:
@@ -217,15 +218,17 @@ class NB201Space:
     def genotype(self, arch: Arch) -> Genotype:
         return to_genotype(validate(self.decisions(), arch))
 
-    def _net(self, genotype, model_args: NB201ModelArgs, num_classes: int) -> NB201Network:
+    def _net(self, genotype, model_args: NB201ModelArgs, num_classes: int, image_size: int) -> NB201Network:
         m = model_args
-        return NB201Network(genotype, m.channels, m.cells_per_stage, num_classes, m.dropout)
+        return NB201Network(genotype, m.channels, m.cells_per_stage, num_classes, m.dropout, image_size)
 
-    def supernet(self, model_args: NB201ModelArgs, num_classes: int = 10, **_) -> NB201Network:
-        return self._net(None, model_args, num_classes)
+    def supernet(self, model_args: NB201ModelArgs, num_classes: int = 10, image_size: int = 32,
+                 **_) -> NB201Network:
+        return self._net(None, model_args, num_classes, image_size)
 
-    def child(self, arch: Arch, model_args: NB201ModelArgs, num_classes: int = 10, **_) -> NB201Network:
-        return self._net(self.genotype(arch), model_args, num_classes)
+    def child(self, arch: Arch, model_args: NB201ModelArgs, num_classes: int = 10, image_size: int = 32,
+              **_) -> NB201Network:
+        return self._net(self.genotype(arch), model_args, num_classes, image_size)
 
     # ---- text forms -------------------------------------------------------------------
     def to_text(self, arch: Arch) -> str:

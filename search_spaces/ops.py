@@ -38,6 +38,38 @@ def conv(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn.
     return nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False)
 
 
+def downsampling_steps(image_size: int) -> int:
+    """How many stride-2 steps the stem takes for ``image_size`` x ``image_size`` inputs:
+    the largest k with image_size / 2**k >= 32, so the cells see 32-64 px.
+
+    Why: every space here was designed for CIFAR's 32 px (two reductions to an 8 px map,
+    where the micro auxiliary head's 5x5/3 pool and 2x2 conv expect 8 px), and a cell's
+    cost grows with its pixel count, so a 224 px image at full size would cost ~50x a
+    CIFAR one per cell. Strided stems are how these cells run on larger images (DARTS
+    NetworkImageNet: three stride-2 convs before the cells). Halving only while the
+    cells keep at least 32 px never shrinks an image below the resolution the spaces
+    were built for; images of 32 px or less are not downsampled."""
+    return max(0, (image_size // 32).bit_length() - 1)
+
+
+def side_after(image_size: int, halvings: int) -> int:
+    """Feature-map side after ``halvings`` stride-2 steps ('SAME' padding: ceil(H / 2) each)."""
+    for _ in range(halvings):
+        image_size = -(-image_size // 2)
+    return image_size
+
+
+def stem(c_out: int, image_size: int = 32) -> nn.Sequential:
+    """The CIFAR stem (3x3 conv to ``c_out`` + BN), after ``downsampling_steps(image_size)``
+    stride-2 3x3 conv-BN-ReLU steps for larger images. At 32 px (and below) it is exactly
+    the official stem, with the same parameter names (``stem.0``, ``stem.1``)."""
+    layers, c_in = [], 3
+    for _ in range(downsampling_steps(image_size)):
+        layers += [conv(c_in, c_out, 3, stride=2), bn(c_out), nn.ReLU(inplace=False)]
+        c_in = c_out
+    return nn.Sequential(*layers, conv(c_in, c_out, 3), bn(c_out))
+
+
 def he_init(module: nn.Module) -> None:
     """He-normal (fan_in) for convs and linears, BN to identity (official create_weight)."""
     for m in module.modules():
@@ -208,7 +240,9 @@ class ResNetBasicBlock(nn.Module):
         self.conv_a = ReLUConvBN(c_in, c_out, 3, stride)
         self.conv_b = ReLUConvBN(c_out, c_out, 3, 1)
         if stride == 2:
-            self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2, padding=0), conv(c_in, c_out, 1))
+            # ceil_mode: an odd side halves to ceil(H / 2) like conv_a (same as NB201 on even sides)
+            self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2, padding=0, ceil_mode=True),
+                                            conv(c_in, c_out, 1))
         elif c_in != c_out:
             self.downsample = ReLUConvBN(c_in, c_out, 1, 1)
         else:

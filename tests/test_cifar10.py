@@ -16,16 +16,18 @@ import torch
 import torch.nn as nn
 
 from enas.config import DataSection
-from enas.data import cifar10 as C
+from enas.data import cifar
+from enas.data.cifar import CIFAR10 as C10
 from enas.errors import DataError
 from enas.tasks.image import PAD, ImageTask, augment
 
 N_PER_BATCH = 12  # 60 training images, 12 test images
 
 
-def py2_pickle(data: np.ndarray, labels: list[int], batch_label: str) -> bytes:
+def py2_pickle(data: np.ndarray, labels: list[int], batch_label: str, label_key: str = "labels") -> bytes:
     """Bytes of a batch file as the official Python 2 / numpy 1.x files are written
-    (protocol 2, py2 ``str`` keys, ``numpy.core.multiarray._reconstruct``)."""
+    (protocol 2, py2 ``str`` keys, ``numpy.core.multiarray._reconstruct``; CIFAR-100's
+    label key is ``fine_labels``)."""
     assert data.dtype == np.uint8 and data.ndim == 2
 
     def s(x: str | bytes) -> bytes:  # SHORT_BINSTRING (py2 str)
@@ -40,7 +42,7 @@ def py2_pickle(data: np.ndarray, labels: list[int], batch_label: str) -> bytes:
         + b"\x89" + b"T" + struct.pack("<I", data.nbytes) + data.tobytes() + b"tb"
     )
     labs = b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
-    return (b"\x80\x02}(" + s("batch_label") + s(batch_label) + s("labels") + labs + s("data") + arr
+    return (b"\x80\x02}(" + s("batch_label") + s(batch_label) + s(label_key) + labs + s("data") + arr
             + s("filenames") + b"](" + s("img.png") * len(labels) + b"eu.")
 
 
@@ -54,9 +56,9 @@ def make_images(n: int, labels: np.ndarray, rng) -> np.ndarray:
 
 def write_cifar(root: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    folder = root / C.SUBDIR
+    folder = root / C10.folder
     folder.mkdir(parents=True)
-    for name in C.FILES:
+    for name in C10.files:
         labels = rng.integers(0, 10, N_PER_BATCH)
         data = make_images(N_PER_BATCH, labels, rng)
         (folder / name).write_bytes(py2_pickle(data, [int(v) for v in labels], name))
@@ -73,7 +75,7 @@ def cifar_dir(tmp_path):
 
 
 def test_loads_official_py2_format(cifar_dir):
-    d = C.load_cifar10(cifar_dir, download=False)
+    d = cifar.load(C10, cifar_dir, download=False)
     assert d["train_x"].shape == (5 * N_PER_BATCH, 3, 32, 32) and d["train_x"].dtype == torch.uint8
     assert d["test_x"].shape == (N_PER_BATCH, 3, 32, 32)
     assert d["train_y"].dtype == torch.int64 and d["train_y"].shape == (5 * N_PER_BATCH,)
@@ -88,7 +90,7 @@ def test_loads_numpy2_protocol3_and_numpy_core_name(tmp_path):
     for i, blob in enumerate([raw, raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")]):
         p = tmp_path / f"b{i}"
         p.write_bytes(blob)
-        x, y = C.load_batch(p)
+        x, y = cifar.load_batch(p)
         assert x.shape == (2, 3, 32, 32) and np.array_equal(x.reshape(2, -1), data) and y.tolist() == [3, 4]
 
 
@@ -97,7 +99,7 @@ def test_pixels_that_are_not_bytes_are_refused(tmp_path, data):
     p = tmp_path / "data_batch_1"
     p.write_bytes(pickle.dumps({b"data": data, b"labels": [1, 2]}, protocol=3))
     with pytest.raises(DataError, match="data_batch_1: pixel values must be uint8"):
-        C.load_batch(p)
+        cifar.load_batch(p)
 
 
 class _Evil:
@@ -114,18 +116,18 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     p.write_bytes(pickle.dumps({b"data": _Evil(marker), b"labels": []}, protocol=3))
     assert b"system" in p.read_bytes() and b"_codecs" not in p.read_bytes()
     with pytest.raises(DataError, match="data_batch_1"):
-        C.load_batch(p)
+        cifar.load_batch(p)
     assert not marker.exists()
 
 
 def test_truncated_and_wrong_files_name_the_file(cifar_dir):
-    f = cifar_dir / C.SUBDIR / "data_batch_3"
+    f = cifar_dir / C10.folder / "data_batch_3"
     f.write_bytes(f.read_bytes()[:5000])
     with pytest.raises(DataError, match="data_batch_3"):
-        C.load_cifar10(cifar_dir, download=False)
+        cifar.load(C10, cifar_dir, download=False)
     f.write_bytes(pickle.dumps({b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]}, protocol=3))
     with pytest.raises(DataError, match="data_batch_3"):
-        C.load_batch(f)
+        cifar.load_batch(f)
 
 
 def _tar(path: Path, files: dict[str, bytes]) -> str:
@@ -141,39 +143,39 @@ def test_archive_is_extracted_and_checksum_checked(tmp_path):
     src = write_cifar(tmp_path / "src")
     dest = tmp_path / "data"
     dest.mkdir()
-    digest = _tar(dest / C.ARCHIVE, {f"{C.SUBDIR}/{n}": (src / n).read_bytes() for n in C.FILES})
+    digest = _tar(dest / C10.archive, {f"{C10.folder}/{n}": (src / n).read_bytes() for n in C10.files})
     with pytest.raises(DataError, match="md5"):  # not the real archive's checksum
-        C.ensure_cifar10(dest, download=False)
-    assert not (dest / C.SUBDIR).exists()
-    folder = C.ensure_cifar10(dest, download=False, md5=digest)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(C.FILES)
-    assert C.load_cifar10(dest, download=False)["train_x"].shape[0] == 5 * N_PER_BATCH
+        cifar.ensure(C10, dest, download=False)
+    assert not (dest / C10.folder).exists()
+    folder = cifar.ensure(C10, dest, download=False, md5=digest)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(C10.files)
+    assert cifar.load(C10, dest, download=False)["train_x"].shape[0] == 5 * N_PER_BATCH
 
 
 @pytest.mark.parametrize("bad", ["../escape", "/abs/escape"])
 def test_unsafe_archive_members_are_refused(tmp_path, bad):
-    digest = _tar(tmp_path / C.ARCHIVE, {bad: b"x", f"{C.SUBDIR}/test_batch": b"y"})
+    digest = _tar(tmp_path / C10.archive, {bad: b"x", f"{C10.folder}/test_batch": b"y"})
     with pytest.raises(DataError, match="unsafe"):
-        C.ensure_cifar10(tmp_path, download=False, md5=digest)
+        cifar.ensure(C10, tmp_path, download=False, md5=digest)
     assert not (tmp_path.parent / "escape").exists()
 
 
 def test_missing_data_without_network_names_the_files(tmp_path):
     with pytest.raises(DataError) as e:
-        C.ensure_cifar10(tmp_path / "none", download=False)
-    for part in ("cifar-10-batches-py/data_batch_1", "data_batch_5", "test_batch", C.URL):
+        cifar.ensure(C10, tmp_path / "none", download=False)
+    for part in ("cifar-10-batches-py/data_batch_1", "data_batch_5", "test_batch", C10.url):
         assert part in str(e.value)
-    partial = tmp_path / "partial" / C.SUBDIR
+    partial = tmp_path / "partial" / C10.folder
     partial.mkdir(parents=True)
-    for f in C.TRAIN_FILES[:3]:
+    for f in C10.train_files[:3]:
         (partial / f).write_bytes(b"x")
     with pytest.raises(DataError) as e:
-        C.ensure_cifar10(tmp_path / "partial", download=False)
+        cifar.ensure(C10, tmp_path / "partial", download=False)
     msg = str(e.value)
     assert "data_batch_4, cifar-10-batches-py/data_batch_5, cifar-10-batches-py/test_batch." in msg
     assert "data_batch_1" not in msg and "data_batch_3" not in msg
     with pytest.raises(DataError, match="download failed"):  # refused connection, fast
-        C.ensure_cifar10(tmp_path / "none", url="http://127.0.0.1:9/cifar-10-python.tar.gz", timeout=2)
+        cifar.ensure(C10, tmp_path / "none", url="http://127.0.0.1:9/cifar-10-python.tar.gz", timeout=2)
     assert not list((tmp_path / "none").iterdir())  # no partial file left behind
 
 

@@ -1,4 +1,4 @@
-"""Downloads and checksums shared by every dataset (CIFAR-10, Penn Treebank)."""
+"""Downloads and checksums shared by every dataset (CIFAR-10, CIFAR-100, Penn Treebank)."""
 from __future__ import annotations
 
 import hashlib

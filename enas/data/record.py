@@ -21,16 +21,20 @@ RECORD = "data.json"
 
 
 def data_files(dataset: str, data_dir: str | Path) -> list[Path]:
-    """The files ``dataset`` reads from ``data_dir`` (present or not)."""
-    from . import cifar10, text
+    """The files ``dataset`` reads from ``data_dir`` (present or not; for ``imagefolder``,
+    the images present, since any number of them may be read)."""
+    from . import cifar, imagefolder, text
 
     data_dir = Path(data_dir)
     if dataset == "ptb":
         return [data_dir / n for n in text.PTB_FILES]
     if dataset == "text":
         return [data_dir / n for n in text.TEXT_FILES]
-    if dataset == "cifar10":
-        return [data_dir / cifar10.SUBDIR / n for n in cifar10.FILES]
+    if dataset in cifar.SPECS:
+        spec = cifar.SPECS[dataset]
+        return [data_dir / spec.folder / n for n in spec.files]
+    if dataset == "imagefolder":  # every image, so any changed, added or removed one shows
+        return imagefolder.image_files(data_dir)
     raise DataError(f"unknown dataset {dataset!r}")
 
 
@@ -86,6 +90,12 @@ def differences(recorded: dict, current: dict) -> list[str]:
     return out
 
 
+def _brief(items: list[str], sep: str, most: int = 10) -> str:
+    """At most ``most`` items: an image folder can differ in thousands of files."""
+    more = f"{sep}and {len(items) - most:,} more" if len(items) > most else ""
+    return sep.join(items[:most]) + more
+
+
 def resolve(run_dir: str | Path, dataset: str, given: str | Path | None, allow_change: bool = False,
             say=None) -> str:
     """The data folder for a command that reopens ``run_dir``: ``given`` (--data-dir) or
@@ -101,13 +111,14 @@ def resolve(run_dir: str | Path, dataset: str, given: str | Path | None, allow_c
     where = f"{data_dir}" + ("" if given is not None else f" (recorded in {Path(run_dir) / RECORD})")
     if allow_change:
         if say is not None:
-            say(f"note: continuing on data that differs from the run's: {'; '.join(diffs)}")
+            say(f"note: continuing on data that differs from the run's: {_brief(diffs, '; ')}")
         write(run_dir, dataset, data_dir)
         return str(data_dir)
     missing = [d for d in diffs if d.endswith(": missing")]
     if len(missing) == len(diffs) and len(current["files"]) == 0:
-        raise DataError(f"the data this run used is not in {where}: {', '.join(d.split(':')[0] for d in missing)} "
-                        f"missing; pass --data-dir DIR where DIR holds the run's data")
-    raise ConfigError(f"the data in {where} differs from the data this run started with: {'; '.join(diffs)}. "
+        names = _brief([d.split(":")[0] for d in missing], ", ")
+        raise DataError(f"the data this run used is not in {where}: {names} missing; pass --data-dir DIR where DIR "
+                        f"holds the run's data")
+    raise ConfigError(f"the data in {where} differs from the data this run started with: {_brief(diffs, '; ')}. "
                       f"Pass --data-dir DIR with the original data, or --allow-config-change to continue on this "
                       f"data")

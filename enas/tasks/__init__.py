@@ -12,7 +12,8 @@ Task interface (enas/tasks/lm.py and enas/tasks/image.py implement it)::
                                channels_last=..., aux_weight=..., shard=..., train_batch=...)
     task.metric: str                     # "ppl" or "accuracy", the headline figure
     task.valid_is_test: bool             # the final split has no validation set of its own
-    task.model_kwargs() -> dict          # vocab_size / num_classes for space.supernet/child
+    task.model_kwargs() -> dict          # for space.supernet/child: lm {vocab_size},
+                                         # image {num_classes, image_size}
     task.num_train_batches(epoch) -> int
     task.start_epoch(epoch)              # reset carried state (LM hidden state)
     task.train_batches(epoch) -> iterator of batches, deterministic in (seed, epoch)
@@ -32,7 +33,10 @@ Model contracts, by modality (``arch=None`` for a child, whose arch is fixed):
 * lm:    ``model(tokens[T, B], hidden[B, H], arch, target=None) -> (out, hidden[B, H], extra_loss)``
          where ``out`` is the logits [T, B, V], or with ``target`` [T, B] the mean token
          cross-entropy; ``model.init_hidden(batch_size) -> hidden``; extra_loss holds AR/TAR.
-* image: ``model(x[B, 3, H, W], arch) -> (logits[B, K], aux_logits or None)``;
+* image: ``model(x[B, 3, S, S], arch) -> (logits[B, K], aux_logits or None)`` for a model
+         built with ``num_classes=K, image_size=S`` (the dataset's: CIFAR 10 or 100 classes
+         at 32 px, an image folder's classes at ``data.image_size``; a space that does not
+         adapt to S takes it in ``**kwargs`` and ignores it);
          ``model.drop_path_prob`` is a float attribute the trainer may set.
 * any:   ``model.kernel_note(device) -> str`` (optional): which kernel runs, for the log.
 """

@@ -1,4 +1,8 @@
-"""CIFAR-10 image classification: data on the device, augmentation, loss, reward.
+"""Image classification: data on the device, augmentation, loss, reward.
+
+Datasets (``load_images``): CIFAR-10, CIFAR-100 (fine labels) and an image folder of
+the user's own (enas/data/imagefolder.py, resized to ``data.image_size``). The model
+is built for the data's number of classes and image size (``model_kwargs``).
 
 The whole split lives on the device as normalised float tensors (per-channel
 mean/std of the training images used); pad-4 random crop, horizontal flip and
@@ -8,8 +12,9 @@ and differ between epochs. No per-image Python in the loop.
 
 Splits (ENAS_REFERENCE section 2): ``search`` trains the shared weights on the first
 ``train_size`` training images and scores on the last ``valid_size``; ``final``
-trains on all 50,000 and evaluates on ``test_batch`` (there is no validation set:
-``evaluate(..., "valid")`` reports the test set, as the official final runs do).
+trains on all training images and evaluates on the test set (CIFAR's test batch, the
+image folder's ``val/``; there is no validation set: ``evaluate(..., "valid")``
+reports the test set, as the official final runs do).
 
 BN while scoring a *supernet* arch (``arch`` given) follows ``eval_bn``: ``batch``
 uses the minibatch's own statistics without touching the running averages (the
@@ -34,13 +39,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.cifar10 import load_cifar10
+from ..data import cifar
+from ..data.imagefolder import load_imagefolder
 from ..errors import DataError
 from ..distributed import Shard
 from . import TASKS
 
 PAD = 4  # pad-4 random crop (official _pre_process)
 _BN = nn.modules.batchnorm._BatchNorm
+DATASETS = ("cifar10", "cifar100", "imagefolder")
+
+
+def load_images(data_cfg, data_dir) -> dict:
+    """-> {"train_x": uint8 [N, 3, S, S], "train_y": int64 [N], "test_x", "test_y", "num_classes"}."""
+    if data_cfg.dataset in cifar.SPECS:
+        return cifar.load(cifar.SPECS[data_cfg.dataset], data_dir)
+    if data_cfg.dataset == "imagefolder":
+        return load_imagefolder(data_dir, data_cfg.image_size, data_cfg.skip_bad_images)
+    raise DataError(f"the image task reads {', '.join(DATASETS)}; data.dataset is {data_cfg.dataset!r}")
 
 
 def augment(x, ox, oy, flip, cy, cx, cutout: int):
@@ -79,8 +95,6 @@ class ImageTask:
             raise ValueError(f"split must be 'search' or 'final', got {split!r}")
         if eval_bn not in ("batch", "recalibrate"):
             raise ValueError(f"eval_bn must be 'batch' or 'recalibrate', got {eval_bn!r}")
-        if data_cfg.dataset != "cifar10":
-            raise DataError(f"the image task reads CIFAR-10; data.dataset is {data_cfg.dataset!r}")
         self.cfg, self.split, self.seed = data_cfg, split, int(seed)
         self.device = torch.device(device)
         self.eval_bn, self.recalibrate_batches = eval_bn, int(recalibrate_batches)
@@ -93,14 +107,17 @@ class ImageTask:
         self._prepared: weakref.WeakSet = weakref.WeakSet()
         self._mods: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-        d = load_cifar10(data_dir)
+        d = load_images(data_cfg, data_dir)
+        self.num_classes = d["num_classes"]
         n = d["train_x"].shape[0]
         if split == "search":
             nv = data_cfg.valid_size
             nt = data_cfg.train_size or n - nv
             if nv < 1 or nt < 1 or nt + nv > n:
                 raise DataError(f"data.train_size {data_cfg.train_size} + data.valid_size {nv} do not fit "
-                                f"the {n} training images (0 = all but the validation images)")
+                                f"the {n} training images; set them so that they do (train_size 0 = all but "
+                                f"the validation images), e.g. data.train_size: 0, data.valid_size: "
+                                f"{max(1, n // 10)}")
             train = (d["train_x"][:nt], d["train_y"][:nt])
             valid = (d["train_x"][n - nv:], d["train_y"][n - nv:])
             test = (d["test_x"], d["test_y"])
@@ -130,7 +147,7 @@ class ImageTask:
     # ------------------------------------------------------------------ training
 
     def model_kwargs(self) -> dict:
-        return {"num_classes": 10}
+        return {"num_classes": self.num_classes, "image_size": self.train_x.shape[-1]}
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """channels_last weights when enabled (idempotent; also done lazily on first use)."""
@@ -162,7 +179,7 @@ class ImageTask:
         return self._epoch_plan[1]
 
     def train_batches(self, epoch: int):
-        """Yields {"x": [B, 3, 32, 32] float, "y": [B] int64}; deterministic in (seed, epoch)."""
+        """Yields {"x": [B, 3, S, S] float, "y": [B] int64}; deterministic in (seed, epoch)."""
         p, bs = self._plan(epoch), self.train_batch
         b = bs // self.shard.world  # this process's share
         for i in range(self.num_train_batches()):
@@ -191,7 +208,7 @@ class ImageTask:
         self.prepare_model(model)
         x, y = batch["x"], batch["y"]
         with self._autocast():
-            logits, aux = model(x, arch)  # [B, 10], [B, 10] or None
+            logits, aux = model(x, arch)  # [B, K], [B, K] or None
         ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         loss = ce
         if aux is not None and self.aux_weight > 0:
