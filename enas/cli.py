@@ -20,22 +20,12 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
+from .api import resolve_device
 from .errors import ArchError, ConfigError, UserError
 from .interrupt import StopRequested
 from .loop import NonFiniteError
 from .malloc import keep_freed_memory
 from .runlog import say
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r}: expected auto, cpu or cuda[:N]") from None
 
 
 def cmd_search(args) -> int:
@@ -118,6 +108,10 @@ def cmd_show(args) -> int:
     if args.out and Path(args.out).suffix.lower() not in DRAWING_FORMATS:
         raise ConfigError(f"--out {args.out}: a drawing is written as {', '.join(sorted(DRAWING_FORMATS))}; "
                           f"name the file accordingly, e.g. cell.png")
+    if args.space_module:
+        from .space import import_space_module
+
+        import_space_module(args.space_module, "--space-module")
     space, arch, doc = load_arch(args.arch)
     print(f"space: {space.name}")
     extras = getattr(space, "extras", None)
@@ -211,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print an architecture file readably, optionally draw it")
     sh.add_argument("arch")
     sh.add_argument("--out", help="write a PNG drawing of the cell(s)")
+    sh.add_argument("--space-module", metavar="FILE",
+                    help="the Python file (or module) defining the architecture's space, if it is your own")
     sh.set_defaults(func=cmd_show)
 
     rk = sub.add_parser("rank", help="score many architectures with a search run's supernet (CSV)")

@@ -7,13 +7,14 @@ and ``model`` sections (its ``Args`` / ``ModelArgs`` dataclasses).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import yaml
 
@@ -146,7 +147,7 @@ def read_config(path: str | Path, _chain: tuple = ()) -> dict:
     from OTHER's values and this file's keys replace them key by key, so a variant of a
     shipped config says only what differs."""
     path = Path(path)
-    data = read_yaml(path)
+    data = _anchor_module_paths(read_yaml(path), path.parent)
     base = data.pop("base", None)
     if base is None:
         return data
@@ -158,6 +159,26 @@ def read_config(path: str | Path, _chain: tuple = ()) -> dict:
     if not other.is_file():
         raise ConfigError(f"{path}: 'base: {base}': there is no file {other}")
     return _merge(read_config(other, (*_chain, path.resolve())), data)
+
+
+# Keys naming a Python file that defines a search space (README, "A search space of your
+# own"): a relative path there is relative to the config file that says it, so a config
+# and its space travel together and the run folder's config.yaml holds the absolute path.
+MODULE_KEYS = (("space", "module"), ("retrain", "space_module"))
+
+
+def is_module_path(spec: str) -> bool:
+    """A file path (``my_space.py``, ``spaces/mine.py``) rather than an importable module name."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
+def _anchor_module_paths(data: dict, folder: Path) -> dict:
+    for section, key in MODULE_KEYS:
+        sec = data.get(section)
+        spec = sec.get(key) if isinstance(sec, dict) else None
+        if isinstance(spec, str) and is_module_path(spec) and not Path(spec).is_absolute():
+            sec[key] = str((folder / spec).resolve())
+    return data
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -227,6 +248,9 @@ def _fraction(section: str, obj, *names) -> None:
 class SpaceSection:
     name: str
     args: dict = field(default_factory=dict)  # checked against the space's Args
+    # A space of your own: the Python file (or importable module) that registers it
+    # (enas/space.py import_space_module); empty for the built-in and installed spaces.
+    module: str = ""
 
 
 @dataclass(frozen=True)
@@ -438,6 +462,9 @@ class RetrainSection:
     max_bad_steps: int = 20
     amp: Literal["auto", "off", "bf16"] = "auto"
     channels_last: bool = True
+    # The architecture's space is your own: the file or module that registers it (the
+    # search config's space.module). Architecture files never name code to import.
+    space_module: str = ""
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -460,8 +487,17 @@ class RetrainConfig:
     model: dict = field(default_factory=dict)  # checked against the arch's space's ModelArgs
 
 
-def load(cls, path: str | Path, overrides: list[str] | None = None):
-    data = read_config(path)
+def load(cls, path, overrides: list[str] | None = None):
+    """A config from a YAML file, or from a mapping of sections (the Python API: module
+    paths in it are relative to the working directory)."""
+    if isinstance(path, Mapping):
+        data = _anchor_module_paths(copy.deepcopy(dict(path)), Path.cwd())
+        if "base" in data:
+            raise ConfigError("a config mapping has no 'base' (a path relative to a config file); "
+                              "merge the values in Python, or pass the config file")
+        path = "the config mapping"
+    else:
+        data = read_config(path)
     _check_kind(cls, data, path)
     cfg = from_dict(cls, apply_overrides(data, overrides))
     return cfg

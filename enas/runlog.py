@@ -63,7 +63,8 @@ def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str |
             )
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = Path(root) / f"{Path(config_path).stem}-{stamp}"
+        name = Path(config_path).stem if isinstance(config_path, (str, Path)) else kind  # a mapping: the API
+        base = Path(root) / f"{name}-{stamp}"
         path, n = base, 1
         while path.exists():
             n += 1

@@ -28,6 +28,7 @@ from .loop import Loop
 from .retrain import Retrain
 from .runlog import new_run_dir, say
 from .search import Search
+from .space import build_space, import_space_module
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -141,13 +142,35 @@ def reopen_search(run_dir, data_dir, device: torch.device, overrides=(), allow_d
 # ---- retrain --------------------------------------------------------------------------
 
 
+def _arch_and_config(arch_path, config_path, overrides):
+    """(space, arch, cfg) of a retrain. The config is read first: it names the file of a
+    space of the user's own (retrain.space_module), which the architecture file needs."""
+    cfg = load_retrain(config_path, overrides)
+    import_space_module(cfg.retrain.space_module, "retrain.space_module")
+    space, arch, _ = load_arch(arch_path)
+    from_dict(type(space).ModelArgs, cfg.model, "model")  # the model section fits this space
+    return space, arch, cfg
+
+
+def _on_main_with_space(read):
+    """``read()`` -> (space, arch, cfg, ...) on rank 0, returned on every rank. The space
+    travels as plain values and each process builds its own: a space of the user's own is
+    a class from a file every process imports (retrain.space_module), never pickled."""
+    def plain():
+        space, *rest = read()
+        return (space.name, to_dict(space.args), *rest)
+
+    name, args, arch, cfg, *rest = dist.on_main(plain)
+    import_space_module(cfg.retrain.space_module, "retrain.space_module")
+    return (build_space(name, args), arch, cfg, *rest)
+
+
 def _retrain_files(run_dir: Path, overrides=None):
     """(space, arch, cfg) of a retrain run folder, from config.yaml and arch.yaml alone."""
     for name in ("config.yaml", "arch.yaml"):
         if not (run_dir / name).exists():
             raise RunDirError(f"{run_dir} is not a retrain run folder (no {name})")
-    space, arch, _ = load_arch(run_dir / "arch.yaml")
-    return space, arch, load_retrain(run_dir / "config.yaml", overrides, space)
+    return _arch_and_config(run_dir / "arch.yaml", run_dir / "config.yaml", overrides)
 
 
 def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: torch.device) -> Retrain:
@@ -155,11 +178,7 @@ def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: 
     architecture with the source file's provenance."""
     main = dist.is_main()
 
-    def read():
-        space, arch, _ = load_arch(arch_path)
-        return space, arch, load_retrain(config_path, overrides, space)
-
-    space, arch, cfg = dist.on_main(read)
+    space, arch, cfg = _on_main_with_space(lambda: _arch_and_config(arch_path, config_path, overrides))
     data_dir = data_dir or "data"
     rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, None, data_dir, device, log=main))
 
@@ -188,7 +207,7 @@ def resume_retrain(run_dir, overrides, data_dir, allow_change: bool, device: tor
         diffs = _changes(state, cfg, RetrainConfig, allow_change)
         return space, arch, cfg, state, diffs, record.resolve(run_dir, cfg.data.dataset, data_dir, allow_change, say)
 
-    space, arch, cfg, state, diffs, data_dir = dist.on_main(read)
+    space, arch, cfg, state, diffs, data_dir = _on_main_with_space(read)
     rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, run_dir, data_dir, device, log=dist.is_main()))
     return rt, cfg, state, diffs
 

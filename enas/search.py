@@ -48,7 +48,7 @@ class Search(Loop):
         s = cfg.search
         super().__init__(run_dir, log, s.checkpoint_minutes, s.max_bad_steps, s.log_every)
         self.cfg, self.device = cfg, device
-        self.space = build_space(cfg.space.name, cfg.space.args)
+        self.space = build_space(cfg.space.name, cfg.space.args, cfg.space.module)
         self.model_args = from_dict(type(self.space).ModelArgs, cfg.model, "model")
         dist.require_multiple("data.batch_size", cfg.data.batch_size,
                               "each process trains on an equal share of every minibatch")

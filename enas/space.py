@@ -167,13 +167,64 @@ def space_class(name: str) -> type:
     if name not in SPACES:
         from .registry import unknown_message
 
-        raise RegistryError(unknown_message("search space (space.name)", name, set(SPACES.names()) | set(_plugins())))
+        raise RegistryError(unknown_message("search space (space.name)", name, set(SPACES.names()) | set(_plugins()))
+                            + "; a space of your own is found through the file that defines it: space.module in "
+                              "a search config, retrain.space_module in a retrain config, --space-module for "
+                              "enas show")
     return SPACES.get(name)
 
 
-def build_space(name: str, args: Mapping[str, Any] | None = None):
-    """Instantiate a space from a plain mapping of its Args (checked strictly)."""
+def import_space_module(spec: str, key: str = "space.module") -> None:
+    """Import the user's code that registers a space (README, "A search space of your
+    own"): a Python file (``my_space.py``) or an importable module name (``mypkg.spaces``).
+
+    This is the one place a config makes enas run code, by design: ``key`` names the code
+    to run, as a script's path would. Architecture files never do. A file is imported once
+    per path, under a name derived from that path, so a space registers once however many
+    configs name it."""
+    if not spec:
+        return
+    import hashlib
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from .config import ConfigError, is_module_path
+
+    if not is_module_path(spec):
+        try:
+            importlib.import_module(spec)
+        except ModuleNotFoundError as e:
+            if e.name is None or not spec.startswith(e.name):
+                raise  # the module itself imports something missing: its traceback says what
+            raise ConfigError(f"{key}: no module named {spec!r} can be imported; give the path of your "
+                              f"space's file (e.g. {key}: my_space.py) or install the package") from None
+        return
+    path = Path(spec).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{key}: {spec} is not a file; give the Python file that defines your space "
+                          f"(a relative path is relative to the config file)")
+    name = "enas_user_space_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError(f"{key}: {spec} cannot be imported as Python code; name a .py file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise  # an error in the user's own code: its traceback is what they need
+
+
+def build_space(name: str, args: Mapping[str, Any] | None = None, module: str = ""):
+    """Instantiate a space from a plain mapping of its Args (checked strictly), after
+    importing ``module`` (``space.module``) when the space is the user's own."""
     from .config import from_dict
 
+    import_space_module(module)
     cls = space_class(name)
     return cls(from_dict(cls.Args, dict(args or {}), "space.args"))

@@ -3,10 +3,13 @@ tests/test_models.py, parametrized over the model registry): supernet equals chi
 architecture files round trip, forward and backward through the sampled path, the
 drawing, and the controller's sample/evaluate agreement on the space's decisions.
 
-A space registered through the ``enas.search_spaces`` entry-point group is found here;
-``small_model`` on the space class sizes its networks for these tests.
+A space registered through the ``enas.search_spaces`` entry-point group is found here,
+and so is the example of a space of your own (examples/convnet_space.py, imported from
+its file as ``space.module`` does); ``small_model`` on the space class sizes its
+networks for these tests.
 """
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +17,12 @@ import torch
 from enas.archfile import load_arch, save_arch
 from enas.config import PerKind, from_dict
 from enas.controller import Controller
-from enas.space import _plugins, build_space, space_class
+from enas.space import _plugins, build_space, import_space_module, space_class
 
 from conftest import random_arch, randomize_bn
 
-NAMES = sorted(_plugins())
+import_space_module(str(Path(__file__).resolve().parents[1] / "examples" / "convnet_space.py"))
+NAMES = sorted(set(_plugins()) | {"convnet"})
 VOCAB, T, B = 11, 5, 3
 
 
@@ -46,7 +50,7 @@ def run(model, space, x, arch=None, gen=None):
 
 
 def test_every_space_is_found():
-    assert {"enas_rnn", "enas_micro", "enas_macro", "nb201"} <= set(NAMES)
+    assert {"enas_rnn", "enas_micro", "enas_macro", "nb201", "convnet"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -148,7 +148,7 @@ def load_run(run_dir: Path) -> Run:
         try:
             from ..space import build_space
 
-            run.space = build_space(sp["name"], sp.get("args") or {})
+            run.space = build_space(sp["name"], sp.get("args") or {}, sp.get("module") or "")
         except Exception as e:  # an unknown or changed space: the page still shows the rest
             run.space_error = f"{type(e).__name__}: {e}"
     else:  # a retrain's config has no space: its architecture file names it
@@ -156,7 +156,10 @@ def load_run(run_dir: Path) -> Run:
             if (run_dir / name).is_file():
                 try:
                     from ..archfile import load_arch
+                    from ..space import import_space_module
 
+                    section = run.config.get("retrain") if isinstance(run.config.get("retrain"), dict) else {}
+                    import_space_module(section.get("space_module") or "", "retrain.space_module")
                     run.space = load_arch(run_dir / name)[0]
                 except Exception as e:
                     run.space_error = f"{name}: {e}"
