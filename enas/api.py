@@ -15,7 +15,6 @@ message the command line would print); a run stopped by a signal raises
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -51,16 +50,11 @@ def epoch_history(run_dir: str | Path) -> list[dict]:
     """One dict per epoch from ``metrics.jsonl``: the epoch's overview figures (the first
     TensorBoard group: reward, entropy, derived score, loss; for a retrain, the train and
     validation figures), keyed without the ``overview/`` prefix."""
+    from .report.runfolder import read_metrics  # the one reader of metrics.jsonl (torn lines skipped)
+
     by_epoch: dict[int, dict] = {}
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line torn by a kill; the resume truncates it
-        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+    for row in read_metrics(Path(run_dir) / "metrics.jsonl").rows:
+        if not isinstance(row.get("epoch"), int):
             continue
         figures = {k.removeprefix("overview/"): v for k, v in row.items() if k.startswith("overview/")}
         if figures:

@@ -31,7 +31,8 @@ def _shapes_only():
     """``torch.device("meta")``, except that in-place writes into a meta tensor (the
     initialisers' ``normal_``, ``uniform_``, ``fill_``) return at once: there is nothing
     to write, and PyTorch runs them through its reference kernels, which take ~6 s for
-    a micro supernet's 1,700 convolutions (the build itself takes ~0.1 s this way)."""
+    a micro supernet's 1,700 convolutions (skipped, the build takes about as long as a
+    real one)."""
     if DeviceContext is None:
         return torch.device("meta")
 

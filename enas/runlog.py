@@ -87,17 +87,18 @@ class RunLog:
         self.tb = None
         self.file = None
         self.failed = False
+        self.path = self.run_dir / "metrics.jsonl"
+        self.events = self.run_dir / "events.out.tfevents.*"  # TensorBoard names its file
         if not enabled:
             return
-        path = self.run_dir / "metrics.jsonl"
-        with self._writing(path):
-            if resume_offset is not None and path.exists():
-                with open(path, "r+b") as f:
+        with self._writing(self.path):
+            if resume_offset is not None and self.path.exists():
+                with open(self.path, "r+b") as f:
                     f.truncate(resume_offset)
-            self.file = open(path, "a")
+            self.file = open(self.path, "a")
         from torch.utils.tensorboard import SummaryWriter
 
-        with self._writing(self.run_dir / "events.out.tfevents.*"):
+        with self._writing(self.events):
             self.tb = SummaryWriter(str(self.run_dir), purge_step=purge_step)
 
     @contextlib.contextmanager
@@ -119,7 +120,7 @@ class RunLog:
     def offset(self) -> int:
         if self.file is None:
             return 0
-        with self._writing(self.run_dir / "metrics.jsonl"):
+        with self._writing(self.path):
             self.file.flush()
             return self.file.tell()
 
@@ -128,7 +129,7 @@ class RunLog:
         if not self.enabled:
             return
         row = {"step": step}
-        with self._writing(self.run_dir / "events.out.tfevents.*"):
+        with self._writing(self.events):
             for k, v in figures.items():
                 if isinstance(v, float) and not math.isfinite(v):
                     v = str(v)  # JSON has no NaN
@@ -136,13 +137,13 @@ class RunLog:
                 tag = tb_tag(k, v)
                 if self.tb is not None and tag and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.tb.add_scalar(tag, v, step)
-        with self._writing(self.run_dir / "metrics.jsonl"):
+        with self._writing(self.path):
             self.file.write(json.dumps(row) + "\n")
 
     def text(self, tag: str, text: str, step: int) -> None:
         if self.tb is not None:
             # TensorBoard renders markdown: indent to keep the cell's layout.
-            with self._writing(self.run_dir / "events.out.tfevents.*"):
+            with self._writing(self.events):
                 self.tb.add_text(tb_tag(tag) or tag, "    " + text.replace("\n", "\n    "), step)
 
     def image(self, tag: str, image, step: int) -> None:
@@ -153,15 +154,15 @@ class RunLog:
             import matplotlib.image as mpimg
 
             image = mpimg.imread(str(image))[..., :3]
-        with self._writing(self.run_dir / "events.out.tfevents.*"):
+        with self._writing(self.events):
             self.tb.add_image(tb_tag(tag) or tag, image, step, dataformats="HWC")
 
     def flush(self) -> None:
         if self.file is not None:
-            with self._writing(self.run_dir / "metrics.jsonl"):
+            with self._writing(self.path):
                 self.file.flush()
         if self.tb is not None:
-            with self._writing(self.run_dir / "events.out.tfevents.*"):
+            with self._writing(self.events):
                 self.tb.flush()
 
     def close(self) -> None:
