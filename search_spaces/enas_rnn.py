@@ -21,9 +21,12 @@ and is tested in tests/test_enas_rnn.py.
 Kernels (``model.kernel``): ``reference`` runs ``enas_cell`` through autograd;
 ``fused`` runs the same equations with a hand-written backward pass
 (enas_rnn_bptt.py) and, on a CPU with two or more threads, the cell and the decoder
-pipelined over the cores (enas_rnn_pipeline.py); ``auto`` is ``fused`` on the CPU and
-``reference`` elsewhere. tests/test_fast_paths.py checks the fused kernel's values
-and gradients against ``enas_cell``.
+pipelined over the cores (enas_rnn_pipeline.py); ``compiled`` runs them one step at a
+time under ``torch.compile``, the architecture passed as tensors so that one graph
+serves every sampled cell (enas_rnn_compiled.py; CUDA graphs on CUDA); ``auto`` is
+``fused`` on the CPU, ``compiled`` on CUDA (the loop is bound by kernel launches there)
+and ``reference`` elsewhere. tests/test_fast_paths.py checks the fused and compiled
+kernels' values and gradients against ``enas_cell``.
 
 Stability (why configs/ptb_search.yaml clips at 0.1, not the paper's 0.25). This
 forward matches enas_lm's search cell step for step: highway formula, U(-r, r) init,
@@ -49,6 +52,7 @@ import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, Decision, validate
 
+from . import enas_rnn_compiled as compiled
 from .enas_rnn_pipeline import cell_and_decoder
 from .ops import ACTIVATIONS
 
@@ -92,8 +96,9 @@ class ModelArgs:
     tar: float = 1.0  # temporal AR: tar * mean((s_t - s_{t-1})^2) (enas_lm "beta", search)
     init_range: float = 0.04  # every weight ~ U(-r, r) (enas_lm: 0.04 search, 0.05 final)
     # how the cell runs (module docstring): the readable reference, the hand-written fused
-    # kernel, or auto (fused on the CPU, reference elsewhere); the values are the same
-    kernel: Literal["auto", "reference", "fused"] = "auto"
+    # kernel, the reference under torch.compile, or auto (fused on the CPU, compiled on
+    # CUDA, reference elsewhere); the values are the same
+    kernel: Literal["auto", "reference", "fused", "compiled"] = "auto"
 
     def __post_init__(self):
         if self.hidden < 1:
@@ -221,7 +226,7 @@ class RNNModel(nn.Module):
     def kernel(self, device: torch.device) -> str:
         """The kernel that runs on ``device``: model.kernel, with auto resolved."""
         k = self.model_args.kernel
-        return ("fused" if device.type == "cpu" else "reference") if k == "auto" else k
+        return {"cpu": "fused", "cuda": "compiled"}.get(device.type, "reference") if k == "auto" else k
 
     def kernel_note(self, device: torch.device) -> str:
         """One line for the run's log: which kernel runs, and why."""
@@ -229,9 +234,11 @@ class RNNModel(nn.Module):
         how = {"reference": "enas_cell through autograd",
                "fused": "hand-written BPTT" + (", cell and decoder pipelined over the CPU's cores"
                                                if torch.device(device).type == "cpu" and torch.get_num_threads() > 1
-                                               else "")}[k]
+                                               else ""),
+               "compiled": "enas_cell's equations per step under torch.compile"
+                           + (", replayed as CUDA graphs" if torch.device(device).type == "cuda" else "")}[k]
         auto = f"auto on {torch.device(device).type}: " if self.model_args.kernel == "auto" else ""
-        return f"RNN cell kernel: {k} ({auto}{how}; model.kernel=reference|fused to choose)"
+        return f"RNN cell kernel: {k} ({auto}{how}; model.kernel=reference|fused|compiled to choose)"
 
     def init_hidden(self, batch_size: int) -> torch.Tensor:
         w = self.encoder.weight
@@ -254,6 +261,15 @@ class RNNModel(nn.Module):
             # p' < p, so s_p exists by the time its group runs.
             self._plans[key] = (arch["node0/activation"], sorted(groups.items()), outs)
         return self._plans[key]
+
+    def _decode(self, raw: torch.Tensor, m_o: torch.Tensor | None, target: torch.Tensor | None) -> torch.Tensor:
+        """Logits [T, B, V] of the states [T, B, H], or given ``target`` the mean token
+        cross-entropy, in fp32 under bf16 autocast."""
+        logits = F.linear(raw if m_o is None else raw * m_o, self.decoder.weight)
+        if target is None:
+            return logits
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
 
     def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, arch: Mapping[str, Any] | None = None,
                 target: torch.Tensor | None = None):
@@ -293,10 +309,16 @@ class RNNModel(nn.Module):
             N = self.space_args.num_nodes
             weights = {l: nodes[l].weight(p, a) for l, p, a in cell_edges(arch, N)}
             raw = enas_cell(xw, hidden, nodes[0].w_s, weights, arch, N, self.space_args.output, m_l)  # [T, B, H]
-            logits = F.linear(raw if m_o is None else raw * m_o, self.decoder.weight)  # [T, B, V]
-            if target is not None:  # the mean token cross-entropy, in fp32 under bf16 autocast
-                logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-                logits = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
+            logits = self._decode(raw, m_o, target)
+        elif self.kernel(tokens.device) == "compiled":  # the same equations, arch as tensors
+            N = self.space_args.num_nodes
+            edges = cell_edges(arch, N)
+            w = (torch.stack([nodes[l].weight(p, a) for l, p, a in edges]) if edges
+                 else xw.new_zeros((0, H, 2 * H)))  # [N-1, H, 2H]
+            choice = compiled.arch_tensors(arch, N, self.space_args.activations, self._plan(arch)[2], tokens.device)
+            raw = compiled.cell(compiled.compiled_step(tokens.device), xw, hidden, nodes[0].w_s, w, *choice, m_l,
+                                self.space_args.activations)
+            logits = self._decode(raw, m_o, target)
         else:  # the same values, computed by the fused kernel
             plan = self._plan(arch)
             # each group's weights concatenated once per forward: [H, 2H * k]

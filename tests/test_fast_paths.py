@@ -3,6 +3,8 @@
 * search_spaces/enas_rnn_bptt.py and enas_rnn_pipeline.py (the fused kernel): the ENAS
   cell over a window with its own backward, against search_spaces/enas_rnn.py's
   ``enas_cell`` (the paper's equations through autograd) and the model's reference kernel.
+* search_spaces/enas_rnn_compiled.py (the compiled kernel): one step with the
+  architecture as tensors, eager and under torch.compile, against ``enas_cell``.
 * enas/tasks/cross_entropy.py: the LM loss against F.cross_entropy.
 * enas/malloc.py: the allocator setting that makes them pay on CPU is applied.
 """
@@ -180,10 +182,66 @@ def test_fused_kernel_equals_reference_kernel_end_to_end():
             assert torch.allclose(run[n], reference[n], atol=1e-12), n
 
 
+def kernel_run(model, tokens, arch, seed=1):
+    """Loss (computed inside the model) and gradients of one training step."""
+    model.zero_grad()
+    torch.manual_seed(seed)  # the same dropout masks for every kernel
+    loss, _, extra = model(tokens, torch.full((tokens.size(1), model.model_args.hidden), 0.1, dtype=torch.float64),
+                           arch, target=tokens)
+    (loss + extra).backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("space_args", [Args(), Args(output="all", weights="pair_activation"), Args(num_nodes=1)])
+def test_tensor_arch_step_equals_reference_kernel(space_args, monkeypatch):
+    """enas_rnn_compiled.step run eagerly (the arch as index tensors, picks by
+    torch.where) gives the reference kernel's loss and gradients, for several archs."""
+    import search_spaces.enas_rnn_compiled as compiled
+
+    monkeypatch.setattr(compiled, "compiled_step", lambda device: compiled.step)
+    torch.manual_seed(0)
+    space, H, V = EnasRNNSpace(space_args), 5, 20
+    models = {k: space.supernet(ModelArgs(hidden=H, tar=0.5, ar=0.5, kernel=k), vocab_size=V).double().train()
+              for k in ("compiled", "reference")}
+    models["compiled"].load_state_dict(models["reference"].state_dict())
+    tokens, rng = torch.randint(0, V, (4, 3)), random.Random(0)
+    for _ in range(3):
+        arch = random_arch(space, rng)
+        (l1, g1), (l2, g2) = (kernel_run(models[k], tokens, arch) for k in ("compiled", "reference"))
+        assert torch.allclose(l1, l2, atol=1e-12, rtol=0) and g1.keys() == g2.keys() and len(g2) >= 3
+        for n in g2:
+            assert torch.allclose(g1[n], g2[n], atol=1e-12, rtol=0), n
+
+
+def test_compiled_kernel_equals_reference_and_compiles_once():
+    """The cell under torch.compile (inductor on the CPU; the CUDA path adds CUDA graphs)
+    equals the eager reference kernel, and one compiled graph serves every sampled arch:
+    a new arch costs no recompilation. A 3-node cell keeps the compile short."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    space, H, V = EnasRNNSpace(Args(num_nodes=3)), 4, 12
+    models = {k: space.supernet(ModelArgs(hidden=H, tar=0.5, ar=0.5, kernel=k), vocab_size=V).double().train()
+              for k in ("compiled", "reference")}
+    models["compiled"].load_state_dict(models["reference"].state_dict())
+    tokens, rng = torch.randint(0, V, (3, 2)), random.Random(1)
+    graphs = []
+    for _ in range(3):
+        arch = random_arch(space, rng)
+        (l1, g1), (l2, g2) = (kernel_run(models[k], tokens, arch) for k in ("compiled", "reference"))
+        assert torch.allclose(l1, l2, atol=1e-10, rtol=0) and g1.keys() == g2.keys()
+        for n in g2:
+            assert torch.allclose(g1[n], g2[n], atol=1e-10, rtol=0), n
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] >= 1 and graphs[-1] == graphs[0]
+
+
 def test_kernel_auto_picks_by_device_and_says_so():
     model = EnasRNNSpace().supernet(ModelArgs(hidden=4), vocab_size=5)
-    assert model.kernel(torch.device("cpu")) == "fused" and model.kernel(torch.device("cuda")) == "reference"
+    assert model.kernel(torch.device("cpu")) == "fused" and model.kernel(torch.device("cuda")) == "compiled"
     assert "RNN cell kernel: fused (auto on cpu" in model.kernel_note("cpu")
+    assert "torch.compile, replayed as CUDA graphs" in model.kernel_note("cuda")
     ref = EnasRNNSpace().supernet(ModelArgs(hidden=4, kernel="reference"), vocab_size=5)
     assert ref.kernel(torch.device("cpu")) == "reference" and "kernel: reference (enas_cell" in ref.kernel_note("cpu")
 
