@@ -80,6 +80,9 @@ COLUMNS = ["arch", "seed", "test_accuracy", "params", "seconds", "process_second
 # only says where a non-finite loss is noticed (host or device); the steps taken are the
 # same either way (tests/test_loop.py checks the two give identical books)
 _NOT_RECIPE = {"retrain": ("seed", "log_every", "checkpoint_minutes"), "train": ("nonfinite_check",)}
+# keys whose default is what training did before the key existed: left out of the hash
+# while they hold it, so that a table built before them is still the same recipe
+_NEUTRAL_DEFAULTS = {"data": {"image_size": 32, "skip_bad_images": False}, "retrain": {"space_module": ""}}
 
 
 class GroundTruthError(Exception):
@@ -130,6 +133,10 @@ def recipe_hash(config: Path, overrides: list[str], space) -> tuple[str, dict]:
     for section, keys in _NOT_RECIPE.items():
         for k in keys:
             cfg[section].pop(k, None)
+    for section, defaults in _NEUTRAL_DEFAULTS.items():
+        for k, v in defaults.items():
+            if cfg[section].get(k) == v:
+                del cfg[section][k]
     blob = json.dumps(cfg, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12], cfg
 

@@ -155,6 +155,18 @@ def test_recipe_hash_ignores_seed_and_logging(tmp_path):
     h, _ = gt.recipe_hash(cfg, [], space)
     assert gt.recipe_hash(cfg, ["retrain.seed=7", "retrain.log_every=3"], space)[0] == h
     assert gt.recipe_hash(cfg, ["train.lr=0.2"], space)[0] != h
+    # a key added later is out of the hash at its neutral default only
+    assert gt.recipe_hash(cfg, ["data.image_size=32", "data.skip_bad_images=false"], space)[0] == h
+    assert gt.recipe_hash(cfg, ["retrain.space_module=x.py"], space)[0] != h
+
+
+def test_shipped_recipe_is_the_committed_tables():
+    """configs/smoke/nb201_retrain.yaml still hashes to the recipe of the committed NB201
+    ground truth, so ground_truth.py extends that table instead of refusing it."""
+    rows = list(csv.DictReader((ROOT / "benchmarks/results/nb201_ground_truth.csv").open()))
+    recipes = {r["recipe"] for r in rows}
+    assert len(rows) >= 50 and len(recipes) == 1
+    assert gt.recipe_hash(ROOT / "configs/smoke/nb201_retrain.yaml", [], build_space("nb201"))[0] in recipes
 
 
 # ---------------------------------------------------------------------- end to end
