@@ -305,13 +305,12 @@ class RNNModel(nn.Module):
         # Input projection for all steps at once: one [T*B, H] x [H, 2H] matmul.
         xw = x @ nodes[0].w_x  # [T, B, 2H]
 
-        if self.kernel(tokens.device) == "reference":
-            N = self.space_args.num_nodes
+        kernel, N = self.kernel(tokens.device), self.space_args.num_nodes
+        if kernel == "reference":
             weights = {l: nodes[l].weight(p, a) for l, p, a in cell_edges(arch, N)}
             raw = enas_cell(xw, hidden, nodes[0].w_s, weights, arch, N, self.space_args.output, m_l)  # [T, B, H]
             logits = self._decode(raw, m_o, target)
-        elif self.kernel(tokens.device) == "compiled":  # the same equations, arch as tensors
-            N = self.space_args.num_nodes
+        elif kernel == "compiled":  # the same equations, arch as tensors
             edges = cell_edges(arch, N)
             w = (torch.stack([nodes[l].weight(p, a) for l, p, a in edges]) if edges
                  else xw.new_zeros((0, H, 2 * H)))  # [N-1, H, 2H]
