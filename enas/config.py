@@ -356,6 +356,17 @@ class ControllerSection:
     num_aggregate: int = 10  # samples whose gradients are averaged per Adam step
     skip_target: float = 0.4  # macro: KL(p_skip || target) penalty (paper 2.2)
     skip_weight: float = 0.0
+    # Advantages divided by a moving standard deviation of the rewards (the baseline's
+    # decay): the update and the entropy bonus then weigh the same whatever the reward's
+    # scale (accuracy, c / ppl) and however it narrows as the shared weights train.
+    # false = the paper's raw R - b.
+    reward_norm: bool = False
+    # An entropy bonus that rises while the policy's entropy (nats, summed over the
+    # decisions) is below this target: after each update the weight is multiplied by
+    # exp(entropy_gain * (target - H) / target) and never falls below entropy_weight, so
+    # it grows for as long as the policy stays too sharp. 0 = the paper's fixed weight.
+    entropy_target: float = 0.0
+    entropy_gain: float = 0.05
 
     def __post_init__(self):
         if self.updates_per_epoch < 0 or self.num_aggregate < 1:
@@ -365,7 +376,11 @@ class ControllerSection:
         _at_least("controller", self, 1, "hidden")
         _positive("controller", self, "init_range", "lr", "adam_eps")
         _fraction("controller", self, "adam_beta1", "adam_beta2")
-        _at_least("controller", self, 0.0, "entropy_weight", "skip_weight")
+        _at_least("controller", self, 0.0, "entropy_weight", "skip_weight", "entropy_target")
+        _positive("controller", self, "entropy_gain")
+        if self.entropy_target > 0 and self.entropy_weight == 0:
+            raise ValueError("controller.entropy_target raises controller.entropy_weight, which is 0; "
+                             "set entropy_weight > 0 (paper: 1e-4) or entropy_target: 0")
         if not 0.0 < self.skip_target < 1.0:
             raise ValueError(f"controller.skip_target must be in (0, 1), got {self.skip_target}")
 

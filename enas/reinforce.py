@@ -5,6 +5,12 @@ each carry a reward; the loss -log pi(m) * (R - b) is averaged over them, so one
 Adam step uses the mean gradient of num_aggregate samples (official code:
 ``num_aggregate``). The baseline is updated after every sample, before that
 sample's advantage is taken (official: the loss reads the updated baseline).
+
+Two options on top of the paper (ControllerSection): ``reward_norm`` divides each
+advantage by a bias-corrected moving standard deviation of R - b, and
+``entropy_target`` raises the entropy bonus's weight while the policy's entropy
+stays below the target (the automatic temperature of soft actor-critic, Haarnoja et
+al. 2018, applied to the paper's additive bonus).
 """
 from __future__ import annotations
 
@@ -30,27 +36,42 @@ class Reinforce:
         self.baseline = 0.0  # official: tf.Variable(0.0)
         self.updates = 0
         self.dropped = 0  # samples with a non-finite reward, left out of the update
+        self.sq_dev, self.n_dev = 0.0, 0  # moving mean of (R - b)^2 and its count (reward_norm)
+        self.log_boost = 0.0  # log of the entropy weight's factor (entropy_target), >= 0
+
+    @property
+    def entropy_weight(self) -> float:
+        return self.cfg.entropy_weight * math.exp(self.log_boost)
 
     def step(self, sample: Sample, rewards) -> dict:
         """Update the policy from one batch of rewarded samples; return logged figures."""
         rewards = [float(r) for r in rewards]
-        bonus = (self.cfg.entropy_weight * sample.entropy.detach()).tolist()
-        advantages, kept, total = [], [], []
+        bonus = (self.entropy_weight * sample.entropy.detach()).tolist()
+        advantages, kept = [], []
+        d = self.cfg.baseline_decay
         for k, (r, e) in enumerate(zip(rewards, bonus)):
             if not math.isfinite(r):  # a diverged child must not poison the baseline
                 self.dropped += 1
                 continue
             R = r + e  # entropy bonus added to the reward (paper 3.1)
-            d = self.cfg.baseline_decay
             self.baseline = d * self.baseline + (1 - d) * R
-            advantages.append(R - self.baseline)
+            adv = R - self.baseline
+            if self.cfg.reward_norm:
+                self.sq_dev, self.n_dev = d * self.sq_dev + (1 - d) * adv * adv, self.n_dev + 1
+                scale = math.sqrt(self.sq_dev / (1 - d ** self.n_dev))  # bias-corrected, as Adam's moments
+                adv = adv / scale if scale > 0 else 0.0
+            advantages.append(adv)
             kept.append(k)
-            total.append(R)
+        entropy = float(sample.entropy.detach().mean())
         stats = {
             "baseline": self.baseline,
-            "entropy": float(sample.entropy.detach().mean()),
+            "entropy": entropy,
+            "entropy_weight": self.entropy_weight,
             "dropped_rewards": self.dropped,
         }
+        if self.cfg.entropy_target > 0:
+            shortfall = (self.cfg.entropy_target - entropy) / self.cfg.entropy_target
+            self.log_boost = max(0.0, self.log_boost + self.cfg.entropy_gain * shortfall)
         if not kept:
             return stats
         idx = torch.tensor(kept)
@@ -77,6 +98,8 @@ class Reinforce:
             "baseline": self.baseline,
             "updates": self.updates,
             "dropped": self.dropped,
+            "sq_dev": [self.sq_dev, self.n_dev],
+            "log_boost": self.log_boost,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -85,3 +108,6 @@ class Reinforce:
         self.baseline = float(state["baseline"])
         self.updates = int(state["updates"])
         self.dropped = int(state["dropped"])
+        sq_dev, n_dev = state.get("sq_dev", (0.0, 0))  # a state without them: the start values
+        self.sq_dev, self.n_dev = float(sq_dev), int(n_dev)
+        self.log_boost = float(state.get("log_boost", 0.0))
