@@ -6,6 +6,9 @@ For each seed it runs, on the same data and sizes:
   train, rewards on one validation minibatch, no warm-up);
 * ``recipe``: ENAS with the recommended recipe of the config (README, "Does the
   search beat chance?");
+* ``warmup``: the recipe with the controller trained in the last third of the epochs
+  only (``search.controller_warmup_epochs``): the shared weights train the same way,
+  and the controller learns on the nearly final supernet at a third of the cost;
 * ``random``: random search with weight sharing (Li & Talwalkar 2019): uniform
   sampling, no controller, a derive among uniformly drawn candidates;
 
@@ -17,12 +20,21 @@ warning fired, the final policy entropy, and wall times; then one summary line p
 method. ``--jobs`` runs that many searches at once (one thread each). Everything is
 resumable: a finished run, ranking or ground-truth row is not redone.
 
+``--paired`` takes random search's derive from the first controller method's run
+instead of a run of its own: 20 uniform candidates (``enas rank --samples 20 --seed
+SEED``) scored on all validation images on that run's supernet, which is random
+search's supernet by construction when the recipe trains the shared weights uniformly
+(``search.uniform_shared: 1``; ``tests/test_search.py`` checks that the two runs'
+weights are equal). It saves one supernet per seed and compares both derives on the same
+weights.
+
     python benchmarks/beat_chance.py --data-dir ../shared/data/cifar10-subset --seeds 0 1 2 3 4 --jobs 2
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -33,7 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare_ranking import kendall_tau_b, load_ground_truth, load_rank, percentile, run_arch  # noqa: E402
+from compare_ranking import (kendall_tau_b, load_ground_truth, load_rank, percentile,  # noqa: E402
+                             run_arch, run_policy_expectation)
 
 CONFIG = ROOT / "configs/smoke/nb201_search.yaml"
 GT_CSV = ROOT / "benchmarks/results/nb201_ground_truth.csv"
@@ -41,16 +54,23 @@ GT_LIST = ROOT / "benchmarks/results/nb201_uniform50_seed0.txt"
 GT_CONFIG = ROOT / "configs/smoke/nb201_retrain.yaml"
 # The measurement's sizes: the children of the ground truth's recipe (16 channels, one
 # cell per stage), 3,660 / 1,000 images of the subset, 30 epochs of 30 x 10 controller
-# samples, 20 derive candidates scored on all 1,000 validation images.
+# samples, 20 derive candidates scored on all 1,000 validation images. The derive of
+# each epoch only reports progress, so it scores its 20 candidates on one minibatch;
+# the final derive re-scores all 20 on all 1,000 images (final_candidates 20), which
+# picks the same cell as scoring all of them on everything every epoch, in a third of
+# the time.
 SIZES = ["model.channels=16", "data.train_size=3660", "data.valid_size=1000", "search.epochs=30",
          "train.t0=30", "train.t_mul=1", "controller.updates_per_epoch=30", "controller.num_aggregate=10",
-         "search.derive_samples=20", "search.derive_batches=0"]
+         "search.derive_samples=20", "search.derive_batches=1", "search.final_candidates=20",
+         "search.final_batches=0"]
 METHODS = {
     "paper": ["controller.kind=enas", "search.uniform_shared=0.0", "search.controller_warmup_epochs=0",
               "search.reward_batches=1"],
     "recipe": ["controller.kind=enas"],  # the config as it ships
+    "warmup": ["controller.kind=enas", "search.controller_warmup_epochs=20"],
     "random": ["controller.kind=random"],
 }
+CANDIDATES = 20  # random search's derive with --paired: as many as search.derive_samples
 
 
 def sh(argv, log: Path, env=None) -> float:
@@ -60,6 +80,23 @@ def sh(argv, log: Path, env=None) -> float:
     if code != 0:
         raise SystemExit(f"failed ({code}): {' '.join(map(str, argv))}; see {log}")
     return time.monotonic() - t0
+
+
+def paired_random(seed: int, source: dict, args, env) -> dict:
+    """Random search's derive on ``source``'s supernet: the best of CANDIDATES uniform
+    candidates, each scored on the whole validation split."""
+    ranks = args.work / f"random-s{seed}-paired.csv"
+    log = args.work / f"random-s{seed}.log"
+    info = {"method": "random", "seed": seed, "run": source["run"], "paired_with": source["method"],
+            "collapse_warnings": 0, "entropy_first_last": None, "search_seconds": 0.0}
+    if not ranks.exists():
+        # the supernet is the source's: only the derive is random search's own time
+        info["search_seconds"] = sh([sys.executable, "-m", "enas", "rank", source["run"], "--samples", str(CANDIDATES), "--seed", str(seed),
+            "--out", str(ranks), "--device", "cpu"], log, env)
+    import csv
+    rows = [r for r in csv.DictReader(ranks.open()) if math.isfinite(float(r["score"]))]
+    info["found_text"] = max(rows, key=lambda r: float(r["score"]))["arch"]
+    return info
 
 
 def one(method: str, seed: int, args, env) -> dict:
@@ -97,18 +134,27 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--work", type=Path, default=ROOT / "runs/beat_chance")
     p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--paired", action="store_true",
+                   help="random search's derive on the first controller method's supernet (see above)")
     args = p.parse_args(argv)
+    controlled = [m for m in args.methods if m in ("recipe", "warmup")]
+    if args.paired and not ("random" in args.methods and controlled):
+        p.error("--paired needs random and recipe or warmup among --methods")
     args.work.mkdir(parents=True, exist_ok=True)
     args.data_dir = args.data_dir.resolve()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.monotonic()
-    jobs = [(m, s) for s in args.seeds for m in args.methods]
+    own = [m for m in args.methods if not (args.paired and m == "random")]
+    jobs = [(m, s) for s in args.seeds for m in own]
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda job: one(job[0], job[1], args, env), jobs))
+        if args.paired:
+            source = {r["seed"]: r for r in results if r["method"] == controlled[0]}
+            results += list(pool.map(lambda s: paired_random(s, source[s], args, env), args.seeds))
     # the found cells the ground truth lacks: trained with its recipe (ground_truth.py skips known ones)
     found = args.work / "found.txt"
     gt, _, canon, _ = load_ground_truth(GT_CSV)
-    texts = [run_arch(Path(r["run"]), canon)[0] for r in results]
+    texts = [canon(r["found_text"]) if "found_text" in r else run_arch(Path(r["run"]), canon)[0] for r in results]
     missing = sorted({t for t in texts if t not in gt})
     if missing:
         found.write_text("\n".join(missing) + "\n")
@@ -125,17 +171,24 @@ def main(argv=None) -> int:
         r["found"] = text
         r["found_accuracy"] = gt[text]
         r["found_percentile"] = percentile(gt[text], [a for a in pool_acc])
+        # where the trained policy samples: the mean ground truth of its cells (random: uniform)
+        pol = run_policy_expectation(Path(r["run"]), [canon(t) for t in uniform if canon(t) in gt], gt)
+        r["policy_gt"] = pol["policy_gt_mean"] if r["method"] != "random" else pol["uniform_gt_mean"]
+        r["policy_ess"] = pol["policy_ess"] if r["method"] != "random" else len(pool_acc)
         print(f"{r['method']}_s{r['seed']}: tau_b={r['kendall_tau_b']:.3f} found_acc={r['found_accuracy']:.4f} "
-              f"percentile={r['found_percentile']:.0f} collapse_warnings={r['collapse_warnings']} "
-              f"entropy={r['entropy_first_last']} search_s={r['search_seconds']:.0f} found={text}", flush=True)
+              f"percentile={r['found_percentile']:.0f} policy_gt={r['policy_gt']:.4f} (ess {r['policy_ess']:.0f}) "
+              f"collapse_warnings={r['collapse_warnings']} "
+              f"entropy={r['entropy_first_last']} search_s={r['search_seconds']:.0f} found={text}"
+              + (f" supernet_of={r['paired_with']}" if "paired_with" in r else ""), flush=True)
     by = {m: [r for r in results if r["method"] == m] for m in args.methods}
     for m, rs in by.items():
         taus = [r["kendall_tau_b"] for r in rs]
         accs = [r["found_accuracy"] for r in rs]
         line = (f"{m}: seeds={len(rs)} tau_b_mean={sum(taus) / len(taus):.3f} found_acc_mean={sum(accs) / len(accs):.4f}"
+                f" policy_gt_mean={sum(r['policy_gt'] for r in rs) / len(rs):.4f}"
                 f" collapsed_runs={sum(1 for r in rs if r['collapse_warnings'])}"
                 f" search_minutes_mean={sum(r['search_seconds'] for r in rs) / len(rs) / 60:.1f}")
-        if m != "random" and "random" in by:
+        if m != "random" and by.get("random"):
             rnd = {r["seed"]: r for r in by["random"]}
             wins = sum(1 for r in rs if r["seed"] in rnd and r["found_accuracy"] > rnd[r["seed"]]["found_accuracy"])
             ge_tau = sum(1 for r in rs if r["seed"] in rnd and r["kendall_tau_b"] >= rnd[r["seed"]]["kendall_tau_b"])

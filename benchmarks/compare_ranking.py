@@ -211,6 +211,36 @@ def run_arch(run_dir: Path, canon: Canon) -> tuple[str, dict]:
     return canon(arch_text(space, arch)), doc.get("provenance") or {}
 
 
+def policy_expectation(policy, archs: list, accuracy: list[float]) -> dict[str, float]:
+    """The ground-truth accuracy of the cells a trained policy samples, on average,
+    estimated without training a cell: uniformly drawn cells of known ``accuracy``,
+    each weighted by its probability under the policy (self-normalised importance
+    sampling; the uniform proposal's density is a constant). The effective sample size
+    says how many of the cells carry the estimate: all of them for a uniform policy, a
+    few for a sharp one (then trust it less)."""
+    import torch
+
+    with torch.no_grad():
+        logp = policy.evaluate(archs).log_prob.double()
+    w = torch.exp(logp - logp.max())
+    acc = torch.tensor(accuracy, dtype=torch.float64)
+    return {"policy_gt_mean": float((w * acc).sum() / w.sum()), "uniform_gt_mean": float(acc.mean()),
+            "policy_ess": float(w.sum() ** 2 / (w * w).sum())}
+
+
+def run_policy_expectation(run_dir: Path, uniform: list[str], gt: dict[str, float]) -> dict[str, float]:
+    """policy_expectation of a search run's trained policy over the ground truth's
+    uniformly drawn cells (``uniform``: canonical texts)."""
+    import torch
+
+    from enas.rank import parse_arch_line
+    from enas.runs import reopen_search
+
+    search = reopen_search(Path(run_dir), None, torch.device("cpu"))
+    archs = [parse_arch_line(search.space, t) for t in uniform]
+    return policy_expectation(search.policy, archs, [gt[t] for t in uniform])
+
+
 # ---- the comparison -----------------------------------------------------------------------
 
 def fmt(v) -> str:

@@ -29,6 +29,30 @@ ZERO_CELL = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 # ---------------------------------------------------------------------- statistics
 
 
+def test_policy_expectation_weights_cells_by_their_policy_probability():
+    import torch
+
+    from enas.controller import RandomPolicy, Sample
+
+    space = build_space("nb201")
+    archs = [space.parse_text(t) for t in (RESNET_CELL, BEST_CIFAR10_CELL, ZERO_CELL)]
+    acc = [0.6, 0.8, 0.1]
+    uniform = cr.policy_expectation(RandomPolicy(space.decisions()), archs, acc)
+    assert uniform["policy_gt_mean"] == pytest.approx(0.5) == uniform["uniform_gt_mean"]
+    assert uniform["policy_ess"] == pytest.approx(3.0)
+
+    class Fixed:  # a policy with probabilities 1/2, 1/4, 1/4 on the three cells
+        def evaluate(self, got):
+            assert got == archs
+            lp = torch.log(torch.tensor([0.5, 0.25, 0.25]))
+            return Sample(got, lp, torch.zeros(3), torch.zeros(3))
+
+    sharp = cr.policy_expectation(Fixed(), archs, acc)
+    assert sharp["policy_gt_mean"] == pytest.approx(0.5 * 0.6 + 0.25 * 0.8 + 0.25 * 0.1)
+    assert sharp["uniform_gt_mean"] == pytest.approx(0.5)
+    assert sharp["policy_ess"] == pytest.approx(1.0 / (0.25 + 0.0625 + 0.0625))
+
+
 def test_kendall_tau_b_hand_computed():
     # no ties: pairs of [1,2,3,4] vs [1,3,2,4]: 5 concordant, 1 discordant -> 4/6
     assert cr.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
