@@ -31,9 +31,7 @@ weights.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import subprocess
 import sys
@@ -45,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from compare_ranking import (kendall_tau_b, load_ground_truth, load_rank, percentile,  # noqa: E402
-                             run_arch, run_policy_expectation)
+                             run_arch, run_policy_expectation, uniform_cells)
 
 CONFIG = ROOT / "configs/smoke/nb201_search.yaml"
 GT_CSV = ROOT / "benchmarks/results/nb201_ground_truth.csv"
@@ -80,23 +78,21 @@ def sh(argv, log: Path, env=None) -> float:
     return time.monotonic() - t0
 
 
-def paired_random(seed: int, source: dict, args, env) -> dict:
+def paired_random(seed: int, source: dict, canon, args, env) -> dict:
     """Random search's derive on ``source``'s supernet: the best of CANDIDATES uniform
     candidates, each scored on the whole validation split."""
     ranks = args.work / f"random-s{seed}-paired.csv"
-    log = args.work / f"random-s{seed}.log"
     timing = args.work / f"random-s{seed}-paired.json"
-    info = {"method": "random", "seed": seed, "run": source["run"], "paired_with": source["method"],
-            "collapse_warnings": 0, "entropy_first_last": None}
     if not ranks.exists() or not timing.exists():
         # the supernet is the recipe's: only the derive is random search's own time
-        info["search_seconds"] = sh([sys.executable, "-m", "enas", "rank", source["run"], "--samples", str(CANDIDATES), "--seed", str(seed),
-            "--out", str(ranks), "--force", "--device", "cpu"], log, env)
-        timing.write_text(json.dumps({"search_seconds": info["search_seconds"]}))
-    info.update(json.loads(timing.read_text()))
-    rows = [r for r in csv.DictReader(ranks.open()) if math.isfinite(float(r["score"]))]
-    info["found_text"] = max(rows, key=lambda r: float(r["score"]))["arch"]
-    return info
+        seconds = sh([sys.executable, "-m", "enas", "rank", source["run"], "--samples", str(CANDIDATES),
+                      "--seed", str(seed), "--out", str(ranks), "--force", "--device", "cpu"],
+                     args.work / f"random-s{seed}.log", env)
+        timing.write_text(json.dumps({"search_seconds": seconds}))
+    scores = load_rank(ranks, canon)  # finite scores only
+    return {"method": "random", "seed": seed, "run": source["run"], "paired_with": source["method"],
+            "collapse_warnings": 0, "entropy_first_last": None, "found_text": max(scores, key=scores.get),
+            **json.loads(timing.read_text())}
 
 
 def one(method: str, seed: int, args, env) -> dict:
@@ -145,15 +141,15 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     own = [m for m in args.methods if not (args.paired and m == "random")]
     jobs = [(m, s) for s in args.seeds for m in own]
+    gt, _, canon, _ = load_ground_truth(GT_CSV)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda job: one(job[0], job[1], args, env), jobs))
         if args.paired:
             source = {r["seed"]: r for r in results if r["method"] == "recipe"}
-            results += list(pool.map(lambda s: paired_random(s, source[s], args, env), args.seeds))
+            results += list(pool.map(lambda s: paired_random(s, source[s], canon, args, env), args.seeds))
     # the found cells the ground truth lacks: trained with its recipe (ground_truth.py skips known ones)
     found = args.work / "found.txt"
-    gt, _, canon, _ = load_ground_truth(GT_CSV)
-    texts = [canon(r["found_text"]) if "found_text" in r else run_arch(Path(r["run"]), canon)[0] for r in results]
+    texts = [r["found_text"] if "found_text" in r else run_arch(Path(r["run"]), canon)[0] for r in results]
     missing = sorted({t for t in texts if t not in gt})
     if missing:
         found.write_text("\n".join(missing) + "\n")
@@ -161,8 +157,8 @@ def main(argv=None) -> int:
             "--data-dir", str(args.data_dir), "--out", str(GT_CSV), "--work-dir", str(ROOT / "runs/ground_truth/nb201"),
             "--jobs", str(args.jobs)], args.work / "ground_truth.log", env)
         gt, _, canon, _ = load_ground_truth(GT_CSV)
-    uniform = {t for t in (line.strip() for line in GT_LIST.read_text().splitlines()) if t}
-    pool_acc = [gt[canon(t)] for t in uniform if canon(t) in gt]
+    cells = uniform_cells(GT_LIST, canon, gt)
+    pool_acc = [gt[t] for t in cells]
     for r, text in zip(results, texts):
         scores = load_rank(Path(r["run"]) / "ranks-gt.csv", canon)
         common = sorted(set(scores) & set(gt))
@@ -170,10 +166,13 @@ def main(argv=None) -> int:
         r["found"] = text
         r["found_accuracy"] = gt[text]
         r["found_percentile"] = percentile(gt[text], [a for a in pool_acc])
-        # where the trained policy samples: the mean ground truth of its cells (random: uniform)
-        pol = run_policy_expectation(Path(r["run"]), [canon(t) for t in uniform if canon(t) in gt], gt)
-        r["policy_gt"] = pol["policy_gt_mean"] if r["method"] != "random" else pol["uniform_gt_mean"]
-        r["policy_ess"] = pol["policy_ess"] if r["method"] != "random" else len(pool_acc)
+        # where the trained policy samples: the mean ground truth of its cells; uniform
+        # sampling weighs every cell the same, so random search's is the pool's mean
+        if r["method"] == "random":
+            r["policy_gt"], r["policy_ess"] = sum(pool_acc) / len(pool_acc), len(pool_acc)
+        else:
+            pol = run_policy_expectation(Path(r["run"]), cells, gt)
+            r["policy_gt"], r["policy_ess"] = pol["policy_gt_mean"], pol["policy_ess"]
         print(f"{r['method']}_s{r['seed']}: tau_b={r['kendall_tau_b']:.3f} found_acc={r['found_accuracy']:.4f} "
               f"percentile={r['found_percentile']:.0f} policy_gt={r['policy_gt']:.4f} (ess {r['policy_ess']:.0f}) "
               f"collapse_warnings={r['collapse_warnings']} "

@@ -200,6 +200,13 @@ def load_rank(path: Path, canon: Canon) -> dict[str, float]:
     return {a: statistics.mean(v) for a, v in scores.items()}
 
 
+def uniform_cells(path: Path, canon: Canon, gt: dict[str, float]) -> list[str]:
+    """The canonical texts of the cells listed in ``path`` (one a line, e.g. the ground
+    truth's uniformly drawn cells) that ``gt`` holds, each once, in file order."""
+    texts = (canon(line.strip()) for line in Path(path).read_text().splitlines() if line.strip())
+    return [t for t in dict.fromkeys(texts) if t in gt]
+
+
 def run_arch(run_dir: Path, canon: Canon) -> tuple[str, dict]:
     from enas.archfile import load_arch
     from enas.rank import arch_text

@@ -11,7 +11,7 @@ ground-truth accuracy of the cells the policy samples (importance-weighted:
 ``compare_ranking.policy_expectation``; the uniform mean is what random sampling gets).
 No cell is trained.
 
-    python benchmarks/controller_ab.py runs/bc2/warmup-s0 --epochs 5 --seeds 0 1 \\
+    python benchmarks/controller_ab.py runs/bc2/recipe-s0 --epochs 5 --seeds 0 1 \\
         --variant recipe= --variant norm=controller.reward_norm=true \\
         --variant target=controller.entropy_target=7
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compare_ranking import load_ground_truth, policy_expectation  # noqa: E402
+from compare_ranking import load_ground_truth, policy_expectation, uniform_cells  # noqa: E402
 from enas import checkpoint as ckpt  # noqa: E402
 from enas.config import load_search  # noqa: E402
 from enas.data import record  # noqa: E402
@@ -78,8 +78,7 @@ def main(argv=None) -> int:
     cfg = load_search(args.run / "config.yaml")
     data_dir = record.resolve(args.run, cfg.data.dataset, None)
     gt, _, canon, _ = load_ground_truth(args.ground_truth)
-    uniform = [canon(t) for t in (line.strip() for line in args.uniform.read_text().splitlines()) if t]
-    uniform = [t for t in uniform if t in gt]
+    uniform = uniform_cells(args.uniform, canon, gt)
     means: dict[str, list[tuple[float, float]]] = {}
     for name, sets in args.variant:
         for seed in args.seeds:

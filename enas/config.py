@@ -356,7 +356,7 @@ class ControllerSection:
     num_aggregate: int = 10  # samples whose gradients are averaged per Adam step
     skip_target: float = 0.4  # macro: KL(p_skip || target) penalty (paper 2.2)
     skip_weight: float = 0.0
-    # Advantages divided by a moving standard deviation of the rewards (the baseline's
+    # Advantages divided by a moving standard deviation of R - b (the baseline's
     # decay): the update and the entropy bonus then weigh the same whatever the reward's
     # scale (accuracy, c / ppl) and however it narrows as the shared weights train.
     # false = the paper's raw R - b.

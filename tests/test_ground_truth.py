@@ -29,6 +29,15 @@ ZERO_CELL = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 # ---------------------------------------------------------------------- statistics
 
 
+def test_uniform_cells_are_canonical_known_and_listed_once(tmp_path):
+    canon = cr.Canon("nb201")
+    hi_reordered = "+".join("|" + "|".join(reversed(p.strip("|").split("|"))) + "|" for p in RESNET_CELL.split("+"))
+    listed = tmp_path / "cells.txt"
+    listed.write_text(f"{BEST_CIFAR10_CELL}\n\n{hi_reordered}\n{ZERO_CELL}\n{RESNET_CELL}\n")
+    gt = {canon(RESNET_CELL): 0.6, canon(BEST_CIFAR10_CELL): 0.8}
+    assert cr.uniform_cells(listed, canon, gt) == [canon(BEST_CIFAR10_CELL), canon(RESNET_CELL)]
+
+
 def test_policy_expectation_weights_cells_by_their_policy_probability():
     import torch
 
