@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from enas.errors import ConfigError
-from enas.space import SPACES, Arch, Decision, validate
+from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
 from .ops import (OPS, FactorizedReduce, Identity, ReLUConvBN, bn, conv, downsampling_steps, drop_path, he_init,
                   side_after, stem)
@@ -296,7 +296,9 @@ class EnasMicroSpace:
 
     def __init__(self, args: MicroArgs | None = None):
         self.args = args if args is not None else MicroArgs()
-        self.initial_anchors = {"normal": 2, "reduction": 2}
+        # The two cell inputs: one controller step each on the go embedding gives their
+        # attention keys, and picking one feeds zeros (official micro_controller.py 135-140).
+        self.initial_anchors = {c: InputAnchors(2, "step_zero") for c in CELLS}
 
     def decisions(self) -> list[Decision]:
         ops = tuple(self.args.ops)
@@ -306,15 +308,16 @@ class EnasMicroSpace:
             offset = tuple(_NORMAL_OFFSET.get(o, -0.25) for o in ops) if cell == "normal" else None
             for k in range(2, self.args.num_nodes + 2):
                 p = f"{cell}/node{k}"
-                # official sampler order: index_a, index_b, op_a, op_b; the node's anchor
-                # is produced after its last decision.
+                # official sampler order: index_a, index_b, op_a, op_b; then one more step,
+                # on op_b's embedding, makes the node's anchor and the next node starts
+                # from the go embedding (official micro_controller.py 198-201).
                 out.append(Decision(f"{p}/a/input", "index", num_inputs=k, scope=cell))
                 out.append(Decision(f"{p}/b/input", "index", num_inputs=k, scope=cell))
                 for slot in ("a", "b"):
                     out.append(
                         Decision(
                             f"{p}/{slot}/op", "categorical", choices=ops, group="op", scope=cell,
-                            anchor=slot == "b", bias_init=bias, logit_offset=offset,
+                            anchor_step="after" if slot == "b" else "", bias_init=bias, logit_offset=offset,
                         )
                     )
         return out

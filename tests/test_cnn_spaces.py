@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from enas.space import validate
+from enas.space import InputAnchors, validate
 from search_spaces.enas_macro import MACRO_OPS, EnasMacroSpace, MacroArgs, MacroModelArgs, pool_layers
 from search_spaces.enas_micro import (
     ENAS_MICRO_CELL,
@@ -62,12 +62,12 @@ def test_micro_decisions():
     assert [d.name for d in ds[:4]] == ["normal/node2/a/input", "normal/node2/b/input",
                                         "normal/node2/a/op", "normal/node2/b/op"]
     assert ds[20].name == "reduction/node2/a/input"
-    assert [d.anchor for d in ds[:8]] == [False, False, False, True] * 2
+    assert [d.anchor_step for d in ds[:8]] == ["", "", "", "after"] * 2 and not any(d.anchor for d in ds)
     assert ds[4].num_inputs == 3 and ds[4].scope == "normal" and ds[20].scope == "reduction"
     op = ds[2]
     assert op.group == "op" and op.bias_init == (0.0, 10.0, 0.0) and op.logit_offset == (-0.25, 0.25, -0.25)
     assert ds[22].logit_offset is None and ds[22].bias_init == (0.0, 10.0, 0.0)
-    assert space.initial_anchors == {"normal": 2, "reduction": 2}
+    assert space.initial_anchors == {"normal": InputAnchors(2, "step_zero"), "reduction": InputAnchors(2, "step_zero")}
     with pytest.raises(ValueError):
         MicroArgs(ops=("conv_3x3",))
 
@@ -75,7 +75,7 @@ def test_micro_decisions():
 def test_macro_decisions():
     space = EnasMacroSpace()
     ds = space.decisions()
-    assert len(ds) == 12 + 11 and ds[0].name == "layer0/op" and ds[0].anchor
+    assert len(ds) == 12 + 11 and ds[0].name == "layer0/op" and ds[0].anchor_step == "after"
     assert ds[1].name == "layer1/op" and not ds[1].anchor
     assert ds[2].name == "layer1/skips" and ds[2].kind == "skip" and ds[2].num_inputs == 1 and ds[2].anchor
     assert ds[-1].num_inputs == 11 and pool_layers(12) == (3, 7)

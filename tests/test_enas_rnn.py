@@ -20,14 +20,15 @@ def test_decisions_and_paper_cell():
     assert [d.name for d in ds[:5]] == [
         "node0/activation", "node1/input", "node1/activation", "node2/input", "node2/activation"
     ]
-    assert all(d.anchor and d.group == "activation" for d in ds if d.kind == "categorical")
+    assert all(d.group == "activation" for d in ds if d.kind == "categorical")
     d3 = next(d for d in ds if d.name == "node3/input")
     assert d3.num_inputs == 3 and d3.logit_offset == pytest.approx((-9 / 6, -4 / 6, -1 / 6))
-    # each index decision reads exactly the anchors made so far
-    anchors = 0
+    # node 0's anchor comes from a step before its activation, node l's from its input step
+    assert ds[0].anchor_step == "before" and all(d.anchor for d in ds if d.kind == "index")
+    anchors = 1
     for d in ds:
         if d.kind == "index":
-            assert d.num_inputs == anchors
+            assert d.num_inputs == anchors and d.distance_offset == 0.1
         anchors += d.anchor
     assert validate(ds, ENAS_PTB_CELL) == ENAS_PTB_CELL
     assert space.loose_ends(ENAS_PTB_CELL) == [3, 4, 7, 9, 10, 11]
