@@ -59,7 +59,7 @@ class MicroArgs:
 class MicroModelArgs:
     channels: int = 20  # C of the first stage (paper: 20 search, 36 final)
     num_cells: int = 2  # N normal cells per stage (paper: 2 search, 5 final)
-    aux_head: bool = True  # auxiliary head after the 2nd reduction (loss weight set by the task)
+    aux_head: bool = True  # auxiliary head after the cell that follows the 2nd reduction (loss weight set by the task)
     dropout: float = 0.1  # before the classifier (paper: 0.1 search, 0.2 final)
     drop_path: float = 0.0  # initial model.drop_path_prob; the trainer schedules it
 
@@ -199,9 +199,11 @@ class MicroCell(nn.Module):
 
 
 class AuxHead(nn.Sequential):
-    """ReLU -> avgpool 5/3 -> 1x1 conv 128 -> BN -> ReLU -> 2x2 conv 768 -> BN -> ReLU -> FC
-    (official micro_child aux head; 8x8 input -> 2x2 -> 1x1). It needs at least 8 x 8
-    input (the pool must leave 2 x 2 for the 2x2 conv)."""
+    """ReLU -> avgpool 5/3 -> 1x1 conv 128 -> BN -> ReLU -> 2x2 conv 768 -> BN -> ReLU ->
+    global average -> FC (official micro_child.py 294-322; 8x8 input -> 2x2 -> 2x2). The
+    2x2 conv pads as TF's SAME does (one zero row and column after the map), so its
+    output keeps the pooled map's size. It needs at least 8 x 8 input (the pool must
+    leave 2 x 2 for the 2x2 conv)."""
 
     MIN_SIDE = 8
 
@@ -210,7 +212,7 @@ class AuxHead(nn.Sequential):
             nn.ReLU(inplace=False),
             nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
             conv(c, 128, 1), bn(128), nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, 2, bias=False), bn(768), nn.ReLU(inplace=False),
+            nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(128, 768, 2, bias=False), bn(768), nn.ReLU(inplace=False),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
             nn.Linear(768, num_classes, bias=False),
         )
@@ -241,7 +243,9 @@ class MicroNetwork(nn.Module):
         self.stem = stem(stem_c, image_size)
         total = 3 * num_cells + 2
         reductions = (num_cells, 2 * num_cells + 1)
-        self.aux_index = reductions[1]
+        # the aux head reads the first normal cell after the second reduction (official
+        # micro_child.py 112-113: aux_head_indices = [pool_layers[-1] + 1])
+        self.aux_index = reductions[1] + 1
         c_pp, c_p, red_prev = stem_c, stem_c, False
         self.cells = nn.ModuleList()
         for i in range(total):
