@@ -191,8 +191,15 @@ def test_augment_crop_flip_cutout():
     assert torch.equal(augment(x, centre, centre, ~no, zero, zero, 0), x.flip(3))
     shifted = augment(x, centre + 2, centre - 1, no, zero, zero, 0)  # right by 2, up by 1
     assert torch.equal(shifted[:, :, 1:, :30], x[:, :, :31, 2:]) and (shifted[:, :, 0] == 0).all()
-    cut = augment(x, centre, centre, no, torch.full((3,), 16), torch.full((3,), 0), 16)
-    assert ((cut == 0).sum(dim=(1, 2, 3)) == 3 * 16 * 8).all()  # clipped at the left border
+    # cutout: the square's top-left corner is (cy, cx), clipped at the bottom/right border
+    # (official models.py 91-100: the corner is uniform over the image)
+    cy, cx = torch.tensor([0, 20, 31]), torch.tensor([5, 24, 0])
+    cut = augment(x, centre, centre, no, cy, cx, 16)
+    for b, (r, c, rows, cols) in enumerate([(0, 5, 16, 16), (20, 24, 12, 8), (31, 0, 1, 16)]):
+        hole = torch.zeros(32, 32, dtype=torch.bool)
+        hole[r:r + 16, c:c + 16] = True
+        assert hole.sum() == rows * cols
+        assert (cut[b][:, hole] == 0).all() and torch.equal(cut[b][:, ~hole], x[b][:, ~hole])
 
 
 def _cfg(**kw):

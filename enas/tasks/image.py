@@ -63,7 +63,9 @@ def augment(x, ox, oy, flip, cy, cx, cutout: int):
     """Batched crop + flip + cutout. x: [B, C, H, W] -> [B, C, H, W].
 
     ox, oy in [0, 2 * PAD]: crop offsets into the zero-padded image; flip: bool [B];
-    cy, cx in [0, H), [0, W): cutout centres (square clipped at the border)."""
+    cy, cx in [0, H), [0, W): the cutout square's top-left corner, uniform over the image
+    as in the official models.py 91-100 (so the square is clipped at the bottom and right
+    borders, and covers 16 x 16 px only when the corner is at most H - 16, W - 16)."""
     B, C, H, W = x.shape
     xp = F.pad(x, (PAD, PAD, PAD, PAD)).permute(0, 2, 3, 1)  # [B, H+8, W+8, C]
     ar_h = torch.arange(H, device=x.device)
@@ -73,8 +75,7 @@ def augment(x, ox, oy, flip, cy, cx, cutout: int):
     out = xp[torch.arange(B, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
     out = out.permute(0, 3, 1, 2)  # [B, C, H, W], channels_last in memory
     if cutout > 0:
-        top = (cy - cutout // 2)[:, None]
-        left = (cx - cutout // 2)[:, None]
+        top, left = cy[:, None], cx[:, None]
         in_r = (ar_h >= top) & (ar_h < top + cutout)  # [B, H]
         in_c = (ar_w >= left) & (ar_w < left + cutout)  # [B, W]
         keep = ~(in_r[:, :, None] & in_c[:, None, :])  # [B, H, W]
