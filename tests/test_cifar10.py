@@ -2,6 +2,7 @@
 and the image task (augmentation, reward/score/evaluate), on tiny generated files."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -11,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+
 import pytest
 import torch
 import torch.nn as nn
@@ -294,6 +296,44 @@ def test_task_reward_score_evaluate(cifar_dir):
     task2 = ImageTask(_cfg(), cifar_dir, "cpu", seed=0)
     task2.load_state_dict(st)
     assert task2.state_dict() == st
+
+
+def test_reward_is_a_shuffled_minibatch_of_the_training_batch_size(cifar_dir):
+    """Official build_valid_rl (general_child.py 667-676, micro_child.py 781-790): a reward
+    is scored on batch_size images of a shuffled stream over the validation images, not
+    on the fixed eval batches; each pass over them is a fresh permutation."""
+    task = ImageTask(_cfg(batch_size=8, eval_batch_size=10), cifar_dir, "cpu", seed=0)
+    task.valid_x = torch.randn_like(task.valid_x)  # every image told apart
+    seen = []
+
+    class Recorder(TinyNet):
+        def forward(self, x, arch=None):
+            seen.append(x.clone())
+            return super().forward(x, arch)
+
+    net = Recorder()
+
+    def images(batch):  # rows of valid_x that make up a scored batch
+        return [int(torch.nonzero((task.valid_x == img).flatten(1).all(1))[0]) for img in batch]
+
+    rewards = [task.reward(net, {"a": 1}, 1, i) for i in range(4)]
+    batches = [images(b) for b in seen]
+    assert [len(b) for b in batches] == [8] * 4  # data.batch_size, not eval_batch_size (10)
+    assert len(set(batches[0] + batches[1])) == 16  # one pass: disjoint batches
+    assert batches[0] != list(range(8)) and batches[:2] != batches[2:]  # shuffled, reshuffled per pass
+    for r, b in zip(rewards, seen):  # the accuracy of the batch it read
+        with torch.no_grad():
+            logits = copy.deepcopy(net).train()(b)[0]
+        assert float(r) == pytest.approx(float((logits.argmax(1) == task.valid_y[images(b)]).float().mean()))
+    seen.clear()
+    two = task.reward(net, {"a": 1}, 2, 1)  # search.reward_batches = 2: batches 1 and 2
+    assert [images(b) for b in seen] == batches[1:3]
+    assert float(two) == pytest.approx((float(rewards[1]) + float(rewards[2])) / 2)
+    again = ImageTask(_cfg(batch_size=8, eval_batch_size=10), cifar_dir, "cpu", seed=0)
+    again.valid_x = task.valid_x
+    seen.clear()
+    again.reward(net, {"a": 1}, 1, 3)
+    assert images(seen[0]) == batches[3]  # deterministic in (seed, batch): exact resume
 
 
 def test_recalibrate_uses_fresh_stats_and_restores(cifar_dir):

@@ -16,11 +16,21 @@ trains on all training images and evaluates on the test set (CIFAR's test batch,
 image folder's ``val/``; there is no validation set: ``evaluate(..., "valid")``
 reports the test set, as the official final runs do).
 
+A controller reward (``reward``) is the accuracy on a minibatch of the *training* batch
+size drawn from a shuffled stream of the validation images, without augmentation, as
+the official ``build_valid_rl`` draws it (``tf.train.shuffle_batch`` of ``batch_size``:
+general_child.py 667-676, micro_child.py 781-790); derive and final scores read the
+fixed, consecutive ``eval_batch_size`` batches (``score``), the same for every candidate.
+
 BN while scoring a *supernet* arch (``arch`` given) follows ``eval_bn``: ``batch``
 uses the minibatch's own statistics without touching the running averages (the
 official search always ran BN in training mode), ``recalibrate`` recomputes running
 statistics for that arch on ``recalibrate_batches`` training batches first (then
-restores the supernet's). A child (``arch=None``) is scored in plain eval mode.
+restores the supernet's). A child (``arch=None``) is scored in plain eval mode. Dropout
+is off while scoring. The official rewards differ by space: macro used the BN moving
+averages (``_model(x, False)``), micro batch statistics with the FC dropout left on
+(``is_training=True``); both measured against ours in benchmarks/RESULTS.md ("Reward
+noise"), docs/fidelity.md says why ours stays.
 
 Several processes (``shard``, enas/distributed.py): training minibatch i is
 ``perm[i*G:(i+1)*G]`` of the global batch G (``train_batch``), same permutation and
@@ -133,6 +143,7 @@ class ImageTask:
         self.test_x, self.test_y = (self.valid_x, self.valid_y) if test is valid else self._to_device(*test)
         self.valid_is_test = test is valid  # final split: no validation images besides the test set
         self._epoch_plan: tuple[int, dict] | None = None
+        self._reward_plan: tuple[int, torch.Tensor] | None = None
         # Global training minibatch and this process's share of every batch.
         self.shard = shard or Shard()
         self.train_batch = int(train_batch or data_cfg.batch_size)
@@ -301,6 +312,32 @@ class ImageTask:
             count += y.shape[0]
         # Several processes: each scored its share; the figures are the whole batch's.
         return self.shard.sum(loss, correct, count)
+
+    def _reward_order(self, p: int) -> torch.Tensor:
+        """The validation images in pass ``p`` of the reward stream: a permutation from (seed, p)."""
+        if self._reward_plan is None or self._reward_plan[0] != p:
+            g = torch.Generator(device=self.device)
+            g.manual_seed((self.seed * 1_000_003 + p * 7_919 + 29) % (2**63))
+            self._reward_plan = (p, torch.randperm(self.valid_x.shape[0], generator=g, device=self.device))
+        return self._reward_plan[1]
+
+    def reward(self, model, arch, num_batches: int = 1, first: int = 0) -> torch.Tensor:
+        """Accuracy (a 0-d device tensor) on reward minibatches ``first`` .. ``first +
+        num_batches - 1`` of the stream: each pass over the validation images is a fresh
+        permutation, cut into minibatches of the training batch size (the remainder of a
+        pass is skipped, as a shuffled queue would mix it into the next)."""
+        n = self.valid_x.shape[0]
+        bs = min(self.train_batch, n)
+        per_pass = n // bs
+
+        def batches():
+            for i in range(first, first + num_batches):
+                idx = self._reward_order(i // per_pass)[(i % per_pass) * bs:][:bs]
+                yield self.shard.chunk(self.valid_x[idx]), self.shard.chunk(self.valid_y[idx])
+
+        with self._scoring(model, arch):
+            _, correct, count = self._run(model, arch, batches())
+        return correct.double() / count
 
     def score(self, model, arch, num_batches: int = 0, first: int = 0, sync: bool = True):
         """(accuracy, its binomial standard error) on ``num_batches`` validation batches
