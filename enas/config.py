@@ -342,7 +342,10 @@ class PerKind:
 class ControllerSection:
     kind: Literal["enas", "random"] = "enas"
     hidden: int = 64  # LSTM size: 64 CIFAR, 100 PTB (paper 3.1, 3.2)
-    init_range: float = 0.1  # uniform init (official code)
+    init_range: float = 0.1  # uniform init (official code; enas_lm 0.01)
+    # categorical logits from the group's input embedding (h . E^T), no output head of
+    # their own: enas_lm's controller; false: melodyguan's separate w_soft
+    tie_heads: bool = False
     lr: float = 3.5e-4
     adam_beta1: float = 0.0  # official: Adam(beta1=0, eps=1e-3)
     adam_beta2: float = 0.999

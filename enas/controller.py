@@ -44,6 +44,7 @@ class Controller(nn.Module):
         temperature: PerKind = PerKind(),
         skip_target: float = 0.4,
         init_range: float = 0.1,
+        tie_heads: bool = False,
     ):
         super().__init__()
         self.decisions = list(decisions)
@@ -55,17 +56,21 @@ class Controller(nn.Module):
         self.lstm = nn.LSTMCell(H, H)
         self.go = nn.Parameter(torch.zeros(1, H))  # learned first input (official g_emb)
         # One head / embedding per categorical group (activations, ops), sized by its choices.
+        # tie_heads: the logits are h . E^T with E the group's embedding, no head of its
+        # own (enas_lm controller.py: logits = next_h w_emb^T).
+        self.tie_heads = tie_heads
         self.heads = nn.ModuleDict()
         self.embeds = nn.ModuleDict()
         self.biases = nn.ParameterDict()
         for d in self.decisions:
             if d.kind != "categorical":
                 continue
-            if d.group in self.heads:
-                if self.heads[d.group].out_features != d.size:
+            if d.group in self.embeds:
+                if self.embeds[d.group].num_embeddings != d.size:
                     raise ValueError(f"decisions of group {d.group!r} have different numbers of choices")
                 continue
-            self.heads[d.group] = nn.Linear(H, d.size, bias=False)
+            if not tie_heads:
+                self.heads[d.group] = nn.Linear(H, d.size, bias=False)
             self.embeds[d.group] = nn.Embedding(d.size, H)
             if d.bias_init is not None:
                 self.biases[d.group] = nn.Parameter(torch.tensor(d.bias_init, dtype=torch.float32))
@@ -173,7 +178,7 @@ class Controller(nn.Module):
         earlier node: attention over the anchors). Returns (values, log p, entropy,
         probabilities [K, size], next input [K, H])."""
         if d.kind == "categorical":
-            logits = self.heads[d.group](h)
+            logits = F.linear(h, self.embeds[d.group].weight) if self.tie_heads else self.heads[d.group](h)
             if d.group in self.biases:
                 logits = logits + self.biases[d.group]
         else:
@@ -279,4 +284,5 @@ def build_policy(kind: str, space, cfg) -> nn.Module:
         temperature=cfg.temperature,
         skip_target=cfg.skip_target,
         init_range=cfg.init_range,
+        tie_heads=cfg.tie_heads,
     )

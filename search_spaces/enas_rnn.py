@@ -28,7 +28,7 @@ serves every sampled cell (enas_rnn_compiled.py; CUDA graphs on CUDA); ``auto`` 
 and ``reference`` elsewhere. tests/test_fast_paths.py checks the fused and compiled
 kernels' values and gradients against ``enas_cell``.
 
-Stability (why configs/ptb_search.yaml clips at 0.1, not the paper's 0.25). This
+Stability (why the PTB search configs clip at 0.1, not the paper's 0.25). This
 forward matches enas_lm's search cell step for step: highway formula, U(-r, r) init,
 where each mask is applied, and the carried state, which is detached. There is no
 normalisation, as in enas_lm. The paper's own search code (melodyguan/enas,
@@ -420,7 +420,7 @@ class EnasRNNSpace:
         N = self.args.num_nodes
         lines = [
             f"enas_rnn cell: {N} nodes, weights per {self.args.weights.replace('_', '+')}, output {self.args.output}",
-            f"node 0 <- x_t, s_(t-1)  {arch['node0/activation']}",
+            f"node 0 <- x_t, s_(t-1)  {arch['node0/activation']}" + (" (fixed)" if self.args.fixed_node0 else ""),
         ]
         lines += [f"node {l} <- node {p}  {a}" for l, p, a in cell_edges(arch, N)]
         outs = output_nodes(arch, N, self.args.output)

@@ -291,3 +291,20 @@ def test_macro_config_lets_one_op_dominate():
         s = ctrl(1, generator=torch.Generator().manual_seed(0))
         assert float(s.probs["layer3/op"].max()) == pytest.approx(math.exp(1.5) / (math.exp(1.5) + 5 * math.exp(-1.5)),
                                                                   abs=1e-5), name
+
+
+def test_tied_heads_score_choices_with_their_input_embedding():
+    """enas_lm controller.py: logits = next_h . w_emb^T, the embedding that feeds the
+    choice back; no separate head."""
+    ds = [Decision("a", "categorical", choices=OPS, group="op"), Decision("b", "categorical", choices=OPS, group="op")]
+    torch.manual_seed(0)
+    ctrl = Controller(ds, hidden=8, tanh_constant=PerKind(2.25, 0.0, 0.0), temperature=PerKind(5.0, 0.0, 0.0),
+                      tie_heads=True)
+    assert len(ctrl.heads) == 0 and ctrl.embeds["op"].weight.shape == (3, 8)
+    arch = {"a": "c", "b": "a"}
+    E = ctrl.embeds["op"].weight
+    h, c = ctrl.lstm(ctrl.go, (torch.zeros(1, 8), torch.zeros(1, 8)))
+    lp = torch.log_softmax(2.25 * torch.tanh(h @ E.T / 5.0), -1)[0, 2]
+    h, c = ctrl.lstm(E[2:3], (h, c))
+    lp = lp + torch.log_softmax(2.25 * torch.tanh(h @ E.T / 5.0), -1)[0, 0]
+    assert torch.allclose(ctrl.evaluate([arch]).log_prob[0], lp, atol=1e-6)

@@ -36,6 +36,50 @@ def test_decisions_and_paper_cell():
     assert "node 6 <- node 5  relu" in text and "{3, 4, 7, 9, 10, 11}" in text
 
 
+def test_fixed_node0_is_enas_lms_search_cell():
+    """enas_lm child.py _rnn_fn: node 0 is always tanh, the controller picks (input,
+    activation) for nodes 1..9, and the output is the mean of nodes 1..9."""
+    space = EnasRNNSpace(Args(num_nodes=10, fixed_node0="tanh", weights="pair_activation", output="all",
+                              activations=("tanh", "relu", "sigmoid", "identity")))
+    ds = space.decisions()
+    assert len(ds) == 18 and ds[0].name == "node1/input" and ds[0].num_inputs == 1
+    assert space.initial_anchors[""].count == 1 and space.initial_anchors[""].kind == "zero"
+    arch = random_arch(space, random.Random(3))
+    assert "node0/activation" not in arch and validate(ds, arch) == arch
+    assert "node 0 <- x_t, s_(t-1)  tanh" in space.describe(arch)
+    # the fixed node's activation is the one the cell computes: the same as searching it as tanh
+    searched = EnasRNNSpace(Args(num_nodes=10, weights="pair_activation", output="all",
+                                 activations=("tanh", "relu", "sigmoid", "identity")))
+    torch.manual_seed(0)
+    fixed_child = space.child(arch, SMALL, vocab_size=V).eval()
+    twin = searched.child({**arch, "node0/activation": "tanh"}, SMALL, vocab_size=V).eval()
+    twin.load_state_dict(fixed_child.state_dict())
+    sup = space.supernet(SMALL, vocab_size=V).eval()
+    sup.load_state_dict({k: v for k, v in sup.state_dict().items()} | fixed_child.state_dict())
+    tokens, h0 = torch.randint(0, V, (T, B)), torch.randn(B, H) * 0.1
+    with torch.no_grad():
+        out = fixed_child(tokens, h0)[0]
+        assert torch.allclose(out, twin(tokens, h0)[0], atol=1e-6)
+        assert torch.allclose(out, sup(tokens, h0, arch)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="fixed_node0"):
+        Args(fixed_node0="swish")
+
+
+def test_enas_lm_cell_file_is_its_readme_arc():
+    """configs/archs/enas_lm_ptb.yaml is the cell behind enas_lm's 56.1: its README's
+    --fixed_arc, (input, activation) for nodes 1..8 in the order tanh, relu, sigmoid, identity."""
+    from pathlib import Path
+
+    from enas.archfile import load_arch
+
+    space, arch, _ = load_arch(Path(__file__).resolve().parents[1] / "configs/archs/enas_lm_ptb.yaml")
+    codes = [int(c) for c in "0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2".split()]
+    acts = ("tanh", "relu", "sigmoid", "identity")
+    assert space.args.fixed_node0 == "tanh" and space.args.output == "all" and space.args.num_nodes == 9
+    assert arch == {k: v for l in range(1, 9)
+                    for k, v in ((f"node{l}/input", codes[2 * l - 2]), (f"node{l}/activation", acts[codes[2 * l - 1]]))}
+
+
 @pytest.mark.parametrize("weights", ["pair", "pair_activation"])
 @pytest.mark.parametrize("output", ["loose_ends", "all"])
 def test_supernet_equals_child(weights, output):
