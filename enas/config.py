@@ -415,7 +415,10 @@ class SearchSection:
     # this many validation tokens before the scored window (enas/tasks/lm.py reward)
     reward_warmup: int = 10
     aux_weight: float = 0.0  # image: auxiliary head loss weight in the shared phase (micro search: 0.4)
-    eval_bn: Literal["batch", "recalibrate"] = "batch"  # BN during reward (image)
+    # image: BN while scoring a sampled arch (enas/tasks/image.py): the minibatch's statistics,
+    # recalibrated per arch, the supernet's running averages (official macro reward), or
+    # the minibatch's with dropout on (official micro reward)
+    eval_bn: Literal["batch", "recalibrate", "running", "train"] = "batch"
     recalibrate_batches: int = 4
     log_every: int = 20  # console/TensorBoard every N shared steps
     checkpoint_minutes: float = 10.0  # time-based checkpoint inside long epochs

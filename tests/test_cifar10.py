@@ -336,6 +336,43 @@ def test_reward_is_a_shuffled_minibatch_of_the_training_batch_size(cifar_dir):
     assert images(seen[0]) == batches[3]  # deterministic in (seed, batch): exact resume
 
 
+def test_official_reward_modes(cifar_dir):
+    """eval_bn "running": the supernet's BN moving averages, dropout off (official macro,
+    general_child.py 691); "train": the minibatch's statistics with dropout on (official
+    micro, micro_child.py 804). Either way the network's state is left as it was."""
+    torch.manual_seed(0)
+
+    class DropNet(TinyNet):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x, arch=None):
+            seen.append((self.bn.training, self.bn.running_mean is None, self.drop.training))
+            h = torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+            return self.fc(self.drop(h)), None
+
+    seen = []
+    net = DropNet().train()
+    net.bn.running_mean.fill_(0.3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    modes = {}
+    for mode in ("batch", "running", "train"):
+        task = ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn=mode)
+        seen.clear()
+        modes[mode] = float(task.reward(net, {"a": 1}, 1, 0))
+        # (BN in training mode, BN without running stats: batch statistics, dropout on)
+        assert seen == [{"batch": (False, True, False), "running": (False, False, False),
+                         "train": (False, True, True)}[mode]]
+        assert net.training and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    idx = task._reward_order(0)[:8]
+    with torch.no_grad():
+        by_running = (copy.deepcopy(net).eval()(task.valid_x[idx])[0].argmax(1) == task.valid_y[idx]).float().mean()
+    assert modes["running"] == pytest.approx(float(by_running))
+    with pytest.raises(ValueError, match="eval_bn"):
+        ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn="frozen")
+
+
 def test_recalibrate_uses_fresh_stats_and_restores(cifar_dir):
     torch.manual_seed(0)
     net = TinyNet()

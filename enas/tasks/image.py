@@ -23,14 +23,14 @@ general_child.py 667-676, micro_child.py 781-790); derive and final scores read 
 fixed, consecutive ``eval_batch_size`` batches (``score``), the same for every candidate.
 
 BN while scoring a *supernet* arch (``arch`` given) follows ``eval_bn``: ``batch``
-uses the minibatch's own statistics without touching the running averages (the
-official search always ran BN in training mode), ``recalibrate`` recomputes running
-statistics for that arch on ``recalibrate_batches`` training batches first (then
-restores the supernet's). A child (``arch=None``) is scored in plain eval mode. Dropout
-is off while scoring. The official rewards differ by space: macro used the BN moving
-averages (``_model(x, False)``), micro batch statistics with the FC dropout left on
-(``is_training=True``); both measured against ours in benchmarks/RESULTS.md ("Reward
-noise"), docs/fidelity.md says why ours stays.
+uses the minibatch's own statistics without touching the running averages,
+``recalibrate`` recomputes running statistics for that arch on ``recalibrate_batches``
+training batches first (then restores the supernet's), ``running`` uses the supernet's
+running averages (the official macro reward, general_child.py 691: ``_model(x,
+False)``), ``train`` is ``batch`` with dropout on (the official micro reward,
+micro_child.py 804: ``is_training=True``). Dropout is off in the other modes; a child
+(``arch=None``) is scored in plain eval mode. benchmarks/reward_noise.py measures the
+modes (benchmarks/RESULTS.md, "Reward noise").
 
 Several processes (``shard``, enas/distributed.py): training minibatch i is
 ``perm[i*G:(i+1)*G]`` of the global batch G (``train_batch``), same permutation and
@@ -58,6 +58,7 @@ from . import TASKS
 PAD = 4  # pad-4 random crop (official _pre_process)
 _BN = nn.modules.batchnorm._BatchNorm
 DATASETS = ("cifar10", "cifar100", "imagefolder")
+EVAL_BN = ("batch", "recalibrate", "running", "train")  # scoring modes (module docstring)
 
 
 def load_images(data_cfg, data_dir) -> dict:
@@ -104,8 +105,8 @@ class ImageTask:
         # **ignored: LM-only options (reward_c, ...) so the loop builds either task alike.
         if split not in ("search", "final"):
             raise ValueError(f"split must be 'search' or 'final', got {split!r}")
-        if eval_bn not in ("batch", "recalibrate"):
-            raise ValueError(f"eval_bn must be 'batch' or 'recalibrate', got {eval_bn!r}")
+        if eval_bn not in EVAL_BN:
+            raise ValueError(f"eval_bn must be one of {EVAL_BN}, got {eval_bn!r}")
         self.cfg, self.split, self.seed = data_cfg, split, int(seed)
         self.device = torch.device(device)
         self.eval_bn, self.recalibrate_batches = eval_bn, int(recalibrate_batches)
@@ -230,11 +231,12 @@ class ImageTask:
 
     # ------------------------------------------------------------------ scoring
 
-    def _modules(self, model) -> tuple[list, list]:
-        """(all modules, BN modules) of ``model``, cached per model."""
+    def _modules(self, model) -> tuple[list, list, list]:
+        """(all modules, BN modules, dropout modules) of ``model``, cached per model."""
         if model not in self._mods:
             mods = list(model.modules())
-            self._mods[model] = (mods, [m for m in mods if isinstance(m, _BN)])
+            self._mods[model] = (mods, [m for m in mods if isinstance(m, _BN)],
+                                 [m for m in mods if isinstance(m, nn.Dropout)])
         return self._mods[model]
 
     @staticmethod
@@ -250,19 +252,21 @@ class ImageTask:
     def _scoring(self, model, arch):
         """Eval mode, no grad, BN per ``eval_bn`` for a supernet arch; restores everything."""
         self.prepare_model(model)
-        mods, bns = self._modules(model)
+        mods, bns, drops = self._modules(model)
         flags = [m.training for m in mods]
-        bns = bns if arch is not None else []
+        bns = bns if arch is not None and self.eval_bn != "running" else []
         saved = [(m, dict(m._buffers), m.momentum) for m in bns]
         self._set_training(mods, False)
         try:
             with torch.no_grad():
-                if bns and self.eval_bn == "batch":
+                if bns and self.eval_bn in ("batch", "train"):
                     # An eval-mode BN without running statistics normalises with the
-                    # batch's own and updates nothing (official search: BN always in
-                    # training mode).
+                    # batch's own and updates nothing (official micro search: BN always
+                    # in training mode).
                     for m in bns:
                         m._buffers["running_mean"] = m._buffers["running_var"] = None
+                    if self.eval_bn == "train":
+                        self._set_training(drops, True)
                 elif bns:  # recalibrate: fresh cumulative statistics for this arch
                     for m in bns:
                         b = m._buffers
