@@ -21,7 +21,10 @@ reward minibatches in each mode, and prints per mode
 * ``arch_std``: the standard deviation over the architectures of their mean rewards,
   what the controller has to tell apart, and ``snr`` = arch_std / noise_std;
 * ``rho``: the mean Spearman rho, over minibatches, between one minibatch's rewards and
-  each architecture's mean over all the minibatches in that mode.
+  each architecture's mean over all the minibatches in that mode;
+* ``rho_ref``: the same against a reference that no mode shares: each architecture's
+  accuracy on the whole validation split with BN statistics recalibrated for it
+  (``eval_bn: recalibrate``), the supernet's best estimate of how good it is.
 
     python benchmarks/reward_noise.py RUN_DIR --data-dir DIR [--archs 20] [--batches 20]
 """
@@ -56,6 +59,8 @@ def main() -> None:
     search = reopen_search(args.run_dir, args.data_dir, torch.device("cpu"))
     task, model = search.task, search.supernet
     archs = RandomPolicy(search.space.decisions())(args.archs, generator=torch.Generator().manual_seed(args.seed)).archs
+    task.eval_bn = "recalibrate"
+    ref = np.array([task.score(model, a, 0)[0] for a in archs])
     for mode, who in MODES.items():
         task.eval_bn = mode
         torch.manual_seed(args.seed)  # the same dropout masks for every run of this script
@@ -63,11 +68,13 @@ def main() -> None:
         mean = r.mean(1)
         noise, spread = r.std(1, ddof=1).mean(), mean.std(ddof=1)
         rho = [spearman_rho(r[:, b], mean) for b in range(args.batches)]
+        rho_ref = [spearman_rho(r[:, b], ref) for b in range(args.batches)]
         print(f"mode={mode} ({who}) reward_mean={r.mean():.4f} noise_std={noise:.4f} "
               f"binomial_std={np.sqrt(r.mean() * (1 - r.mean()) / task.train_batch):.4f} arch_std={spread:.4f} "
-              f"snr={spread / noise:.2f} rho={np.nanmean(rho):.3f}")
+              f"snr={spread / noise:.2f} rho={np.nanmean(rho):.3f} rho_ref={np.nanmean(rho_ref):.3f} "
+              f"rho_mean_vs_ref={spearman_rho(mean, ref):.3f}", flush=True)
     print(f"space={search.space.name} batch={task.train_batch} archs={len(archs)} batches={args.batches} "
-          f"seconds={time.monotonic() - t0:.1f}")
+          f"reference_mean={ref.mean():.4f} seconds={time.monotonic() - t0:.1f}")
 
 
 if __name__ == "__main__":

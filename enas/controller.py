@@ -121,14 +121,14 @@ class Controller(nn.Module):
         K = len(archs) if archs is not None else num_samples
         H = self.go.shape[1]
         h = c = torch.zeros(K, H)  # LSTM state [K, H]
-        x = self.go.expand(K, H)  # next input [K, H]
-        anchors: dict[str, list[torch.Tensor]] = {}  # scope -> LSTM outputs of its nodes, [K, H] each
-        keys: dict[str, list[torch.Tensor]] = {}  # the same through attn_anchor (W1 a_j)
+        go = self.go.expand(K, H)
+        x = go  # next input [K, H]
+        anchors: dict[str, list[torch.Tensor]] = {}  # scope -> what picking a node feeds, [K, H] each
+        keys: dict[str, list[torch.Tensor]] = {}  # its attention keys, W1 a_j
         log_prob, entropy, penalty = torch.zeros(K), torch.zeros(K), torch.zeros(K)
         out: list[Arch] = [{} for _ in range(K)]
         probs = {}
         num_skip = 0
-        go = self.go.expand(K, H)
 
         def add_anchor(scope: str, value: torch.Tensor, key_of: torch.Tensor) -> None:
             anchors[scope].append(value)
