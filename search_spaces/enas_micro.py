@@ -19,6 +19,12 @@ runs in the supernet (the official search ran all five ops per node, ~3.9x work)
 Deviation from the official retraining child: there the concatenation is reduced
 to C by the *next* cell's calibration conv; here every cell ends with the 1x1 conv
 (the search-time layout), so supernet and child are one network.
+
+Deviation from the official search network: its reduction cell was a stride-1 cell on
+[previous, factorized reduction of previous] (micro_child.py 273-279, both inputs
+calibrated to the reduced size, 209-238), while its retraining child runs stride-2 ops
+on [two back, previous]. Here the search uses the child's layout, so a reward scores
+the reduction cell as it will be retrained (docs/fidelity.md).
 """
 from __future__ import annotations
 
