@@ -271,7 +271,7 @@ class DataSection:
     train_size: int = 45000
     valid_size: int = 5000
     augment: bool = True  # pad-4 random crop + horizontal flip
-    cutout: int = 0  # cutout square size; 16 for final training (paper 3.3)
+    cutout: int = 0  # cutout square size, corner uniform over the image (official models.py); 16 for the paper's 2.89% (3.3)
     # imagefolder: every image is resized to image_size x image_size (CIFAR is 32 x 32;
     # from 64 px the networks' stems halve it until 32-64 px remain, search_spaces/ops.py)
     image_size: int = 32
@@ -342,7 +342,10 @@ class PerKind:
 class ControllerSection:
     kind: Literal["enas", "random"] = "enas"
     hidden: int = 64  # LSTM size: 64 CIFAR, 100 PTB (paper 3.1, 3.2)
-    init_range: float = 0.1  # uniform init (official code)
+    init_range: float = 0.1  # uniform init (official code; enas_lm 0.01)
+    # categorical logits from the group's input embedding (h . E^T), no output head of
+    # their own: enas_lm's controller; false: melodyguan's separate w_soft
+    tie_heads: bool = False
     lr: float = 3.5e-4
     adam_beta1: float = 0.0  # official: Adam(beta1=0, eps=1e-3)
     adam_beta2: float = 0.999
@@ -354,7 +357,10 @@ class ControllerSection:
     baseline_decay: float = 0.99  # moving-average baseline (paper 2.1)
     updates_per_epoch: int = 30  # Adam steps per controller phase
     num_aggregate: int = 10  # samples whose gradients are averaged per Adam step
-    skip_target: float = 0.4  # macro: KL(p_skip || target) penalty (paper 2.2)
+    # macro: KL(sigmoid(logit / 2) || target) penalty, as the official controller computes
+    # it (paper 2.2 says KL(p_skip || target)); the sampled skip rate settles near 0.31 at
+    # 0.4, the official behaviour, and near 0.40 at 0.45 (enas/controller.py _skip)
+    skip_target: float = 0.4
     skip_weight: float = 0.0
     # Advantages divided by a moving standard deviation of R - b (the baseline's
     # decay): the update and the entropy bonus then weigh the same whatever the reward's
@@ -463,7 +469,10 @@ class SearchSection:
     # this many validation tokens before the scored window (enas/tasks/lm.py reward)
     reward_warmup: int = 10
     aux_weight: float = 0.0  # image: auxiliary head loss weight in the shared phase (micro search: 0.4)
-    eval_bn: Literal["batch", "recalibrate"] = "batch"  # BN during reward (image)
+    # image: BN while scoring a sampled arch (enas/tasks/image.py): the minibatch's statistics,
+    # recalibrated per arch, the supernet's running averages (official macro reward), or
+    # the minibatch's with dropout on (official micro reward)
+    eval_bn: Literal["batch", "recalibrate", "running", "train"] = "batch"
     recalibrate_batches: int = 4
     log_every: int = 20  # console/TensorBoard every N shared steps
     checkpoint_minutes: float = 10.0  # time-based checkpoint inside long epochs
@@ -493,8 +502,8 @@ class SearchSection:
                              f"derive's candidates; it cannot exceed search.final_candidates "
                              f"({self.final_candidates})")
         _at_least("search", self, 1, "final_train_epochs")
-        if self.supernet_bn == "plain" and self.eval_bn == "recalibrate":
-            raise ValueError("search.eval_bn: recalibrate recomputes BN running statistics, which "
+        if self.supernet_bn == "plain" and self.eval_bn in ("recalibrate", "running"):
+            raise ValueError(f"search.eval_bn: {self.eval_bn} reads BN running statistics, which "
                              "search.supernet_bn: plain does not keep; use eval_bn: batch")
         _at_least("search", self, 1, "log_every", "max_bad_steps", "recalibrate_batches")
         _at_least("search", self, 0, "controller_warmup_epochs", "aux_weight", "entropy_floor", "final_train")

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import PerKind
-from .space import Arch, Decision
+from .space import Arch, Decision, InputAnchors, input_anchors
 
 
 @dataclass
@@ -38,16 +38,17 @@ class Controller(nn.Module):
     def __init__(
         self,
         decisions: Sequence[Decision],
-        initial_anchors: Mapping[str, int] | None = None,
+        initial_anchors: Mapping[str, int | InputAnchors] | None = None,
         hidden: int = 64,
         tanh_constant: PerKind = PerKind(),
         temperature: PerKind = PerKind(),
         skip_target: float = 0.4,
         init_range: float = 0.1,
+        tie_heads: bool = False,
     ):
         super().__init__()
         self.decisions = list(decisions)
-        self.initial_anchors = dict(initial_anchors or {})
+        self.initial_anchors = {k: input_anchors(v) for k, v in (initial_anchors or {}).items()}
         self.tanh_constant = tanh_constant
         self.temperature = temperature
         self.skip_target = skip_target
@@ -55,17 +56,21 @@ class Controller(nn.Module):
         self.lstm = nn.LSTMCell(H, H)
         self.go = nn.Parameter(torch.zeros(1, H))  # learned first input (official g_emb)
         # One head / embedding per categorical group (activations, ops), sized by its choices.
+        # tie_heads: the logits are h . E^T with E the group's embedding, no head of its
+        # own (enas_lm controller.py: logits = next_h w_emb^T).
+        self.tie_heads = tie_heads
         self.heads = nn.ModuleDict()
         self.embeds = nn.ModuleDict()
         self.biases = nn.ParameterDict()
         for d in self.decisions:
             if d.kind != "categorical":
                 continue
-            if d.group in self.heads:
-                if self.heads[d.group].out_features != d.size:
+            if d.group in self.embeds:
+                if self.embeds[d.group].num_embeddings != d.size:
                     raise ValueError(f"decisions of group {d.group!r} have different numbers of choices")
                 continue
-            self.heads[d.group] = nn.Linear(H, d.size, bias=False)
+            if not tie_heads:
+                self.heads[d.group] = nn.Linear(H, d.size, bias=False)
             self.embeds[d.group] = nn.Embedding(d.size, H)
             if d.bias_init is not None:
                 self.biases[d.group] = nn.Parameter(torch.tensor(d.bias_init, dtype=torch.float32))
@@ -81,15 +86,14 @@ class Controller(nn.Module):
         self._check_anchors()
 
     def _check_anchors(self) -> None:
-        count = dict(self.initial_anchors)
+        count = {k: v.count for k, v in self.initial_anchors.items()}
         for d in self.decisions:
-            have = count.setdefault(d.scope, 0)
+            have = count.setdefault(d.scope, 0) + (d.anchor_step == "before")
             if d.kind != "categorical" and d.num_inputs != have:
                 raise ValueError(
                     f"decision {d.name}: num_inputs={d.num_inputs} but scope {d.scope!r} has {have} anchors"
                 )
-            if d.anchor:
-                count[d.scope] += 1
+            count[d.scope] = have + bool(d.anchor or d.anchor_step == "after")
 
     def _shape(self, logits: torch.Tensor, d: Decision) -> torch.Tensor:
         """logits = C * tanh(logits / T) (official controllers), then the fixed offset."""
@@ -112,25 +116,39 @@ class Controller(nn.Module):
     ) -> Sample:
         """Sample ``num_samples`` architectures, or score the given ``archs``: one LSTM step
         per decision, in the space's order; after each, the chosen value's embedding (or
-        the chosen anchors) is the next input (paper 2.1-2.3)."""
+        the chosen anchors) is the next input (paper 2.1-2.3). Anchor steps where the
+        space declares them (enas/space.py)."""
         K = len(archs) if archs is not None else num_samples
         H = self.go.shape[1]
         h = c = torch.zeros(K, H)  # LSTM state [K, H]
-        x = self.go.expand(K, H)  # next input [K, H]
-        anchors: dict[str, list[torch.Tensor]] = {}  # scope -> LSTM outputs of its nodes, [K, H] each
-        keys: dict[str, list[torch.Tensor]] = {}  # the same through attn_anchor (W1 a_j)
+        go = self.go.expand(K, H)
+        x = go  # next input [K, H]
+        anchors: dict[str, list[torch.Tensor]] = {}  # scope -> what picking a node feeds, [K, H] each
+        keys: dict[str, list[torch.Tensor]] = {}  # its attention keys, W1 a_j
         log_prob, entropy, penalty = torch.zeros(K), torch.zeros(K), torch.zeros(K)
         out: list[Arch] = [{} for _ in range(K)]
         probs = {}
         num_skip = 0
+
+        def add_anchor(scope: str, value: torch.Tensor, key_of: torch.Tensor) -> None:
+            anchors[scope].append(value)
+            keys[scope].append(self.attn_anchor(key_of))
+
         for d in self.decisions:
             if d.scope not in anchors:  # a new scope: its given inputs get anchors first
                 anchors[d.scope], keys[d.scope] = [], []
-                x = self.go.expand(K, H)
-                for _ in range(self.initial_anchors.get(d.scope, 0)):
-                    h, c = self.lstm(x, (h, c))
-                    anchors[d.scope].append(h)
-                    keys[d.scope].append(self.attn_anchor(h))
+                x = go
+                given_in = self.initial_anchors.get(d.scope, InputAnchors())
+                for _ in range(given_in.count):
+                    if given_in.kind == "zero":
+                        add_anchor(d.scope, torch.zeros(K, H), torch.zeros(K, H))
+                        continue
+                    h, c = self.lstm(go, (h, c))
+                    add_anchor(d.scope, h if given_in.kind == "step" else torch.zeros_like(h), h)
+            if d.anchor_step == "before":
+                h, c = self.lstm(x, (h, c))
+                add_anchor(d.scope, h, h)
+                x = go
             h, c = self.lstm(x, (h, c))
             given = None if archs is None else [a[d.name] for a in archs]
             if d.kind == "skip":
@@ -143,8 +161,11 @@ class Controller(nn.Module):
             log_prob, entropy = log_prob + lp, entropy + ent
             probs[d.name] = p.detach().mean(0)
             if d.anchor:
-                anchors[d.scope].append(h)
-                keys[d.scope].append(self.attn_anchor(h))
+                add_anchor(d.scope, h, h)
+            elif d.anchor_step == "after":
+                h, c = self.lstm(x, (h, c))
+                add_anchor(d.scope, h, h)
+                x = go
         return Sample(out, log_prob, entropy, penalty / max(num_skip, 1), probs)
 
     def _attention(self, h: torch.Tensor, keys: list[torch.Tensor]) -> torch.Tensor:
@@ -157,7 +178,7 @@ class Controller(nn.Module):
         earlier node: attention over the anchors). Returns (values, log p, entropy,
         probabilities [K, size], next input [K, H])."""
         if d.kind == "categorical":
-            logits = self.heads[d.group](h)
+            logits = F.linear(h, self.embeds[d.group].weight) if self.tie_heads else self.heads[d.group](h)
             if d.group in self.biases:
                 logits = logits + self.biases[d.group]
         else:
@@ -172,8 +193,12 @@ class Controller(nn.Module):
         ent = -(p * logp_all).sum(1)
         if d.kind == "categorical":
             return [d.choices[i] for i in idx.tolist()], lp, ent, p, self.embeds[d.group](idx)
-        # feed the chosen node's anchor (official micro controller)
-        return idx.tolist(), lp, ent, p, torch.stack(anchors, 1)[torch.arange(len(idx)), idx]
+        # feed the chosen node's anchor (official micro controller), damped by its distance
+        # where the space says so (official PTB controllers)
+        x = torch.stack(anchors, 1)[torch.arange(len(idx)), idx]
+        if d.distance_offset is not None:
+            x = x / (d.distance_offset + (d.num_inputs - idx))[:, None].to(x.dtype)
+        return idx.tolist(), lp, ent, p, x
 
     def _skip(self, d: Decision, h, anchors, keys, given, generator):
         """A skip set: an independent yes/no per earlier layer (macro, paper 2.2). Returns
@@ -190,8 +215,12 @@ class Controller(nn.Module):
                 choice[k, list(v)] = 1.0
         lp = -F.binary_cross_entropy_with_logits(logits, choice, reduction="none").sum(1)
         ent = F.binary_cross_entropy_with_logits(logits, p, reduction="none").sum(1)
-        q, pc = self.skip_target, p.clamp(1e-6, 1 - 1e-6)  # clamp: 0 * log 0 = nan
-        kl = (pc * torch.log(pc / q) + (1 - pc) * torch.log((1 - pc) / (1 - q))).sum(1)
+        # The official penalty (general_controller.py 231-233) is the KL of sigmoid of the
+        # shaped pair [-q, q], i.e. of sigmoid(logits / 2), not of the sampled p(skip): at
+        # its minimum sigmoid(logits / 2) = target, so the sampled rate settles near
+        # t^2 / (t^2 + (1 - t)^2), 0.31 for t = 0.4 (a sampled 0.4 needs skip_target 0.45).
+        q, pk = self.skip_target, torch.sigmoid(logits / 2).clamp(1e-6, 1 - 1e-6)  # clamp: 0 * log 0 = nan
+        kl = (pk * torch.log(pk / q) + (1 - pk) * torch.log((1 - pk) / (1 - q))).sum(1)
         # the next input: the mean of the chosen layers' anchors (official general_controller)
         x = (choice[..., None] * torch.stack(anchors, 1)).sum(1) / (1.0 + choice.sum(1, keepdim=True))
         values = [[j for j, v in enumerate(row) if v] for row in choice.tolist()]
@@ -273,4 +302,5 @@ def build_policy(kind: str, space, cfg) -> nn.Module:
         temperature=cfg.temperature,
         skip_target=cfg.skip_target,
         init_range=cfg.init_range,
+        tie_heads=cfg.tie_heads,
     )

@@ -115,6 +115,14 @@ class Scoring:
             return tuple(float(v) for v in out)
         return out
 
+    def reward(self, supernet, arch, num_batches: int, first: int):
+        """A controller reward: ``score`` with the supernet term read from the task's reward
+        minibatches ``first``.. (task.reward: the official shuffled minibatch of the training
+        batch size) instead of fixed validation batches; a device tensor or a float. The
+        centre and scale stay those measured by ``refresh`` on the validation batches."""
+        value = self.task.reward(supernet, arch, num_batches, first) if "supernet" in self.terms else 0.0
+        return self.combine(arch, value)[0]
+
     def describe(self, metric: str) -> str:
         """What a score is, in words (architecture files' provenance)."""
         if self.paper:

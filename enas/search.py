@@ -91,7 +91,7 @@ class Search(Loop):
         self.opt = make_sgd(self.supernet.parameters(), cfg.train, fused=self.check == "device")
         self.gen = torch.Generator().manual_seed(s.seed + 1)  # controller-phase and derive samples
         self.phase = "shared"
-        self.valid_cursor = 0  # the validation batch the next reward is measured on (cycles)
+        self.valid_cursor = 0  # the task's reward batch the next reward is measured on (the task wraps it)
         self.ctrl_sum, self.ctrl_n = 0.0, 0  # rewards of this epoch's controller phase
         self.best: dict = {}
         self.candidates: list[dict] = []  # the last derive's candidates, best first
@@ -221,11 +221,11 @@ class Search(Loop):
         bar.close()
 
     def _reward(self, arch) -> torch.Tensor:
-        """The task's score of ``arch`` on the next ``search.reward_batches`` validation
-        batches (paper 2.1: one minibatch per sample; each sample of an update gets its own)."""
+        """The reward of ``arch`` (search.score; its supernet term on the task's next
+        ``search.reward_batches`` reward batches; paper 2.1: one minibatch per sample; each
+        sample of an update gets its own)."""
         k = self.cfg.search.reward_batches
-        self.valid_cursor %= self.task.num_valid_batches()
-        value, _ = self.scoring.score(self.supernet, arch, k, self.valid_cursor, sync=False)
+        value = self.scoring.reward(self.supernet, arch, k, self.valid_cursor)
         self.valid_cursor += k
         return torch.as_tensor(value).double()
 

@@ -14,10 +14,22 @@ Three kinds of decision:
 * ``skip``: any subset of ``num_inputs`` earlier layers, an independent yes/no
   per layer (macro space, paper section 2.2). Stored as a sorted list of indices.
 
-Anchors: when ``anchor`` is true, the controller's LSTM output after this decision
-becomes the anchor of a new node in ``scope``. ``SearchSpace.initial_anchors``
-gives the number of anchors a scope starts with (the two cell inputs of a micro
-cell), produced by feeding the go embedding. An ``index``/``skip`` decision's
+Anchors: each node an ``index``/``skip`` decision can pick has an anchor, an LSTM
+output of the controller that the decision attends over and that is fed back when the
+node is picked. The official controllers make them in different places, so a space
+declares where (paper 2.1-2.3; each space's ``decisions`` cites the official lines):
+
+* ``anchor=True``: the output of this decision's own LSTM step is the anchor of a new
+  node in ``scope`` (official macro skips, PTB index steps);
+* ``anchor_step="after"``: one more LSTM step, on the input this decision's choice
+  feeds, makes the anchor; the scope's next decision then reads the go embedding
+  (official micro controller after a node's second op, macro after layer 0's op);
+* ``anchor_step="before"``: one LSTM step on the current input makes the anchor before
+  this decision, whose own step then reads the go embedding (official PTB node 0).
+
+``SearchSpace.initial_anchors`` gives, per scope, the anchors of the inputs the scope
+is given before its first decision (an ``int`` or ``InputAnchors``): the two cell
+inputs of a micro cell, node 0 of enas_lm's cell. An ``index``/``skip`` decision's
 ``num_inputs`` must equal the number of anchors its scope holds at that point.
 """
 from __future__ import annotations
@@ -34,8 +46,30 @@ ArchValue = Union[str, int, list]
 Arch = dict  # {decision name: str (categorical) | int (index) | sorted list[int] (skip)}
 
 KINDS = ("categorical", "index", "skip")
+ANCHOR_STEPS = ("", "before", "after")
+INPUT_ANCHORS = ("step", "step_zero", "zero")
 
 
+@dataclass(frozen=True)
+class InputAnchors:
+    """The anchors of the inputs a scope is given (``SearchSpace.initial_anchors``)."""
+
+    count: int = 0
+    # "step": each takes one LSTM step on the go embedding and its output is the anchor;
+    # "step_zero": the same steps give the attention keys, but picking such an input feeds
+    #   zeros (official micro_controller.py 135-140 writes zeros as the anchor);
+    # "zero": no step, key and fed value are zeros (enas_lm controller.py, all_h[0])
+    kind: str = "step"
+
+    def __post_init__(self):
+        if self.count < 0 or self.kind not in INPUT_ANCHORS:
+            raise ValueError(f"InputAnchors: count must be >= 0 and kind one of {INPUT_ANCHORS}, "
+                             f"got {self.count}, {self.kind!r}")
+
+
+def input_anchors(value: "int | InputAnchors") -> InputAnchors:
+    """A space's ``initial_anchors`` entry as ``InputAnchors`` (an int n: n "step" anchors)."""
+    return value if isinstance(value, InputAnchors) else InputAnchors(int(value))
 
 
 @dataclass(frozen=True)
@@ -49,7 +83,11 @@ class Decision:
     # decisions of both micro cells (the official controller shares w_soft).
     group: str = ""
     scope: str = ""  # anchor list this decision reads from / appends to
-    anchor: bool = False  # the LSTM output after this decision is a new anchor
+    anchor: bool = False  # the output of this decision's LSTM step is a new anchor
+    anchor_step: str = ""  # "before" / "after": an extra LSTM step makes a new anchor (module docstring)
+    # index: the picked anchor is fed back divided by (distance_offset + num_inputs - j),
+    # damping far nodes (official PTB controllers: 0.1); None feeds it as it is
+    distance_offset: float | None = None
     # Learned bias added before the tanh shaping, initial value per choice
     # (micro: [10, 10, 0, 0, 0], paper section 4 / official micro_controller.py).
     bias_init: tuple[float, ...] | None = None
@@ -64,6 +102,12 @@ class Decision:
             raise ValueError(f"decision {self.name}: categorical needs choices")
         if self.kind != "categorical" and self.num_inputs < 1:
             raise ValueError(f"decision {self.name}: {self.kind} needs num_inputs >= 1")
+        if self.anchor_step not in ANCHOR_STEPS:
+            raise ValueError(f"decision {self.name}: anchor_step must be one of {ANCHOR_STEPS}, got {self.anchor_step!r}")
+        if self.anchor and self.anchor_step:
+            raise ValueError(f"decision {self.name}: anchor and anchor_step each make the node's anchor; set one")
+        if self.distance_offset is not None and self.kind != "index":
+            raise ValueError(f"decision {self.name}: distance_offset applies to index decisions")
         if not self.group:
             object.__setattr__(self, "group", self.kind)
 
@@ -124,7 +168,7 @@ class SearchSpace(Protocol):
     Args: ClassVar[type]
     ModelArgs: ClassVar[type]
     args: Any
-    initial_anchors: Mapping[str, int]
+    initial_anchors: Mapping[str, "int | InputAnchors"]
 
     def decisions(self) -> list[Decision]: ...
 

@@ -212,10 +212,12 @@ class EnasMacroSpace:
     def decisions(self) -> list[Decision]:
         out = []
         for i in range(self.args.num_layers):
-            # official macro controller: op, then the skip attention over earlier layers'
-            # anchors; the layer's anchor is the LSTM output after its last decision.
+            # official macro controller (general_controller.py 213-253): op, then one step on
+            # the op's embedding that makes the skip decision over the earlier layers'
+            # anchors and is the layer's anchor; layer 0 has no skips, so that step only
+            # makes its anchor and layer 1 starts from the go embedding.
             out.append(Decision(f"layer{i}/op", "categorical", choices=tuple(self.args.ops), group="op",
-                                scope="layers", anchor=i == 0))
+                                scope="layers", anchor_step="after" if i == 0 else ""))
             if i > 0:
                 out.append(Decision(f"layer{i}/skips", "skip", num_inputs=i, scope="layers", anchor=True))
         return out

@@ -19,6 +19,12 @@ runs in the supernet (the official search ran all five ops per node, ~3.9x work)
 Deviation from the official retraining child: there the concatenation is reduced
 to C by the *next* cell's calibration conv; here every cell ends with the 1x1 conv
 (the search-time layout), so supernet and child are one network.
+
+Deviation from the official search network: its reduction cell was a stride-1 cell on
+[previous, factorized reduction of previous] (micro_child.py 273-279, both inputs
+calibrated to the reduced size, 209-238), while its retraining child runs stride-2 ops
+on [two back, previous]. Here the search uses the child's layout, so a reward scores
+the reduction cell as it will be retrained (docs/fidelity.md).
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from enas.errors import ConfigError
-from enas.space import SPACES, Arch, Decision, validate
+from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
 from .ops import (OPS, FactorizedReduce, Identity, ReLUConvBN, bn, conv, downsampling_steps, drop_path, he_init,
                   side_after, stem)
@@ -59,7 +65,7 @@ class MicroArgs:
 class MicroModelArgs:
     channels: int = 20  # C of the first stage (paper: 20 search, 36 final)
     num_cells: int = 2  # N normal cells per stage (paper: 2 search, 5 final)
-    aux_head: bool = True  # auxiliary head after the 2nd reduction (loss weight set by the task)
+    aux_head: bool = True  # auxiliary head after the cell that follows the 2nd reduction (loss weight set by the task)
     dropout: float = 0.1  # before the classifier (paper: 0.1 search, 0.2 final)
     drop_path: float = 0.0  # initial model.drop_path_prob; the trainer schedules it
 
@@ -199,9 +205,11 @@ class MicroCell(nn.Module):
 
 
 class AuxHead(nn.Sequential):
-    """ReLU -> avgpool 5/3 -> 1x1 conv 128 -> BN -> ReLU -> 2x2 conv 768 -> BN -> ReLU -> FC
-    (official micro_child aux head; 8x8 input -> 2x2 -> 1x1). It needs at least 8 x 8
-    input (the pool must leave 2 x 2 for the 2x2 conv)."""
+    """ReLU -> avgpool 5/3 -> 1x1 conv 128 -> BN -> ReLU -> 2x2 conv 768 -> BN -> ReLU ->
+    global average -> FC (official micro_child.py 294-322; 8x8 input -> 2x2 -> 2x2). The
+    2x2 conv pads as TF's SAME does (one zero row and column after the map), so its
+    output keeps the pooled map's size. It needs at least 8 x 8 input (the pool must
+    leave 2 x 2 for the 2x2 conv)."""
 
     MIN_SIDE = 8
 
@@ -210,7 +218,7 @@ class AuxHead(nn.Sequential):
             nn.ReLU(inplace=False),
             nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
             conv(c, 128, 1), bn(128), nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, 2, bias=False), bn(768), nn.ReLU(inplace=False),
+            nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(128, 768, 2, bias=False), bn(768), nn.ReLU(inplace=False),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
             nn.Linear(768, num_classes, bias=False),
         )
@@ -241,7 +249,9 @@ class MicroNetwork(nn.Module):
         self.stem = stem(stem_c, image_size)
         total = 3 * num_cells + 2
         reductions = (num_cells, 2 * num_cells + 1)
-        self.aux_index = reductions[1]
+        # the aux head reads the first normal cell after the second reduction (official
+        # micro_child.py 112-113: aux_head_indices = [pool_layers[-1] + 1])
+        self.aux_index = reductions[1] + 1
         c_pp, c_p, red_prev = stem_c, stem_c, False
         self.cells = nn.ModuleList()
         for i in range(total):
@@ -296,7 +306,9 @@ class EnasMicroSpace:
 
     def __init__(self, args: MicroArgs | None = None):
         self.args = args if args is not None else MicroArgs()
-        self.initial_anchors = {"normal": 2, "reduction": 2}
+        # The two cell inputs: one controller step each on the go embedding gives their
+        # attention keys, and picking one feeds zeros (official micro_controller.py 135-140).
+        self.initial_anchors = {c: InputAnchors(2, "step_zero") for c in CELLS}
 
     def decisions(self) -> list[Decision]:
         ops = tuple(self.args.ops)
@@ -306,15 +318,16 @@ class EnasMicroSpace:
             offset = tuple(_NORMAL_OFFSET.get(o, -0.25) for o in ops) if cell == "normal" else None
             for k in range(2, self.args.num_nodes + 2):
                 p = f"{cell}/node{k}"
-                # official sampler order: index_a, index_b, op_a, op_b; the node's anchor
-                # is produced after its last decision.
+                # official sampler order: index_a, index_b, op_a, op_b; then one more step,
+                # on op_b's embedding, makes the node's anchor and the next node starts
+                # from the go embedding (official micro_controller.py 198-201).
                 out.append(Decision(f"{p}/a/input", "index", num_inputs=k, scope=cell))
                 out.append(Decision(f"{p}/b/input", "index", num_inputs=k, scope=cell))
                 for slot in ("a", "b"):
                     out.append(
                         Decision(
                             f"{p}/{slot}/op", "categorical", choices=ops, group="op", scope=cell,
-                            anchor=slot == "b", bias_init=bias, logit_offset=offset,
+                            anchor_step="after" if slot == "b" else "", bias_init=bias, logit_offset=offset,
                         )
                     )
         return out

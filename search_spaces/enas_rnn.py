@@ -28,7 +28,7 @@ serves every sampled cell (enas_rnn_compiled.py; CUDA graphs on CUDA); ``auto`` 
 and ``reference`` elsewhere. tests/test_fast_paths.py checks the fused and compiled
 kernels' values and gradients against ``enas_cell``.
 
-Stability (why configs/ptb_search.yaml clips at 0.1, not the paper's 0.25). This
+Stability (why the PTB search configs clip at 0.1, not the paper's 0.25). This
 forward matches enas_lm's search cell step for step: highway formula, U(-r, r) init,
 where each mask is applied, and the carried state, which is detached. There is no
 normalisation, as in enas_lm. The paper's own search code (melodyguan/enas,
@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from enas.space import SPACES, Arch, Decision, validate
+from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
 from . import enas_rnn_compiled as compiled
 from .enas_rnn_pipeline import cell_and_decoder
@@ -68,6 +68,10 @@ class Args:
     # "loose_ends": average of nodes nobody reads (paper); "all": average of nodes
     # 1..N-1 (enas_lm; node 0 alone when N = 1).
     output: Literal["loose_ends", "all"] = "loose_ends"
+    # "": node 0's activation is searched (paper 2.1: 2N - 1 decisions). An activation
+    # name fixes it, leaving nodes 1..N-1 to search (enas_lm child.py: tanh; its
+    # controller makes N - 1 = 9 (input, activation) pairs).
+    fixed_node0: str = ""
 
     def __post_init__(self):
         if self.num_nodes < 1:
@@ -79,6 +83,15 @@ class Args:
             raise ValueError(f"unknown activation {unknown[0]!r} (known: {', '.join(ACTIVATIONS.names())})")
         if len(set(self.activations)) != len(self.activations):
             raise ValueError(f"repeated activation in {list(self.activations)}")
+        if self.fixed_node0 and self.fixed_node0 not in self.activations:
+            raise ValueError(f"fixed_node0 {self.fixed_node0!r} must be one of the activations {list(self.activations)}")
+
+
+def with_node0(arch: Mapping[str, Any], args: Args) -> Mapping[str, Any]:
+    """``arch`` with node 0's activation, which a fixed node 0 (``Args.fixed_node0``) does not search."""
+    if not args.fixed_node0 or "node0/activation" in arch:
+        return arch
+    return {**arch, "node0/activation": args.fixed_node0}
 
 
 @dataclass(frozen=True)
@@ -201,7 +214,8 @@ class RNNModel(nn.Module):
 
     def __init__(self, space_args: Args, model_args: ModelArgs, vocab_size: int, arch: Arch | None = None):
         super().__init__()
-        self.space_args, self.model_args, self.arch = space_args, model_args, arch
+        self.space_args, self.model_args = space_args, model_args
+        self.arch = None if arch is None else with_node0(arch, space_args)
         H, N, acts = model_args.hidden, space_args.num_nodes, space_args.activations
         per_act = space_args.weights == "pair_activation"
         self.encoder = nn.Embedding(vocab_size, H)
@@ -282,6 +296,8 @@ class RNNModel(nn.Module):
             arch = self.arch  # a child's arch is fixed
         elif arch is None:
             raise ValueError("the supernet needs an arch: model(tokens, hidden, arch)")
+        else:
+            arch = with_node0(arch, self.space_args)
         ma, nodes = self.model_args, self.cell.nodes
         T, B = tokens.shape
         H = ma.hidden
@@ -341,22 +357,33 @@ class EnasRNNSpace:
     modality = "lm"
     Args = Args
     ModelArgs = ModelArgs
-    initial_anchors: dict = {}
     param_free_choices: set = set()
     small_model = {"hidden": 8, "ar": 0.5, "tar": 0.5}  # tests/test_every_space.py
 
     def __init__(self, args: Args | None = None):
         self.args = args if args is not None else Args()
+        # A fixed node 0 is given to the controller as one anchor of zeros (enas_lm
+        # controller.py: all_h and all_h_w start with a zero row).
+        self.initial_anchors = {"": InputAnchors(1, "zero")} if self.args.fixed_node0 else {}
 
     def decisions(self) -> list[Decision]:
-        """Paper order: node 0's activation, then (input, activation) per node: 23 for N = 12."""
+        """Paper order: node 0's activation, then (input, activation) per node: 23 for N = 12
+        (with ``fixed_node0``, no node 0 decision). Anchors as the official controllers make
+        them (melodyguan ptb_enas_controller.py 109-145, enas_lm controller.py): node l's
+        anchor is the output of the step that picks its input, the picked anchor is fed back
+        divided by 0.1 + its distance, and node 0's anchor is one step on the go embedding
+        before its activation."""
         acts = self.args.activations
-        out = [Decision("node0/activation", "categorical", choices=acts, group="activation", anchor=True)]
+        out = []
+        if not self.args.fixed_node0:
+            out.append(Decision("node0/activation", "categorical", choices=acts, group="activation",
+                                anchor_step="before"))
         for l in range(1, self.args.num_nodes):
             # Prior toward recent nodes, -(l - j)^2 / 6, as in the official controller.
             prior = tuple(-((l - j) ** 2) / 6.0 for j in range(l))
-            out.append(Decision(f"node{l}/input", "index", num_inputs=l, logit_offset=prior))
-            out.append(Decision(f"node{l}/activation", "categorical", choices=acts, group="activation", anchor=True))
+            out.append(Decision(f"node{l}/input", "index", num_inputs=l, logit_offset=prior, anchor=True,
+                                distance_offset=0.1))
+            out.append(Decision(f"node{l}/activation", "categorical", choices=acts, group="activation"))
         return out
 
     def _model_args(self, model_args) -> ModelArgs:
@@ -381,7 +408,7 @@ class EnasRNNSpace:
         the ``draw.Drawing`` (node extents)."""
         from .draw import draw_rnn_cell
 
-        arch = validate(self.decisions(), arch)
+        arch = with_node0(validate(self.decisions(), arch), self.args)
         N = self.args.num_nodes
         what = ("its loose ends" if self.args.output == "loose_ends" else
                 "node 0" if N == 1 else "node 1" if N == 2 else f"nodes 1..{N - 1}")
@@ -389,11 +416,11 @@ class EnasRNNSpace:
                              path, title=f"enas_rnn cell, {N} node{'s' * (N > 1)}: " + r"$h_t$" + f" = average of {what}")
 
     def describe(self, arch: Mapping[str, Any]) -> str:
-        arch = validate(self.decisions(), arch)
+        arch = with_node0(validate(self.decisions(), arch), self.args)
         N = self.args.num_nodes
         lines = [
             f"enas_rnn cell: {N} nodes, weights per {self.args.weights.replace('_', '+')}, output {self.args.output}",
-            f"node 0 <- x_t, s_(t-1)  {arch['node0/activation']}",
+            f"node 0 <- x_t, s_(t-1)  {arch['node0/activation']}" + (" (fixed)" if self.args.fixed_node0 else ""),
         ]
         lines += [f"node {l} <- node {p}  {a}" for l, p, a in cell_edges(arch, N)]
         outs = output_nodes(arch, N, self.args.output)

@@ -2,6 +2,7 @@
 and the image task (augmentation, reward/score/evaluate), on tiny generated files."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -11,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+
 import pytest
 import torch
 import torch.nn as nn
@@ -195,8 +197,15 @@ def test_augment_crop_flip_cutout():
     assert torch.equal(augment(x, centre, centre, ~no, zero, zero, 0), x.flip(3))
     shifted = augment(x, centre + 2, centre - 1, no, zero, zero, 0)  # right by 2, up by 1
     assert torch.equal(shifted[:, :, 1:, :30], x[:, :, :31, 2:]) and (shifted[:, :, 0] == 0).all()
-    cut = augment(x, centre, centre, no, torch.full((3,), 16), torch.full((3,), 0), 16)
-    assert ((cut == 0).sum(dim=(1, 2, 3)) == 3 * 16 * 8).all()  # clipped at the left border
+    # cutout: the square's top-left corner is (cy, cx), clipped at the bottom/right border
+    # (official models.py 91-100: the corner is uniform over the image)
+    cy, cx = torch.tensor([0, 20, 31]), torch.tensor([5, 24, 0])
+    cut = augment(x, centre, centre, no, cy, cx, 16)
+    for b, (r, c, rows, cols) in enumerate([(0, 5, 16, 16), (20, 24, 12, 8), (31, 0, 1, 16)]):
+        hole = torch.zeros(32, 32, dtype=torch.bool)
+        hole[r:r + 16, c:c + 16] = True
+        assert hole.sum() == rows * cols
+        assert (cut[b][:, hole] == 0).all() and torch.equal(cut[b][:, ~hole], x[b][:, ~hole])
 
 
 def _cfg(**kw):
@@ -291,6 +300,81 @@ def test_task_reward_score_evaluate(cifar_dir):
     task2 = ImageTask(_cfg(), cifar_dir, "cpu", seed=0)
     task2.load_state_dict(st)
     assert task2.state_dict() == st
+
+
+def test_reward_is_a_shuffled_minibatch_of_the_training_batch_size(cifar_dir):
+    """Official build_valid_rl (general_child.py 667-676, micro_child.py 781-790): a reward
+    is scored on batch_size images of a shuffled stream over the validation images, not
+    on the fixed eval batches; each pass over them is a fresh permutation."""
+    task = ImageTask(_cfg(batch_size=8, eval_batch_size=10), cifar_dir, "cpu", seed=0)
+    task.valid_x = torch.randn_like(task.valid_x)  # every image told apart
+    seen = []
+
+    class Recorder(TinyNet):
+        def forward(self, x, arch=None):
+            seen.append(x.clone())
+            return super().forward(x, arch)
+
+    net = Recorder()
+
+    def images(batch):  # rows of valid_x that make up a scored batch
+        return [int(torch.nonzero((task.valid_x == img).flatten(1).all(1))[0]) for img in batch]
+
+    rewards = [task.reward(net, {"a": 1}, 1, i) for i in range(4)]
+    batches = [images(b) for b in seen]
+    assert [len(b) for b in batches] == [8] * 4  # data.batch_size, not eval_batch_size (10)
+    assert len(set(batches[0] + batches[1])) == 16  # one pass: disjoint batches
+    assert batches[0] != list(range(8)) and batches[:2] != batches[2:]  # shuffled, reshuffled per pass
+    for r, b in zip(rewards, seen):  # the accuracy of the batch it read
+        with torch.no_grad():
+            logits = copy.deepcopy(net).train()(b)[0]
+        assert float(r) == pytest.approx(float((logits.argmax(1) == task.valid_y[images(b)]).float().mean()))
+    seen.clear()
+    two = task.reward(net, {"a": 1}, 2, 1)  # search.reward_batches = 2: batches 1 and 2
+    assert [images(b) for b in seen] == batches[1:3]
+    assert float(two) == pytest.approx((float(rewards[1]) + float(rewards[2])) / 2)
+    again = ImageTask(_cfg(batch_size=8, eval_batch_size=10), cifar_dir, "cpu", seed=0)
+    again.valid_x = task.valid_x
+    seen.clear()
+    again.reward(net, {"a": 1}, 1, 3)
+    assert images(seen[0]) == batches[3]  # deterministic in (seed, batch): exact resume
+
+
+def test_official_reward_modes(cifar_dir):
+    """eval_bn "running": the supernet's BN moving averages, dropout off (official macro,
+    general_child.py 691); "train": the minibatch's statistics with dropout on (official
+    micro, micro_child.py 804). Either way the network's state is left as it was."""
+    torch.manual_seed(0)
+
+    class DropNet(TinyNet):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x, arch=None):
+            seen.append((self.bn.training, self.bn.running_mean is None, self.drop.training))
+            h = torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+            return self.fc(self.drop(h)), None
+
+    seen = []
+    net = DropNet().train()
+    net.bn.running_mean.fill_(0.3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    modes = {}
+    for mode in ("batch", "running", "train"):
+        task = ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn=mode)
+        seen.clear()
+        modes[mode] = float(task.reward(net, {"a": 1}, 1, 0))
+        # (BN in training mode, BN without running stats: batch statistics, dropout on)
+        assert seen == [{"batch": (False, True, False), "running": (False, False, False),
+                         "train": (False, True, True)}[mode]]
+        assert net.training and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    idx = task._reward_order(0)[:8]
+    with torch.no_grad():
+        by_running = (copy.deepcopy(net).eval()(task.valid_x[idx])[0].argmax(1) == task.valid_y[idx]).float().mean()
+    assert modes["running"] == pytest.approx(float(by_running))
+    with pytest.raises(ValueError, match="eval_bn"):
+        ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn="frozen")
 
 
 def test_recalibrate_uses_fresh_stats_and_restores(cifar_dir):

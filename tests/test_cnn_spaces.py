@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from enas.space import validate
+from enas.space import InputAnchors, validate
 from search_spaces.enas_macro import MACRO_OPS, EnasMacroSpace, MacroArgs, MacroModelArgs, pool_layers
 from search_spaces.enas_micro import (
     ENAS_MICRO_CELL,
@@ -55,6 +55,29 @@ def test_paper_micro_cells():
     assert "node4 = sep_conv_5x5(node1) + sep_conv_5x5(node3)" in space.describe(ENAS_MICRO_CELL)
 
 
+@pytest.mark.parametrize("num_cells", [1, 2])
+@pytest.mark.parametrize("supernet", [True, False])
+def test_micro_aux_head_position_and_shape(num_cells, supernet):
+    """Official micro_child.py 112-113 and 289-315: the head reads the first normal cell after
+    the second reduction, and its 2x2 conv to 768 channels pads SAME, keeping the pooled
+    2 x 2 map (32 px images: 8 x 8 -> 2 x 2 -> 2 x 2), in the search network and the child."""
+    space = EnasMicroSpace(MicroArgs(num_nodes=2))
+    args = MicroModelArgs(channels=4, num_cells=num_cells, aux_head=True, dropout=0.0)
+    arch = random_arch(space, random.Random(0))
+    net = space.supernet(args) if supernet else space.child(arch, args)
+    after_second_reduction = 2 * num_cells + 2
+    assert not net.cells[after_second_reduction].reduction and net.cells[after_second_reduction - 1].reduction
+    seen = {}
+    net.cells[after_second_reduction].register_forward_hook(lambda m, a, out: seen.__setitem__("cell", out))
+    net.aux_head.register_forward_pre_hook(lambda m, a: seen.__setitem__("head_in", a[0]))
+    conv768 = next(m for m in net.aux_head if isinstance(m, torch.nn.Conv2d) and m.out_channels == 768)
+    conv768.register_forward_hook(lambda m, a, out: seen.__setitem__("conv768", out))
+    _, aux = net.train()(torch.randn(2, 3, 32, 32), None if not supernet else arch)
+    assert seen["head_in"] is seen["cell"] and seen["cell"].shape[-1] == 8
+    assert conv768.kernel_size == (2, 2) and seen["conv768"].shape == (2, 768, 2, 2)
+    assert aux.shape == (2, 10)
+
+
 def test_micro_decisions():
     space = EnasMicroSpace(MicroArgs(ops=("max_pool_3x3", "sep_conv_5x5", "identity")))
     ds = space.decisions()
@@ -62,12 +85,12 @@ def test_micro_decisions():
     assert [d.name for d in ds[:4]] == ["normal/node2/a/input", "normal/node2/b/input",
                                         "normal/node2/a/op", "normal/node2/b/op"]
     assert ds[20].name == "reduction/node2/a/input"
-    assert [d.anchor for d in ds[:8]] == [False, False, False, True] * 2
+    assert [d.anchor_step for d in ds[:8]] == ["", "", "", "after"] * 2 and not any(d.anchor for d in ds)
     assert ds[4].num_inputs == 3 and ds[4].scope == "normal" and ds[20].scope == "reduction"
     op = ds[2]
     assert op.group == "op" and op.bias_init == (0.0, 10.0, 0.0) and op.logit_offset == (-0.25, 0.25, -0.25)
     assert ds[22].logit_offset is None and ds[22].bias_init == (0.0, 10.0, 0.0)
-    assert space.initial_anchors == {"normal": 2, "reduction": 2}
+    assert space.initial_anchors == {"normal": InputAnchors(2, "step_zero"), "reduction": InputAnchors(2, "step_zero")}
     with pytest.raises(ValueError):
         MicroArgs(ops=("conv_3x3",))
 
@@ -75,7 +98,7 @@ def test_micro_decisions():
 def test_macro_decisions():
     space = EnasMacroSpace()
     ds = space.decisions()
-    assert len(ds) == 12 + 11 and ds[0].name == "layer0/op" and ds[0].anchor
+    assert len(ds) == 12 + 11 and ds[0].name == "layer0/op" and ds[0].anchor_step == "after"
     assert ds[1].name == "layer1/op" and not ds[1].anchor
     assert ds[2].name == "layer1/skips" and ds[2].kind == "skip" and ds[2].num_inputs == 1 and ds[2].anchor
     assert ds[-1].num_inputs == 11 and pool_layers(12) == (3, 7)

@@ -132,6 +132,29 @@ def test_shipped_configs_load():
         from_dict(type(space).ModelArgs, cfg.model, "model")
 
 
+def test_ptb_search_is_enas_lms_run():
+    """configs/ptb_search.yaml is enas_lm's search as its src/search.py runs it with the
+    defaults of child.py and controller.py; the melodyguan schedule is a config of its own."""
+    from pathlib import Path
+
+    from enas.config import load_search
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_search(root / "ptb_search.yaml")
+    assert cfg == load_search(root / "ptb_search_enas_lm.yaml")
+    assert cfg.space.args == {"num_nodes": 10, "fixed_node0": "tanh", "activations": ["tanh", "relu", "sigmoid", "identity"],
+                              "weights": "pair_activation", "output": "all"}
+    d, t, c, s = cfg.data, cfg.train, cfg.controller, cfg.search
+    assert (d.batch_size, d.eval_batch_size, d.bptt, d.variable_bptt, d.bptt_max) == (128, 128, 35, True, 55)
+    assert (t.lr, t.schedule, t.grad_clip, s.epochs, s.reward_warmup) == (20.0, "constant", 0.1, 600, 0)
+    assert (c.hidden, c.init_range, c.lr, c.entropy_weight, c.baseline_decay) == (64, 0.01, 5e-5, 1e-5, 0.999)
+    assert (c.updates_per_epoch, c.num_aggregate, c.tanh_constant.index, c.temperature.categorical) == (25, 10, 2.25, 5.0)
+    assert (c.adam_beta1, c.adam_eps, c.tie_heads) == (0.9, 1e-8, True)
+    paper = load_search(root / "ptb_search_melodyguan.yaml")
+    assert paper.space.args["num_nodes"] == 12 and (paper.data.batch_size, paper.search.epochs) == (64, 150)
+    assert (paper.controller.updates_per_epoch, paper.controller.num_aggregate, paper.controller.lr) == (100, 10, 1e-3)
+
+
 def test_a_config_of_the_other_command_names_the_right_one(capsys):
     from pathlib import Path
 

@@ -222,7 +222,7 @@ class Const(torch.nn.Module):
 
 
 def macro_like(tanh=1.5):
-    ds = [Decision("layer0/op", "categorical", choices=OPS, group="op", scope="layers", anchor=True)]
+    ds = [Decision("layer0/op", "categorical", choices=OPS, group="op", scope="layers", anchor_step="after")]
     for i in (1, 2):
         ds.append(Decision(f"layer{i}/op", "categorical", choices=OPS, group="op", scope="layers"))
         ds.append(Decision(f"layer{i}/skips", "skip", num_inputs=i, scope="layers", anchor=True))
@@ -231,19 +231,36 @@ def macro_like(tanh=1.5):
 
 @pytest.mark.parametrize("q", [-100.0, -0.7, 0.0, 0.3, 100.0])
 def test_macro_skip_probability_and_penalty_match_the_official_controller(q):
-    """general_controller.py: skip logits [-q, q] through 1.5 * tanh, sampled by a softmax
-    over the pair: p(skip) = sigmoid(2 * 1.5 * tanh(q)), 0.047..0.953; the KL penalty is
-    summed over a layer's bits and averaged over the layers."""
+    """general_controller.py 220-234: skip logits [-q, q] through 1.5 * tanh, sampled by a
+    softmax over the pair: p(skip) = sigmoid(2 * 1.5 * tanh(q)), 0.047..0.953; the KL
+    penalty is of sigmoid(1.5 * tanh(q)) (the pair's sigmoid, not the sampled p) against
+    [0.6, 0.4], summed over a layer's bits and averaged over the layers (line 268)."""
     ctrl = macro_like()
     ctrl.attn_v = Const([q], per_input=True)
     s = ctrl(4, generator=torch.Generator().manual_seed(0))
     p = torch.sigmoid(torch.tensor(2 * 1.5 * math.tanh(q)))
     assert torch.allclose(s.probs["layer1/skips"], p.expand(1), atol=1e-6)
     assert torch.allclose(s.probs["layer2/skips"], p.expand(2), atol=1e-6)
-    kl = p * torch.log(p / 0.4) + (1 - p) * torch.log((1 - p) / 0.6)
+    pair = torch.sigmoid(torch.tensor([-1.5 * math.tanh(q), 1.5 * math.tanh(q)]))
+    kl = (pair * torch.log(pair / torch.tensor([0.6, 0.4]))).sum()
     assert torch.allclose(s.skip_penalty, ((1 * kl + 2 * kl) / 2).expand(4), atol=1e-5)
     if q == 100.0:
         assert float(p) == pytest.approx(0.9526, abs=1e-4)
+
+
+def test_macro_skip_penalty_settles_the_sampled_rate_near_031():
+    """The official penalty is smallest where sigmoid(1.5 tanh q) = 0.4, where the sampled
+    p(skip) = sigmoid(2 * 1.5 tanh q) is 0.4^2 / (0.4^2 + 0.6^2) = 0.308, not 0.4."""
+    ctrl = macro_like()
+    qs = torch.linspace(-1.0, 1.0, 401)
+    penalty, sampled = [], []
+    for q in qs.tolist():
+        ctrl.attn_v = Const([q], per_input=True)
+        s = ctrl(1, generator=torch.Generator().manual_seed(0))
+        penalty.append(float(s.skip_penalty[0]))
+        sampled.append(float(s.probs["layer1/skips"][0]))
+    best = min(range(len(qs)), key=penalty.__getitem__)
+    assert sampled[best] == pytest.approx(0.16 / 0.52, abs=3e-3)
 
 
 def test_op_probabilities_follow_the_tanh_constant():
@@ -274,3 +291,20 @@ def test_macro_config_lets_one_op_dominate():
         s = ctrl(1, generator=torch.Generator().manual_seed(0))
         assert float(s.probs["layer3/op"].max()) == pytest.approx(math.exp(1.5) / (math.exp(1.5) + 5 * math.exp(-1.5)),
                                                                   abs=1e-5), name
+
+
+def test_tied_heads_score_choices_with_their_input_embedding():
+    """enas_lm controller.py: logits = next_h . w_emb^T, the embedding that feeds the
+    choice back; no separate head."""
+    ds = [Decision("a", "categorical", choices=OPS, group="op"), Decision("b", "categorical", choices=OPS, group="op")]
+    torch.manual_seed(0)
+    ctrl = Controller(ds, hidden=8, tanh_constant=PerKind(2.25, 0.0, 0.0), temperature=PerKind(5.0, 0.0, 0.0),
+                      tie_heads=True)
+    assert len(ctrl.heads) == 0 and ctrl.embeds["op"].weight.shape == (3, 8)
+    arch = {"a": "c", "b": "a"}
+    E = ctrl.embeds["op"].weight
+    h, c = ctrl.lstm(ctrl.go, (torch.zeros(1, 8), torch.zeros(1, 8)))
+    lp = torch.log_softmax(2.25 * torch.tanh(h @ E.T / 5.0), -1)[0, 2]
+    h, c = ctrl.lstm(E[2:3], (h, c))
+    lp = lp + torch.log_softmax(2.25 * torch.tanh(h @ E.T / 5.0), -1)[0, 0]
+    assert torch.allclose(ctrl.evaluate([arch]).log_prob[0], lp, atol=1e-6)

@@ -20,19 +20,64 @@ def test_decisions_and_paper_cell():
     assert [d.name for d in ds[:5]] == [
         "node0/activation", "node1/input", "node1/activation", "node2/input", "node2/activation"
     ]
-    assert all(d.anchor and d.group == "activation" for d in ds if d.kind == "categorical")
+    assert all(d.group == "activation" for d in ds if d.kind == "categorical")
     d3 = next(d for d in ds if d.name == "node3/input")
     assert d3.num_inputs == 3 and d3.logit_offset == pytest.approx((-9 / 6, -4 / 6, -1 / 6))
-    # each index decision reads exactly the anchors made so far
-    anchors = 0
+    # node 0's anchor comes from a step before its activation, node l's from its input step
+    assert ds[0].anchor_step == "before" and all(d.anchor for d in ds if d.kind == "index")
+    anchors = 1
     for d in ds:
         if d.kind == "index":
-            assert d.num_inputs == anchors
+            assert d.num_inputs == anchors and d.distance_offset == 0.1
         anchors += d.anchor
     assert validate(ds, ENAS_PTB_CELL) == ENAS_PTB_CELL
     assert space.loose_ends(ENAS_PTB_CELL) == [3, 4, 7, 9, 10, 11]
     text = space.describe(ENAS_PTB_CELL)
     assert "node 6 <- node 5  relu" in text and "{3, 4, 7, 9, 10, 11}" in text
+
+
+def test_fixed_node0_is_enas_lms_search_cell():
+    """enas_lm child.py _rnn_fn: node 0 is always tanh, the controller picks (input,
+    activation) for nodes 1..9, and the output is the mean of nodes 1..9."""
+    space = EnasRNNSpace(Args(num_nodes=10, fixed_node0="tanh", weights="pair_activation", output="all",
+                              activations=("tanh", "relu", "sigmoid", "identity")))
+    ds = space.decisions()
+    assert len(ds) == 18 and ds[0].name == "node1/input" and ds[0].num_inputs == 1
+    assert space.initial_anchors[""].count == 1 and space.initial_anchors[""].kind == "zero"
+    arch = random_arch(space, random.Random(3))
+    assert "node0/activation" not in arch and validate(ds, arch) == arch
+    assert "node 0 <- x_t, s_(t-1)  tanh" in space.describe(arch)
+    # the fixed node's activation is the one the cell computes: the same as searching it as tanh
+    searched = EnasRNNSpace(Args(num_nodes=10, weights="pair_activation", output="all",
+                                 activations=("tanh", "relu", "sigmoid", "identity")))
+    torch.manual_seed(0)
+    fixed_child = space.child(arch, SMALL, vocab_size=V).eval()
+    twin = searched.child({**arch, "node0/activation": "tanh"}, SMALL, vocab_size=V).eval()
+    twin.load_state_dict(fixed_child.state_dict())
+    sup = space.supernet(SMALL, vocab_size=V).eval()
+    sup.load_state_dict({k: v for k, v in sup.state_dict().items()} | fixed_child.state_dict())
+    tokens, h0 = torch.randint(0, V, (T, B)), torch.randn(B, H) * 0.1
+    with torch.no_grad():
+        out = fixed_child(tokens, h0)[0]
+        assert torch.allclose(out, twin(tokens, h0)[0], atol=1e-6)
+        assert torch.allclose(out, sup(tokens, h0, arch)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="fixed_node0"):
+        Args(fixed_node0="swish")
+
+
+def test_enas_lm_cell_file_is_its_readme_arc():
+    """configs/archs/enas_lm_ptb.yaml is the cell behind enas_lm's 56.1: its README's
+    --fixed_arc, (input, activation) for nodes 1..8 in the order tanh, relu, sigmoid, identity."""
+    from pathlib import Path
+
+    from enas.archfile import load_arch
+
+    space, arch, _ = load_arch(Path(__file__).resolve().parents[1] / "configs/archs/enas_lm_ptb.yaml")
+    codes = [int(c) for c in "0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2".split()]
+    acts = ("tanh", "relu", "sigmoid", "identity")
+    assert space.args.fixed_node0 == "tanh" and space.args.output == "all" and space.args.num_nodes == 9
+    assert arch == {k: v for l in range(1, 9)
+                    for k, v in ((f"node{l}/input", codes[2 * l - 2]), (f"node{l}/activation", acts[codes[2 * l - 1]]))}
 
 
 @pytest.mark.parametrize("weights", ["pair", "pair_activation"])

@@ -105,6 +105,9 @@ class _ScoreTask:
     def score(self, supernet, arch, num_batches=0, first=0, sync=True):
         return (float(len(arch["node1/from0"])), 0.5)  # a score the test can predict
 
+    def reward(self, supernet, arch, num_batches, first):
+        return torch.tensor(float(len(arch["node1/from0"])) + first)  # the reward stream's batch shows
+
     def model_kwargs(self):
         return {"num_classes": 10, "image_size": 8}
 
@@ -134,11 +137,41 @@ def test_scoring_standardises_each_term_and_the_paper_is_unscaled():
     again = Scoring(ScoreSection(supernet=2.0, params=1.0, reference=8), space, ma, _ScoreTask(), 0)
     again.load_state_dict(both.state_dict())
     assert again.score(None, arch) == pytest.approx((value, se))
+    # a controller reward reads the supernet term from task.reward (the official shuffled
+    # minibatch), standardised with the same centre and scale
+    assert float(paper.reward(None, arch, 1, 3)) == float(len(arch["node1/from0"])) + 3
+    expected = 2 * z(float(len(arch["node1/from0"])) + 3, vals) + z(both.free_value("params", arch), params)
+    assert float(both.reward(None, arch, 1, 3)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_search_rewards_read_the_task_reward_stream():
+    """Controller rewards go through Scoring.reward (task.reward, the official shuffled
+    minibatch), each sample on the next reward_batches of the stream; derive keeps score."""
+    from types import SimpleNamespace
+
+    from enas.search import Search
+
+    space = build_space("nb201")
+    arch = random_arch(space, __import__("random").Random(0))
+    scoring = Scoring(ScoreSection(), space, space.ModelArgs(channels=2, cells_per_stage=1), _ScoreTask(), 0)
+    fake = SimpleNamespace(cfg=SimpleNamespace(search=SimpleNamespace(reward_batches=2)), scoring=scoring,
+                           supernet=None, valid_cursor=5, task=SimpleNamespace(num_valid_batches=lambda: 100))
+    n = float(len(arch["node1/from0"]))
+    assert [float(Search._reward(fake, arch)) for _ in range(2)] == [n + 5, n + 7]
+    assert fake.valid_cursor == 9
 
 
 def test_score_needs_a_weight():
     with pytest.raises(ValueError, match="search.score needs a term"):
         ScoreSection(supernet=0.0)
+
+
+@pytest.mark.parametrize("mode", ["recalibrate", "running"])
+def test_plain_bn_refuses_reward_modes_that_read_running_statistics(mode):
+    from enas.config import SearchSection
+
+    with pytest.raises(ValueError, match=f"search.eval_bn: {mode} reads BN running statistics"):
+        SearchSection(supernet_bn="plain", eval_bn=mode)
 
 
 @pytest.mark.slow

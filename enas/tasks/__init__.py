@@ -22,7 +22,10 @@ Task interface (enas/tasks/lm.py and enas/tasks/image.py implement it)::
     task.num_valid_batches() -> int
     task.score(model, arch, num_batches=0, first=0) -> (value, standard error)
                                          # num_batches valid batches from batch first (0 = all);
-                                         # higher is better; a controller reward is one batch
+                                         # higher is better
+    task.reward(model, arch, num_batches, first) -> 0-d device tensor
+                                         # a controller reward: reward batches first.. of the
+                                         # task's reward stream (any first >= 0; the task wraps)
     task.evaluate(model, arch, split) -> {"loss", metric} on "valid" or "test"
     task.state_dict() / load_state_dict()           # carried state (exact resume)
     task.on_bad_step()                   # optional: after a skipped non-finite step

@@ -16,11 +16,21 @@ trains on all training images and evaluates on the test set (CIFAR's test batch,
 image folder's ``val/``; there is no validation set: ``evaluate(..., "valid")``
 reports the test set, as the official final runs do).
 
+A controller reward (``reward``) is the accuracy on a minibatch of the *training* batch
+size drawn from a shuffled stream of the validation images, without augmentation, as
+the official ``build_valid_rl`` draws it (``tf.train.shuffle_batch`` of ``batch_size``:
+general_child.py 667-676, micro_child.py 781-790); derive and final scores read the
+fixed, consecutive ``eval_batch_size`` batches (``score``), the same for every candidate.
+
 BN while scoring a *supernet* arch (``arch`` given) follows ``eval_bn``: ``batch``
-uses the minibatch's own statistics without touching the running averages (the
-official search always ran BN in training mode), ``recalibrate`` recomputes running
-statistics for that arch on ``recalibrate_batches`` training batches first (then
-restores the supernet's). A child (``arch=None``) is scored in plain eval mode.
+uses the minibatch's own statistics without touching the running averages,
+``recalibrate`` recomputes running statistics for that arch on ``recalibrate_batches``
+training batches first (then restores the supernet's), ``running`` uses the supernet's
+running averages (the official macro reward, general_child.py 691: ``_model(x,
+False)``), ``train`` is ``batch`` with dropout on (the official micro reward,
+micro_child.py 804: ``is_training=True``). Dropout is off in the other modes; a child
+(``arch=None``) is scored in plain eval mode. benchmarks/reward_noise.py measures the
+modes (benchmarks/RESULTS.md, "Reward noise").
 
 Several processes (``shard``, enas/distributed.py): training minibatch i is
 ``perm[i*G:(i+1)*G]`` of the global batch G (``train_batch``), same permutation and
@@ -48,6 +58,7 @@ from . import TASKS
 PAD = 4  # pad-4 random crop (official _pre_process)
 _BN = nn.modules.batchnorm._BatchNorm
 DATASETS = ("cifar10", "cifar100", "imagefolder")
+EVAL_BN = ("batch", "recalibrate", "running", "train")  # scoring modes (module docstring)
 
 
 def load_images(data_cfg, data_dir) -> dict:
@@ -63,7 +74,9 @@ def augment(x, ox, oy, flip, cy, cx, cutout: int):
     """Batched crop + flip + cutout. x: [B, C, H, W] -> [B, C, H, W].
 
     ox, oy in [0, 2 * PAD]: crop offsets into the zero-padded image; flip: bool [B];
-    cy, cx in [0, H), [0, W): cutout centres (square clipped at the border)."""
+    cy, cx in [0, H), [0, W): the cutout square's top-left corner, uniform over the image
+    as in the official models.py 91-100 (so the square is clipped at the bottom and right
+    borders, and covers 16 x 16 px only when the corner is at most H - 16, W - 16)."""
     B, C, H, W = x.shape
     xp = F.pad(x, (PAD, PAD, PAD, PAD)).permute(0, 2, 3, 1)  # [B, H+8, W+8, C]
     ar_h = torch.arange(H, device=x.device)
@@ -73,8 +86,7 @@ def augment(x, ox, oy, flip, cy, cx, cutout: int):
     out = xp[torch.arange(B, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
     out = out.permute(0, 3, 1, 2)  # [B, C, H, W], channels_last in memory
     if cutout > 0:
-        top = (cy - cutout // 2)[:, None]
-        left = (cx - cutout // 2)[:, None]
+        top, left = cy[:, None], cx[:, None]
         in_r = (ar_h >= top) & (ar_h < top + cutout)  # [B, H]
         in_c = (ar_w >= left) & (ar_w < left + cutout)  # [B, W]
         keep = ~(in_r[:, :, None] & in_c[:, None, :])  # [B, H, W]
@@ -93,8 +105,8 @@ class ImageTask:
         # **ignored: LM-only options (reward_c, ...) so the loop builds either task alike.
         if split not in ("search", "final"):
             raise ValueError(f"split must be 'search' or 'final', got {split!r}")
-        if eval_bn not in ("batch", "recalibrate"):
-            raise ValueError(f"eval_bn must be 'batch' or 'recalibrate', got {eval_bn!r}")
+        if eval_bn not in EVAL_BN:
+            raise ValueError(f"eval_bn must be one of {EVAL_BN}, got {eval_bn!r}")
         self.cfg, self.split, self.seed = data_cfg, split, int(seed)
         self.device = torch.device(device)
         self.eval_bn, self.recalibrate_batches = eval_bn, int(recalibrate_batches)
@@ -132,6 +144,7 @@ class ImageTask:
         self.test_x, self.test_y = (self.valid_x, self.valid_y) if test is valid else self._to_device(*test)
         self.valid_is_test = test is valid  # final split: no validation images besides the test set
         self._epoch_plan: tuple[int, dict] | None = None
+        self._reward_plan: tuple[int, torch.Tensor] | None = None
         # Global training minibatch and this process's share of every batch.
         self.shard = shard or Shard()
         self.train_batch = int(train_batch or data_cfg.batch_size)
@@ -218,11 +231,12 @@ class ImageTask:
 
     # ------------------------------------------------------------------ scoring
 
-    def _modules(self, model) -> tuple[list, list]:
-        """(all modules, BN modules) of ``model``, cached per model."""
+    def _modules(self, model) -> tuple[list, list, list]:
+        """(all modules, BN modules, dropout modules) of ``model``, cached per model."""
         if model not in self._mods:
             mods = list(model.modules())
-            self._mods[model] = (mods, [m for m in mods if isinstance(m, _BN)])
+            self._mods[model] = (mods, [m for m in mods if isinstance(m, _BN)],
+                                 [m for m in mods if isinstance(m, nn.Dropout)])
         return self._mods[model]
 
     @staticmethod
@@ -238,19 +252,21 @@ class ImageTask:
     def _scoring(self, model, arch):
         """Eval mode, no grad, BN per ``eval_bn`` for a supernet arch; restores everything."""
         self.prepare_model(model)
-        mods, bns = self._modules(model)
+        mods, bns, drops = self._modules(model)
         flags = [m.training for m in mods]
-        bns = bns if arch is not None else []
+        bns = bns if arch is not None and self.eval_bn != "running" else []
         saved = [(m, dict(m._buffers), m.momentum) for m in bns]
         self._set_training(mods, False)
         try:
             with torch.no_grad():
-                if bns and self.eval_bn == "batch":
+                if bns and self.eval_bn in ("batch", "train"):
                     # An eval-mode BN without running statistics normalises with the
-                    # batch's own and updates nothing (official search: BN always in
-                    # training mode).
+                    # batch's own and updates nothing (official micro search: BN always
+                    # in training mode).
                     for m in bns:
                         m._buffers["running_mean"] = m._buffers["running_var"] = None
+                    if self.eval_bn == "train":
+                        self._set_training(drops, True)
                 elif bns:  # recalibrate: fresh cumulative statistics for this arch
                     for m in bns:
                         b = m._buffers
@@ -300,6 +316,32 @@ class ImageTask:
             count += y.shape[0]
         # Several processes: each scored its share; the figures are the whole batch's.
         return self.shard.sum(loss, correct, count)
+
+    def _reward_order(self, p: int) -> torch.Tensor:
+        """The validation images in pass ``p`` of the reward stream: a permutation from (seed, p)."""
+        if self._reward_plan is None or self._reward_plan[0] != p:
+            g = torch.Generator(device=self.device)
+            g.manual_seed((self.seed * 1_000_003 + p * 7_919 + 29) % (2**63))
+            self._reward_plan = (p, torch.randperm(self.valid_x.shape[0], generator=g, device=self.device))
+        return self._reward_plan[1]
+
+    def reward(self, model, arch, num_batches: int = 1, first: int = 0) -> torch.Tensor:
+        """Accuracy (a 0-d device tensor) on reward minibatches ``first`` .. ``first +
+        num_batches - 1`` of the stream: each pass over the validation images is a fresh
+        permutation, cut into minibatches of the training batch size (the remainder of a
+        pass is skipped, as a shuffled queue would mix it into the next)."""
+        n = self.valid_x.shape[0]
+        bs = min(self.train_batch, n)
+        per_pass = n // bs
+
+        def batches():
+            for i in range(first, first + num_batches):
+                idx = self._reward_order(i // per_pass)[(i % per_pass) * bs:][:bs]
+                yield self.shard.chunk(self.valid_x[idx]), self.shard.chunk(self.valid_y[idx])
+
+        with self._scoring(model, arch):
+            _, correct, count = self._run(model, arch, batches())
+        return correct.double() / count
 
     def score(self, model, arch, num_batches: int = 0, first: int = 0, sync: bool = True):
         """(accuracy, its binomial standard error) on ``num_batches`` validation batches

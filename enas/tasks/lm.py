@@ -217,6 +217,12 @@ class LanguageModelTask:
         se = value * torch.sqrt(var.clamp(min=0.0) / n)
         return (value, se) if not sync else tuple(torch.stack([value.double(), se.double()]).tolist())
 
+    def reward(self, model, arch, num_batches: int = 1, first: int = 0) -> torch.Tensor:
+        """A controller reward (0-d device tensor): ``score`` of ``num_batches`` consecutive
+        validation windows from window ``first`` (wrapping), as the official valid queues
+        read them in order (enas_lm data_utils.py input_producer, shuffle=False)."""
+        return self.score(model, arch, num_batches, first, sync=False)[0]
+
     def evaluate(self, model, arch, split: str) -> dict:
         """{"loss", "ppl"} over a whole split ("valid" or "test") from a fresh state."""
         if split not in ("valid", "test"):
