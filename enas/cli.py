@@ -41,7 +41,8 @@ def cmd_search(args) -> int:
             raise ConfigError("enas search needs CONFIG.yaml (or --resume RUN_DIR)")
         search = runs.start_search(args.config, args.set, args.data_dir, args.run_dir, device)
         best = search.run()
-    say(f"best architecture (score {best['score']:.4g} +- {best['se']:.2g}, after epoch {best['epoch']}): "
+    name, value, se = search.as_metric(best["score"], best["se"], task_score=bool(best.get("trained")))
+    say(f"best architecture ({name.replace('_', ' ')} {value:.4g} +- {se:.2g}, after epoch {best['epoch']}): "
         f"{search.run_dir / 'best_arch.yaml'}", dist.is_main())
     return 0
 

@@ -85,6 +85,7 @@ class Search(Loop):
             torch.manual_seed(s.seed + 2)
             self.policy = build_policy(cfg.controller.kind, self.space, cfg.controller)
         self.uniform = RandomPolicy(self.space.decisions())  # uniform draws (search.uniform_shared)
+        self.uniform_entropy = uniform_entropy(self.space.decisions())  # nats; the policy's at the start
         self.scoring = Scoring(s.score, self.space, self.model_args, self.task, s.seed)
         self.reinforce = Reinforce(self.policy, cfg.controller)
         self.check = nonfinite_check(cfg.train, self.device)
@@ -141,6 +142,7 @@ class Search(Loop):
     def run(self, resume_offset: int | None = None) -> dict:
         self.open_log(resume_offset)
         dist.decorrelate_rng()  # ranks > 0: their own dropout masks
+        self.smoke_note(self.cfg.search.smoke)
         try:
             with self.stop:
                 while self.epoch < self.cfg.search.epochs:
@@ -157,7 +159,7 @@ class Search(Loop):
                     self.epoch, self.phase, self.step = self.epoch + 1, "shared", 0
                     overview = self._overview(derived)
                     self.save()
-                    self._epoch_line(overview, time.monotonic() - t0)
+                    self._epoch_line(overview, derived, time.monotonic() - t0)
                 if self.final.get("epoch") != self.epoch:  # a resumed finished run does not derive again
                     self.final = self.final_derive()
                     self.save()
@@ -314,20 +316,22 @@ class Search(Loop):
         self.trained = train_candidates(self, todo, self.trained, self.save)
         ranked = sorted(self.trained, key=lambda c: _sort_key(c["score"]))
         win = ranked[0]
-        what = (f"{self.task.metric} on the whole validation split after {s.final_train_epochs} epochs of "
-                f"training from scratch")
+        what = (f"{self.task.metric}-based reward on the whole validation split after {s.final_train_epochs} "
+                f"epochs of training from scratch")
         prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
                 "score_is": what, "final_stage": [{"score": c["score"], "derive_score": c["derive_score"],
                                                    "arch": self.space.describe(c["arch"]).splitlines()[0]}
                                                   for c in ranked]}
-        say(f"final stage: {len(ranked)} candidates trained for {s.final_train_epochs} epochs; best "
-            f"{win['score']:.4g} +- {win['se']:.2g} ({what})", self.log_enabled)
+        name, value, se = self.as_metric(win["score"], win["se"], task_score=True)
+        say(f"final stage: {len(ranked)} candidates trained from scratch for {s.final_train_epochs} epochs each; "
+            f"best: {name.replace('_', ' ')} {value:.4g} +- {se:.2g} on the whole validation split",
+            self.log_enabled)
         if self.log_enabled:
             save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
             self.log.log(self.epoch, epoch=self.epoch, **{"derive/final_stage_score": win["score"]})
             self._draw(win["arch"], self.run_dir / "best_arch.png", "derive/final_cell", self.epoch)
         return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch,
-                "trained": True}
+                "trained": True, "candidates": self.final.get("candidates", [])}
 
     def _draw(self, arch, png: Path, tag: str, step: int) -> None:
         draw = getattr(self.space, "draw", None)
@@ -375,25 +379,52 @@ class Search(Loop):
             self.log.text("warning/collapse", msg, ep)
             self.log.log(ep, epoch=ep, **{"warning/collapse": 1, "warning/message": msg})
 
+    def as_metric(self, value: float, se: float, task_score: bool = False) -> tuple[str, float, float]:
+        """A score in the task's own terms: ("valid_ppl", ppl, se) or ("valid_accuracy", ...)
+        when the score is the paper's reward (or ``task_score``: the task's, as the final
+        stage's are); ("score", value, se) for a weighted sum of standardised terms
+        (search.score), which has no unit."""
+        as_metric = getattr(self.task, "as_metric", None)
+        if not (self.scoring.paper or task_score) or as_metric is None:
+            return "score", value, se
+        v, e = as_metric(value, se)
+        return f"valid_{self.task.metric}", v, e
+
     def _overview(self, derived: dict) -> dict:
-        """The epoch's headline figures (TensorBoard's first charts, x = epoch): the shared
-        phase's mean loss, the controller phase's mean reward, the policy entropy, the
-        derived architecture's score."""
-        o = {f"{k}": float(v) / self.epoch_count for k, v in self.epoch_sums.items()} if self.epoch_count else {}
+        """The epoch's headline figures, each of which moves while the search works
+        (TensorBoard's first group, x = epoch): the shared phase's mean training figures,
+        the controller phase's mean reward, the policy's entropy as a fraction of the
+        uniform policy's, the derived architecture's validation figure."""
+        o = {f"train_{k}": float(v) / self.epoch_count for k, v in self.epoch_sums.items()} if self.epoch_count else {}
         if self.ctrl_n:
             o["reward"] = self.ctrl_sum / self.ctrl_n
-            o["baseline"] = self.reinforce.baseline
-        o.update(entropy=derived["entropy"], derived_score=derived["score"], derived_score_se=derived["se"])
+        if self.uniform_entropy > 0:
+            o["entropy_of_uniform"] = derived["entropy"] / self.uniform_entropy
+        name, value, _ = self.as_metric(derived["score"], derived["se"])
+        o[f"derived_{name}"] = value
         self.log.log(self.epoch, epoch=self.epoch, **{f"overview/{k}": v for k, v in o.items()})
         return o
 
-    def _epoch_line(self, overview: dict, seconds: float) -> None:
-        o = dict(overview)
+    def _epoch_line(self, overview: dict, derived: dict, seconds: float) -> None:
+        """One line a person can read; every figure on it is named in docs/glossary.md."""
         parts = [f"epoch {self.epoch}/{self.cfg.search.epochs}"]
-        parts += [f"{k} {o.pop(k):.4g}" for k in list(o) if k not in ("derived_score", "derived_score_se")]
-        parts.append(f"derived {o['derived_score']:.4g} +- {o['derived_score_se']:.2g}")
-        parts.append(f"{seconds:.1f}s")
+        for k, v in overview.items():
+            if k == "entropy_of_uniform":
+                parts.append(f"entropy {100 * v:.1f}% of uniform")
+            elif not k.startswith("derived_"):
+                parts.append(f"{k.replace('_', ' ')} {v:.4g}")
+        name, value, se = self.as_metric(derived["score"], derived["se"])
+        parts.append(f"derived {name.replace('_', ' ')} {value:.4g} +- {se:.2g}")
+        parts.append(f"time {seconds:.0f}s")
         say("  ".join(parts), self.log_enabled)
+
+
+def uniform_entropy(decisions) -> float:
+    """Entropy (nats) of the uniform policy over ``decisions``: the most a policy can have."""
+    total = 0.0
+    for d in decisions:
+        total += d.size * math.log(2) if d.kind == "skip" else math.log(d.size)
+    return total
 
 
 def _sort_key(score: float) -> float:
