@@ -266,7 +266,9 @@ class Search(Loop):
     def final_derive(self, out: Path | None = None, provenance: dict | None = None) -> dict:
         """Re-score the ``final_candidates`` best distinct archs of the last derive on
         ``final_batches`` validation batches (0 = the whole split), all on the same data,
-        and write the winner with its standard error (``best_arch.yaml``, or ``out``)."""
+        and write the winner (``best_arch.yaml``, or ``out``) with its margin over the
+        runner-up in standard errors of their difference; in a run folder, every candidate
+        also goes to ``archs/final_<rank>.yaml``."""
         s = self.cfg.search
         distinct: dict[str, dict] = {}
         for c in self.candidates:
@@ -278,32 +280,82 @@ class Search(Loop):
             rescored.append({"arch": c["arch"], "score": value, "se": se, "derive_score": c["score"]})
         rescored.sort(key=lambda c: _sort_key(c["score"]))
         win = rescored[0]
-        margin = None
+        margin, paired = None, False
         if len(rescored) > 1 and math.isfinite(win["score"]) and math.isfinite(rescored[1]["score"]):
-            spread = math.hypot(win["se"], rescored[1]["se"])
-            margin = (win["score"] - rescored[1]["score"]) / spread if spread > 0 else math.inf
+            se = self._paired_se(win["arch"], rescored[1]["arch"], s.final_batches)
+            paired = se is not None and math.isfinite(se)
+            if not paired:  # the task cannot pair the two: their own errors, as if independent
+                se = math.hypot(win["se"], rescored[1]["se"])
+            gap = win["score"] - rescored[1]["score"]
+            margin = gap / se if se > 0 else (math.inf if gap > 0 else 0.0)
         data = f"{_batches_text(s.final_batches)} of the validation split"
         prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
                 "score_is": f"{self.scoring.describe(self.task.metric)} on {data}",
-                "final_derive": {"candidates": len(rescored), "margin_in_se": margin,
+                "final_derive": {"candidates": len(rescored), "margin_in_se": margin, "paired": paired,
                                  "runner_up_score": rescored[1]["score"] if len(rescored) > 1 else None}}
-        clear = ("clearly ahead" if margin is None or margin >= 2 else
-                 "not clearly ahead (margin under 2 standard errors; score more data: search.final_batches)")
-        say(f"final derive: {len(rescored)} candidates on {data}; best {win['score']:.4g} "
-            f"+- {win['se']:.2g}" + (f", {margin:.1f} standard errors ahead of the next, " if margin is not None
-                                     else ", ") + clear, self.log_enabled or out is not None)
+        files = None
         if out is not None:
             save_arch(out, self.space, win["arch"], {**prov, **(provenance or {})})
         elif self.log_enabled:
             save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
+            (self.run_dir / "archs").mkdir(exist_ok=True)
+            files = [self.run_dir / "archs" / f"final_{rank}.yaml" for rank in range(1, len(rescored) + 1)]
+            for rank, (c, path) in enumerate(zip(rescored, files), start=1):
+                save_arch(path, self.space, c["arch"], {
+                    "run": str(self.run_dir), "epoch": self.epoch, "score": c["score"], "score_se": c["se"],
+                    "score_is": prov["score_is"], "final_derive_rank": rank})
             self.log.log(self.epoch, epoch=self.epoch, **{
                 "derive/final_score": win["score"], "derive/final_score_se": win["se"]})
             table = "\n".join(f"{c['score']:.4g} +- {c['se']:.2g} (derive {c['derive_score']:.4g}): "
                               f"{self.space.describe(c['arch']).splitlines()[0]}" for c in rescored)
             self.log.text("derive/final_candidates", table, self.epoch)
             self._draw(win["arch"], self.run_dir / "best_arch.png", "derive/final_cell", self.epoch)
+        say(self._final_message(rescored, margin, paired, data, files), self.log_enabled or out is not None)
         return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch,
                 "candidates": rescored}
+
+    def _paired_se(self, a: dict, b: dict, num_batches: int) -> float | None:
+        """Standard error of score(a) - score(b), both measured on the same validation data
+        (a paired comparison, far tighter than the two scores' own errors when, as with
+        shared weights, they err on the same examples); None where the task cannot pair."""
+        sc = self.scoring
+        if "supernet" not in sc.terms:
+            return 0.0  # training-free terms are exact
+        pair = getattr(self.task, "paired_se", None)
+        if pair is None:
+            return None
+        se = pair(self.supernet, a, b, num_batches, 0)
+        return se if sc.paper else sc.terms["supernet"] * se / sc.stats["supernet"][1]
+
+    def _final_message(self, rescored: list[dict], margin: float | None, paired: bool, data: str,
+                       files: list[Path] | None) -> str:
+        """The final derive in plain words: who won, by how much, and what to do about a tie."""
+        s = self.cfg.search
+        name, value, se = self.as_metric(rescored[0]["score"], rescored[0]["se"])
+        what = name.replace("_", " ")
+        lines = [f"final derive: the {len(rescored)} best candidates re-scored on {data}; "
+                 f"winner: {what} {value:.4g} +- {se:.2g}"]
+        if margin is None:
+            return lines[0]
+        runner = self.as_metric(rescored[1]["score"], rescored[1]["se"])[1]
+        how = "paired: the same validation data" if paired else "unpaired"
+        lines.append(f"  runner-up: {what} {runner:.4g}, {margin:.1f} standard errors behind ({how})")
+        if margin >= 2:
+            lines.append("  the winner is clearly ahead (2 or more standard errors)")
+            return "\n".join(lines)
+        both = f" ({files[0]} and {files[1]})" if files else ""
+        todo = [f"retrain both{both} and keep the better"]
+        if s.final_train == 0:
+            todo.append(f"let the search train the best few briefly before choosing (search.final_train: "
+                        f"{min(3, len(rescored))})")
+        more = ("score them on the whole validation split (search.final_batches: 0)" if s.final_batches > 0
+                else "give the search more validation data")
+        todo.append(more)
+        lines.append("  not a clear winner: under 2 standard errors, the runner-up may be as good. To choose, "
+                     + "; or ".join(todo) + ".")
+        if s.smoke:
+            lines.append("  (expected in a smoke run: its network is tiny and barely trained)")
+        return "\n".join(lines)
 
     def final_stage(self) -> dict:
         """Train the final derive's ``search.final_train`` best candidates from scratch for
