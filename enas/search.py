@@ -405,7 +405,8 @@ class Search(Loop):
             labels = list(d.choices) if d.kind == "categorical" else [str(j) for j in range(d.size)]
             for lab, v in zip(labels, p):
                 figs[f"policy/{d.name}/{lab}"] = v
-            groups.setdefault(d.group, []).append((d.name, labels, p))
+            if d.size > 1 or d.kind == "skip":  # a decision with one choice has nothing to show
+                groups.setdefault(d.group, []).append((d.name, labels, p))
             if d.kind == "categorical" and free & set(d.choices):
                 free_mass += sum(v for lab, v in zip(labels, p) if lab in free)
                 n_free += 1
