@@ -1,4 +1,4 @@
-"""`enas search|derive|retrain|evaluate|show|rank|report` (thin: parse, call, report errors).
+"""`enas search|derive|retrain|evaluate|show|rank|table|export|report` (thin: parse, call, report errors).
 
 A user's mistake (bad config, missing data, bad architecture file, existing run
 folder) ends with one paragraph on stderr and exit code 2, never a traceback.
@@ -163,6 +163,18 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    out = export_run(Path(args.run_dir), Path(args.out), args.force, args.data_dir, args.allow_data_change)
+    t = out["test"]
+    print(f"{out['kind'].replace('_', ' ')} written to {out['out']} (torch.export; runs with PyTorch alone, "
+          f"docs/export.md)")
+    print(f"the run's {t['metric']}: {t['value']:.6g}; on a few test examples the file's outputs differ from the "
+          f"run's network by at most {out['check']:.2g}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -266,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     reopen(tb)
     tb.add_argument("--device", default="auto")
     tb.set_defaults(func=cmd_table)
+
+    ex = sub.add_parser("export", help="write a retrained network as one file that runs without enas (torch.export)")
+    ex.add_argument("run_dir", help="a finished retrain run folder")
+    ex.add_argument("--out", required=True, help="the file to write, e.g. model.pt2")
+    ex.add_argument("--force", action="store_true", help="replace an existing --out file")
+    reopen(ex)
+    ex.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("report", help="write one self-contained HTML page about a search or retrain run")
     rp.add_argument("run_dir")

@@ -318,18 +318,24 @@ def read_result(run_dir: Path) -> dict | None:
     return rec
 
 
+def load_tested_weights(rt: Retrain):
+    """Load into ``rt.model`` the weights its test figure is measured with (the best-valid
+    model of an LM, else the last checkpoint). Returns (their file's name, the context to
+    evaluate in: the NT-ASGD average swapped in where the run used it)."""
+    best = _load_best(rt.run_dir) if rt.select_best else None
+    if best is not None:
+        rt.model.load_state_dict(best["model"])
+        return BEST, contextlib.nullcontext()
+    ckpt.restore(rt, ckpt.load(rt.run_dir))
+    return ckpt.NAME, rt.eval_weights()
+
+
 def evaluate_run(rt: Retrain) -> dict:
     """``enas evaluate``: load the saved model of a reopened retrain (best-valid for an LM,
     the final weights otherwise), recompute the test metric, compare it to result.json."""
     run_dir = rt.run_dir
     recorded = read_result(run_dir)
-    best = _load_best(run_dir) if rt.select_best else None
-    if best is not None:
-        rt.model.load_state_dict(best["model"])
-        weights, ctx = BEST, contextlib.nullcontext()
-    else:
-        ckpt.restore(rt, ckpt.load(run_dir))
-        weights, ctx = ckpt.NAME, rt.eval_weights()
+    weights, ctx = load_tested_weights(rt)
     with ctx:
         test = rt.task.evaluate(rt.model, None, "test")
     m = rt.task.metric

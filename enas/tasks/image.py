@@ -110,6 +110,7 @@ class ImageTask:
 
         d = load_images(data_cfg, data_dir)
         self.num_classes = d["num_classes"]
+        self.class_names = d.get("classes")  # None where the dataset names none
         n = d["train_x"].shape[0]
         if split == "search":
             nv = data_cfg.valid_size
