@@ -266,6 +266,7 @@ def test_candidate_table_puts_the_winner_first(tmp_path):
     assert "<td>not scored</td>" in table.split("</tr>")[3]  # b was not trained
 
 
+@pytest.mark.slow
 def test_no_curve_drawn_twice_and_single_choice_decisions_left_out(runs, monkeypatch, tmp_path):
     from enas.report import page as report_page
 
