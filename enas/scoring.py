@@ -4,12 +4,18 @@ The paper scores an architecture by the supernet alone: its accuracy (images) or
 c / perplexity (text) on validation data with the shared weights. ``search.score``
 (config.ScoreSection) can add training-free terms (enas/training_free.py), which see
 the untrained child instead. Terms on different scales are made comparable by
-standardising each over ``reference`` uniformly drawn architectures: z = (value -
-mean) / std, then score = sum of weight * z. The training-free terms' means and
-standard deviations are fixed (the untrained children do not change); the
-supernet's are measured again whenever the supernet has trained since
-(``refresh``), so a reward always says "better or worse than a random architecture on
-today's weights". Both are in the checkpoint, so a reopened run scores as it did.
+standardising each over ``reference`` uniformly drawn architectures, robustly:
+z = (value - median) / (IQR / 1.349) (the interquartile range over 1.349 is the
+standard deviation of a normal distribution), then score = sum of weight * z. Robust
+because both kinds of term have far outliers: a cell whose output ignores its input
+scores chance accuracy on the supernet (0.1 where typical cells score 0.6) and -inf on
+naswot; with a mean and a standard deviation those few cells set the scale and squeeze
+every ordinary cell's differences (measured on NAS-Bench-201's table:
+docs/evaluation.md). The training-free terms' centres and scales are fixed (the
+untrained children do not change); the supernet's are measured again whenever the
+supernet has trained since (``refresh``), so a reward always says "better or worse
+than a random architecture on today's weights". Both are in the checkpoint, so a
+reopened run scores as it did.
 
 The supernet term's standard error is carried through the standardisation (the
 training-free terms are exact), so a derive can still say whether its winner is
@@ -19,15 +25,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from . import training_free
 from .controller import RandomPolicy
 
 MAX_CACHED = 200_000  # training-free values kept per run (a float each; a search scores far fewer)
-# A standardised training-free term is clipped to +-Z_CLIP: an untrained child whose output
-# does not depend on its weights (all-`none` NB201 cells: synflow = 0, log -inf) is the
-# worst, not infinitely worse, and a finite reward keeps it in the controller's update.
+# A standardised term is clipped to +-Z_CLIP: an untrained child whose output does not
+# depend on its input (NB201 cells whose output node has only `none` edges: naswot and
+# synflow -inf, the supernet at chance) is the worst, not infinitely worse, and a finite
+# reward keeps it in the controller's update.
 Z_CLIP = 5.0
 
 
@@ -38,7 +46,7 @@ class Scoring:
         self.terms = cfg_score.terms()
         self.paper = cfg_score.paper
         self.free = [t for t in self.terms if t != "supernet"]
-        self.stats: dict[str, tuple[float, float]] = {}  # term -> (mean, std) over the reference archs
+        self.stats: dict[str, tuple[float, float]] = {}  # term -> (centre, scale) over the reference archs
         self.supernet_version = -1  # the supernet weights the supernet's stats were measured on
         self.cache: dict[tuple[str, str], float] = {}
 
@@ -58,20 +66,23 @@ class Scoring:
         with torch.no_grad():
             return RandomPolicy(self.space.decisions())(self.cfg.reference, generator=gen).archs
 
-    def refresh(self, supernet, version: int, num_batches: int, first: int = 0) -> None:
+    def refresh(self, supernet, version: int, num_batches: int, first: int = 0, stale_ok: bool = False) -> None:
         """Measure the terms' means and standard deviations where they are not known for
-        these supernet weights (``version`` changes whenever they train)."""
+        these supernet weights (``version`` changes whenever they train); ``stale_ok``:
+        keep the supernet's from earlier weights if there are any (a derive that only
+        reports progress need not pay for a new measurement every epoch)."""
         if self.paper:
             return
         archs = None
         for term in self.free:
             if term not in self.stats:
                 archs = archs or self.reference_archs()
-                self.stats[term] = _mean_std([self.free_value(term, a) for a in archs])
-        if "supernet" in self.terms and version != self.supernet_version:
+                self.stats[term] = _centre_scale([self.free_value(term, a) for a in archs])
+        stale = version != self.supernet_version and not (stale_ok and "supernet" in self.stats)
+        if "supernet" in self.terms and stale:
             archs = archs or self.reference_archs()
             values = [self.task.score(supernet, a, num_batches, first)[0] for a in archs]
-            self.stats["supernet"] = _mean_std(values)
+            self.stats["supernet"] = _centre_scale(values)
             self.supernet_version = version
 
     def combine(self, arch, supernet_value, supernet_se=0.0):
@@ -81,12 +92,14 @@ class Scoring:
             return supernet_value, supernet_se
         total, se = 0.0, 0.0
         for term, w in self.terms.items():
-            mean, std = self.stats[term]
+            centre, scale = self.stats[term]
             if term == "supernet":
-                total = total + w * (supernet_value - mean) / std
-                se = w * supernet_se / std
+                z = ((supernet_value - centre) / scale).clamp(-Z_CLIP, Z_CLIP) if torch.is_tensor(supernet_value) \
+                    else min(Z_CLIP, max(-Z_CLIP, (supernet_value - centre) / scale))
+                total = total + w * z
+                se = w * supernet_se / scale
             else:
-                z = (self.free_value(term, arch) - mean) / std
+                z = (self.free_value(term, arch) - centre) / scale
                 total = total + w * (min(Z_CLIP, max(-Z_CLIP, z)) if z == z else -Z_CLIP)
         return total, se
 
@@ -117,10 +130,12 @@ class Scoring:
         self.supernet_version = int(state["supernet_version"])
 
 
-def _mean_std(values) -> tuple[float, float]:
-    finite = [float(v) for v in values if math.isfinite(float(v))]
+def _centre_scale(values) -> tuple[float, float]:
+    """(median, IQR / 1.349) of the finite values; the standard deviation where the IQR is
+    0, and 1 where that is 0 too."""
+    finite = np.array([float(v) for v in values if math.isfinite(float(v))])
     if len(finite) < 2:
-        return (finite[0] if finite else 0.0), 1.0
-    mean = sum(finite) / len(finite)
-    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
-    return mean, (std if std > 0 else 1.0)
+        return (float(finite[0]) if len(finite) else 0.0), 1.0
+    q1, median, q3 = np.percentile(finite, [25, 50, 75])
+    scale = (q3 - q1) / 1.349 or float(finite.std(ddof=1)) or 1.0
+    return float(median), float(scale)

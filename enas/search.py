@@ -239,7 +239,7 @@ class Search(Loop):
         with torch.no_grad():
             sample = self.policy(s.derive_samples, generator=self.gen)
         first = self.epoch * s.derive_batches
-        self.scoring.refresh(self.supernet, self.global_step, s.reward_batches)
+        self.scoring.refresh(self.supernet, self.global_step, s.reward_batches, stale_ok=True)
         scored = [self.scoring.score(self.supernet, a, s.derive_batches, first) for a in sample.archs]
         ranked = sorted(range(len(scored)), key=lambda i: _sort_key(scored[i][0]))
         self.candidates = [{"arch": sample.archs[i], "score": scored[i][0], "se": scored[i][1]} for i in ranked]
@@ -274,6 +274,7 @@ class Search(Loop):
         for c in self.candidates:
             distinct.setdefault(repr(sorted(c["arch"].items())), c)
         top = list(distinct.values())[:s.final_candidates]
+        self.scoring.refresh(self.supernet, self.global_step, s.reward_batches)
         rescored = []
         for c in top:
             value, se = self.scoring.score(self.supernet, c["arch"], s.final_batches, 0)

@@ -3,6 +3,7 @@ terms in the score, the final stage of brief training; each on every space."""
 import csv
 import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -118,13 +119,18 @@ def test_scoring_standardises_each_term_and_the_paper_is_unscaled():
     both = Scoring(ScoreSection(supernet=2.0, params=1.0, reference=8), space, ma, _ScoreTask(), 0)
     both.refresh(None, 0, 1)
     ref = both.reference_archs()
-    vals = torch.tensor([float(len(a["node1/from0"])) for a in ref], dtype=torch.float64)
-    params = torch.tensor([both.free_value("params", a) for a in ref], dtype=torch.float64)
-    z = lambda v, r: (v - r.mean()) / r.std()  # noqa: E731
+    vals = np.array([float(len(a["node1/from0"])) for a in ref])
+    params = np.array([both.free_value("params", a) for a in ref])
+
+    def z(v, r):  # robust: median and IQR / 1.349, clipped at 5
+        q1, q3 = np.percentile(r, [25, 75])
+        return float(np.clip((v - np.median(r)) / ((q3 - q1) / 1.349), -5, 5))
+
     value, se = both.score(None, arch)
     expected = 2 * z(float(len(arch["node1/from0"])), vals) + z(both.free_value("params", arch), params)
-    assert value == pytest.approx(float(expected), rel=1e-9)
-    assert se == pytest.approx(2 * 0.5 / float(vals.std()), rel=1e-9)
+    assert value == pytest.approx(expected, rel=1e-9)
+    q1, q3 = np.percentile(vals, [25, 75])
+    assert se == pytest.approx(2 * 0.5 / ((q3 - q1) / 1.349), rel=1e-9)
     again = Scoring(ScoreSection(supernet=2.0, params=1.0, reference=8), space, ma, _ScoreTask(), 0)
     again.load_state_dict(both.state_dict())
     assert again.score(None, arch) == pytest.approx((value, se))

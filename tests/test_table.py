@@ -22,6 +22,8 @@ def test_kendall_tau_b_se_is_the_jackknife():
     by_hand = math.sqrt(29 / 30 * np.sum((leave_one_out - leave_one_out.mean()) ** 2))
     assert kendall_tau_b_se(x, y) == pytest.approx(by_hand, rel=1e-12)
     assert kendall_tau_b([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # -inf is the lowest score, two of them a tie (not NaN)
+    assert kendall_tau_b([-math.inf, -math.inf, 1.0, 2.0], [0, 1, 2, 3]) == pytest.approx(5 / math.sqrt(5 * 6))
 
 
 def test_percentile_counts_ties_half():

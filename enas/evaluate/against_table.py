@@ -65,17 +65,17 @@ def _has_relu(search) -> bool:
     return any(isinstance(m, torch.nn.ReLU) for m in search.supernet.modules())
 
 
-def pick(search, archs: list, of) -> dict:
-    """The run's own derive on ``archs``: the best by score, then its final stage (the
-    best ``final_train`` trained briefly) when the run has one."""
+def pick(search, archs: list, of) -> tuple[dict, dict]:
+    """The run's own derive on ``archs``: (the best by score, the final stage's pick among
+    the best ``final_train`` trained briefly; the same when the run has no final stage)."""
     from ..final_stage import train_candidates
 
     scored = sorted(({"arch": a, "score": of(a)[0]} for a in archs), key=lambda c: -_finite(c["score"]))
     k = search.cfg.search.final_train
     if not k:
-        return scored[0]
+        return scored[0], scored[0]
     trained = train_candidates(search, scored[:k], [], lambda: None)
-    return max(trained, key=lambda c: _finite(c["score"]))
+    return scored[0], max(trained, key=lambda c: _finite(c["score"]))
 
 
 def _finite(v: float) -> float:
@@ -107,29 +107,41 @@ def measure(search, table_path, cells: int = 200, seed: int = 0, draws: int = 5,
         out[f"tau_{name}_se"] = kendall_tau_b_se(values, truth)
         say(f"tau_{name}={out[f'tau_{name}']:.3f} +- {out[f'tau_{name}_se']:.3f} "
             f"({time.monotonic() - t0:.0f}s)")
+    def at(arch) -> float:  # an architecture's percentile in the table (NaN if not in it)
+        text = arch_text(space, arch)
+        return table.percentile(table.accuracy[text]) if text in table.accuracy else math.nan
+
     found = search.run_dir / "best_arch.yaml"
     if found.is_file():
         _, arch, _ = load_arch(found)
-        text = arch_text(space, arch)
-        out["found"] = text
-        if text in table.accuracy:
-            out["found_accuracy"] = table.accuracy[text]
-            out["found_percentile"] = table.percentile(table.accuracy[text])
+        out["found"] = arch_text(space, arch)
+        out["found_accuracy"] = table.accuracy.get(out["found"], math.nan)
+        out["found_percentile"] = at(arch)
+        if search.trained:  # the final stage trained the final derive's best first: its own pick
+            out["found_before_final_stage_percentile"] = at(search.trained[0]["arch"])
     pct = [table.percentile(v) for v in truth]
     out.update({k.replace("mean", "mean_percentile"): v
                 for k, v in policy_expectation(search.policy, archs, pct).items()})
     n = candidates or search.cfg.search.derive_samples
     of = scorer(search, "run")
-    picks = []
+    picks, scored_picks = [], []
     for d in range(draws):
         gen = torch.Generator().manual_seed(10_007 * (d + 1) + seed)
         with torch.no_grad():
             pool = RandomPolicy(space.decisions())(n, generator=gen).archs
-        text = arch_text(space, pick(search, pool, of)["arch"])
-        picks.append(table.percentile(table.accuracy[text]) if text in table.accuracy else math.nan)
-        say(f"random search, draw {d + 1}/{draws}: {text} at percentile {picks[-1]:.1f}")
+        best, final = pick(search, pool, of)
+        scored_picks.append(at(best["arch"]))
+        picks.append(at(final["arch"]))
+        say(f"random search, draw {d + 1}/{draws}: {arch_text(space, final['arch'])} at percentile {picks[-1]:.1f}")
     out["random_candidates"] = n
     out["random_percentiles"] = picks
-    finite = [p for p in picks if math.isfinite(p)]
-    out["random_mean_percentile"] = sum(finite) / len(finite) if finite else math.nan
+    out["random_mean_percentile"] = _mean(picks)
+    if search.cfg.search.final_train:
+        out["random_before_final_stage_percentiles"] = scored_picks
+        out["random_before_final_stage_mean_percentile"] = _mean(scored_picks)
     return out
+
+
+def _mean(values) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan

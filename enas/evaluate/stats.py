@@ -26,6 +26,9 @@ def _pair_signs(x, y):
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape != y.shape:
         raise ValueError("x and y must have the same length")
+    # on ranks, so that infinite scores (a training-free score of a network whose output
+    # ignores its input is -inf) order and tie as they should instead of giving NaN
+    x, y = rankdata(x), rankdata(y)
     i, j = np.triu_indices(len(x), k=1)
     return np.sign(x[i] - x[j]), np.sign(y[i] - y[j]), i, j
 
