@@ -326,6 +326,7 @@ class Search(Loop):
         if pair is None:
             return None
         se = pair(self.supernet, a, b, num_batches, 0)
+        # standardised: weight * difference / the supernet term's scale (scoring.py; its clip at +-5 aside)
         return se if sc.paper else sc.terms["supernet"] * se / sc.stats["supernet"][1]
 
     def _final_message(self, rescored: list[dict], margin: float | None, paired: bool, data: str,
