@@ -117,7 +117,7 @@ def one(method: str, seed: int, args, env) -> dict:
                                    "--out", str(ranks), "--device", "cpu"], log, env)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     info["collapse_warnings"] = sum(1 for r in rows if r.get("warning/collapse"))
-    ent = [r["overview/entropy"] for r in rows if "overview/entropy" in r]
+    ent = [r["policy/entropy"] for r in rows if "policy/entropy" in r]
     info["entropy_first_last"] = (ent[0], ent[-1]) if ent else None
     return info
 

@@ -48,8 +48,9 @@ def _overrides(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
 
 def epoch_history(run_dir: str | Path) -> list[dict]:
     """One dict per epoch from ``metrics.jsonl``: the epoch's overview figures (the first
-    TensorBoard group: reward, entropy, derived score, loss; for a retrain, the train and
-    validation figures), keyed without the ``overview/`` prefix."""
+    TensorBoard group, docs/glossary.md: train_loss, reward, entropy_of_uniform, the derived
+    architecture's figure; for a retrain, the train and validation figures), keyed without
+    the ``overview/`` prefix."""
     from .report.runfolder import read_metrics  # the one reader of metrics.jsonl (torn lines skipped)
 
     by_epoch: dict[int, dict] = {}

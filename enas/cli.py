@@ -1,4 +1,4 @@
-"""`enas search|derive|retrain|evaluate|show|rank|report` (thin: parse, call, report errors).
+"""`enas search|derive|retrain|evaluate|show|rank|table|export|report` (thin: parse, call, report errors).
 
 A user's mistake (bad config, missing data, bad architecture file, existing run
 folder) ends with one paragraph on stderr and exit code 2, never a traceback.
@@ -41,7 +41,8 @@ def cmd_search(args) -> int:
             raise ConfigError("enas search needs CONFIG.yaml (or --resume RUN_DIR)")
         search = runs.start_search(args.config, args.set, args.data_dir, args.run_dir, device)
         best = search.run()
-    say(f"best architecture (score {best['score']:.4g} +- {best['se']:.2g}, after epoch {best['epoch']}): "
+    name, value, se = search.as_metric(best["score"], best["se"], task_score=bool(best.get("trained")))
+    say(f"best architecture ({name.replace('_', ' ')} {value:.4g} +- {se:.2g}, after epoch {best['epoch']}): "
         f"{search.run_dir / 'best_arch.yaml'}", dist.is_main())
     return 0
 
@@ -162,6 +163,18 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    out = export_run(Path(args.run_dir), Path(args.out), args.force, args.data_dir, args.allow_data_change)
+    t = out["test"]
+    print(f"{out['kind'].replace('_', ' ')} written to {out['out']} (torch.export; runs with PyTorch alone, "
+          f"docs/export.md)")
+    print(f"the run's {t['metric']}: {t['value']:.6g}; on a few test examples the file's outputs differ from the "
+          f"run's network by at most {out['check']:.2g}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -265,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     reopen(tb)
     tb.add_argument("--device", default="auto")
     tb.set_defaults(func=cmd_table)
+
+    ex = sub.add_parser("export", help="write a retrained network as one file that runs without enas (torch.export)")
+    ex.add_argument("run_dir", help="a finished retrain run folder")
+    ex.add_argument("--out", required=True, help="the file to write, e.g. model.pt2")
+    ex.add_argument("--force", action="store_true", help="replace an existing --out file")
+    reopen(ex)
+    ex.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("report", help="write one self-contained HTML page about a search or retrain run")
     rp.add_argument("run_dir")

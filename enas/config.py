@@ -480,6 +480,9 @@ class SearchSection:
     entropy_floor: float = 0.0  # collapse warning when policy entropy is below this
     amp: Literal["auto", "off", "bf16"] = "auto"  # bf16 autocast on CUDA when auto
     channels_last: bool = True  # image models, CPU and CUDA (faster grouped convs)
+    # A tiny run that checks the install (configs/smoke/): the console says so, and that
+    # figures near chance are expected, so a newcomer does not take them for a bug.
+    smoke: bool = False
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -551,6 +554,7 @@ class RetrainSection:
     # The architecture's space is your own: the file or module that registers it (the
     # search config's space.module). Architecture files never name code to import.
     space_module: str = ""
+    smoke: bool = False  # a tiny run that checks the install: the console says so (search.smoke)
 
     def __post_init__(self):
         if self.epochs < 1:

@@ -26,7 +26,7 @@ import torch
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .interrupt import GracefulStop, StopRequested
-from .runlog import RunLog, progress
+from .runlog import RunLog, progress, say
 from .schedule import fill_momentum
 
 
@@ -132,11 +132,18 @@ class Loop:
 
     def open_log(self, resume_offset: int | None) -> None:
         purge = self.global_step if resume_offset is not None else None
-        self.log = RunLog(self.run_dir, resume_offset, purge_step=purge, enabled=self.log_enabled)
+        self.log = RunLog(self.run_dir, resume_offset, purge_step=purge, enabled=self.log_enabled, kind=self.kind)
         self._last_save = time.monotonic()
 
     def resume_command(self) -> str:
         return f"enas {self.kind} --resume {self.run_dir}"
+
+    def smoke_note(self, smoke: bool) -> None:
+        """A smoke run says what it is, so its figures are not taken for a bug."""
+        if smoke:
+            say(f"smoke run ({self.kind}.smoke: true): a tiny network on a little data, to check in minutes that "
+                f"everything works. Figures near chance are expected; the configs outside configs/smoke/ are the "
+                f"real runs.", self.log_enabled)
 
     def maybe_checkpoint(self) -> None:
         """Between two steps: on a stop signal, or when checkpoint_minutes have passed."""

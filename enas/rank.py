@@ -165,9 +165,10 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
     return out, rows, summary
 
 
-def check_out(out: Path, run_dir: Path, force: bool) -> None:
-    """Before any work: ``out`` may be a new file, or with ``force`` an earlier CSV that
-    is not one of the run's own files (checkpoint, config, metrics, ...)."""
+def check_out(out: Path, run_dir: Path, force: bool, earlier=lambda name: name.startswith("ranks")) -> None:
+    """Before any work: ``out`` may be a new file, or with ``force`` an earlier output
+    (inside the run folder: a name ``earlier`` accepts), never one of the run's own files
+    (checkpoint, config, metrics, ...)."""
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file name, e.g. {out / 'ranks.csv'}")
     if not out.exists():
@@ -176,8 +177,8 @@ def check_out(out: Path, run_dir: Path, force: bool) -> None:
         inside = out.resolve().parent == run_dir.resolve()
     except OSError:
         inside = False
-    if inside and not out.name.startswith("ranks"):
-        raise ConfigError(f"--out {out} is a file of the run {run_dir}; write the ranking elsewhere")
+    if inside and not earlier(out.name):
+        raise ConfigError(f"--out {out} is a file of the run {run_dir}; write elsewhere")
     if not force:
         raise ConfigError(f"--out {out} already exists; pass --force to replace it, or choose another name")
 

@@ -201,16 +201,17 @@ class Retrain(Loop):
         split = "test" if self.valid_is_test else "valid"
         if resume_offset is None and self.log_enabled:
             self.log.log(0, params=count_params(self.model))
+        self.smoke_note(r.smoke)
         try:
             with self.stop:
                 while self.epoch < r.epochs:
                     t0 = time.monotonic()
                     lr = lr_at(self.cfg.train, self.epoch) * self.lr_scale
                     set_lr(self.opt, lr)
-                    figs = {}
+                    schedule = {}
                     if hasattr(self.model, "drop_path_prob"):  # image models (task contract)
-                        self.model.drop_path_prob = figs["drop_path"] = drop_path_at(r.drop_path, self.epoch,
-                                                                                     r.epochs)
+                        self.model.drop_path_prob = schedule["drop_path"] = drop_path_at(r.drop_path, self.epoch,
+                                                                                         r.epochs)
                     train = self.sgd_pass(self.task, self.train_model, self.opt, self.cfg.train.grad_clip,
                                           lambda i: None, f"epoch {self.epoch + 1}/{r.epochs}",
                                           on_step=self.average.update if r.asgd else None, check=self.check)
@@ -227,14 +228,18 @@ class Retrain(Loop):
                         say(f"epoch {self.epoch + 1}: valid {m} stopped improving; averaging the weights "
                             f"from here on (NT-ASGD)", self.log_enabled)
                     self.history.append(value)
-                    # the epoch's headline figures (TensorBoard's first charts, x = epoch)
-                    figs.update(lr=lr, averaging=int(self.average.started),
-                                **{f"{split}_{k}": v for k, v in ev.items()}, **{f"train_{k}": v for k, v in train.items()})
-                    self.log.log(self.epoch + 1, epoch=self.epoch + 1, **{f"overview/{k}": v for k, v in figs.items()})
+                    # the epoch's headline figures, which move while training works (TensorBoard's
+                    # first charts, x = epoch); the schedule that drives them in a group of its own
+                    figs = {**{f"train_{k}": v for k, v in train.items()}, **{f"{split}_{k}": v for k, v in ev.items()}}
+                    schedule.update(lr=lr, averaging=int(self.average.started))
+                    self.log.log(self.epoch + 1, epoch=self.epoch + 1, **{f"overview/{k}": v for k, v in figs.items()},
+                                 **{f"schedule/{k}": v for k, v in schedule.items()})
                     self.epoch, self.step = self.epoch + 1, 0
                     self.save()
-                    parts = [f"epoch {self.epoch}/{r.epochs}"] + [f"train {k} {v:.4g}" for k, v in train.items()]
-                    parts += [f"{split} {m} {value:.4g}", f"lr {lr:.3g}", f"{time.monotonic() - t0:.1f}s"]
+                    # one line a person can read; every figure on it is named in docs/glossary.md
+                    parts = [f"epoch {self.epoch}/{r.epochs}"]
+                    parts += [f"train {k.replace('_', ' ')} {v:.4g}" for k, v in train.items()]
+                    parts += [f"{split} {m} {value:.4g}", f"lr {lr:.3g}", f"time {time.monotonic() - t0:.0f}s"]
                     say("  ".join(parts), self.log_enabled)
                 result = self._finish()
         finally:
@@ -274,7 +279,7 @@ class Retrain(Loop):
             result["params_aux_head"] = count_params(aux, test_time=False)
         if self.log_enabled:
             write_atomic(self.run_dir / RESULT, json.dumps(result, indent=2) + "\n")
-            self.log.log(self.epoch, epoch=self.epoch, **{f"overview/result_test_{name}": test[m]})
+            self.log.log(self.epoch, epoch=self.epoch, **{f"result/test_{name}": test[m]})
         aux_note = f" (+{result['params_aux_head']:,} in the auxiliary head, training only)" if aux is not None else ""
         say(f"test {m} {test[m]:.4g} ({result['weights']}); params {result['params']:,}{aux_note}", self.log_enabled)
         return result
@@ -313,18 +318,24 @@ def read_result(run_dir: Path) -> dict | None:
     return rec
 
 
+def load_tested_weights(rt: Retrain):
+    """Load into ``rt.model`` the weights its test figure is measured with (the best-valid
+    model of an LM, else the last checkpoint). Returns (their file's name, the context to
+    evaluate in: the NT-ASGD average swapped in where the run used it)."""
+    best = _load_best(rt.run_dir) if rt.select_best else None
+    if best is not None:
+        rt.model.load_state_dict(best["model"])
+        return BEST, contextlib.nullcontext()
+    ckpt.restore(rt, ckpt.load(rt.run_dir))
+    return ckpt.NAME, rt.eval_weights()
+
+
 def evaluate_run(rt: Retrain) -> dict:
     """``enas evaluate``: load the saved model of a reopened retrain (best-valid for an LM,
     the final weights otherwise), recompute the test metric, compare it to result.json."""
     run_dir = rt.run_dir
     recorded = read_result(run_dir)
-    best = _load_best(run_dir) if rt.select_best else None
-    if best is not None:
-        rt.model.load_state_dict(best["model"])
-        weights, ctx = BEST, contextlib.nullcontext()
-    else:
-        ckpt.restore(rt, ckpt.load(run_dir))
-        weights, ctx = ckpt.NAME, rt.eval_weights()
+    weights, ctx = load_tested_weights(rt)
     with ctx:
         test = rt.task.evaluate(rt.model, None, "test")
     m = rt.task.metric

@@ -23,25 +23,30 @@ from .files import WriteError
 
 
 # TensorBoard sorts chart groups by name: the number puts what a user looks at first on
-# top (the per-epoch overview: reward, entropy, derived score, loss), and the name says
-# which x-axis (step) every chart of the group uses. metrics.jsonl keeps the plain names.
+# top (the per-epoch overview: figures that move while a run works), and the name says
+# which x-axis (step) every chart of the group uses. Search and retrain runs share
+# `runs/`, so each kind has an overview group of its own. metrics.jsonl keeps the plain
+# names.
 TB_GROUPS = {
-    "overview": "1_overview_by_epoch",
+    "overview": "1_{kind}_overview_by_epoch",
     "shared": "2_shared_by_step",
     "train": "2_train_by_step",
     "controller": "3_controller_by_update",
     "derive": "4_derive_by_epoch",
     "policy": "5_policy_by_epoch",
     "warning": "6_warnings_by_epoch",
+    "result": "7_result",
+    "schedule": "8_schedule_by_epoch",
 }
 # counters that stay 0 in a healthy run: no chart until they are not
 QUIET = ("skipped_steps", "dropped_rewards", "collapse")
 
 
-def tb_tag(name: str, value=None) -> str | None:
-    """The TensorBoard tag of a figure, or None for what TensorBoard does not show as a
-    chart: bookkeeping (``epoch``), one choice's probability (``policy/<decision>/<choice>``:
-    heat-map images per decision group instead), a quiet counter that is still 0."""
+def tb_tag(name: str, value=None, kind: str = "search") -> str | None:
+    """The TensorBoard tag of a figure of a ``kind`` run (search, retrain), or None for
+    what TensorBoard does not show as a chart: bookkeeping (``epoch``), one choice's
+    probability (``policy/<decision>/<choice>``: heat-map images per decision group
+    instead), a quiet counter that is still 0."""
     group, _, rest = name.partition("/")
     if not rest or group not in TB_GROUPS:
         return None
@@ -49,7 +54,7 @@ def tb_tag(name: str, value=None) -> str | None:
         return None
     if rest.rsplit("/", 1)[-1] in QUIET and value == 0:
         return None
-    return f"{TB_GROUPS[group]}/{rest}"
+    return f"{TB_GROUPS[group].format(kind=kind)}/{rest}"
 
 
 def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str | Path = "runs",
@@ -81,9 +86,10 @@ class RunLog:
     checkpoint had seen, so a resumed run's log equals an uninterrupted one's."""
 
     def __init__(self, run_dir: Path, resume_offset: int | None = None, purge_step: int | None = None,
-                 enabled: bool = True):
+                 enabled: bool = True, kind: str = "search"):
         self.run_dir = Path(run_dir)
         self.enabled = enabled
+        self.kind = kind  # names the overview group (TB_GROUPS)
         self.tb = None
         self.file = None
         self.failed = False
@@ -134,7 +140,7 @@ class RunLog:
                 if isinstance(v, float) and not math.isfinite(v):
                     v = str(v)  # JSON has no NaN
                 row[k] = v
-                tag = tb_tag(k, v)
+                tag = tb_tag(k, v, self.kind)
                 if self.tb is not None and tag and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.tb.add_scalar(tag, v, step)
         with self._writing(self.path):
@@ -144,7 +150,7 @@ class RunLog:
         if self.tb is not None:
             # TensorBoard renders markdown: indent to keep the cell's layout.
             with self._writing(self.events):
-                self.tb.add_text(tb_tag(tag) or tag, "    " + text.replace("\n", "\n    "), step)
+                self.tb.add_text(tb_tag(tag, kind=self.kind) or tag, "    " + text.replace("\n", "\n    "), step)
 
     def image(self, tag: str, image, step: int) -> None:
         """A PNG file or an RGB array [H, W, 3]."""
@@ -155,7 +161,7 @@ class RunLog:
 
             image = mpimg.imread(str(image))[..., :3]
         with self._writing(self.events):
-            self.tb.add_image(tb_tag(tag) or tag, image, step, dataformats="HWC")
+            self.tb.add_image(tb_tag(tag, kind=self.kind) or tag, image, step, dataformats="HWC")
 
     def flush(self) -> None:
         if self.file is not None:

@@ -85,6 +85,7 @@ class Search(Loop):
             torch.manual_seed(s.seed + 2)
             self.policy = build_policy(cfg.controller.kind, self.space, cfg.controller)
         self.uniform = RandomPolicy(self.space.decisions())  # uniform draws (search.uniform_shared)
+        self.uniform_entropy = uniform_entropy(self.space.decisions())  # nats; the policy's at the start
         self.scoring = Scoring(s.score, self.space, self.model_args, self.task, s.seed)
         self.reinforce = Reinforce(self.policy, cfg.controller)
         self.check = nonfinite_check(cfg.train, self.device)
@@ -141,6 +142,7 @@ class Search(Loop):
     def run(self, resume_offset: int | None = None) -> dict:
         self.open_log(resume_offset)
         dist.decorrelate_rng()  # ranks > 0: their own dropout masks
+        self.smoke_note(self.cfg.search.smoke)
         try:
             with self.stop:
                 while self.epoch < self.cfg.search.epochs:
@@ -157,7 +159,7 @@ class Search(Loop):
                     self.epoch, self.phase, self.step = self.epoch + 1, "shared", 0
                     overview = self._overview(derived)
                     self.save()
-                    self._epoch_line(overview, time.monotonic() - t0)
+                    self._epoch_line(overview, derived, time.monotonic() - t0)
                 if self.final.get("epoch") != self.epoch:  # a resumed finished run does not derive again
                     self.final = self.final_derive()
                     self.save()
@@ -264,7 +266,9 @@ class Search(Loop):
     def final_derive(self, out: Path | None = None, provenance: dict | None = None) -> dict:
         """Re-score the ``final_candidates`` best distinct archs of the last derive on
         ``final_batches`` validation batches (0 = the whole split), all on the same data,
-        and write the winner with its standard error (``best_arch.yaml``, or ``out``)."""
+        and write the winner (``best_arch.yaml``, or ``out``) with its margin over the
+        runner-up in standard errors of their difference; in a run folder, every candidate
+        also goes to ``archs/final_<rank>.yaml``."""
         s = self.cfg.search
         distinct: dict[str, dict] = {}
         for c in self.candidates:
@@ -277,32 +281,83 @@ class Search(Loop):
             rescored.append({"arch": c["arch"], "score": value, "se": se, "derive_score": c["score"]})
         rescored.sort(key=lambda c: _sort_key(c["score"]))
         win = rescored[0]
-        margin = None
+        margin, paired = None, False
         if len(rescored) > 1 and math.isfinite(win["score"]) and math.isfinite(rescored[1]["score"]):
-            spread = math.hypot(win["se"], rescored[1]["se"])
-            margin = (win["score"] - rescored[1]["score"]) / spread if spread > 0 else math.inf
+            se = self._paired_se(win["arch"], rescored[1]["arch"], s.final_batches)
+            paired = se is not None and math.isfinite(se)
+            if not paired:  # the task cannot pair the two: their own errors, as if independent
+                se = math.hypot(win["se"], rescored[1]["se"])
+            gap = win["score"] - rescored[1]["score"]
+            margin = gap / se if se > 0 else (math.inf if gap > 0 else 0.0)
         data = f"{_batches_text(s.final_batches)} of the validation split"
         prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
                 "score_is": f"{self.scoring.describe(self.task.metric)} on {data}",
-                "final_derive": {"candidates": len(rescored), "margin_in_se": margin,
+                "final_derive": {"candidates": len(rescored), "margin_in_se": margin, "paired": paired,
                                  "runner_up_score": rescored[1]["score"] if len(rescored) > 1 else None}}
-        clear = ("clearly ahead" if margin is None or margin >= 2 else
-                 "not clearly ahead (margin under 2 standard errors; score more data: search.final_batches)")
-        say(f"final derive: {len(rescored)} candidates on {data}; best {win['score']:.4g} "
-            f"+- {win['se']:.2g}" + (f", {margin:.1f} standard errors ahead of the next, " if margin is not None
-                                     else ", ") + clear, self.log_enabled or out is not None)
+        files = None
         if out is not None:
             save_arch(out, self.space, win["arch"], {**prov, **(provenance or {})})
         elif self.log_enabled:
             save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
+            (self.run_dir / "archs").mkdir(exist_ok=True)
+            files = [self.run_dir / "archs" / f"final_{rank}.yaml" for rank in range(1, len(rescored) + 1)]
+            for rank, (c, path) in enumerate(zip(rescored, files), start=1):
+                save_arch(path, self.space, c["arch"], {
+                    "run": str(self.run_dir), "epoch": self.epoch, "score": c["score"], "score_se": c["se"],
+                    "score_is": prov["score_is"], "final_derive_rank": rank})
             self.log.log(self.epoch, epoch=self.epoch, **{
                 "derive/final_score": win["score"], "derive/final_score_se": win["se"]})
             table = "\n".join(f"{c['score']:.4g} +- {c['se']:.2g} (derive {c['derive_score']:.4g}): "
                               f"{self.space.describe(c['arch']).splitlines()[0]}" for c in rescored)
             self.log.text("derive/final_candidates", table, self.epoch)
             self._draw(win["arch"], self.run_dir / "best_arch.png", "derive/final_cell", self.epoch)
+        say(self._final_message(rescored, margin, paired, data, files), self.log_enabled or out is not None)
         return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch,
                 "candidates": rescored}
+
+    def _paired_se(self, a: dict, b: dict, num_batches: int) -> float | None:
+        """Standard error of score(a) - score(b), both measured on the same validation data
+        (a paired comparison, far tighter than the two scores' own errors when, as with
+        shared weights, they err on the same examples); None where the task cannot pair."""
+        sc = self.scoring
+        if "supernet" not in sc.terms:
+            return 0.0  # training-free terms are exact
+        pair = getattr(self.task, "paired_se", None)
+        if pair is None:
+            return None
+        se = pair(self.supernet, a, b, num_batches, 0)
+        # standardised: weight * difference / the supernet term's scale (scoring.py; its clip at +-5 aside)
+        return se if sc.paper else sc.terms["supernet"] * se / sc.stats["supernet"][1]
+
+    def _final_message(self, rescored: list[dict], margin: float | None, paired: bool, data: str,
+                       files: list[Path] | None) -> str:
+        """The final derive in plain words: who won, by how much, and what to do about a tie."""
+        s = self.cfg.search
+        name, value, se = self.as_metric(rescored[0]["score"], rescored[0]["se"])
+        what = name.replace("_", " ")
+        lines = [f"final derive: the {len(rescored)} best candidates re-scored on {data}; "
+                 f"winner: {what} {value:.4g} +- {se:.2g}"]
+        if margin is None:
+            return lines[0]
+        runner = self.as_metric(rescored[1]["score"], rescored[1]["se"])[1]
+        how = "paired: the same validation data" if paired else "unpaired"
+        lines.append(f"  runner-up: {what} {runner:.4g}, {margin:.1f} standard errors behind ({how})")
+        if margin >= 2:
+            lines.append("  the winner is clearly ahead (2 or more standard errors)")
+            return "\n".join(lines)
+        both = f" ({files[0]} and {files[1]})" if files else ""
+        todo = [f"retrain both{both} and keep the better"]
+        if s.final_train == 0:
+            todo.append(f"let the search train the best few briefly before choosing (search.final_train: "
+                        f"{min(3, len(rescored))})")
+        more = ("score them on the whole validation split (search.final_batches: 0)" if s.final_batches > 0
+                else "give the search more validation data")
+        todo.append(more)
+        lines.append("  not a clear winner: under 2 standard errors, the runner-up may be as good. To choose, "
+                     + "; or ".join(todo) + ".")
+        if s.smoke:
+            lines.append("  (expected in a smoke run: its network is tiny and barely trained)")
+        return "\n".join(lines)
 
     def final_stage(self) -> dict:
         """Train the final derive's ``search.final_train`` best candidates from scratch for
@@ -315,20 +370,22 @@ class Search(Loop):
         self.trained = train_candidates(self, todo, self.trained, self.save)
         ranked = sorted(self.trained, key=lambda c: _sort_key(c["score"]))
         win = ranked[0]
-        what = (f"{self.task.metric} on the whole validation split after {s.final_train_epochs} epochs of "
-                f"training from scratch")
+        what = (f"{self.task.metric}-based reward on the whole validation split after {s.final_train_epochs} "
+                f"epochs of training from scratch")
         prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
                 "score_is": what, "final_stage": [{"score": c["score"], "derive_score": c["derive_score"],
                                                    "arch": self.space.describe(c["arch"]).splitlines()[0]}
                                                   for c in ranked]}
-        say(f"final stage: {len(ranked)} candidates trained for {s.final_train_epochs} epochs; best "
-            f"{win['score']:.4g} +- {win['se']:.2g} ({what})", self.log_enabled)
+        name, value, se = self.as_metric(win["score"], win["se"], task_score=True)
+        say(f"final stage: {len(ranked)} candidates trained from scratch for {s.final_train_epochs} epochs each; "
+            f"best: {name.replace('_', ' ')} {value:.4g} +- {se:.2g} on the whole validation split",
+            self.log_enabled)
         if self.log_enabled:
             save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
             self.log.log(self.epoch, epoch=self.epoch, **{"derive/final_stage_score": win["score"]})
             self._draw(win["arch"], self.run_dir / "best_arch.png", "derive/final_cell", self.epoch)
         return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch,
-                "trained": True}
+                "trained": True, "candidates": self.final.get("candidates", [])}
 
     def _draw(self, arch, png: Path, tag: str, step: int) -> None:
         draw = getattr(self.space, "draw", None)
@@ -350,7 +407,8 @@ class Search(Loop):
             labels = list(d.choices) if d.kind == "categorical" else [str(j) for j in range(d.size)]
             for lab, v in zip(labels, p):
                 figs[f"policy/{d.name}/{lab}"] = v
-            groups.setdefault(d.group, []).append((d.name, labels, p))
+            if d.size > 1 or d.kind == "skip":  # a decision with one choice has nothing to show
+                groups.setdefault(d.group, []).append((d.name, labels, p))
             if d.kind == "categorical" and free & set(d.choices):
                 free_mass += sum(v for lab, v in zip(labels, p) if lab in free)
                 n_free += 1
@@ -376,25 +434,52 @@ class Search(Loop):
             self.log.text("warning/collapse", msg, ep)
             self.log.log(ep, epoch=ep, **{"warning/collapse": 1, "warning/message": msg})
 
+    def as_metric(self, value: float, se: float, task_score: bool = False) -> tuple[str, float, float]:
+        """A score in the task's own terms: ("valid_ppl", ppl, se) or ("valid_accuracy", ...)
+        when the score is the paper's reward (or ``task_score``: the task's, as the final
+        stage's are); ("score", value, se) for a weighted sum of standardised terms
+        (search.score), which has no unit."""
+        as_metric = getattr(self.task, "as_metric", None)
+        if not (self.scoring.paper or task_score) or as_metric is None:
+            return "score", value, se
+        v, e = as_metric(value, se)
+        return f"valid_{self.task.metric}", v, e
+
     def _overview(self, derived: dict) -> dict:
-        """The epoch's headline figures (TensorBoard's first charts, x = epoch): the shared
-        phase's mean loss, the controller phase's mean reward, the policy entropy, the
-        derived architecture's score."""
-        o = {f"{k}": float(v) / self.epoch_count for k, v in self.epoch_sums.items()} if self.epoch_count else {}
+        """The epoch's headline figures, each of which moves while the search works
+        (TensorBoard's first group, x = epoch): the shared phase's mean training figures,
+        the controller phase's mean reward, the policy's entropy as a fraction of the
+        uniform policy's, the derived architecture's validation figure."""
+        o = {f"train_{k}": float(v) / self.epoch_count for k, v in self.epoch_sums.items()} if self.epoch_count else {}
         if self.ctrl_n:
             o["reward"] = self.ctrl_sum / self.ctrl_n
-            o["baseline"] = self.reinforce.baseline
-        o.update(entropy=derived["entropy"], derived_score=derived["score"], derived_score_se=derived["se"])
+        if self.uniform_entropy > 0:
+            o["entropy_of_uniform"] = derived["entropy"] / self.uniform_entropy
+        name, value, _ = self.as_metric(derived["score"], derived["se"])
+        o[f"derived_{name}"] = value
         self.log.log(self.epoch, epoch=self.epoch, **{f"overview/{k}": v for k, v in o.items()})
         return o
 
-    def _epoch_line(self, overview: dict, seconds: float) -> None:
-        o = dict(overview)
+    def _epoch_line(self, overview: dict, derived: dict, seconds: float) -> None:
+        """One line a person can read; every figure on it is named in docs/glossary.md."""
         parts = [f"epoch {self.epoch}/{self.cfg.search.epochs}"]
-        parts += [f"{k} {o.pop(k):.4g}" for k in list(o) if k not in ("derived_score", "derived_score_se")]
-        parts.append(f"derived {o['derived_score']:.4g} +- {o['derived_score_se']:.2g}")
-        parts.append(f"{seconds:.1f}s")
+        for k, v in overview.items():
+            if k == "entropy_of_uniform":
+                parts.append(f"entropy {100 * v:.1f}% of uniform")
+            elif not k.startswith("derived_"):
+                parts.append(f"{k.replace('_', ' ')} {v:.4g}")
+        name, value, se = self.as_metric(derived["score"], derived["se"])
+        parts.append(f"derived {name.replace('_', ' ')} {value:.4g} +- {se:.2g}")
+        parts.append(f"time {seconds:.0f}s")
         say("  ".join(parts), self.log_enabled)
+
+
+def uniform_entropy(decisions) -> float:
+    """Entropy (nats) of the uniform policy over ``decisions``: the most a policy can have."""
+    total = 0.0
+    for d in decisions:
+        total += d.size * math.log(2) if d.kind == "skip" else math.log(d.size)
+    return total
 
 
 def _sort_key(score: float) -> float:

@@ -238,7 +238,10 @@ class RNNModel(nn.Module):
         self._plans: dict[tuple, tuple] = {}
 
     def kernel(self, device: torch.device) -> str:
-        """The kernel that runs on ``device``: model.kernel, with auto resolved."""
+        """The kernel that runs on ``device``: model.kernel, with auto resolved; the reference
+        under torch.export (enas export), which traces plain tensor operations only."""
+        if torch.compiler.is_exporting():
+            return "reference"
         k = self.model_args.kernel
         return {"cpu": "fused", "cuda": "compiled"}.get(device.type, "reference") if k == "auto" else k
 

@@ -105,7 +105,7 @@ def test_two_process_retrain_with_linear_lr_scaling(tmp_path):
     result = json.loads((run_dir / "result.json").read_text())
     assert result["epochs"] == 2 and 0 <= result["test_accuracy"] <= 1
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["overview/lr"] for r in rows if "overview/test_accuracy" in r][0] == pytest.approx(2 * 0.05)  # 2 x train.lr
+    assert [r["schedule/lr"] for r in rows if "overview/test_accuracy" in r][0] == pytest.approx(2 * 0.05)  # 2 x train.lr
     # 60 images, global batch 2 x 16: one step per epoch (one process: three)
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["position"]["global_step"] == 2
     assert main(["evaluate", str(run_dir), "--device", "cpu"]) == 0  # one process recomputes the same

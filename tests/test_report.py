@@ -70,6 +70,12 @@ def assert_pngs(page, at_least):
         assert 50 < w < 5000 and 50 < h < 12000, (w, h)
 
 
+def candidate_rows(html_table):
+    """(rank, first score, its standard error) of each row of the candidates table."""
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([-0-9.e]+) &plusmn; ([-0-9.e]+)</td>", html_table)
+    return [(int(a), float(b), float(c)) for a, b, c in rows]
+
+
 def section(page, sid):
     m = re.search(rf'<section id="{sid}">(.*?)</section>', page, flags=re.S)
     assert m, f"no section {sid}"
@@ -94,17 +100,21 @@ def test_search_report_has_every_section(runs, search_page):
     # the best cell, drawn by the space, and its description
     arch = section(page, "arch")
     assert len(images(arch)) == 1 and "best_arch.yaml" in arch and "s_t = average of" in arch
-    # top derive candidates: ranked rows with a score and a standard error each
-    rows = re.findall(r"<tr><td>(\d+)</td><td>([-0-9.e]+)</td><td>([-0-9.e]+)</td>", section(page, "candidates"))
-    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2
-    scores = [float(r[1]) for r in rows]
+    # the final derive's candidates, the winner first, with the score it was picked by beside it
+    rows = candidate_rows(section(page, "candidates"))
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2
+    scores = [r[1] for r in rows]
     assert scores == sorted(scores, reverse=True)
-    assert "final winner" in section(page, "candidates")
+    assert "(winner: best_arch.yaml)" in section(page, "candidates").split("</tr>")[1]  # the first row
+    best = yaml.safe_load((runs["search"] / "best_arch.yaml").read_text())["provenance"]
+    assert rows[0][1] == pytest.approx(best["score"], abs=rows[0][2])
     # every figure in metrics.jsonl appears, whatever its name
     names = {k for line in (runs["search"] / "metrics.jsonl").read_text().splitlines() for k in json.loads(line)}
     figures = section(page, "figures")
-    for name in names - {"step", "epoch"}:
-        if not name.startswith("policy/") or name == "policy/entropy":
+    headline = {"controller/reward", "controller/baseline", "controller/advantage", "controller/entropy",
+                "policy/entropy", "shared/loss", "derive/score", "derive/score_se"}  # drawn in "curves"
+    for name in names - {"step", "epoch"} - headline:
+        if not name.startswith("policy/"):
             assert name.split("/")[0] in figures, name
     # the config, escaped
     assert "num_nodes: 4" in section(page, "config")
@@ -151,7 +161,7 @@ def test_retrain_report(runs, tmp_path):
     assert "enas retrain report" in page
     result = json.loads((runs["retrain"] / "result.json").read_text())
     res = section(page, "result")
-    assert "test_perplexity" in res and f"{result['test_perplexity']:.6g}" in res
+    assert "test_perplexity" in res and f"{result['test_perplexity']:.4g}" in res
     assert 'alt="loss"' in section(page, "curves") and 'alt="accuracy or perplexity"' in section(page, "curves")
     assert len(images(section(page, "arch"))) == 1 and "arch.yaml" in section(page, "arch")
     assert "enas_rnn" in section(page, "identity")  # from arch.yaml: a retrain config has no space
@@ -199,3 +209,119 @@ def test_not_a_run_folder(tmp_path):
         write_report(tmp_path)
     with pytest.raises(RunDirError, match="not a folder"):
         write_report(tmp_path / "missing")
+
+
+def fake_search(folder, state):
+    """A search run folder holding only a config, one metrics line and ``state`` as its
+    checkpoint: the report's candidate table without training anything."""
+    import torch
+
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump({**TINY_PTB, "search": {**TINY_PTB["search"],
+                                                                              "final_train_epochs": 3}}))
+    (folder / "metrics.jsonl").write_text('{"step": 1, "epoch": 1, "derive/score": 0.5}\n')
+    torch.save(state, folder / "checkpoint.pt")
+    return folder
+
+
+def archs(n):
+    import random
+
+    from conftest import random_arch
+    from enas.space import build_space
+
+    space, rng, out = build_space("enas_rnn", {"num_nodes": 4}), random.Random(0), []
+    while len(out) < n:
+        a = random_arch(space, rng)
+        if a not in out:
+            out.append(a)
+    return out
+
+
+def test_candidate_table_puts_the_winner_first(tmp_path):
+    """The final derive re-scores the last derive's candidates and may pick one that scored
+    lower there: the table follows the final derive, the winner first, and shows both
+    scores; with a final stage, the trained ones lead, by their trained score."""
+    a, b, c, d = archs(4)
+    last = [{"arch": a, "score": 0.9, "se": 0.01}, {"arch": b, "score": 0.8, "se": 0.01},
+            {"arch": c, "score": 0.7, "se": 0.01}, {"arch": d, "score": 0.6, "se": 0.01}]
+    finals = [{"arch": c, "score": 0.62, "se": 0.02, "derive_score": 0.7},
+              {"arch": a, "score": 0.55, "se": 0.02, "derive_score": 0.9},
+              {"arch": b, "score": 0.41, "se": 0.02, "derive_score": 0.8}]
+    state = {"candidates": last, "final": {"arch": c, "score": 0.62, "se": 0.02, "epoch": 2, "candidates": finals}}
+    table = section(write_report(fake_search(tmp_path / "derive", state)).read_text(), "candidates")
+    assert [r[1:] for r in candidate_rows(table)] == [(0.62, 0.02), (0.55, 0.02), (0.41, 0.02)]
+    first = table.split("</tr>")[1]
+    assert "(winner: best_arch.yaml)" in first and "<td>0.7</td>" in first  # its last-derive score beside
+    assert table.count("winner:") == 1 and "final derive" in table and "last epoch&#x27;s derive" in table
+
+    trained = [{"arch": c, "score": 0.3, "se": 0.05, "derive_score": 0.62},
+               {"arch": a, "score": 0.4, "se": 0.05, "derive_score": 0.55}]
+    state = {"candidates": last, "trained": trained,
+             "final": {"arch": a, "score": 0.4, "se": 0.05, "epoch": 2, "trained": True, "candidates": finals}}
+    table = section(write_report(fake_search(tmp_path / "stage", state)).read_text(), "candidates")
+    rows = candidate_rows(table)
+    assert [r[1] for r in rows] == [0.4, 0.3]  # trained score first; the untrained candidate after
+    assert "(winner: best_arch.yaml)" in table.split("</tr>")[1] and "trained 3 epochs" in table
+    assert "<td>not scored</td>" in table.split("</tr>")[3]  # b was not trained
+
+
+@pytest.mark.slow
+def test_no_curve_drawn_twice_and_single_choice_decisions_left_out(runs, monkeypatch, tmp_path):
+    from enas.report import page as report_page
+
+    drawn, heat = [], []
+    real_chart, real_small, real_heat = report_page.chart, report_page.small_multiples, report_page.heatmaps
+
+    def chart(panels, **kw):
+        drawn.extend(s.name for p in panels for s, _, _ in p["curves"])
+        return real_chart(panels, **kw)
+
+    def small(series):
+        drawn.extend(s.name for s in series)
+        return real_small(series)
+
+    def heatmaps(panels, epochs):
+        heat.extend(name for name, _, _ in panels)
+        return real_heat(panels, epochs)
+
+    monkeypatch.setattr(report_page, "chart", chart)
+    monkeypatch.setattr(report_page, "small_multiples", small)
+    monkeypatch.setattr(report_page, "heatmaps", heatmaps)
+    for kind in ("search", "retrain"):
+        drawn.clear()
+        page = write_report(runs[kind], tmp_path / f"{kind}.html").read_text()
+        assert len(drawn) == len(set(drawn)), sorted(n for n in drawn if drawn.count(n) > 1)
+        if kind == "search":  # logged under another name: drawn once, named beside it
+            assert "overview/entropy_of_uniform" in drawn and "policy/entropy" not in drawn
+            assert "derive/score" in drawn and not any(n.startswith("overview/derived_") for n in drawn)
+        assert_self_contained(page)
+    # TINY_PTB's node1 has one possible input (node 0): nothing to show
+    assert heat and "node1/input" not in heat and "node2/input" in heat
+
+
+def test_charts_do_not_exaggerate_noise_and_numbers_are_rounded():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from enas.report.charts import honest_ylim
+    from enas.report.page import _fmt, _pm
+    from enas.report.runfolder import Series
+
+    def axis(values):
+        fig = Figure()
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ax.plot(range(len(values)), values)
+        honest_ylim(ax, [Series("x", values=values)])
+        lo, hi = ax.get_ylim()
+        return hi - lo, " ".join(t.get_text() for t in ax.texts)
+
+    span, text = axis([57.165, 57.17, 57.19])  # the entropy a smoke run logs
+    assert span == pytest.approx(0.1 * 57.19) and "flat" in text
+    span, text = axis([7.81, 7.0, 6.84])  # a loss that falls: drawn as matplotlib fits it
+    assert span < 1.2 and "flat" not in text
+    span, text = axis([0.30, 0.31, 0.32])  # 6% of its size: widened, not flat
+    assert span >= 0.032 and "flat" not in text
+    assert _pm(0.3124, 0.0159687) == "0.312 &plusmn; 0.016"
+    assert _fmt(0.0159687) == "0.01597" and _fmt(True) == "yes" and _fmt(False) == "no" and _fmt(None) == "none"

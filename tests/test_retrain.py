@@ -133,7 +133,7 @@ def test_retrain_then_evaluate(tmp_path, data, name, capsys):
 def test_micro_drop_path_follows_schedule(tmp_path, data):
     run_dir = retrain(tmp_path, data, "enas_micro", tmp_path / "run", retrain={"epochs": 3, "drop_path": 0.3})
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    logged = [r["overview/drop_path"] for r in rows if "overview/drop_path" in r]
+    logged = [r["schedule/drop_path"] for r in rows if "schedule/drop_path" in r]
     assert logged == pytest.approx([0.0, 0.1, 0.2])
 
 

@@ -19,7 +19,8 @@ def test_smoke_search_writes_every_artifact(tmp_path, ptb_dir, tiny_ptb_config):
     for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "best_arch.yaml"):
         assert (run_dir / name).is_file(), name
     assert sorted(p.name for p in (run_dir / "archs").iterdir()) == ["epoch_001.png", "epoch_001.yaml",
-                                                                      "epoch_002.png", "epoch_002.yaml"]
+                                                                      "epoch_002.png", "epoch_002.yaml",
+                                                                      "final_1.yaml", "final_2.yaml", "final_3.yaml"]
     assert list(run_dir.glob("events.out.tfevents.*"))
     space, arch, doc = load_arch(run_dir / "best_arch.yaml")
     assert space.name == "enas_rnn" and doc["provenance"]["epoch"] == 2
@@ -27,7 +28,7 @@ def test_smoke_search_writes_every_artifact(tmp_path, ptb_dir, tiny_ptb_config):
     keys = set().union(*rows)
     for k in ("shared/loss", "controller/reward", "controller/baseline", "controller/advantage",
               "controller/entropy", "controller/controller_loss", "derive/score", "policy/entropy", "shared/lr",
-              "overview/reward", "overview/entropy", "overview/derived_score", "overview/loss"):
+              "overview/reward", "overview/entropy_of_uniform", "overview/derived_valid_ppl", "overview/train_loss"):
         assert k in keys, k
     assert any(k.startswith("policy/node1/input/") for k in keys)
     # TensorBoard holds the same scalars
@@ -38,13 +39,13 @@ def test_smoke_search_writes_every_artifact(tmp_path, ptb_dir, tiny_ptb_config):
     tags = set(ea.Tags()["scalars"])
     # the first group (TensorBoard sorts by name) is what a user looks at first, per epoch
     first = sorted(tags)[0].split("/")[0]
-    assert first == "1_overview_by_epoch"
-    assert {f"{first}/{k}" for k in ("reward", "entropy", "derived_score", "loss")} <= tags
+    assert first == "1_search_overview_by_epoch"
+    assert {f"{first}/{k}" for k in ("reward", "entropy_of_uniform", "derived_valid_ppl", "train_loss")} <= tags
     assert {"3_controller_by_update/reward", "2_shared_by_step/loss", "5_policy_by_epoch/entropy"} <= tags
     # no per-choice cards (heat maps instead) and no counter that stayed 0
     assert not any(t.count("/") > 1 for t in tags) and not any("skipped_steps" in t for t in tags)
     assert {"5_policy_by_epoch/activation", "5_policy_by_epoch/index"} <= set(ea.Tags()["images"])
-    assert [e.step for e in ea.Scalars(f"{first}/derived_score")] == [1, 2]
+    assert [e.step for e in ea.Scalars(f"{first}/derived_valid_ppl")] == [1, 2]
     assert "4_derive_by_epoch/arch/text_summary" in ea.Tags()["tensors"]
 
 

@@ -37,6 +37,8 @@ class Spec:
     test_file: str
     label_key: str
     num_classes: int
+    names_file: str = "batches.meta"  # the class names (exported models carry them)
+    names_key: str = "label_names"
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -48,7 +50,7 @@ CIFAR10 = Spec("CIFAR-10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar
                tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "labels", 10)
 CIFAR100 = Spec("CIFAR-100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                 "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python.tar.gz", "cifar-100-python",
-                ("train",), "test", "fine_labels", 100)
+                ("train",), "test", "fine_labels", 100, "meta", "fine_label_names")
 SPECS = {"cifar10": CIFAR10, "cifar100": CIFAR100}  # by data.dataset
 
 
@@ -170,9 +172,26 @@ def load_batch(path: Path, spec: Spec = CIFAR10) -> tuple[np.ndarray, np.ndarray
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def class_names(spec: Spec, folder: Path) -> list[str] | None:
+    """The class names of the dataset's meta file, or None where it is missing or not a
+    list of ``num_classes`` short strings (read as strictly as the batches)."""
+    path = Path(folder) / spec.names_file
+    try:
+        if path.stat().st_size > 1 << 20:
+            return None
+        obj = _RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except Exception:  # noqa: BLE001 - a nicety: digits stand in for missing names
+        return None
+    names = obj.get(spec.names_key, obj.get(spec.names_key.encode())) if isinstance(obj, dict) else None
+    if not isinstance(names, list) or len(names) != spec.num_classes:
+        return None
+    names = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+    return names if all(isinstance(n, str) and 0 < len(n) <= 100 for n in names) else None
+
+
 def load(spec: Spec, data_dir, download: bool = True) -> dict:
-    """-> {"train_x": uint8 [N, 3, 32, 32], "train_y": int64 [N], "test_x", "test_y", "num_classes"}
-    (N = 50,000 for both datasets)."""
+    """-> {"train_x": uint8 [N, 3, 32, 32], "train_y": int64 [N], "test_x", "test_y", "num_classes",
+    "classes" (names, or None)} (N = 50,000 for both datasets)."""
     folder = ensure(spec, data_dir, download=download)
     train = [load_batch(folder / f, spec) for f in spec.train_files]
     tx, ty = load_batch(folder / spec.test_file, spec)
@@ -182,4 +201,5 @@ def load(spec: Spec, data_dir, download: bool = True) -> dict:
         "test_x": torch.from_numpy(np.ascontiguousarray(tx)),
         "test_y": torch.from_numpy(ty),
         "num_classes": spec.num_classes,
+        "classes": class_names(spec, folder),
     }

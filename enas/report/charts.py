@@ -14,6 +14,11 @@ from ..plots import annotate_cells
 from .runfolder import Series
 
 _CHART_DPI = 100
+# matplotlib fits the y-axis to the data, so a curve that moves by 0.04% fills the panel
+# like one that moves by half. The y-axis spans at least MIN_SPAN of the figure's size
+# (its largest absolute value), and a curve that moves by less than FLAT of it says so.
+MIN_SPAN = 0.1
+FLAT = 0.01
 
 
 def _figure(w: float, h: float) -> Figure:
@@ -51,6 +56,36 @@ def _plot_series(ax, s: Series, label: str | None = None, err: Series | None = N
     return line
 
 
+def honest_ylim(ax, series: list) -> None:
+    """Widen the y-axis of ``ax`` to MIN_SPAN of the figure's size and label a flat curve
+    (``series``: the Series drawn in it, with their error bands as further Series)."""
+    ys = [np.asarray(s.values, dtype=float) for s in series if s is not None]
+    y = np.concatenate(ys) if ys else np.zeros(0)
+    y = y[np.isfinite(y)]
+    if y.size == 0:
+        return
+    lo, hi = float(y.min()), float(y.max())
+    size = max(abs(lo), abs(hi))
+    if size == 0.0 or hi - lo >= MIN_SPAN * size:
+        return
+    bottom, top = ax.get_ylim()
+    mid, half = (lo + hi) / 2, MIN_SPAN * size / 2
+    ax.set_ylim(min(bottom, mid - half), max(top, mid + half))
+    if hi - lo < FLAT * size:
+        change = "constant" if hi == lo else f"moves by {100 * (hi - lo) / size:.2g}% of its size"
+        ax.text(0.5, 0.93, f"flat: {change}", transform=ax.transAxes, ha="center", va="top", fontsize=8,
+                color="#555555")
+
+
+def _band(s: Series, err: Series | None) -> list:
+    """The values an error band reaches, as Series-like objects for honest_ylim."""
+    if err is None or len(err.values) != len(s.values):
+        return []
+    e = np.asarray(err.values, dtype=float)
+    y = np.asarray(s.values, dtype=float)
+    return [Series(s.name, values=list(y - e)), Series(s.name, values=list(y + e))]
+
+
 def chart(panels: list[dict], width: float = 11.0, height: float = 3.0) -> bytes:
     """panels: [{title, xlabel, curves: [(Series, label, err Series | None)]}] side by side."""
     fig = _figure(width, height)
@@ -62,6 +97,7 @@ def chart(panels: list[dict], width: float = 11.0, height: float = 3.0) -> bytes
         ax.set_xlabel(p.get("xlabel", ""), fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
+        honest_ylim(ax, [x for s, _, err in p["curves"] for x in [s, *_band(s, err)]])
         _style_axes(ax, all(s.by_epoch for s, _, _ in p["curves"]))
         if len(p["curves"]) > 1 or any(s.nonfinite for s, _, _ in p["curves"]):
             ax.legend(fontsize=7, loc="best")
@@ -104,6 +140,7 @@ def small_multiples(series: list[Series]) -> bytes:
         ax.set_xlabel("epoch" if s.by_epoch else "step", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+        honest_ylim(ax, [s])
         _style_axes(ax, s.by_epoch)
     for j in range(n, rows * cols):
         axes[j // cols][j % cols].axis("off")

@@ -24,11 +24,23 @@ def _table(rows: list[tuple[str, Any]], cls: str = "kv") -> str:
 
 
 def _fmt(v: Any) -> str:
+    """A value as a person reads it: 4 significant digits, yes / no, none."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
-        return "NaN" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else f"{v:.6g}"
+        return "NaN" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else f"{v:.4g}"
     if v is None:
-        return "&ndash;"
+        return "none"
     return html.escape(str(v))
+
+
+def _pm(v: float, se: float) -> str:
+    """``v +- se`` rounded to what the standard error allows: two significant digits of
+    it, the value to the same decimal place (0.312 &plusmn; 0.016)."""
+    if not (math.isfinite(v) and math.isfinite(se) and se > 0):
+        return _fmt(v) + ("" if not math.isfinite(se) else f" &plusmn; {_fmt(se)}")
+    digits = max(0, 1 - math.floor(math.log10(se)))
+    return f"{v:.{digits}f} &plusmn; {se:.{digits}f}"
 
 
 def _note(text: str) -> str:
@@ -57,7 +69,9 @@ def _identity(run: Run) -> str:
     status = ('<span class="ok">finished</span>' if finished else
               f'<span class="warn">unfinished</span> (continue it with <code>enas {run.kind} --resume '
               f'{html.escape(str(run.dir))}</code>)')
-    rows = [("folder", f"<code>{html.escape(str(run.dir.resolve()))}</code>"),
+    headline = _headline(run)
+    rows = ([("best architecture" if run.kind == "search" else "result", headline)] if headline else [])
+    rows += [("folder", f"<code>{html.escape(str(run.dir.resolve()))}</code>"),
             ("kind", run.kind), ("space", space_txt), ("dataset", dataset),
             ("epochs done", f"{done if done is not None else '?'} of {planned if planned is not None else '?'}"),
             ("status", status)]
@@ -77,7 +91,15 @@ def _identity(run: Run) -> str:
     return _table(rows)
 
 
-def _search_curves(run: Run) -> str:
+def _chart(panels: list[dict], drawn: set, **kw) -> bytes:
+    """``chart``, noting every series it draws (the "All logged figures" section skips them)."""
+    for p in panels:
+        for s, _, err in p["curves"]:
+            drawn.update(x.name for x in (s, err) if x is not None)
+    return chart(panels, **kw)
+
+
+def _search_curves(run: Run, drawn: set) -> str:
     m = run.metrics
     out = []
     reward, baseline = m.get("controller/reward"), m.get("controller/baseline")
@@ -89,27 +111,36 @@ def _search_curves(run: Run) -> str:
         if adv:
             panels.append({"title": "advantage (reward - baseline)", "xlabel": xlabel([adv]),
                            "curves": [(adv, "advantage", None)]})
-        out.append(img(chart(panels), "reward and baseline"))
+        out.append(img(_chart(panels, drawn), "reward and baseline"))
     else:
         kind = (run.config.get("controller") or {}).get("kind", "?")
         out.append(_note(f"No reward or baseline was logged (controller.kind: <code>{html.escape(str(kind))}</code>"
                          "; a random controller is never trained)."))
-    ent = [s for s in (m.get("controller/entropy"), m.get("policy/entropy")) if s]
-    if ent:
-        panels = [{"title": {"controller/entropy": "entropy of the sampled architectures (per update)",
-                             "policy/entropy": "policy entropy (per epoch)"}[s.name],
-                   "xlabel": xlabel([s]), "curves": [(s, s.name, None)]} for s in ent]
-        out.append(img(chart(panels), "entropy"))
+    panels = []
+    if m.get("controller/entropy"):
+        panels.append({"title": "entropy of the sampled architectures (nats, per update)",
+                       "xlabel": xlabel([m.get("controller/entropy")]),
+                       "curves": [(m.get("controller/entropy"), "controller/entropy", None)]})
+    # the policy's entropy per epoch, once: as a fraction of the uniform policy's where logged
+    policy = m.get("overview/entropy_of_uniform") or m.get("policy/entropy")
+    if policy:
+        panels.append({"title": ("policy entropy, fraction of the uniform policy's (per epoch)"
+                                 if policy.name.startswith("overview/") else "policy entropy (nats, per epoch)"),
+                       "xlabel": xlabel([policy]), "curves": [(policy, policy.name, None)]})
+        drawn.add("policy/entropy")  # the same curve in nats
+    if panels:
+        out.append(img(_chart(panels, drawn), "entropy"))
     loss = [s for s in (m.get("shared/loss"), m.get("shared/accuracy")) if s]
     if loss:
         panels = [{"title": f"shared weights: {s.name.split('/')[-1]}", "xlabel": xlabel([s]),
                    "curves": [(s, s.name, None)]} for s in loss]
-        out.append(img(chart(panels), "shared loss"))
+        out.append(img(_chart(panels, drawn), "shared loss"))
     score = m.get("derive/score")
     if score:
         panels = [{"title": "derived architecture score (+- 1 standard error)", "xlabel": xlabel([score]),
                    "curves": [(score, "derive/score", m.get("derive/score_se"))]}]
-        out.append(img(chart(panels, width=7.0), "derived score"))
+        out.append(img(_chart(panels, drawn, width=7.0), "derived score"))
+        drawn.update(k for k in m.series if k.startswith("overview/derived_"))  # the same score, in the task's units
     if not out:
         out.append(_note("No curves: metrics.jsonl is empty or missing."))
     return "\n".join(out)
@@ -120,7 +151,7 @@ def _metric_word(name: str) -> str:
     return re.split(r"[/_]", name)[-1]
 
 
-def _retrain_curves(run: Run) -> str:
+def _retrain_curves(run: Run, drawn: set) -> str:
     m = run.metrics
     out = []
     live = [s for s in m.series.values() if s.values and "result" not in s.name and "extra" not in s.name]
@@ -131,7 +162,7 @@ def _retrain_curves(run: Run) -> str:
         if ss:
             panels.append({"title": title, "xlabel": xlabel(ss), "curves": [(s, s.name, None) for s in ss]})
     if panels:
-        out.append(img(chart(panels), "loss"))
+        out.append(img(_chart(panels, drawn), "loss"))
     panels = []
     for metric in ("accuracy", "ppl", "perplexity"):
         for by_epoch in (False, True):
@@ -140,12 +171,13 @@ def _retrain_curves(run: Run) -> str:
                 panels.append({"title": {"ppl": "perplexity"}.get(metric, metric) + (" per epoch" if by_epoch else ""),
                                "xlabel": xlabel(ss), "curves": [(s, s.name, None) for s in ss]})
     if panels:
-        out.append(img(chart(panels), "accuracy or perplexity"))
+        out.append(img(_chart(panels, drawn), "accuracy or perplexity"))
     lrs = [s for s in live if _metric_word(s.name) == "lr"]
     lr = next((s for s in lrs if not s.by_epoch), lrs[0] if lrs else None)
     if lr:
-        out.append(img(chart([{"title": f"learning rate ({lr.name})", "xlabel": xlabel([lr]),
-                                 "curves": [(lr, lr.name, None)]}], width=6.0, height=2.6), "learning rate"))
+        out.append(img(_chart([{"title": f"learning rate ({lr.name})", "xlabel": xlabel([lr]),
+                                  "curves": [(lr, lr.name, None)]}], drawn, width=6.0, height=2.6), "learning rate"))
+        drawn.update(s.name for s in lrs)  # the same schedule, per step or per epoch
     if not out:
         out.append(_note("No curves: metrics.jsonl is empty or missing."))
     return "\n".join(out)
@@ -165,8 +197,9 @@ def _policy(run: Run) -> str:
             labels = list(d.choices) if d.kind == "categorical" else [str(j) for j in range(d.size)]
             ks = [f"policy/{d.name}/{lab}" for lab in labels]
             if any(k in keys for k in ks):
-                groups.setdefault(d.group, []).append((d.name, labels, ks))
                 used.update(ks)
+                if d.size > 1 or d.kind == "skip":  # a decision with one choice has nothing to show
+                    groups.setdefault(d.group, []).append((d.name, labels, ks))
     for k in keys:  # figures the space does not declare (or no space): group by the decision's last word
         if k in used:
             continue
@@ -186,7 +219,12 @@ def _policy(run: Run) -> str:
         panels = []
         for name, labels, ks in decisions:
             grid = np.array([[_as_float(r.get(k)) for r in rows] for k in ks], dtype=float)
+            if len(labels) == 1 and np.all(grid == 1.0):  # no space to ask: a choice taken every time
+                continue
             panels.append((name, labels, grid))
+        if not panels:
+            continue
+        decisions = panels
         what = f"{len(decisions)} decision{'s' * (len(decisions) > 1)}"
         out.append(f"<h3>group <code>{html.escape(g)}</code> <span class=\"dim\">({what}; rows: choices, "
                    f"columns: epochs)</span></h3>")
@@ -244,14 +282,16 @@ def _architecture(run: Run) -> str:
     elif getattr(space, "draw", None) is None:
         out.append(_note(f"The {html.escape(space.name)} space has no drawing."))
     prov = doc.get("provenance") or {}
-    rows = []
-    for k in ("epoch", "score", "score_se", "score_is"):
-        if k in prov:
-            rows.append((k, _fmt(prov[k])))
+    rows = [("epoch", _fmt(prov["epoch"]))] if "epoch" in prov else []
+    if "score" in prov:
+        rows.append(("score", _pm(_as_float(prov["score"]), _as_float(prov.get("score_se")))))
+    if "score_is" in prov:
+        rows.append(("score is", _fmt(prov["score_is"])))
     fd = prov.get("final_derive")
     if isinstance(fd, dict):
         for k, v in fd.items():
-            rows.append((f"final derive: {k.replace('_', ' ')}", _fmt(v)))
+            text = f"{v:.1f}" if k == "margin_in_se" and isinstance(v, float) and math.isfinite(v) else _fmt(v)
+            rows.append((f"final derive: {k.replace('_', ' ')}", text))
     if rows:
         out.append(_table(rows))
     text = doc.get("description") or space.describe(arch)
@@ -260,6 +300,8 @@ def _architecture(run: Run) -> str:
 
 
 def _candidates(run: Run) -> str:
+    """The candidates in the order the search ranked them last: the winner first, beside
+    it the scores it was picked by (final stage, final derive, last epoch's derive)."""
     ckpt = run.dir / "checkpoint.pt"
     if not ckpt.is_file():
         return _note("No checkpoint.pt: the derive candidates are not available.")
@@ -272,27 +314,124 @@ def _candidates(run: Run) -> str:
             state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:
         return _note(f'<span class="warn">checkpoint.pt could not be read: {html.escape(str(e))}</span>')
-    cands = state.get("candidates") or []
-    final = state.get("final") or {}
-    if not cands:
+    final = state.get("final") if isinstance(state.get("final"), dict) else {}
+    rows = candidate_rows(state)
+    if not rows:
         return _note("The checkpoint holds no derive candidates yet.")
-    cands = sorted(cands, key=lambda c: _as_float(c.get("score")) if math.isfinite(_as_float(c.get("score")))
-                   else -math.inf, reverse=True)
+    trained = any("trained" in r for r in rows)
+    finals = any("final" in r for r in rows)
+    search = run.config.get("search") if isinstance(run.config.get("search"), dict) else {}
+    cols = ["#"]
+    if trained:
+        cols.append(f"trained {_fmt(search.get('final_train_epochs', '?'))} epochs")
+    if finals:
+        cols.append("final derive")
+    cols += ["last epoch's derive", "architecture"]
+    body = []
+    for i, r in enumerate(rows[:10], start=1):
+        summary, desc = _arch_summary(run.space, r["arch"])
+        mark = ' <span class="ok">(winner: best_arch.yaml)</span>' if final.get("arch") == r["arch"] else ""
+        cells = [str(i)]
+        for key in (["trained"] if trained else []) + (["final"] if finals else []) + ["derive"]:
+            v = r.get(key)
+            cells.append("not scored" if v is None else _pm(*v) if v[1] is not None else _fmt(v[0]))
+        cells.append(f"<details><summary>{html.escape(summary)}{mark}</summary><pre>{html.escape(desc)}</pre>"
+                     "</details>")
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    if trained:
+        how = ("The final stage trained the best candidates of the final derive from scratch and picked the best "
+               "on the validation split (first column); the rest were not trained.")
+    elif finals:
+        how = ("The final derive re-scored the best distinct candidates of the last epoch's derive, all on the same "
+               "validation data, and picked the best (first score column).")
+    else:
+        how = ("The search has not finished: the last epoch's derive, each candidate sampled from the policy and "
+               "scored on the same validation minibatches.")
+    head = (f"<p>{how} Higher is better; &plusmn; one standard error. Click a row for the architecture.</p>"
+            + _score_unit(run))
+    return (head + '<table class="grid"><tr>' + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
+            + "".join(body) + "</table>")
+
+
+def _reward_c(run: Run) -> float | None:
+    """c of a language model's score c / ppl (the paper's reward), when the score is that."""
+    data = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
+    search = run.config.get("search") if isinstance(run.config.get("search"), dict) else {}
+    score = search.get("score") if isinstance(search.get("score"), dict) else {}
+    if data.get("dataset") not in ("ptb", "text") or any(v for k, v in score.items() if k not in ("supernet",
+                                                                                                      "reference")):
+        return None
+    c = search.get("reward_c", 80.0)
+    return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else None
+
+
+def _score_unit(run: Run) -> str:
+    c = _reward_c(run)
+    if c is None:
+        return ""
+    return _note(f"A score is c / validation perplexity with c = {_fmt(c)} (the paper's reward): perplexity = "
+                 f"{_fmt(c)} / score.")
+
+
+def _headline(run: Run) -> str | None:
+    """The run's outcome in one line: the winner and its margin, or the test figure."""
+    if run.kind != "search":
+        if not run.result:
+            return None
+        figs = [(k, v) for k, v in run.result.items() if k.startswith("test_") and k != "test_loss"]
+        return "; ".join(f"{html.escape(k.replace('_', ' '))} {_fmt(v)}" for k, v in figs) + " (result.json)"
+    from ..archfile import load_arch
+
+    try:
+        prov = load_arch(run.dir / "best_arch.yaml")[2].get("provenance") or {}
+    except Exception:  # not finished, or unreadable: the sections below say which
+        return None
+    score, se = _as_float(prov.get("score")), _as_float(prov.get("score_se"))
+    text = f"score {_pm(score, se)}"
+    c = _reward_c(run)
+    if c is not None and score > 0:
+        text += f" (valid perplexity {c / score:.4g})"
+    fd = prov.get("final_derive") if isinstance(prov.get("final_derive"), dict) else {}
+    margin = fd.get("margin_in_se")
+    if isinstance(margin, (int, float)) and not isinstance(margin, bool) and math.isfinite(margin):
+        verdict = "clearly ahead" if margin >= 2 else "not a clear winner"
+        text += f"; {margin:.1f} standard errors ahead of the runner-up: {verdict}"
+    if prov.get("final_stage"):
+        text += "; picked by the final stage's brief training"
+    return text + ' (<a href="#candidates">candidates</a>)'
+
+
+
+def candidate_rows(state: dict) -> list[dict]:
+    """The checkpoint's candidates, best first by what picked the winner: trained
+    candidates by their trained score, then the final derive's by its score, or (an
+    unfinished search) the last derive's. Each row: arch and (value, se) pairs under
+    "trained", "final", "derive" where the candidate has that score."""
+    def pair(v, se=None):
+        return (_as_float(v), None if se is None else _as_float(se))
+
+    def key(arch) -> str:
+        return json.dumps(arch, sort_keys=True, default=str)
+
+    def best_first(rows, k):
+        return sorted(rows, key=lambda r: -r[k][0] if math.isfinite(r[k][0]) else math.inf)
+
+    last = [c for c in state.get("candidates") or [] if isinstance(c, dict) and isinstance(c.get("arch"), dict)]
+    final = state.get("final") if isinstance(state.get("final"), dict) else {}
+    finals = [c for c in final.get("candidates") or [] if isinstance(c, dict) and isinstance(c.get("arch"), dict)]
+    trained = {key(c["arch"]): c for c in state.get("trained") or []
+               if isinstance(c, dict) and isinstance(c.get("arch"), dict)}
+    if not finals:
+        return best_first([{"arch": c["arch"], "derive": pair(c.get("score"), c.get("se"))} for c in last], "derive")
     rows = []
-    for i, c in enumerate(cands[:10], start=1):
-        arch = c.get("arch") or {}
-        summary, desc = _arch_summary(run.space, arch)
-        mark = ' <span class="ok">(final winner)</span>' if final.get("arch") == arch else ""
-        rows.append(f"<tr><td>{i}</td><td>{_fmt(_as_float(c.get('score')))}</td><td>{_fmt(_as_float(c.get('se')))}"
-                    f"</td><td><details><summary>{html.escape(summary)}{mark}</summary><pre>{html.escape(desc)}"
-                    f"</pre></details></td></tr>")
-    head = ("<p>The last epoch's derive: each candidate sampled from the policy and scored on the same "
-            "validation minibatches (higher is better); click a row for the architecture.</p>")
-    if final:
-        head += (f"<p>Final derive winner: score {_fmt(_as_float(final.get('score')))} "
-                 f"&plusmn; {_fmt(_as_float(final.get('se')))} (standard error), epoch {_fmt(final.get('epoch'))}.</p>")
-    return (head + '<table class="grid"><tr><th>#</th><th>score</th><th>std. error</th><th>architecture</th></tr>'
-            + "".join(rows) + "</table>")
+    for c in finals:
+        r = {"arch": c["arch"], "final": pair(c.get("score"), c.get("se")), "derive": pair(c.get("derive_score"))}
+        t = trained.get(key(c["arch"]))
+        if t is not None:
+            r["trained"] = pair(t.get("score"), t.get("se"))
+        rows.append(r)
+    done = best_first([r for r in rows if "trained" in r], "trained")
+    return done + best_first([r for r in rows if "trained" not in r], "final")
 
 
 def _arch_summary(space, arch: dict) -> tuple[str, str]:
@@ -350,19 +489,33 @@ def _warnings(run: Run) -> str:
     return f'<div class="alert"><ul>{"".join(items)}</ul></div>{note}'
 
 
-def _all_figures(run: Run) -> str:
+def _all_figures(run: Run, drawn: set) -> str:
+    """Every numeric figure of metrics.jsonl not drawn above, each once: a figure logged
+    under two names with the same values is drawn under the first and named beside it."""
     m = run.metrics
     numeric = [s for s in m.series.values() if s.values]
     numeric = [s for s in numeric if not (s.name.startswith("policy/") and s.name != "policy/entropy")]
     def constant(s: Series) -> bool:
         return all(v == s.values[0] for v in s.values)  # NaN != NaN: a NaN series is drawn
 
-    singles = [s for s in numeric if constant(s)]
-    curves = [s for s in numeric if not constant(s)]
+    seen: dict[tuple, Series] = {}
+    same: list[tuple[str, str]] = []
+    rest = []
+    for s in numeric:
+        sig = (tuple(s.x), tuple(repr(v) for v in s.values))
+        if sig in seen and not constant(s):  # two counters that stayed 0 are not one figure
+            same.append((s.name, seen[sig].name))
+        else:
+            seen[sig] = s
+            rest.append(s)
+    singles = [s for s in rest if constant(s) and s.name not in drawn]
+    curves = [s for s in rest if not constant(s) and s.name not in drawn]
     groups: dict[str, list[Series]] = {}
     for s in curves:
         groups.setdefault(s.name.split("/")[0] + "/" if "/" in s.name else "no prefix", []).append(s)
     out = []
+    if drawn & {s.name for s in rest}:
+        out.append(_note("The figures drawn in the sections above are not drawn again here."))
     for g, ss in groups.items():
         out.append(f"<h3><code>{html.escape(g)}</code> <span class=\"dim\">({len(ss)} figure"
                    f"{'s' * (len(ss) > 1)})</span></h3>")
@@ -371,6 +524,9 @@ def _all_figures(run: Run) -> str:
         out.append("<h3>constant figures</h3>")
         out.append(_table([(s.name, _fmt(s.values[0]) + (f' <span class="dim">(logged {len(s.values)} times)</span>'
                                                          if len(s.values) > 1 else "")) for s in singles]))
+    if same:
+        out.append(_note("Logged under two names with the same values (drawn once): " + ", ".join(
+            f"<code>{html.escape(a)}</code> = <code>{html.escape(b)}</code>" for a, b in same)))
     bad = [s for s in numeric if s.nonfinite]
     if bad:
         out.append(_note("Non-finite values (NaN/inf, drawn as red x on the top edge): "
@@ -406,21 +562,22 @@ details summary{cursor:pointer;font-family:monospace;font-size:.9em}footer{color
 
 
 def render(run: Run) -> str:
+    drawn: set = set()  # series drawn by a section: "All logged figures" leaves them out
     if run.kind == "search":
         sections = [("identity", "Run", _identity(run)),
                     ("warnings", "Collapse warnings", _warnings(run)),
-                    ("curves", "Reward, baseline, entropy, loss", _search_curves(run)),
+                    ("curves", "Reward, baseline, entropy, loss", _search_curves(run, drawn)),
                     ("policy", "Policy: choice probabilities over epochs", _policy(run)),
                     ("arch", "Best architecture", _architecture(run)),
-                    ("candidates", "Top derive candidates", _candidates(run)),
-                    ("figures", "All logged figures", _all_figures(run))]
+                    ("candidates", "Candidates, the winner first", _candidates(run)),
+                    ("figures", "All logged figures", _all_figures(run, drawn))]
     else:
         sections = [("identity", "Run", _identity(run)),
                     ("result", "Result (result.json)", _result(run)),
-                    ("curves", "Loss, accuracy / perplexity", _retrain_curves(run)),
+                    ("curves", "Loss, accuracy / perplexity", _retrain_curves(run, drawn)),
                     ("arch", "Architecture", _architecture(run)),
                     ("warnings", "Warnings", _warnings(run)),
-                    ("figures", "All logged figures", _all_figures(run))]
+                    ("figures", "All logged figures", _all_figures(run, drawn))]
     config = f'<pre class="config">{html.escape(run.config_text)}</pre>' if run.config_text else ""
     sections.append(("config", "Config (config.yaml)", config or _note("No config.yaml.")))
     sections = [s for s in sections if s[2]]

@@ -27,6 +27,10 @@ Task interface (enas/tasks/lm.py and enas/tasks/image.py implement it)::
                                          # a controller reward: reward batches first.. of the
                                          # task's reward stream (any first >= 0; the task wraps)
     task.evaluate(model, arch, split) -> {"loss", metric} on "valid" or "test"
+    task.as_metric(value, se) -> (metric, se)   # a score as the metric (c / ppl -> ppl)
+    task.paired_se(model, a, b, num_batches=0, first=0) -> float
+                                         # optional: standard error of score(a) - score(b)
+                                         # measured on the same validation data (paired)
     task.state_dict() / load_state_dict()           # carried state (exact resume)
     task.on_bad_step()                   # optional: after a skipped non-finite step
     task.prepare_model(model)            # optional: layout changes (channels_last) before use

@@ -43,6 +43,7 @@ batch's); ``recalibrate`` runs its full batches on every rank, so it stays exact
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 
 import torch
@@ -121,6 +122,7 @@ class ImageTask:
 
         d = load_images(data_cfg, data_dir)
         self.num_classes = d["num_classes"]
+        self.class_names = d.get("classes")  # None where the dataset names none
         n = d["train_x"].shape[0]
         if split == "search":
             nv = data_cfg.valid_size
@@ -301,8 +303,9 @@ class ImageTask:
         for i in order:
             yield self.shard.chunk(x[i * ebs:(i + 1) * ebs]), self.shard.chunk(y[i * ebs:(i + 1) * ebs])
 
-    def _run(self, model, arch, batches):
-        """(summed CE, correct count, examples) as device tensors / int."""
+    def _run(self, model, arch, batches, hits: list | None = None):
+        """(summed CE, correct count, examples) as device tensors / int; each image's
+        correctness appended to ``hits`` when given."""
         loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         count = 0
@@ -312,7 +315,10 @@ class ImageTask:
             with self._autocast():
                 logits, _ = model(x, arch)
             loss = loss + F.cross_entropy(logits.float(), y, reduction="sum")
-            correct = correct + (logits.argmax(dim=1) == y).sum()
+            right = logits.argmax(dim=1) == y
+            correct = correct + right.sum()
+            if hits is not None:
+                hits.append(right)
             count += y.shape[0]
         # Several processes: each scored its share; the figures are the whole batch's.
         return self.shard.sum(loss, correct, count)
@@ -352,6 +358,25 @@ class ImageTask:
         p = correct.double() / count
         se = torch.sqrt(p * (1 - p) / count)
         return (p, se) if not sync else tuple(torch.stack([p, se]).tolist())
+
+    def paired_se(self, model, arch_a, arch_b, num_batches: int = 0, first: int = 0) -> float:
+        """Standard error of accuracy(a) - accuracy(b) on the same validation images: the
+        spread of the per-image differences (a paired comparison: architectures that share
+        weights tend to fail on the same images, which cancels in the difference)."""
+        hits = []
+        for arch in (arch_a, arch_b):
+            hits.append([])
+            with self._scoring(model, arch):
+                self._run(model, arch, self._batches("valid", num_batches, first), hits[-1])
+        d = torch.cat(hits[0]).double() - torch.cat(hits[1]).double()
+        n, s1, s2 = self.shard.sum(d.numel(), d.sum(), d.pow(2).sum())
+        if n < 2:
+            return math.nan
+        return math.sqrt(max(float(s2 - s1 * s1 / n) / (n - 1), 0.0) / n)
+
+    def as_metric(self, value: float, se: float) -> tuple[float, float]:
+        """A score is the validation accuracy itself."""
+        return value, se
 
     def evaluate(self, model, arch, split: str) -> dict:
         """{"loss", "accuracy"} over a whole split ("valid" or "test")."""

@@ -130,11 +130,11 @@ class LanguageModelTask:
 
     # ------------------------------------------------------------------ scoring
 
-    def _run(self, model, arch, source, windows, hidden):
+    def _run(self, model, arch, source, windows, hidden, samples: list | None = None):
         """Over ``windows`` (eval mode, no grad): the token-weighted CE sum and token count,
         and the (count, sum, sum of squares) of each (window, column) mean CE: the columns
-        are separate text streams, so these are the samples of a standard error.
-        Returns (sum, count, samples, hidden)."""
+        are separate text streams, so these are the samples of a standard error (appended
+        to ``samples`` when given). Returns (sum, count, samples, hidden)."""
         total = torch.zeros((), device=self.device)
         m1 = torch.zeros((), device=self.device, dtype=torch.float64)
         m2 = torch.zeros((), device=self.device, dtype=torch.float64)
@@ -145,6 +145,8 @@ class LanguageModelTask:
                 logits, hidden, _ = model(x, hidden, arch)
             ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
             col = ce.view(y.shape).mean(0).double()  # [B] mean CE of each stream in this window
+            if samples is not None:
+                samples.append(col)
             total, m1, m2 = total + ce.sum(), m1 + col.sum(), m2 + col.pow(2).sum()
             count, n = count + y.numel(), n + col.numel()
         total, count, n, m1, m2 = self.shard.sum(total, count, n, m1, m2)
@@ -203,14 +205,8 @@ class LanguageModelTask:
         warm-up tokens (as with 35; benchmarks/ptb_reward_state.py, benchmarks/RESULTS.md).
         The state is carried across the windows, so a block that would run past the end
         of the split starts earlier instead of wrapping."""
-        wins = self._score_windows()
-        if num_batches > 0:
-            n = min(num_batches, len(wins))
-            first = min(first % len(wins), len(wins) - n)
-            wins = wins[first:first + n]
         with self._eval(model):
-            total, count, (n, m1, m2), _ = self._run(model, arch, self.valid_data, wins,
-                                                     self._warm_state(model, arch, wins[0][0]))
+            total, count, (n, m1, m2), _ = self._score_run(model, arch, num_batches, first)
         value = self._reward_from(total / count)
         # delta method: d(c e^-m)/dm = -c e^-m, so se(value) = value * se(mean CE)
         var = (m2 - m1 * m1 / n) / (n - 1) if n > 1 else torch.full_like(m1, math.nan)
@@ -222,6 +218,38 @@ class LanguageModelTask:
         validation windows from window ``first`` (wrapping), as the official valid queues
         read them in order (enas_lm data_utils.py input_producer, shuffle=False)."""
         return self.score(model, arch, num_batches, first, sync=False)[0]
+
+    def _score_run(self, model, arch, num_batches: int, first: int, samples: list | None = None):
+        wins = self._score_windows()
+        if num_batches > 0:
+            n = min(num_batches, len(wins))
+            first = min(first % len(wins), len(wins) - n)
+            wins = wins[first:first + n]
+        return self._run(model, arch, self.valid_data, wins, self._warm_state(model, arch, wins[0][0]), samples)
+
+    def paired_se(self, model, arch_a, arch_b, num_batches: int = 0, first: int = 0) -> float:
+        """Standard error of score(a) - score(b) on the same validation windows: the spread
+        of the per-stream differences of mean CE (a paired comparison: both read the same
+        text, so the text's own difficulty cancels), through the delta method at the two
+        scores' mean (d(c e^-m)/dm = -c e^-m)."""
+        cols, values = [], []
+        with self._eval(model):
+            for arch in (arch_a, arch_b):
+                cols.append([])
+                total, count, _, _ = self._score_run(model, arch, num_batches, first, cols[-1])
+                values.append(self._reward_from(total / count))
+        d = torch.cat(cols[0]) - torch.cat(cols[1])
+        n, s1, s2 = self.shard.sum(d.numel(), d.sum(), d.pow(2).sum())
+        if n < 2:
+            return math.nan
+        var = max(float(s2 - s1 * s1 / n) / (n - 1), 0.0)
+        return float((values[0] + values[1]) / 2) * math.sqrt(var / n)
+
+    def as_metric(self, value: float, se: float) -> tuple[float, float]:
+        """A score (c / ppl) as the validation perplexity and its standard error."""
+        if not value > 0:
+            return math.inf, math.nan
+        return self.reward_c / value, self.reward_c * se / value ** 2
 
     def evaluate(self, model, arch, split: str) -> dict:
         """{"loss", "ppl"} over a whole split ("valid" or "test") from a fresh state."""
