@@ -8,7 +8,7 @@ message the command line would print); a run stopped by a signal raises
 
     from enas import api
     found = api.search("configs/smoke/nb201_search.yaml", data_dir="../shared/data/cifar10-subset")
-    found.best_arch, found.score, found.history[-1]["reward"]
+    found.best_arch, found.score, found.history[-1]["train_loss"]
     final = api.retrain(found.best_arch_file, "configs/smoke/nb201_retrain.yaml",
                         data_dir="../shared/data/cifar10-subset")
     final.test_metric, final.value

@@ -161,7 +161,7 @@ def read_config(path: str | Path, _chain: tuple = ()) -> dict:
     return _merge(read_config(other, (*_chain, path.resolve())), data)
 
 
-# Keys naming a Python file that defines a search space (README, "A search space of your
+# Keys naming a Python file that defines a search space (docs/own-space.md, "A search space of your
 # own"): a relative path there is relative to the config file that says it, so a config
 # and its space travel together and the run folder's config.yaml holds the absolute path.
 MODULE_KEYS = (("space", "module"), ("retrain", "space_module"))
@@ -435,7 +435,7 @@ class SearchSection:
     # Probability that a shared step trains a uniformly drawn architecture instead of one
     # from the policy: 0 = the paper (the policy picks what the shared weights learn), 1 =
     # the shared weights trained as random search with weight sharing does, whatever the
-    # policy prefers (README, "Does the search beat chance?").
+    # policy prefers (docs/experiments/own-ground-truth.md).
     uniform_shared: float = 0.0
     # FairNAS's strict fairness (Chu et al., ICCV 2021): each shared step trains as many
     # architectures as a categorical decision has choices, between them every choice of
@@ -544,7 +544,7 @@ class RetrainSection:
     compile: Literal["auto", "on", "off"] = "auto"
     # Several CUDA processes: image children normalise with BN statistics of the whole
     # global batch (SyncBatchNorm). PyTorch has no CPU SyncBatchNorm: on CPU each process
-    # uses its own share's statistics (README, "Several GPUs and machines").
+    # uses its own share's statistics (docs/distributed.md).
     sync_bn: bool = True
     log_every: int = 50
     checkpoint_minutes: float = 10.0

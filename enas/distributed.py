@@ -6,7 +6,7 @@ into one process group: NCCL when the device is CUDA (each process on
 ``cuda:LOCAL_RANK``), Gloo on the CPU. Without those variables every helper here is
 a no-op (world 1), so a plain ``enas search`` runs exactly the code it always ran.
 
-How the engine uses it (see README, "Several GPUs and machines"):
+How the engine uses it (see docs/distributed.md):
 
 * every process holds the same models and optimisers and takes the same decisions
   (same seeds, same architecture draws, same gathered rewards); data is sharded:

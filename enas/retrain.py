@@ -18,7 +18,7 @@ best-validation weights (LM), ``result.json`` the test metric that ``enas evalua
 recomputes. Resume is exact on CPU: data order and BPTT lengths come from (seed,
 epoch), dropout from the RNG state in the checkpoint.
 
-Several processes (torchrun; enas/distributed.py, README "Several GPUs and machines"):
+Several processes (torchrun; enas/distributed.py, docs/distributed.md):
 ``data.batch_size`` is per process, the global batch ``batch_size x processes``; each
 epoch's permutation (or the LM's streams) is the same on every rank and each takes its
 share of every global batch; gradients are averaged, so the weights stay identical.

@@ -9,11 +9,10 @@ resumed run continues exactly: the architectures of a shared phase come from a
 generator seeded by (seed, epoch), data order from the task's (seed, epoch)
 generator, and every other random state is in the checkpoint.
 
-Several processes (torchrun; enas/distributed.py, README "Several GPUs and
-machines"): ``data.batch_size`` stays the global minibatch, each process trains on
+Several processes (torchrun; enas/distributed.py, docs/distributed.md): ``data.batch_size`` stays the global minibatch, each process trains on
 its equal share of it with the same architecture, and the averaged gradient is the
 single-process gradient (exact for the RNN space; BN normalises per share, see
-README). Rewards and derive scores are summed over the shares of each validation
+docs/distributed.md). Rewards and derive scores are summed over the shares of each validation
 batch, so every process feeds the controller the same rewards and its Adam steps are
 identical everywhere; ``check_in_sync`` verifies it each epoch.
 """
@@ -429,7 +428,7 @@ class Search(Loop):
         elif early and s.entropy_floor > 0 and entropy < s.entropy_floor:
             warn = f"policy entropy {entropy:.3g} fell below search.entropy_floor={s.entropy_floor} before the midpoint"
         if warn:
-            msg = f"warning (epoch {ep}): {warn}; the search may be collapsing (see README, 'Does it beat chance?')"
+            msg = f"warning (epoch {ep}): {warn}; the search may be collapsing (see docs/evaluation.md)"
             say(msg, self.log_enabled)
             self.log.text("warning/collapse", msg, ep)
             self.log.log(ep, epoch=ep, **{"warning/collapse": 1, "warning/message": msg})

@@ -219,7 +219,7 @@ def space_class(name: str) -> type:
 
 
 def import_space_module(spec: str, key: str = "space.module") -> None:
-    """Import the user's code that registers a space (README, "A search space of your
+    """Import the user's code that registers a space (docs/own-space.md, "A search space of your
     own"): a Python file (``my_space.py``) or an importable module name (``mypkg.spaces``).
 
     This is the one place a config makes enas run code, by design: ``key`` names the code

@@ -56,15 +56,15 @@ def make_images(n: int, labels: np.ndarray, rng) -> np.ndarray:
     return img.reshape(n, 3072)
 
 
-def write_cifar(root: Path, seed: int = 0, noise: int = 0) -> Path:
+def write_cifar(root: Path, seed: int = 0, noise: int = 0, per_batch: int = N_PER_BATCH) -> Path:
     """``noise`` > 0 adds uniform pixel noise of that amplitude (distinct images, for
-    scores that compare inputs, such as naswot)."""
+    scores that compare inputs, such as naswot); ``per_batch`` images in each batch file."""
     rng = np.random.default_rng(seed)
     folder = root / C10.folder
     folder.mkdir(parents=True)
     for name in C10.files:
-        labels = rng.integers(0, 10, N_PER_BATCH)
-        data = make_images(N_PER_BATCH, labels, rng)
+        labels = rng.integers(0, 10, per_batch)
+        data = make_images(per_batch, labels, rng)
         if noise:
             data = np.clip(data.astype(int) + rng.integers(0, noise, data.shape), 0, 255).astype(np.uint8)
         (folder / name).write_bytes(py2_pickle(data, [int(v) for v in labels], name))
@@ -182,7 +182,7 @@ def test_missing_data_without_network_names_the_files(tmp_path):
     assert "data_batch_1" not in msg and "data_batch_3" not in msg
     with pytest.raises(DataError, match="download failed"):  # refused connection, fast
         cifar.ensure(C10, tmp_path / "none", url="http://127.0.0.1:9/cifar-10-python.tar.gz", timeout=2)
-    assert not list((tmp_path / "none").iterdir())  # no partial file left behind
+    assert not (tmp_path / "none").exists()  # no partial file, no empty folder left behind
 
 
 # ---------------------------------------------------------------------- augmentation
@@ -396,3 +396,19 @@ def test_final_split_uses_all_training_images_and_test(cifar_dir):
     assert set(task.evaluate(TinyNet(), None, "test")) == {"loss", "accuracy"}
     with pytest.raises(DataError):
         ImageTask(_cfg(train_size=50, valid_size=20), cifar_dir, "cpu", seed=0)
+
+
+def test_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
+    """A mistyped --data-dir on a machine without internet: the error names the folder and
+    the folders created for the download are gone again; a folder that existed stays."""
+    def offline(url, dest, timeout=None):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(cifar, "fetch", offline)
+    with pytest.raises(DataError, match="download failed"):
+        cifar.ensure(C10, tmp_path / "typo" / "cifar")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataError):
+        cifar.ensure(C10, tmp_path / "kept" / "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []

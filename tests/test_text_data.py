@@ -55,6 +55,7 @@ def test_ptb_no_network_message(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "ptb.train.txt" in msg and "ptb.valid.txt" in msg and str(tmp_path / "ptb") in msg
     assert "wojzaremba" in msg or "simple-examples" in msg
+    assert not (tmp_path / "ptb").exists()  # a failed download leaves no empty folder behind
 
 
 def test_ptb_checksum(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from .download import fetch, md5sum
+from .download import fetch, make_folders, md5sum, remove_empty
 from ..errors import DataError
 
 TIMEOUT_S = 15.0
@@ -60,7 +60,7 @@ def _missing_message(spec: Spec, data_dir: Path, why: str = "") -> str:
     what += f" (or {spec.archive})" if len(missing) == len(spec.files) else ""
     msg = (
         f"{spec.title} not found in {data_dir}: missing {what}. Download {spec.url} (md5 {spec.md5}) "
-        f"into {data_dir}; it is extracted on first use (README, 'Without internet')."
+        f"into {data_dir}; it is extracted on first use (docs/data.md, 'Without internet')."
     )
     return f"{msg} ({why})" if why else msg
 
@@ -96,12 +96,13 @@ def ensure(spec: Spec, data_dir, download: bool = True, url: str | None = None, 
         if not download:
             raise DataError(_missing_message(spec, data_dir))
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            created = make_folders(data_dir)
         except OSError as e:
             raise DataError(_missing_message(spec, data_dir, f"cannot create the folder: {e}")) from None
         try:
             fetch(url, archive, timeout)
         except (OSError, ValueError) as e:  # URLError, timeouts and refused connections are OSErrors
+            remove_empty(created)
             raise DataError(_missing_message(spec, data_dir, f"download failed: {e}")) from None
     got = md5sum(archive)
     if got != md5:

@@ -31,3 +31,24 @@ def fetch(url: str, dest: Path, timeout: float) -> None:
         part.unlink(missing_ok=True)
         raise
     part.replace(dest)
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents for a download; return the folders this
+    created, deepest first, for ``remove_empty`` after a failed download."""
+    created, p = [], folder
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty(created: list[Path]) -> None:
+    """Remove the folders ``make_folders`` created while they are still empty, so a
+    mistyped --data-dir or a machine without internet leaves nothing behind."""
+    for d in created:
+        try:
+            d.rmdir()
+        except OSError:  # something was put in it: keep it and its parents
+            return

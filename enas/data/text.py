@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .download import fetch as _download  # tests replace it: never touch the network
-from .download import md5sum
+from .download import make_folders, md5sum, remove_empty
 from ..errors import DataError
 
 EOS, UNK = "<eos>", "<unk>"
@@ -124,7 +124,7 @@ def _missing_ptb_message(data_dir: Path, missing: list[str], errors=()) -> str:
         f"Penn Treebank files missing in {data_dir}: {', '.join(missing)}, "
         f"and they could not be downloaded.{why}\n"
         f"Get them from {PTB_MIRROR.format(name='<name>')} or from {PTB_TARBALL} (simple-examples/data/), "
-        f"and put them in {data_dir}, or pass --data-dir DIR where DIR holds them (README, 'Without internet')."
+        f"and put them in {data_dir}, or pass --data-dir DIR where DIR holds them (docs/data.md, 'Without internet')."
     )
 
 
@@ -135,11 +135,15 @@ def ensure_ptb(data_dir: str | Path) -> Path:
     missing = [n for n in PTB_FILES if not (data_dir / n).is_file()]
     if missing:
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            created = make_folders(data_dir)
         except OSError as e:
             raise DataError(_missing_ptb_message(data_dir, missing, [f"creating {data_dir}: {e}"])) from None
-        for name in missing:
-            _fetch_ptb_file(name, data_dir, missing)
+        try:
+            for name in missing:
+                _fetch_ptb_file(name, data_dir, missing)
+        except DataError:
+            remove_empty(created)
+            raise
     # A present file is used as it is, but a truncated or edited copy should not pass
     # unnoticed as "PTB": say so, in one line (results on it are not comparable to the paper's).
     other = [n for n in PTB_FILES if n not in missing and md5sum(data_dir / n) != PTB_MD5[n]]
