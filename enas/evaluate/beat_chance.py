@@ -5,9 +5,9 @@ For each seed it runs, on the same data and sizes:
 
 * ``paper``: ENAS as the paper runs it (the policy picks what the shared weights
   train, rewards on one validation minibatch, no warm-up);
-* ``recipe``: ENAS with the recommended recipe of the config (README, "Does the
-  search beat chance?"), its controller warm-up set to two thirds of the 30 epochs as
-  the configs set it for theirs;
+* ``recipe``: ENAS with the recommended recipe of the config (uniform shared
+  training, two reward minibatches; docs/experiments/beat-chance.md), its controller
+  warm-up set to two thirds of the 30 epochs as the configs set it for theirs;
 * ``random``: random search with weight sharing (Li & Talwalkar 2019): uniform
   sampling, no controller, a derive among uniformly drawn candidates;
 
