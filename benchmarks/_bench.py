@@ -1,9 +1,9 @@
 """Shared pieces of the benchmark scripts (not a test module, not part of the package).
 
-Workloads are the shared-phase training step exactly as ``Loop.sgd_pass`` runs it
-(task loss -> zero_grad -> backward -> clip_grad_norm_ -> isfinite check -> SGD step)
-on synthetic batches of the real shapes: timing does not depend on pixel or token
-values, and the scripts then need no dataset.
+Workloads time the engine's own training step (``Loop.train_step``: zero_grad ->
+backward -> clip_grad_norm_ -> isfinite check -> SGD step, the step ``Loop.sgd_pass``
+takes) with the task's loss on synthetic batches of the real shapes: timing does not
+depend on pixel or token values, and the scripts then need no dataset.
 
 Sizes: ``paper`` is read from the search config configs/*_search.yaml (the batch can
 be overridden, slow CPUs); ``smoke`` from configs/smoke/*_search.yaml.
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from enas.config import load_search
 from enas.controller import Controller
+from enas.loop import Loop
 from enas.malloc import keep_freed_memory
 from enas.space import build_space
 
@@ -226,14 +227,13 @@ class Workload:
                 loss = loss + self.size.aux_weight * F.cross_entropy(aux.float(), self.y)
             return loss
 
+    def train_loss(self, model, batch, arch):
+        """The task interface ``Loop.train_step`` calls: this workload's fixed batch."""
+        return self.loss(arch), {}
+
     def step(self, arch) -> None:
-        """One shared-phase step, as Loop.sgd_pass + task.train_loss run it."""
-        loss = self.loss(arch)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.size.grad_clip or math.inf)
-        if torch.isfinite(norm):  # the loop's one host sync per step
-            self.opt.step()
+        """One shared-phase step: the engine's own (Loop.train_step)."""
+        Loop.train_step(self, self.model, self.opt, self.params, self.size.grad_clip or math.inf, None, arch)
 
     def fwd_bwd(self, arch) -> None:
         loss = self.loss(arch)

@@ -50,19 +50,17 @@ import traceback
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from _bench import ROOT, Workload, cpu_model, median, sample_archs, setup_process, sized, timed
+from supernet_overhead import measure as overhead
 
-from _bench import ROOT, Workload, cpu_model, median, sample_archs, setup_process, sized, timed  # noqa: E402
-from supernet_overhead import measure as overhead  # noqa: E402
-
-from enas.archfile import load_arch  # noqa: E402
-from enas.config import load_retrain, load_search  # noqa: E402
-from enas.retrain import Retrain  # noqa: E402
-from enas.search import Search  # noqa: E402
-from enas.space import build_space  # noqa: E402
+from enas.archfile import load_arch
+from enas.config import load_retrain, load_search
+from enas.retrain import Retrain
+from enas.search import Search
+from enas.space import build_space
 
 SPACES = {  # space -> (search config, retrain config or None, architecture for the retrain)
     "enas_micro": ("cifar10_micro_search", "cifar10_micro_retrain", "enas_micro"),

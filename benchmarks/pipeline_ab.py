@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-
-from _bench import Workload, emit, header, sample_archs, setup_process, sized  # noqa: E402
+from _bench import Workload, emit, header, sample_archs, setup_process, sized
 
 
 def main() -> None:

@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-
-from _bench import SPACE_NAMES, Workload, emit, header, loadavg, median, pick_device, sample_archs, setup_process, sized, timed  # noqa: E402,E501
+from _bench import (SPACE_NAMES, Workload, emit, header, loadavg, median, pick_device, sample_archs, setup_process,
+                    sized, timed)
 
 
 def measure(space_name: str, size, device, num_archs: int, repeats: int, verbose: bool,

@@ -35,13 +35,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-
-from _bench import (  # noqa: E402
+from _bench import (
     SIZES, SPACE_NAMES, Workload, controller_for, emit, header, loadavg, matmul_flops, matmul_probe, median,
     pick_device, sample_archs, setup_process, sized, timed,
 )

@@ -1,4 +1,6 @@
-"""`enas search|derive|retrain|evaluate|show|rank|table|export|report` (thin: parse, call, report errors).
+"""`enas search|derive|retrain|evaluate|show|rank|table|export|report` and the evaluation tools
+(`enas ground-truth|compare|beat-chance|controller-ab|reward-noise`, enas/evaluate/)
+(thin: parse, call, report errors).
 
 A user's mistake (bad config, missing data, bad architecture file, existing run
 folder) ends with one paragraph on stderr and exit code 2, never a traceback.
@@ -12,6 +14,7 @@ waiting.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
@@ -291,7 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
     rp.add_argument("--force", action="store_true", help="replace an existing report")
     rp.set_defaults(func=cmd_report)
+
+    # the evaluation tools: each module holds its options and its command
+    for name, module, help_ in EVALUATION_TOOLS:
+        ev = sub.add_parser(name, help=help_)
+        mod = importlib.import_module(f".evaluate.{module}", __package__)
+        mod.add_arguments(ev)
+        ev.set_defaults(func=mod.run)
     return p
+
+
+EVALUATION_TOOLS = (  # (command, module of enas/evaluate, help)
+    ("ground-truth", "build_truth", "train architectures from scratch into a ground-truth table (CSV)"),
+    ("compare", "compare", "compare a ranking and search runs with a ground-truth table"),
+    ("beat-chance", "beat_chance", "ENAS as in the paper, the recipe and random search against a ground truth"),
+    ("controller-ab", "controller_ab", "controller options side by side on one trained supernet"),
+    ("reward-noise", "reward_noise", "how BN and dropout while scoring change an image search's reward"),
+)
 
 
 SEVERAL_PROCESSES = ("search", "retrain")  # the commands torchrun may start several of

@@ -187,14 +187,11 @@ class Loop:
         for i, batch in enumerate(task.train_batches(self.epoch)):
             if i < self.step:
                 continue  # resumed mid-epoch: same order, already trained
-            bn_stats.save()  # the forward updates BN running statistics even if the step is skipped
-            opt.zero_grad(set_to_none=True)
-            stats = self._backward(task, model, batch, arch_at(i))
-            stats = dist.average_gradients(params, stats)  # several processes: the whole minibatch's
-            norm = torch.nn.utils.clip_grad_norm_(params, clip)  # really clips (official CIFAR bug: it did not)
-            self.step = i + 1
             scale = lr_scale(batch) if lr_scale is not None else 1.0
             if on_device:  # no host sync: the step is skipped (or not) on the device, read later
+                bn_stats.save()  # the forward updates BN running statistics even if the step is skipped
+                norm, stats = self.gradients(task, model, opt, params, clip, batch, arch_at(i))
+                self.step = i + 1
                 bad = ~torch.isfinite(norm)
                 self._sgd_step(opt, scale, found_inf=bad.float())
                 bn_stats.restore(bad)
@@ -202,17 +199,13 @@ class Loop:
                     reset(bad)
                 # a skipped step's figures are never added (settle), so they are kept as they are
                 self._pending.append((bad, {k: v.detach() for k, v in stats.items()}))
-            elif not torch.isfinite(norm):  # the host decides: one sync per step
-                bn_stats.restore()
-                opt.zero_grad(set_to_none=True)
-                if reset is not None:
-                    reset()
-                self._count_step(False, {})
-            else:
-                self._sgd_step(opt, scale)
-                if on_step is not None:
+            else:  # the host decides: one sync per step
+                applied, stats = self.train_step(task, model, opt, params, clip, batch, arch_at(i), bn_stats,
+                                                 scale, reset)
+                self.step = i + 1
+                if applied and on_step is not None:
                     on_step()
-                self._count_step(True, stats)
+                self._count_step(applied, stats if applied else {})
             self.global_step += 1
             bar.update(1)
             if self.global_step % self.log_every == 0:
@@ -228,6 +221,34 @@ class Loop:
         self.settle()
         bar.close()
         return {k: float(v) / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+
+    @staticmethod
+    def gradients(task, model, opt, params, clip: float, batch, arch) -> tuple[torch.Tensor, dict]:
+        """(clipped gradient norm, the task's step figures) of one minibatch."""
+        opt.zero_grad(set_to_none=True)
+        stats = Loop._backward(task, model, batch, arch)
+        stats = dist.average_gradients(params, stats)  # several processes: the whole minibatch's
+        return torch.nn.utils.clip_grad_norm_(params, clip), stats  # really clips (official CIFAR bug: it did not)
+
+    @staticmethod
+    def train_step(task, model, opt, params, clip: float, batch, arch, bn_stats: BNStats | None = None,
+                   scale: float = 1.0, reset: Callable | None = None) -> tuple[bool, dict]:
+        """One training step whose skip the host decides (one sync): gradients, clipping,
+        then the SGD step unless the norm is not finite, in which case the BN statistics
+        the forward moved are restored and ``reset()`` is called. Returns (applied,
+        figures). benchmarks/_bench.py times exactly this step."""
+        if bn_stats is not None:
+            bn_stats.save()  # the forward updates BN running statistics even if the step is skipped
+        norm, stats = Loop.gradients(task, model, opt, params, clip, batch, arch)
+        if not torch.isfinite(norm):
+            if bn_stats is not None:
+                bn_stats.restore()
+            opt.zero_grad(set_to_none=True)
+            if reset is not None:
+                reset()
+            return False, stats
+        Loop._sgd_step(opt, scale)
+        return True, stats
 
     @staticmethod
     def _backward(task, model, batch, arch) -> dict:

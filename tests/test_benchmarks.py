@@ -3,6 +3,7 @@
 both memory formats. No timing here (benchmarks/ measures; tests only check)."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -10,9 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from enas.loop import Loop
 
-from _bench import SIZES, Workload, sample_archs  # noqa: E402
+# benchmarks/ is a folder of scripts, not a package: load its harness by path
+_spec = importlib.util.spec_from_file_location("_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "_bench.py")
+_bench = sys.modules["_bench"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
+_spec.loader.exec_module(_bench)
+SIZES, Workload, sample_archs = _bench.SIZES, _bench.Workload, _bench.sample_archs
 
 TINY = {
     "enas_rnn": {"model": {"hidden": 8, "dropout_e": 0.0, "dropout_i": 0.0, "dropout_x": 0.0,
@@ -46,3 +51,22 @@ def test_benchmark_child_matches_supernet(space, channels_last):
         assert sup.tokens_or_images() == child.tokens_or_images()
         sup.step(arch)  # the timed step runs
         child.step(None)
+
+
+def test_benchmark_step_is_the_engine_step(monkeypatch):
+    """The timed step is Loop.train_step itself, not a copy of it: it applies a finite
+    step and skips a non-finite one as the loop does."""
+    size = replace(SIZES["nb201"]["smoke"], **TINY["nb201"])
+    w = Workload("nb201", size, torch.device("cpu"))
+    arch = sample_archs(w.space, 1, seed=1)[0]
+    calls = []
+    engine_step = Loop.train_step
+    monkeypatch.setattr(Loop, "train_step", staticmethod(lambda *a, **k: calls.append(a[0]) or engine_step(*a, **k)))
+    before = [p.detach().clone() for p in w.params]
+    w.step(arch)
+    assert calls == [w]
+    assert any(not torch.equal(b, p) for b, p in zip(before, w.params))  # applied
+    w.loss = lambda a: float("nan") * sum(p.sum() for p in w.params)  # non-finite gradients
+    before = [p.detach().clone() for p in w.params]
+    w.step(arch)
+    assert len(calls) == 2 and all(torch.equal(b, p) for b, p in zip(before, w.params))  # skipped

@@ -1,4 +1,4 @@
-"""benchmarks/ground_truth.py and benchmarks/compare_ranking.py: rank
+"""`enas ground-truth` and `enas compare` (enas/evaluate/): rank
 statistics against hand-computed values, the resumable CSV, uniform sampling, and
 one tiny end-to-end build + comparison on generated CIFAR data (never ../shared)."""
 from __future__ import annotations
@@ -7,21 +7,22 @@ import csv
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from enas.archfile import save_arch
+from enas.cli import main as enas_main
+from enas.evaluate import compare as cr
+from enas.evaluate import ground_truth as gt
+from enas.evaluate import stats
+from enas.evaluate.against_table import policy_expectation
+from enas.space import Decision, build_space, validate
+from search_spaces.nb201 import BEST_CIFAR10_CELL, RESNET_CELL
+from test_cifar10 import write_cifar
 
-import compare_ranking as cr  # noqa: E402
-import ground_truth as gt  # noqa: E402
-from enas.archfile import save_arch  # noqa: E402
-from enas.space import Decision, build_space, validate  # noqa: E402
-from search_spaces.nb201 import BEST_CIFAR10_CELL, RESNET_CELL  # noqa: E402
-from test_cifar10 import write_cifar  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ZERO_CELL = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 
@@ -46,7 +47,7 @@ def test_policy_expectation_weights_cells_by_their_policy_probability():
     space = build_space("nb201")
     archs = [space.parse_text(t) for t in (RESNET_CELL, BEST_CIFAR10_CELL, ZERO_CELL)]
     acc = [0.6, 0.8, 0.1]
-    uniform = cr.policy_expectation(RandomPolicy(space.decisions()), archs, acc)
+    uniform = policy_expectation(RandomPolicy(space.decisions()), archs, acc)
     assert uniform["policy_mean"] == pytest.approx(0.5) == uniform["uniform_mean"]
     assert uniform["policy_ess"] == pytest.approx(3.0)
 
@@ -56,7 +57,7 @@ def test_policy_expectation_weights_cells_by_their_policy_probability():
             lp = torch.log(torch.tensor([0.5, 0.25, 0.25]))
             return Sample(got, lp, torch.zeros(3), torch.zeros(3))
 
-    sharp = cr.policy_expectation(Fixed(), archs, acc)
+    sharp = policy_expectation(Fixed(), archs, acc)
     assert sharp["policy_mean"] == pytest.approx(0.5 * 0.6 + 0.25 * 0.8 + 0.25 * 0.1)
     assert sharp["uniform_mean"] == pytest.approx(0.5)
     assert sharp["policy_ess"] == pytest.approx(1.0 / (0.25 + 0.0625 + 0.0625))
@@ -64,45 +65,45 @@ def test_policy_expectation_weights_cells_by_their_policy_probability():
 
 def test_kendall_tau_b_hand_computed():
     # no ties: pairs of [1,2,3,4] vs [1,3,2,4]: 5 concordant, 1 discordant -> 4/6
-    assert cr.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert stats.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
     # ties: x=[1,2,2,3], y=[1,2,3,3]: S = 4, 5 untied pairs on each side -> 4/sqrt(5*5)
-    assert cr.kendall_tau_b([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8)
+    assert stats.kendall_tau_b([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8)
     # tau-a would give 4/6 here; tau-b's denominator must drop the tied pairs
-    assert cr.kendall_tau_b([1, 2, 2, 3], [1, 2, 3, 3]) != pytest.approx(4 / 6)
+    assert stats.kendall_tau_b([1, 2, 2, 3], [1, 2, 3, 3]) != pytest.approx(4 / 6)
     # ties on one side only: x=[1,1,2], y=[1,2,3]: S = 2, untied 2 and 3 -> 2/sqrt(6)
-    assert cr.kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
-    assert cr.kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert cr.kendall_tau_b([0.5, 0.1, 0.9], [50, 10, 90]) == pytest.approx(1.0)  # scale-free
-    assert math.isnan(cr.kendall_tau_b([1, 1, 1], [1, 2, 3]))  # a constant side: undefined
-    assert math.isnan(cr.kendall_tau_b([1], [2]))
+    assert stats.kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
+    assert stats.kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert stats.kendall_tau_b([0.5, 0.1, 0.9], [50, 10, 90]) == pytest.approx(1.0)  # scale-free
+    assert math.isnan(stats.kendall_tau_b([1, 1, 1], [1, 2, 3]))  # a constant side: undefined
+    assert math.isnan(stats.kendall_tau_b([1], [2]))
 
 
 def test_spearman_rho_hand_computed():
     # no ties: d = [0,1,1,0], rho = 1 - 6*2 / (4*15) = 0.8
-    assert cr.spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert stats.spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
     # ties: ranks [1,2.5,2.5,4] and [1,2,3.5,3.5]: centred products 3.75 / sqrt(4.5*4.5)
-    assert cr.spearman_rho([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(3.75 / 4.5)
-    assert cr.spearman_rho([10, 20, 30], [3, 2, 1]) == pytest.approx(-1.0)
-    assert cr.spearman_rho([1, 2, 3], [1, 4, 9]) == pytest.approx(1.0)  # monotone, not linear
-    assert math.isnan(cr.spearman_rho([2, 2, 2], [1, 2, 3]))
+    assert stats.spearman_rho([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(3.75 / 4.5)
+    assert stats.spearman_rho([10, 20, 30], [3, 2, 1]) == pytest.approx(-1.0)
+    assert stats.spearman_rho([1, 2, 3], [1, 4, 9]) == pytest.approx(1.0)  # monotone, not linear
+    assert math.isnan(stats.spearman_rho([2, 2, 2], [1, 2, 3]))
 
 
 def test_rankdata_averages_ties():
-    assert cr.rankdata([30, 10, 20, 10]).tolist() == [4.0, 1.5, 3.0, 1.5]
-    assert cr.rankdata([5, 5, 5]).tolist() == [2.0, 2.0, 2.0]
+    assert stats.rankdata([30, 10, 20, 10]).tolist() == [4.0, 1.5, 3.0, 1.5]
+    assert stats.rankdata([5, 5, 5]).tolist() == [2.0, 2.0, 2.0]
 
 
 def test_topk_overlap_and_percentile():
     score = {"a": 4, "b": 3, "c": 2, "d": 1, "e": 0}
     truth = {"a": 0.1, "b": 0.9, "c": 0.8, "d": 0.7, "e": 0.6, "f": 1.0}  # f: not ranked, ignored
-    assert cr.topk_overlap(score, truth, 2) == (1, 2)  # {a, b} vs {b, c}
-    assert cr.topk_overlap(score, truth, 3) == (2, 3)  # {a, b, c} vs {b, c, d}
-    assert cr.topk_overlap(score, truth, 10) == (5, 5)  # k clipped to the 5 shared archs
+    assert stats.topk_overlap(score, truth, 2) == (1, 2)  # {a, b} vs {b, c}
+    assert stats.topk_overlap(score, truth, 3) == (2, 3)  # {a, b, c} vs {b, c, d}
+    assert stats.topk_overlap(score, truth, 10) == (5, 5)  # k clipped to the 5 shared archs
     # ties broken by the arch text, the same way on both sides
-    assert cr.top({"x": 1, "w": 1, "v": 0}, 1) == ["w"]
-    assert cr.percentile(0.5, [0.4, 0.5, 0.6, 0.3]) == pytest.approx(62.5)  # beats 2, ties 1
-    assert cr.percentile(0.9, [0.1, 0.2]) == 100.0 and cr.percentile(0.0, [0.1]) == 0.0
-    assert math.isnan(cr.percentile(0.5, []))
+    assert stats.top({"x": 1, "w": 1, "v": 0}, 1) == ["w"]
+    assert stats.percentile(0.5, [0.4, 0.5, 0.6, 0.3]) == pytest.approx(62.5)  # beats 2, ties 1
+    assert stats.percentile(0.9, [0.1, 0.2]) == 100.0 and stats.percentile(0.0, [0.1]) == 0.0
+    assert math.isnan(stats.percentile(0.5, []))
 
 
 def test_canonical_arch_text_matches_reordered_forms():
@@ -195,7 +196,7 @@ def test_recipe_hash_ignores_seed_and_logging(tmp_path):
 
 def test_shipped_recipe_is_the_committed_tables():
     """configs/smoke/nb201_retrain.yaml still hashes to the recipe of the committed NB201
-    ground truth, so ground_truth.py extends that table instead of refusing it."""
+    ground truth, so `enas ground-truth` extends that table instead of refusing it."""
     rows = list(csv.DictReader((ROOT / "benchmarks/results/nb201_ground_truth.csv").open()))
     recipes = {r["recipe"] for r in rows}
     assert len(rows) >= 50 and len(recipes) == 1
@@ -214,7 +215,7 @@ TINY_RETRAIN = {
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """Two cells, one seed, trained by ground_truth.py (two `enas retrain` processes)."""
+    """Two cells, one seed, trained by `enas ground-truth` (two `enas retrain` processes)."""
     root = tmp_path_factory.mktemp("gt")
     data = root / "cifar"
     write_cifar(data)
@@ -234,7 +235,7 @@ def built(tmp_path_factory):
 
 def test_end_to_end_build_resume_and_compare(built, capsys):
     root, argv, out = built
-    assert gt.main(argv) == 0
+    assert enas_main(["ground-truth"] + argv) == 0
     printed = capsys.readouterr().out
     assert "2 architectures x 1 seeds = 2 cells; 0 already in" in printed
     assert "[2/2] acc" in printed and "ETA" in printed and "cells=2" in printed and "trained=2" in printed
@@ -252,19 +253,19 @@ def test_end_to_end_build_resume_and_compare(built, capsys):
 
     # rerun: everything is in the CSV, nothing trains, nothing is appended
     before = out.read_text()
-    assert gt.main(argv) == 0
+    assert enas_main(["ground-truth"] + argv) == 0
     printed = capsys.readouterr().out
     assert "2 already in" in printed and "0 to train" in printed and "cells=0" in printed
     assert out.read_text() == before
     # another recipe into the same CSV is refused before anything runs
-    assert gt.main(argv + ["--set", "train.lr=0.2"]) == 2
+    assert enas_main(["ground-truth"] + argv + ["--set", "train.lr=0.2"]) == 2
     assert "another recipe" in capsys.readouterr().err
 
     # a finished run folder whose row never reached the CSV (killed in between): the
     # row is recovered from its result.json without training again
     lines = before.splitlines()
     out.write_text("\n".join(lines[:2]) + "\n")  # drop the second row
-    assert gt.main(argv) == 0
+    assert enas_main(["ground-truth"] + argv) == 0
     printed = capsys.readouterr().out
     assert "1 to train" in printed and "cells=1" in printed
     assert "trained=0" in printed and "recovered=1" in printed
@@ -286,7 +287,8 @@ def test_end_to_end_build_resume_and_compare(built, capsys):
     other_run.mkdir()
     save_arch(other_run / "best_arch.yaml", space, space.parse_text(ZERO_CELL))
     js = root / "cmp.json"
-    assert cr.main([str(out), "--rank", str(rank), "--runs", str(run_dir), str(other_run), "--json", str(js)]) == 0
+    assert enas_main(["compare", str(out), "--rank", str(rank), "--runs", str(run_dir), str(other_run),
+                      "--json", str(js)]) == 0
     lines = capsys.readouterr().out.splitlines()
     got = dict(line.split("=", 1) for line in lines)
     assert got["gt_archs"] == "2" and got["rank_archs"] == "3" and got["common_archs"] == "2"
@@ -309,29 +311,42 @@ def test_compare_reports_seed_reliability(tmp_path, capsys):
     for c, a0, a1 in zip(cells, [0.5, 0.7, 0.1, 0.3], [0.55, 0.65, 0.1, 0.35]):
         gt.append_row(out, {**_row(c, 0, a0), "space": "nb201"})
         gt.append_row(out, {**_row(c, 1, a1), "space": "nb201"})
-    assert cr.main([str(out)]) == 0
+    assert enas_main(["compare", str(out)]) == 0
     got = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
     assert got["gt_archs"] == "4" and got["gt_rows"] == "8" and got["gt_seeds"] == "2"
     assert got["seed0_vs_seed1_kendall_tau_b"] == "1.0000"  # same order under both seeds
     assert float(got["seed0_vs_seed1_mean_abs_diff"]) == pytest.approx(0.0375, abs=1e-4)
     assert float(got["gt_accuracy_median"]) == pytest.approx((0.325 + 0.525) / 2, abs=1e-4)  # seed means
-    assert cr.main([str(tmp_path / "missing.csv")]) == 2
+    assert enas_main(["compare", str(tmp_path / "missing.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(TINY_RETRAIN))
-    assert gt.main(["--config", str(cfg), "--out", str(tmp_path / "o.csv")]) == 2
+    assert enas_main(["ground-truth", "--config", str(cfg), "--out", str(tmp_path / "o.csv")]) == 2
     assert "no architectures" in capsys.readouterr().err
     bad = tmp_path / "bad.txt"
     bad.write_text("|none~0|+|none~0|none~1|\n")
-    assert gt.main(["--archs", str(bad), "--config", str(cfg), "--out", str(tmp_path / "o.csv")]) == 2
+    assert enas_main(["ground-truth", "--archs", str(bad), "--config", str(cfg),
+                      "--out", str(tmp_path / "o.csv")]) == 2
     assert "line 1" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
     good = tmp_path / "good.txt"
     good.write_text(RESNET_CELL + "\n")
-    assert gt.main(["--archs", str(good), "--config", str(cfg), "--out", str(tmp_path / "o.csv"),
+    assert enas_main(["ground-truth", "--archs", str(good), "--config", str(cfg), "--out", str(tmp_path / "o.csv"),
                     "--engine", str(tmp_path)]) == 2
     assert "expected a folder holding enas/" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()  # refused before anything is written
+
+
+def test_evaluation_tools_refuse_bad_input_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "missing.csv"
+    assert enas_main(["beat-chance", "--data-dir", str(tmp_path), "--ground-truth", str(missing)]) == 2
+    assert f"--ground-truth {missing}: no such file" in capsys.readouterr().err
+    assert enas_main(["beat-chance", "--data-dir", str(tmp_path), "--paired", "--methods", "paper", "random"]) == 2
+    assert "--paired needs random and recipe" in capsys.readouterr().err
+    assert enas_main(["controller-ab", str(tmp_path), "--variant", "=x"]) == 2
+    assert "--variant '=x'" in capsys.readouterr().err
+    assert enas_main(["reward-noise", str(tmp_path), "--data-dir", str(tmp_path), "--archs", "1"]) == 2
+    assert "give 2 or more" in capsys.readouterr().err

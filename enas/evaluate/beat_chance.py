@@ -1,18 +1,19 @@
-"""Does the search beat chance? Searches of three kinds against your own ground truth.
+"""``enas beat-chance``: does the search beat chance? Searches of three kinds against
+your own ground truth.
 
 For each seed it runs, on the same data and sizes:
 
 * ``paper``: ENAS as the paper runs it (the policy picks what the shared weights
   train, rewards on one validation minibatch, no warm-up);
-* ``recipe``: ENAS with the recommended recipe of the config (README, "Does the
-  search beat chance?"), its controller warm-up set to two thirds of the 30 epochs as
-  the configs set it for theirs;
+* ``recipe``: ENAS with the recommended recipe of the config (uniform shared
+  training, two reward minibatches; docs/experiments/beat-chance.md), its controller
+  warm-up set to two thirds of the 30 epochs as the configs set it for theirs;
 * ``random``: random search with weight sharing (Li & Talwalkar 2019): uniform
   sampling, no controller, a derive among uniformly drawn candidates;
 
 then scores the ground truth's architectures with each run's supernet (``enas rank``),
-trains the cells the searches found that the ground truth lacks (ground_truth.py, same
-recipe), and prints per run: Kendall tau-b of the supernet's scores against the ground
+trains the cells the searches found that the ground truth lacks (``enas ground-truth``,
+same recipe), and prints per run: Kendall tau-b of the supernet's scores against the ground
 truth, the found cell's ground-truth accuracy and percentile, whether the collapse
 warning fired, the final policy entropy, and wall times; then one summary line per
 method. ``--jobs`` runs that many searches at once (one thread each). Everything is
@@ -26,11 +27,14 @@ search's supernet by construction when the recipe trains the shared weights unif
 weights are equal). It saves one supernet per seed and compares both derives on the same
 weights.
 
-    python benchmarks/beat_chance.py --data-dir ../shared/data/cifar10-subset --seeds 0 1 2 3 4 --jobs 2
+    enas beat-chance --data-dir ../shared/data/cifar10-subset --seeds 0 1 2 3 4 --jobs 2
+
+The ground truth (``--ground-truth``, its uniformly drawn cells ``--uniform``, its
+recipe ``--gt-config``) and the search config (``--config``) default to the NB201
+files of a checkout of the project, relative to the current folder.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -39,16 +43,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from ..errors import ConfigError, UserError
+from .compare import load_ground_truth, load_rank, run_arch, run_policy_expectation, uniform_cells
+from .stats import kendall_tau_b, percentile
 
-from compare_ranking import (kendall_tau_b, load_ground_truth, load_rank, percentile,  # noqa: E402
-                             run_arch, run_policy_expectation, uniform_cells)
-
-CONFIG = ROOT / "configs/smoke/nb201_search.yaml"
-GT_CSV = ROOT / "benchmarks/results/nb201_ground_truth.csv"
-GT_LIST = ROOT / "benchmarks/results/nb201_uniform50_seed0.txt"
-GT_CONFIG = ROOT / "configs/smoke/nb201_retrain.yaml"
+# the files of the committed NB201 measurement, relative to a checkout of the project
+CONFIG = Path("configs/smoke/nb201_search.yaml")
+GT_CSV = Path("benchmarks/results/nb201_ground_truth.csv")
+GT_LIST = Path("benchmarks/results/nb201_uniform50_seed0.txt")
+GT_CONFIG = Path("configs/smoke/nb201_retrain.yaml")
 # The measurement's sizes: the children of the ground truth's recipe (16 channels, one
 # cell per stage), 3,660 / 1,000 images of the subset, 30 epochs of 30 x 10 controller
 # samples, 20 derive candidates scored on all 1,000 validation images. The derive of
@@ -69,12 +72,16 @@ METHODS = {
 CANDIDATES = 20  # random search's derive with --paired: as many as search.derive_samples
 
 
+class StepFailed(UserError, RuntimeError):
+    """A search, ranking or training this command started failed; its log says why."""
+
+
 def sh(argv, log: Path, env=None) -> float:
     t0 = time.monotonic()
     with open(log, "a") as f:
-        code = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+        code = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0:
-        raise SystemExit(f"failed ({code}): {' '.join(map(str, argv))}; see {log}")
+        raise StepFailed(f"failed ({code}): {' '.join(map(str, argv))}; see {log}")
     return time.monotonic() - t0
 
 
@@ -107,13 +114,13 @@ def one(method: str, seed: int, args, env) -> dict:
         if run.exists():  # an interrupted search continues
             argv = [sys.executable, "-m", "enas", "search", "--resume", str(run), "--device", "cpu"]
         else:
-            argv = [sys.executable, "-m", "enas", "search", str(CONFIG), *sets, "--data-dir", str(args.data_dir),
+            argv = [sys.executable, "-m", "enas", "search", str(args.config), *sets, "--data-dir", str(args.data_dir),
                     "--run-dir", str(run), "--device", "cpu"]
         info["search_seconds"] = sh(argv, log, env)
         timing.write_text(json.dumps({"search_seconds": info["search_seconds"]}))
     ranks = run / "ranks-gt.csv"
     if not ranks.exists():
-        info["rank_seconds"] = sh([sys.executable, "-m", "enas", "rank", str(run), "--archs", str(GT_LIST),
+        info["rank_seconds"] = sh([sys.executable, "-m", "enas", "rank", str(run), "--archs", str(args.uniform),
                                    "--out", str(ranks), "--device", "cpu"], log, env)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     info["collapse_warnings"] = sum(1 for r in rows if r.get("warning/collapse"))
@@ -122,42 +129,57 @@ def one(method: str, seed: int, args, env) -> dict:
     return info
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p) -> None:
+    """The options of ``enas beat-chance`` (the CLI makes the parser)."""
     p.add_argument("--data-dir", required=True, type=Path)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--work", type=Path, default=ROOT / "runs/beat_chance")
+    p.add_argument("--work", type=Path, default=Path("runs/beat_chance"))
     p.add_argument("--json", type=Path, help="write the results here too")
     p.add_argument("--paired", action="store_true",
-                   help="random search's derive on the recipe run's supernet (see above)")
-    args = p.parse_args(argv)
+                   help="random search's derive on the recipe run's supernet (see `enas beat-chance --help`)")
+    p.add_argument("--config", type=Path, default=CONFIG, help=f"search config (default {CONFIG})")
+    p.add_argument("--ground-truth", type=Path, default=GT_CSV, help=f"ground-truth CSV (default {GT_CSV})")
+    p.add_argument("--uniform", type=Path, default=GT_LIST,
+                   help=f"the ground truth's uniformly drawn cells, one a line (default {GT_LIST})")
+    p.add_argument("--gt-config", type=Path, default=GT_CONFIG,
+                   help=f"the ground truth's retrain recipe (default {GT_CONFIG})")
+
+
+def run(args) -> int:
+    """Run the searches, rankings and missing ground-truth cells, then print the figures."""
     if args.paired and not {"random", "recipe"} <= set(args.methods):
-        p.error("--paired needs random and recipe among --methods")
+        raise ConfigError("--paired needs random and recipe among --methods")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: give 1 or more")
+    for opt in ("config", "ground_truth", "uniform", "gt_config"):
+        if not getattr(args, opt).is_file():
+            raise ConfigError(f"--{opt.replace('_', '-')} {getattr(args, opt)}: no such file (run from the "
+                              f"project's folder or name the file)")
     args.work.mkdir(parents=True, exist_ok=True)
     args.data_dir = args.data_dir.resolve()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.monotonic()
     own = [m for m in args.methods if not (args.paired and m == "random")]
     jobs = [(m, s) for s in args.seeds for m in own]
-    gt, _, canon, _ = load_ground_truth(GT_CSV)
+    gt, _, canon, _ = load_ground_truth(args.ground_truth)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda job: one(job[0], job[1], args, env), jobs))
         if args.paired:
             source = {r["seed"]: r for r in results if r["method"] == "recipe"}
             results += list(pool.map(lambda s: paired_random(s, source[s], canon, args, env), args.seeds))
-    # the found cells the ground truth lacks: trained with its recipe (ground_truth.py skips known ones)
+    # the found cells the ground truth lacks: trained with its recipe (`enas ground-truth` skips known ones)
     found = args.work / "found.txt"
     texts = [r["found_text"] if "found_text" in r else run_arch(Path(r["run"]), canon)[0] for r in results]
     missing = sorted({t for t in texts if t not in gt})
     if missing:
         found.write_text("\n".join(missing) + "\n")
-        sh([sys.executable, "benchmarks/ground_truth.py", "--archs", str(found), "--config", str(GT_CONFIG),
-            "--data-dir", str(args.data_dir), "--out", str(GT_CSV), "--work-dir", str(ROOT / "runs/ground_truth/nb201"),
+        sh([sys.executable, "-m", "enas", "ground-truth", "--archs", str(found), "--config", str(args.gt_config),
+            "--data-dir", str(args.data_dir), "--out", str(args.ground_truth), "--work-dir", "runs/ground_truth/nb201",
             "--jobs", str(args.jobs)], args.work / "ground_truth.log", env)
-        gt, _, canon, _ = load_ground_truth(GT_CSV)
-    cells = uniform_cells(GT_LIST, canon, gt)
+        gt, _, canon, _ = load_ground_truth(args.ground_truth)
+    cells = uniform_cells(args.uniform, canon, gt)
     pool_acc = [gt[t] for t in cells]
     for r, text in zip(results, texts):
         scores = load_rank(Path(r["run"]) / "ranks-gt.csv", canon)
@@ -197,6 +219,3 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

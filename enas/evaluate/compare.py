@@ -1,12 +1,12 @@
 """Does the supernet rank like stand-alone training? Compare a ranking with your own
 ground truth.
 
-    python benchmarks/compare_ranking.py benchmarks/results/nb201_ground_truth.csv \\
+    enas compare benchmarks/results/nb201_ground_truth.csv \\
         --rank runs/nb201/ranks.csv --runs runs/nb201 runs/nb201-random [--json out.json]
 
 Inputs:
 
-* the ground-truth CSV of ``benchmarks/ground_truth.py`` (columns ``arch``,
+* the ground-truth CSV of ``enas ground-truth`` (columns ``arch``,
   ``test_accuracy``, ``seed``, ...); an architecture trained with several seeds counts
   with its mean accuracy;
 * ``--rank FILE``: an ``enas rank`` CSV (``arch``, ``score``, ``params``); a repeated
@@ -29,11 +29,10 @@ Printed as ``name=value`` lines (and ``--json OUT``):
 
 Arch texts are compared in one canonical form (NB201 cell strings re-written by
 the space, JSON mappings with sorted keys), so a hand-written list matches.
-numpy only: tau and rho are computed here (scipy is not a dependency).
+Tau, rho and percentiles come from enas/evaluate/stats.py (numpy only).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
@@ -45,18 +44,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from ..errors import DataError
+from ..space import build_space
+from .against_table import policy_expectation
+from .stats import kendall_tau_b, percentile, spearman_rho, topk_overlap
 
 
-class CompareError(Exception):
+class CompareError(DataError):
     """A user's mistake (missing file, wrong columns); one line, exit 2."""
-
-
-from enas.evaluate.against_table import policy_expectation  # noqa: E402,F401
-from enas.evaluate.stats import (kendall_tau_b, percentile, rankdata, spearman_rho,  # noqa: E402,F401
-                                 top, topk_overlap)
 
 
 # ---- reading ------------------------------------------------------------------------------
@@ -69,9 +64,6 @@ class Canon:
         self.space = None
         if space_name:
             try:
-                import search_spaces  # noqa: F401
-                from enas.space import build_space
-
                 self.space = build_space(space_name)
             except Exception:  # noqa: BLE001 - a space that needs args: compare JSON only
                 self.space = None
@@ -145,8 +137,8 @@ def uniform_cells(path: Path, canon: Canon, gt: dict[str, float]) -> list[str]:
 
 
 def run_arch(run_dir: Path, canon: Canon) -> tuple[str, dict]:
-    from enas.archfile import load_arch
-    from enas.rank import arch_text
+    from ..archfile import load_arch
+    from ..rank import arch_text
 
     path = Path(run_dir) / "best_arch.yaml"
     if not path.exists():
@@ -160,8 +152,8 @@ def run_policy_expectation(run_dir: Path, uniform: list[str], gt: dict[str, floa
     uniformly drawn cells (``uniform``: canonical texts)."""
     import torch
 
-    from enas.rank import parse_arch_line
-    from enas.runs import reopen_search
+    from ..rank import parse_arch_line
+    from ..runs import reopen_search
 
     search = reopen_search(Path(run_dir), None, torch.device("cpu"))
     archs = [parse_arch_line(search.space, t) for t in uniform]
@@ -226,42 +218,30 @@ def compare(gt_path, rank_path=None, runs=(), topk=(5, 10)) -> dict:
             out[f"run{i}_gt_percentile"] = percentile(truth[a], others)
         else:
             out[f"run{i}_gt_accuracy"] = None
-            out[f"run{i}_note"] = ("not in the ground truth: add it with ground_truth.py --archs "
+            out[f"run{i}_note"] = ("not in the ground truth: add it with `enas ground-truth --archs` "
                                    "(same --config and --out)")
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("ground_truth", help="CSV written by benchmarks/ground_truth.py")
+def add_arguments(p) -> None:
+    """The options of ``enas compare`` (the CLI makes the parser)."""
+    p.add_argument("ground_truth", help="CSV written by `enas ground-truth`")
     p.add_argument("--rank", help="CSV written by `enas rank` (arch, score, params)")
     p.add_argument("--runs", nargs="+", default=[], help="search run folders (their best_arch.yaml)")
     p.add_argument("--topk", type=int, nargs="+", default=[5, 10], help="k of the top-k overlap (default 5 10)")
     p.add_argument("--json", help="also write the figures as JSON")
-    args = p.parse_args(argv)
-    try:
-        out = compare(args.ground_truth, args.rank, args.runs, args.topk)
-    except CompareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # noqa: BLE001 - e.g. an unreadable best_arch.yaml
-        from enas.space import ArchError
 
-        if isinstance(e, ArchError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+
+def run(args) -> int:
+    """Print the comparison; user mistakes raise a UserError (one line, exit 2)."""
+    out = compare(args.ground_truth, args.rank, args.runs, args.topk)
     for k, v in out.items():
         print(f"{k}={fmt(v)}")
     if out.get("common_archs") is not None and out["common_archs"] < 2:
         print("warning: fewer than 2 architectures in both files; rank the ground truth's cells with "
-              "`enas rank RUN --archs LIST` (ground_truth.py --write-archs LIST writes it)", file=sys.stderr)
+              "`enas rank RUN --archs LIST` (`enas ground-truth --write-archs LIST` writes it)", file=sys.stderr)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
                                                for k, v in out.items()}, indent=2) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Controller options side by side on one trained supernet.
+"""``enas controller-ab``: controller options side by side on one trained supernet.
 
 Controller options (reward normalisation, the rising entropy bonus, the learning rate,
 ...) change what the policy learns from the supernet's rewards. Here their effect is
@@ -8,10 +8,10 @@ the *finished* supernet of a search run, exactly as the search's controller phas
 each reward on ``search.reward_batches`` validation minibatches), and then reports the
 policy's entropy and, against a ground truth of uniformly drawn cells, the mean
 ground-truth accuracy of the cells the policy samples (importance-weighted:
-``compare_ranking.policy_expectation``; the uniform mean is what random sampling gets).
+``against_table.policy_expectation``; the uniform mean is what random sampling gets).
 No cell is trained.
 
-    python benchmarks/controller_ab.py runs/bc2/recipe-s0 --epochs 5 --seeds 0 1 \\
+    enas controller-ab runs/bc2/recipe-s0 --epochs 5 --seeds 0 1 \\
         --variant recipe= --variant norm=controller.reward_norm=true \\
         --variant target=controller.entropy_target=7
 
@@ -21,33 +21,27 @@ the mean per variant.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from compare_ranking import load_ground_truth, policy_expectation, uniform_cells  # noqa: E402
-from enas import checkpoint as ckpt  # noqa: E402
-from enas.config import load_search  # noqa: E402
-from enas.data import record  # noqa: E402
-from enas.rank import parse_arch_line  # noqa: E402
-from enas.runlog import RunLog  # noqa: E402
-from enas.search import Search  # noqa: E402
-
-GT_CSV = ROOT / "benchmarks/results/nb201_ground_truth.csv"
-GT_LIST = ROOT / "benchmarks/results/nb201_uniform50_seed0.txt"
+from .. import checkpoint as ckpt
+from ..config import load_search
+from ..data import record
+from ..errors import ConfigError
+from ..rank import parse_arch_line
+from ..runlog import RunLog
+from ..search import Search
+from .against_table import policy_expectation
+from .beat_chance import GT_CSV, GT_LIST
+from .compare import load_ground_truth, uniform_cells
 
 
 def variant(text: str) -> tuple[str, list[str]]:
     name, sep, sets = text.partition("=")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--variant {text!r}: write NAME=key=value[,key=value...] (or NAME=)")
+        raise ConfigError(f"--variant {text!r}: write NAME=key=value[,key=value...] (or NAME=)")
     return name, [s for s in sets.split(",") if s]
 
 
@@ -64,15 +58,24 @@ def train_controller(run: Path, state: dict, data_dir, sets: list[str], seed: in
     return s
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p) -> None:
+    """The options of ``enas controller-ab`` (the CLI makes the parser)."""
     p.add_argument("run", type=Path, help="a finished search run folder (its supernet is used)")
-    p.add_argument("--variant", type=variant, action="append", required=True)
+    p.add_argument("--variant", action="append", required=True, metavar="NAME=KEY=VALUE[,KEY=VALUE...]",
+                   help="a controller variant (repeatable); NAME= alone is the run's own config")
     p.add_argument("--epochs", type=int, default=5, help="controller phases per variant")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--ground-truth", type=Path, default=GT_CSV)
-    p.add_argument("--uniform", type=Path, default=GT_LIST, help="the ground truth's uniformly drawn cells")
-    args = p.parse_args(argv)
+    p.add_argument("--ground-truth", type=Path, default=GT_CSV, help=f"ground-truth CSV (default {GT_CSV})")
+    p.add_argument("--uniform", type=Path, default=GT_LIST,
+                   help=f"the ground truth's uniformly drawn cells (default {GT_LIST})")
+
+
+def run(args) -> int:
+    """Train each variant's controller on the run's supernet and print the figures."""
+    variants = [variant(v) for v in args.variant]
+    for path in (args.ground_truth, args.uniform):
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file (run from the project's folder or name the file)")
     torch.set_num_threads(1)
     state = ckpt.load(args.run)
     cfg = load_search(args.run / "config.yaml")
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
     gt, _, canon, _ = load_ground_truth(args.ground_truth)
     uniform = uniform_cells(args.uniform, canon, gt)
     means: dict[str, list[tuple[float, float]]] = {}
-    for name, sets in args.variant:
+    for name, sets in variants:
         for seed in args.seeds:
             t0 = time.monotonic()
             s = train_controller(args.run, state, data_dir, sets, seed, args.epochs)
@@ -97,6 +100,3 @@ def main(argv=None) -> int:
               f"entropy_mean={sum(r[1] for r in rows) / len(rows):.2f}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

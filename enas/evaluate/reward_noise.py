@@ -1,4 +1,4 @@
-"""How BN and dropout while scoring change a CIFAR controller reward (the choice of
+"""``enas reward-noise``: how BN and dropout while scoring change a CIFAR controller reward (the choice of
 ``search.eval_bn`` in the image search configs; docs/fidelity.md).
 
 A controller reward is the accuracy of one sampled architecture of the supernet on one
@@ -26,38 +26,42 @@ reward minibatches in each mode, and prints per mode
   accuracy on the whole validation split with BN statistics recalibrated for it
   (``eval_bn: recalibrate``), the supernet's best estimate of how good it is.
 
-    python benchmarks/reward_noise.py RUN_DIR --data-dir DIR [--archs 20] [--batches 20]
+    enas reward-noise RUN_DIR --data-dir DIR [--archs 20] [--batches 20]
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from enas.controller import RandomPolicy
-from enas.runs import reopen_search
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_ranking import spearman_rho  # noqa: E402  (ties: rewards on one minibatch repeat)
+from ..controller import RandomPolicy
+from ..errors import ConfigError
+from ..runs import reopen_search
+from .stats import spearman_rho  # handles ties: rewards on one minibatch repeat
 
 MODES = {"batch": "enas", "running": "official macro", "train": "official micro"}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run_dir")
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--archs", type=int, default=20)
-    ap.add_argument("--batches", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+def add_arguments(p) -> None:
+    """The options of ``enas reward-noise`` (the CLI makes the parser)."""
+    p.add_argument("run_dir", help="a search run folder of an image space")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--archs", type=int, default=20, help="architectures drawn uniformly (default 20)")
+    p.add_argument("--batches", type=int, default=20, help="reward minibatches per architecture (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    """Score the architectures in each mode and print one line per mode."""
+    if args.archs < 2 or args.batches < 2:
+        raise ConfigError(f"--archs {args.archs} --batches {args.batches}: give 2 or more of each (a spread needs two)")
     t0 = time.monotonic()
     search = reopen_search(args.run_dir, args.data_dir, torch.device("cpu"))
     task, model = search.task, search.supernet
+    if not hasattr(task, "eval_bn"):
+        raise ConfigError(f"{args.run_dir}: a search of space {search.space.name}, whose reward has no BN modes; "
+                          f"give the run folder of an image search")
     archs = RandomPolicy(search.space.decisions())(args.archs, generator=torch.Generator().manual_seed(args.seed)).archs
     task.eval_bn = "recalibrate"
     ref = np.array([task.score(model, a, 0)[0] for a in archs])
@@ -75,7 +79,4 @@ def main() -> None:
               f"rho_mean_vs_ref={spearman_rho(mean, ref):.3f}", flush=True)
     print(f"space={search.space.name} batch={task.train_batch} archs={len(archs)} batches={args.batches} "
           f"reference_mean={ref.mean():.4f} seconds={time.monotonic() - t0:.1f}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

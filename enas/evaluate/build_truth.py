@@ -1,14 +1,11 @@
-"""Build your own ground truth for a search space: stand-alone test accuracies of
-architectures trained from scratch with ONE fixed recipe.
+"""``enas ground-truth``: build your own ground truth for a search space by training
+architectures from scratch with ONE fixed recipe (the table: enas/evaluate/ground_truth.py).
 
-A supernet's ranking means something only against the ranking of the same
-architectures trained on their own. Published tables exist for a few spaces
-(NAS-Bench-201); for any other space, this script makes the table: it trains each
-architecture with ``enas retrain`` (one subprocess per cell, each on its own thread
-budget) and writes one CSV row per (architecture, seed). Compare a search with it
-using ``benchmarks/compare_ranking.py``.
+It trains each architecture with ``enas retrain`` (one subprocess per cell, each on
+its own thread budget) and writes one CSV row per (architecture, seed). Compare a
+search with it using ``enas compare``.
 
-    python benchmarks/ground_truth.py --uniform 50 --space nb201 --sample-seed 0 \\
+    enas ground-truth --uniform 50 --space nb201 --sample-seed 0 \\
         --config configs/smoke/nb201_retrain.yaml --data-dir ../shared/data/cifar10-subset \\
         --out benchmarks/results/nb201_ground_truth.csv --jobs 2
 
@@ -21,17 +18,11 @@ with the cells of ``--uniform 50`` and extends that table).
 Resumable: rows already in ``--out`` for the same (arch, seed) are skipped; a cell
 interrupted mid-training continues from its last epoch checkpoint (``enas retrain
 --resume``) when its run folder is still in ``--work-dir``. SIGINT / SIGTERM stop the
-workers cleanly (each writes its checkpoint) and the script exits non-zero; rerun
+workers cleanly (each writes its checkpoint) and the command exits non-zero; rerun
 the same command to go on. Rows of another recipe (another resolved config) in the
 same CSV are refused: one table, one recipe. Run folders are keyed by recipe, arch
 and seed (``WORK/<recipe>/<arch hash>-s<seed>``), not by the data folder: use another
 --work-dir (and --out) for other data.
-
-CSV columns: arch (the space's text form, else compact JSON as ``enas rank``
-writes it), seed, test_accuracy, params, seconds (training + evaluation time from
-result.json), process_seconds (wall time of the last subprocess, startup included),
-test_loss, epochs, space, recipe (hash of the resolved config without the seed),
-run_dir.
 
 ``--engine DIR`` runs the children from a frozen copy of ``enas/`` and
 ``search_spaces/`` (e.g. ``git archive HEAD enas search_spaces | tar -x -C DIR``), so a
@@ -44,11 +35,7 @@ accuracy min / median / max). No GPU needed; each worker runs with
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
-import csv
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -60,160 +47,15 @@ import threading
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from ..archfile import save_arch
+from ..errors import UserError
+from ..rank import read_archs
+from ..space import build_space
+from .ground_truth import (GroundTruthError, append_row, arch_key, canonical, check_header, prepare_csv,
+                           read_rows, recipe_hash, sample_uniform, shown, todo)
 
-import search_spaces  # noqa: E402,F401  (registers the spaces)
-from enas.archfile import save_arch  # noqa: E402
-from enas.config import load_retrain, to_dict  # noqa: E402
-from enas.controller import RandomPolicy  # noqa: E402
-from enas.rank import arch_text, read_archs  # noqa: E402
-from enas.space import build_space, validate  # noqa: E402
-
-COLUMNS = ["arch", "seed", "test_accuracy", "params", "seconds", "process_seconds", "test_loss", "epochs",
-           "space", "recipe", "run_dir"]
-# config keys that cannot change a result: not part of the recipe hash. nonfinite_check
-# only says where a non-finite loss is noticed (host or device); the steps taken are the
-# same either way (tests/test_loop.py checks the two give identical books)
-_NOT_RECIPE = {"retrain": ("seed", "log_every", "checkpoint_minutes"), "train": ("nonfinite_check",)}
-# keys whose default is what training did before the key existed: left out of the hash
-# while they hold it, so that a table built before them is still the same recipe
-_NEUTRAL_DEFAULTS = {"data": {"image_size": 32, "skip_bad_images": False}, "retrain": {"space_module": ""}}
-
-
-class GroundTruthError(Exception):
-    """A user's mistake (bad option, another recipe in the CSV); one line, exit 2."""
-
-
-# ---- architectures ------------------------------------------------------------------------
-
-def sample_uniform(space, n: int, seed: int, max_draws: int | None = None) -> list[dict]:
-    """``n`` distinct architectures, uniform over the space's decisions, in draw order.
-
-    One draw at a time from one generator: the first k of ``n`` are the ``n = k``
-    list (a larger table extends a smaller one). Duplicates are skipped, so a space
-    with fewer than ``n`` architectures raises instead of looping forever."""
-    policy = RandomPolicy(space.decisions())
-    gen = torch.Generator().manual_seed(seed)
-    out, seen = [], set()
-    max_draws = max_draws if max_draws is not None else 100 * n + 1000
-    draws = 0
-    with torch.no_grad():
-        while len(out) < n:
-            if draws >= max_draws:
-                raise GroundTruthError(f"only {len(out)} distinct architectures in {draws} uniform draws; "
-                                       f"the space is smaller than --uniform {n}?")
-            arch = validate(space.decisions(), policy(1, generator=gen).archs[0])
-            draws += 1
-            key = canonical(space, arch)
-            if key not in seen:
-                seen.add(key)
-                out.append(arch)
-    return out
-
-
-def canonical(space, arch: dict) -> str:
-    """The arch column's text: ``enas rank``'s form (cell string, else compact JSON)."""
-    return arch_text(space, validate(space.decisions(), arch))
-
-
-def arch_key(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-# ---- the recipe ---------------------------------------------------------------------------
-
-def recipe_hash(config: Path, overrides: list[str], space) -> tuple[str, dict]:
-    """Hash of the resolved retrain config (after --set), without the seed and logging."""
-    cfg = to_dict(load_retrain(config, overrides, space))
-    for section, keys in _NOT_RECIPE.items():
-        for k in keys:
-            cfg[section].pop(k, None)
-    for section, defaults in _NEUTRAL_DEFAULTS.items():
-        for k, v in defaults.items():
-            if cfg[section].get(k) == v:
-                del cfg[section][k]
-    blob = json.dumps(cfg, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12], cfg
-
-
-# ---- the CSV ------------------------------------------------------------------------------
-
-def read_rows(path: Path) -> list[dict]:
-    """Complete rows of ``path`` (a half-written last line from a crash is dropped)."""
-    if not path.exists():
-        return []
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]  # a row cut off mid-write
-    rows = []
-    for r in csv.DictReader(text.splitlines()):
-        try:
-            float(r["test_accuracy"])
-            int(r["seed"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        rows.append(r)
-    return rows
-
-
-def check_header(path: Path) -> None:
-    """An existing, non-empty ``path`` must be a CSV of this script."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path) as f:
-        header = f.readline().rstrip("\n").split(",")
-    if header != COLUMNS:
-        raise GroundTruthError(f"{path} is not a ground-truth CSV of this script (header {header}); "
-                               f"use another --out")
-
-
-def prepare_csv(path: Path) -> None:
-    """Header if new; cut a half-written last line so appends start on a fresh line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    check_header(path)
-    if not path.exists() or path.stat().st_size == 0:
-        path.write_text(",".join(COLUMNS) + "\n")
-        return
-    text = path.read_text()
-    if not text.endswith("\n"):
-        with open(path, "r+") as f:
-            f.truncate(text.rfind("\n") + 1)
-
-
-def append_row(path: Path, row: dict) -> None:
-    buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n").writerow({k: row.get(k, "") for k in COLUMNS})
-    with open(path, "a") as f:  # one write of one whole line
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def todo(pairs: list[tuple[str, int]], rows: list[dict]) -> list[tuple[str, int]]:
-    """The (arch text, seed) pairs not yet in ``rows``, in order, without repeats."""
-    done = {(r["arch"], int(r["seed"])) for r in rows}
-    out, seen = [], set()
-    for p in pairs:
-        if p not in done and p not in seen:
-            seen.add(p)
-            out.append(p)
-    return out
-
-
-def shown(path: Path) -> str:
-    """``path`` relative to the current folder where it lies inside it, else absolute."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(Path(path).resolve())
-
-
-# ---- one cell -----------------------------------------------------------------------------
 
 class Runner:
     """Trains one (arch, seed) with ``enas retrain`` in a subprocess, resuming a folder
@@ -223,8 +65,8 @@ class Runner:
                  engine: Path | None = None):
         self.space, self.config, self.overrides = space, Path(config).resolve(), overrides
         self.data_dir, self.work, self.threads = str(Path(data_dir).resolve()), Path(work).resolve(), threads
-        # children import enas from here: the project, or a frozen copy (--engine)
-        self.engine = Path(engine).resolve() if engine is not None else ROOT
+        # children import enas as installed, or from a frozen copy (--engine)
+        self.engine = Path(engine).resolve() if engine is not None else None
         self.procs: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.stopping = False
@@ -233,7 +75,8 @@ class Runner:
         env = dict(os.environ)
         n = str(self.threads)
         env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.engine), env.get("PYTHONPATH")]))
+        if self.engine is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.engine), env.get("PYTHONPATH")]))
         return env
 
     def run(self, text: str, arch: dict, seed: int) -> dict:
@@ -265,7 +108,7 @@ class Runner:
                     f.flush()
                     # own process group: a terminal's Ctrl-C reaches it through stop() only
                     proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=self.env(),
-                                            cwd=str(self.engine), start_new_session=True)
+                                            cwd=self.engine, start_new_session=True)
                 self.procs.add(proc)
             try:
                 rc = proc.wait()
@@ -295,7 +138,7 @@ class Runner:
                     pass
 
 
-# ---- main ---------------------------------------------------------------------------------
+# ---- the command -------------------------------------------------------------------------
 
 def fmt_s(s: float) -> str:
     s = int(round(s))
@@ -313,8 +156,8 @@ def parse_seeds(values: list[str]) -> list[int]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+def add_arguments(p) -> None:
+    """The options of ``enas ground-truth`` (the CLI makes the parser)."""
     p.add_argument("--archs", help="architectures, one a line (as `enas rank --archs` reads)")
     p.add_argument("--uniform", type=int, default=0, metavar="N",
                    help="also N distinct architectures sampled uniformly from the space")
@@ -335,23 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-archs", metavar="FILE",
                    help="also write the architecture list (one a line; feed it to `enas rank --archs`)")
     p.add_argument("--list-only", action="store_true", help="print the architectures and what is left; train nothing")
-    return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except GroundTruthError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-def _main(args) -> int:
-    from enas.archfile import ArchFileError
-    from enas.config import ConfigError
-    from enas.space import ArchError
-
+def run(args) -> int:
+    """Build or extend the table; user mistakes raise a UserError (one line, exit 2)."""
     try:
         space_args = yaml.safe_load(args.space_args) or {}
         space = build_space(args.space, space_args)
@@ -365,7 +195,9 @@ def _main(args) -> int:
         seeds = parse_seeds(args.seeds)
         config = Path(args.config).resolve()
         recipe, _ = recipe_hash(config, args.set, space)
-    except (ArchError, ArchFileError, ConfigError, yaml.YAMLError, ValueError) as e:
+    except UserError:
+        raise
+    except (yaml.YAMLError, ValueError) as e:
         raise GroundTruthError(str(e)) from None
     if args.jobs < 1 or args.threads < 1:
         raise GroundTruthError("--jobs and --threads must be >= 1")
@@ -471,6 +303,3 @@ def _main(args) -> int:
         return 128 + stopped[0]
     return 1 if failed else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
