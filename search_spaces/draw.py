@@ -1,5 +1,6 @@
 """PNG drawings of architectures (used by ``enas show`` and ``enas report``): micro cells,
-the macro chain, the recurrent cell, and the ``Diagram`` helper the NB201 drawing uses too.
+the macro chain, the recurrent cell, and ``draw_dag`` for a space of labelled edges between
+nodes in a row (NB201's cell, or a space of your own).
 
 Uses matplotlib's object API with the Agg canvas (no pyplot, no global backend). Names
 with subscripts are mathtext (``$c_{k-1}$``, ``$h_{t-1}$``).
@@ -262,6 +263,30 @@ def _save(fig: Figure, path) -> Path:
         FigureCanvasAgg(fig)
     fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
     return path
+
+
+def draw_dag(labels: list[str], edges: list[tuple[int, int, str, float]], title: str, path,
+             colours: dict | None = None) -> Drawing:
+    """A cell as nodes in a row (the first is the input, the last the output) joined by
+    labelled edges ``(from, to, label, bend)``; ``bend`` curves an edge (0: straight) so
+    edges that skip nodes do not cross the ones between. ``colours``: label -> colour, on
+    top of the ops' usual colours."""
+    fig = _figure(8, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    d = Diagram(ax)
+    colours = dict(_OP_COLOURS, **(colours or {}))
+    last = len(labels) - 1
+    for k, label in enumerate(labels):
+        d.node(k, (2.0 * k, 0.0), label, _IN_BOX if k == 0 else _OUT_BOX if k == last else _BOX)
+    for src, dst, label, bend in edges:
+        d.edge(src, dst, label, colours.get(label, "#555555"), bend=bend)
+    ax.set_xlim(-0.8, 2.0 * last + 0.8)
+    ax.set_ylim(-0.6, 1.5)
+    ax.set_title(title, fontsize=8, pad=12)
+    ax.axis("off")
+    drawing = d.finish()
+    drawing.path = _save(fig, path)
+    return drawing
 
 
 def draw_cells(cells: dict, loose: dict, path) -> Drawing:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, ArchError, Decision, validate
 
+from .draw import draw_chain
 from .ops import OPS, FactorizedReduce, bn, he_init, stem
 
 MACRO_OPS = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3")
@@ -251,8 +252,6 @@ class EnasMacroSpace:
 
     def draw(self, arch: Arch, path):
         """Write a PNG of the layer chain; returns the ``draw.Drawing``."""
-        from .draw import draw_chain
-
         g = self.genotype(arch)
         # draw_chain numbers the stem -1 and layer j as j
         return draw_chain(list(g.ops), [[k - 1 for k in s] for s in g.skips],

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from enas.errors import ConfigError
 from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
+from .draw import draw_cells
 from .ops import (OPS, FactorizedReduce, Identity, ReLUConvBN, bn, conv, downsampling_steps, drop_path, he_init,
                   side_after, stem)
 
@@ -361,8 +362,6 @@ class EnasMicroSpace:
 
     def draw(self, arch: Arch, path):
         """Write a PNG of both cells; returns the ``draw.Drawing`` (label and node extents)."""
-        from .draw import draw_cells
-
         g = self.genotype(arch)
         cells = {c: [(n.input_a, n.input_b, n.op_a, n.op_b) for n in g.cell(c)] for c in CELLS}
         return draw_cells(cells, {c: loose_ends(g.cell(c)) for c in CELLS}, path)

@@ -30,10 +30,12 @@ import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, ArchError, Decision, validate
 
+from .draw import draw_dag
 from .ops import OPS, Zero, bn, stem
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_NODES = 4  # node 0 = cell input, nodes 1..3 computed; node 3 is the output
+_COLOURS = {"nor_conv_1x1": "#8c564b", "nor_conv_3x3": "#1f77b4", "skip_connect": "#7f7f7f"}
 EDGES = tuple((i, j) for i in range(1, NUM_NODES) for j in range(i))  # (1,0) (2,0) (2,1) (3,0) (3,1) (3,2)
 
 # Published cells, as cell strings (tests rebuild them):
@@ -261,23 +263,8 @@ class NB201Space:
 
     def draw(self, arch: Arch, path):
         """Write a PNG of the cell; returns the ``draw.Drawing`` (label and node extents)."""
-        from .draw import _BOX, _IN_BOX, _OP_COLOURS, _OUT_BOX, Diagram, _figure, _save
-
         g = self.genotype(arch)
-        fig = _figure(8, 3.4)
-        ax = fig.add_subplot(1, 1, 1)
-        d = Diagram(ax)
-        colours = dict(_OP_COLOURS, nor_conv_1x1="#8c564b", nor_conv_3x3="#1f77b4", skip_connect="#7f7f7f")
-        for k in range(NUM_NODES):
-            style = _IN_BOX if k == 0 else _OUT_BOX if k == NUM_NODES - 1 else _BOX
-            d.node(k, (2.0 * k, 0.0), {0: "in (0)", NUM_NODES - 1: "out (3)"}.get(k, str(k)), style)
-        for i, j, op in g.edges():
-            if op != "none":  # a `none` edge is no connection
-                d.edge(j, i, op, colours.get(op, "#555555"), bend={1: 0.0, 2: 0.55}.get(i - j, 1.05))
-        ax.set_xlim(-0.8, 2.0 * (NUM_NODES - 1) + 0.8)
-        ax.set_ylim(-0.6, 1.5)
-        ax.set_title(to_cell_string(arch), fontsize=8, pad=12)
-        ax.axis("off")
-        drawing = d.finish()
-        drawing.path = _save(fig, path)
-        return drawing
+        labels = [{0: "in (0)", NUM_NODES - 1: "out (3)"}.get(k, str(k)) for k in range(NUM_NODES)]
+        edges = [(j, i, op, {1: 0.0, 2: 0.55}.get(i - j, 1.05))
+                 for i, j, op in g.edges() if op != "none"]  # a `none` edge is no connection
+        return draw_dag(labels, edges, to_cell_string(arch), path, _COLOURS)

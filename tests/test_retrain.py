@@ -183,8 +183,7 @@ def test_asgd_average_is_uniform_mean_of_steps(tmp_path, data):
 
 @pytest.mark.parametrize("name,epochs,extra", [
     # lr 30 on the tiny LM: valid ppl jumps at epoch 3 (64, 60, 137, 76), so NT-ASGD is averaging at
-    # the interruption. (At lr 20 the rise was within rounding: it went away when the loss and
-    # the embedding dropout were reordered numerically, commits 41300c2 and cdb0355.)
+    # the interruption (at lr 20 the rise is within float rounding, too small to trigger it).
     ("enas_rnn", 4, {"train": {"lr": 30.0}}),
     ("enas_micro", 2, {}),
 ])
