@@ -1,9 +1,23 @@
-"""Shared fixtures: tiny generated corpora and configs (never ../shared)."""
-import random
+"""Shared fixtures and helpers: tiny generated corpora, CIFAR-10 batch files, image folders,
+configs and architectures (never ../shared)."""
+from __future__ import annotations
 
+import random
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
+
+from enas.archfile import save_arch
+from enas.cli import main
+from enas.data.cifar import CIFAR10 as C10
+from enas.space import build_space
+from search_spaces.enas_micro import ENAS_MICRO_CELL
 
 
 def make_corpus(folder, names=("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"), lines=(300, 60, 60), seed=0):
@@ -90,3 +104,172 @@ def randomize_bn(model, gen):
             m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
             m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
             m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+
+
+# ---- CIFAR-10 batch files in the official format
+
+N_PER_BATCH = 12  # 60 training images, 12 test images
+
+
+def py2_pickle(data: np.ndarray, labels: list[int], batch_label: str, label_key: str = "labels") -> bytes:
+    """Bytes of a batch file as the official Python 2 / numpy 1.x files are written
+    (protocol 2, py2 ``str`` keys, ``numpy.core.multiarray._reconstruct``; CIFAR-100's
+    label key is ``fine_labels``)."""
+    assert data.dtype == np.uint8 and data.ndim == 2
+
+    def s(x: str | bytes) -> bytes:  # SHORT_BINSTRING (py2 str)
+        b = x.encode("latin1") if isinstance(x, str) else x
+        return b"U" + bytes([len(b)]) + b
+
+    arr = (
+        b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85" + s("b") + b"\x87R"
+        + b"(K\x01" + b"M" + struct.pack("<H", data.shape[0]) + b"M" + struct.pack("<H", data.shape[1]) + b"\x86"
+        + b"cnumpy\ndtype\n" + s("u1") + b"K\x00K\x01\x87R"
+        + b"(K\x03" + s("|") + b"NNN" + b"J" + struct.pack("<i", -1) + b"J" + struct.pack("<i", -1) + b"K\x00tb"
+        + b"\x89" + b"T" + struct.pack("<I", data.nbytes) + data.tobytes() + b"tb"
+    )
+    labs = b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
+    return (b"\x80\x02}(" + s("batch_label") + s(batch_label) + s(label_key) + labs + s("data") + arr
+            + s("filenames") + b"](" + s("img.png") * len(labels) + b"eu.")
+
+
+def make_images(n: int, labels: np.ndarray, rng) -> np.ndarray:
+    """Each image is constant per channel, value 20 * label + channel: the centre pixel
+    identifies the label after any crop/flip."""
+    img = (20 * labels[:, None] + np.arange(3)[None, :]).astype(np.uint8)  # [n, 3]
+    img = np.repeat(img[:, :, None], 1024, axis=2)  # [n, 3, 1024]
+    return img.reshape(n, 3072)
+
+
+def write_cifar(root: Path, seed: int = 0, noise: int = 0, per_batch: int = N_PER_BATCH) -> Path:
+    """``noise`` > 0 adds uniform pixel noise of that amplitude (distinct images, for
+    scores that compare inputs, such as naswot); ``per_batch`` images in each batch file."""
+    rng = np.random.default_rng(seed)
+    folder = root / C10.folder
+    folder.mkdir(parents=True)
+    for name in C10.files:
+        labels = rng.integers(0, 10, per_batch)
+        data = make_images(per_batch, labels, rng)
+        if noise:
+            data = np.clip(data.astype(int) + rng.integers(0, noise, data.shape), 0, 255).astype(np.uint8)
+        (folder / name).write_bytes(py2_pickle(data, [int(v) for v in labels], name))
+    return folder
+
+
+@pytest.fixture()
+def cifar_dir(tmp_path):
+    write_cifar(tmp_path)
+    return tmp_path
+
+
+# ---- image folders
+
+CLASSES = ("ant", "bee", "cow")
+SIZES = ((16, 16), (20, 12))  # (width, height): square and not, both resized to image_size
+
+
+def colour(label: int) -> tuple[int, int, int]:
+    """A solid colour per class: pixel (c) = 40 * label + 10 * c survives any resize."""
+    return tuple(40 * label + 10 * c for c in range(3))
+
+
+def write_png(path: Path, label: int, size=(16, 16)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour(label)).save(path)
+    return path
+
+
+def make_folder(root: Path, train: int = 3, val: int = 2) -> Path:
+    """root/{train,val}/<class>/<i>.png of two sizes, plus files that must be ignored."""
+    for label, c in enumerate(CLASSES):
+        for split, n in (("train", train), ("val", val)):
+            for i in range(n):
+                write_png(root / split / c / f"{i}.png", label, SIZES[i % 2])
+    write_png(root / "train" / "bee" / "UPPER.PNG", 1)  # extensions in any case
+    (root / "train" / "ant" / "notes.txt").write_text("not an image")
+    (root / "train" / "ant" / "._0.png").write_bytes(b"macOS metadata, not an image")
+    (root / "val" / ".thumbs").mkdir()
+    return root
+
+
+# ---- retrains of each paper space
+
+RNN_ARCH = {"node0/activation": "tanh", "node1/input": 0, "node1/activation": "relu",
+            "node2/input": 1, "node2/activation": "tanh", "node3/input": 1, "node3/activation": "sigmoid"}
+MACRO_ARCH = {"layer0/op": "conv_3x3", "layer1/op": "sep_conv_3x3", "layer1/skips": [0],
+              "layer2/op": "max_pool_3x3", "layer2/skips": [], "layer3/op": "conv_5x5", "layer3/skips": [0, 2],
+              "layer4/op": "avg_pool_3x3", "layer4/skips": [1], "layer5/op": "sep_conv_5x5", "layer5/skips": [3, 4]}
+
+TINY_RETRAIN = {  # a tiny retrain config per space
+    "enas_rnn": {"model": {"hidden": 8, "init_range": 0.1, "ar": 0.7, "tar": 0.0},
+                 "data": {"dataset": "ptb", "batch_size": 4, "eval_batch_size": 4, "bptt": 6,
+                          "variable_bptt": True, "bptt_max": 10},
+                 "train": {"lr": 5.0, "grad_clip": 0.25, "weight_decay": 1.6e-6},
+                 "retrain": {"epochs": 2, "asgd": True, "asgd_patience": 1, "log_every": 5}},
+    "enas_micro": {"model": {"channels": 4, "num_cells": 1, "aux_head": True, "dropout": 0.2},
+                   "data": {"dataset": "cifar10", "batch_size": 16, "eval_batch_size": 8, "cutout": 16},
+                   "train": {"lr": 0.05, "lr_min": 1e-4, "schedule": "cosine", "t0": 2, "t_mul": 1,
+                             "momentum": 0.9, "nesterov": True, "weight_decay": 4e-4, "grad_clip": 5.0},
+                   "retrain": {"epochs": 2, "aux_weight": 0.4, "drop_path": 0.4, "log_every": 2}},
+    "enas_macro": {"model": {"channels": 4, "double_channels": True, "dropout": 0.5},
+                   "data": {"dataset": "cifar10", "batch_size": 16, "eval_batch_size": 8},
+                   "train": {"lr": 0.05, "schedule": "cosine", "t0": 2, "t_mul": 1, "momentum": 0.9,
+                             "weight_decay": 4e-4, "grad_clip": 5.0},
+                   "retrain": {"epochs": 2, "log_every": 2}},
+}
+
+
+def run(*argv):
+    """The command line in this process; its exit code."""
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_cifar(root / "cifar")
+    make_corpus(root / "ptb")
+    return {"enas_rnn": root / "ptb", "enas_micro": root / "cifar", "enas_macro": root / "cifar"}
+
+
+def write_arch(folder: Path, name: str) -> Path:
+    space, arch = {
+        "enas_rnn": (build_space("enas_rnn", {"num_nodes": 4}), RNN_ARCH),
+        "enas_micro": (build_space("enas_micro", {}), ENAS_MICRO_CELL),
+        "enas_macro": (build_space("enas_macro", {"num_layers": 6}), MACRO_ARCH),
+    }[name]
+    return save_arch(folder / f"{name}.yaml", space, arch, {"run": "test"})
+
+
+def write_retrain_config(folder: Path, name: str, **sections) -> Path:
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_RETRAIN[name]))
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    path = folder / f"{name}_retrain.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def retrain(tmp_path, data, name, run_dir, **sections):
+    arch = write_arch(tmp_path, name)
+    cfg = write_retrain_config(tmp_path, name, **sections)
+    assert run("retrain", arch, "--config", cfg, "--data-dir", data[name], "--run-dir", run_dir,
+               "--device", "cpu") == 0
+    return run_dir
+
+
+def tiny_nb201_config(folder, overrides=None, name="tiny_nb201.yaml"):
+    return write_config(folder, TINY_NB201, name, **(overrides or {}))
+
+
+# ---- processes
+
+FAST_CKPT = {"search": {"epochs": 3, "checkpoint_minutes": 0.0005}}  # a checkpoint ~every step
+
+
+def wait_for(path, proc, timeout=60):
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() - t0 < timeout
+        time.sleep(0.02)

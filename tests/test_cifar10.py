@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import pickle
-import struct
 import tarfile
 from pathlib import Path
 
@@ -22,60 +21,7 @@ from enas.data import cifar
 from enas.data.cifar import CIFAR10 as C10
 from enas.errors import DataError
 from enas.tasks.image import PAD, ImageTask, augment
-
-N_PER_BATCH = 12  # 60 training images, 12 test images
-
-
-def py2_pickle(data: np.ndarray, labels: list[int], batch_label: str, label_key: str = "labels") -> bytes:
-    """Bytes of a batch file as the official Python 2 / numpy 1.x files are written
-    (protocol 2, py2 ``str`` keys, ``numpy.core.multiarray._reconstruct``; CIFAR-100's
-    label key is ``fine_labels``)."""
-    assert data.dtype == np.uint8 and data.ndim == 2
-
-    def s(x: str | bytes) -> bytes:  # SHORT_BINSTRING (py2 str)
-        b = x.encode("latin1") if isinstance(x, str) else x
-        return b"U" + bytes([len(b)]) + b
-
-    arr = (
-        b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85" + s("b") + b"\x87R"
-        + b"(K\x01" + b"M" + struct.pack("<H", data.shape[0]) + b"M" + struct.pack("<H", data.shape[1]) + b"\x86"
-        + b"cnumpy\ndtype\n" + s("u1") + b"K\x00K\x01\x87R"
-        + b"(K\x03" + s("|") + b"NNN" + b"J" + struct.pack("<i", -1) + b"J" + struct.pack("<i", -1) + b"K\x00tb"
-        + b"\x89" + b"T" + struct.pack("<I", data.nbytes) + data.tobytes() + b"tb"
-    )
-    labs = b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
-    return (b"\x80\x02}(" + s("batch_label") + s(batch_label) + s(label_key) + labs + s("data") + arr
-            + s("filenames") + b"](" + s("img.png") * len(labels) + b"eu.")
-
-
-def make_images(n: int, labels: np.ndarray, rng) -> np.ndarray:
-    """Each image is constant per channel, value 20 * label + channel: the centre pixel
-    identifies the label after any crop/flip."""
-    img = (20 * labels[:, None] + np.arange(3)[None, :]).astype(np.uint8)  # [n, 3]
-    img = np.repeat(img[:, :, None], 1024, axis=2)  # [n, 3, 1024]
-    return img.reshape(n, 3072)
-
-
-def write_cifar(root: Path, seed: int = 0, noise: int = 0, per_batch: int = N_PER_BATCH) -> Path:
-    """``noise`` > 0 adds uniform pixel noise of that amplitude (distinct images, for
-    scores that compare inputs, such as naswot); ``per_batch`` images in each batch file."""
-    rng = np.random.default_rng(seed)
-    folder = root / C10.folder
-    folder.mkdir(parents=True)
-    for name in C10.files:
-        labels = rng.integers(0, 10, per_batch)
-        data = make_images(per_batch, labels, rng)
-        if noise:
-            data = np.clip(data.astype(int) + rng.integers(0, noise, data.shape), 0, 255).astype(np.uint8)
-        (folder / name).write_bytes(py2_pickle(data, [int(v) for v in labels], name))
-    return folder
-
-
-@pytest.fixture()
-def cifar_dir(tmp_path):
-    write_cifar(tmp_path)
-    return tmp_path
-
+from conftest import N_PER_BATCH, write_cifar
 
 # ---------------------------------------------------------------------- loading
 

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import TINY_NB201, TINY_PTB, make_corpus, write_config
 from enas.cli import main
-from test_cifar10 import write_cifar
+from conftest import write_cifar
 
 GLOSSARY = Path(__file__).resolve().parents[1] / "docs" / "glossary.md"
 RETRAIN = {

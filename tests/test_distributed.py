@@ -15,8 +15,8 @@ import torch
 import ddp_worker
 from conftest import TINY_PTB, write_config
 from enas.cli import main
-from test_cifar10 import write_cifar
-from test_retrain import TINY, write_arch
+from conftest import write_cifar
+from conftest import TINY_RETRAIN, write_arch
 
 HERE = Path(__file__).resolve().parent
 NO_DROPOUT = {"hidden": 8, "dropout_e": 0.0, "dropout_i": 0.0, "dropout_x": 0.0, "dropout_l": 0.0,
@@ -88,13 +88,13 @@ def test_two_process_search_then_resume_in_one(tmp_path, ptb_dir, capsys):
                  "--data-dir", str(ptb_dir), "--device", "cpu"]) == 0
     st = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert st["position"]["epoch"] == 2 and st["world"] == 1
-    assert sorted(p.name for p in (run_dir / "archs").glob("*.yaml")) == ["epoch_001.yaml", "epoch_002.yaml"]
+    assert sorted(p.name for p in (run_dir / "archs").glob("epoch_*.yaml")) == ["epoch_001.yaml", "epoch_002.yaml"]
 
 
 def test_two_process_retrain_with_linear_lr_scaling(tmp_path):
     write_cifar(tmp_path / "cifar")
     arch = write_arch(tmp_path, "enas_micro")
-    cfg = write_config(tmp_path, TINY["enas_micro"], "retrain.yaml", train={"lr_scaling": "linear"})
+    cfg = write_config(tmp_path, TINY_RETRAIN["enas_micro"], "retrain.yaml", train={"lr_scaling": "linear"})
     run_dir = tmp_path / "run"
     proc = torchrun("cli", tmp_path / "dumps", "retrain", arch, "--config", cfg, "--data-dir", tmp_path / "cifar",
                     "--run-dir", run_dir, "--device", "cpu")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from test_retrain import data, retrain, run  # noqa: F401 - data is a fixture
+from conftest import retrain, run
 
 CLASSES = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

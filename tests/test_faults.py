@@ -14,10 +14,7 @@ import yaml
 from enas import checkpoint as ckpt
 from enas.cli import main
 
-from conftest import TINY_PTB
-
-FAST_CKPT = {"search": {"epochs": 3, "checkpoint_minutes": 0.0005}}  # a checkpoint ~every step
-
+from conftest import FAST_CKPT, TINY_PTB, TINY_RETRAIN, wait_for, write_arch
 
 def search_cmd(cfg, data, run_dir, *extra):
     return [sys.executable, "-m", "enas", "search", str(cfg), "--data-dir", str(data), "--run-dir", str(run_dir),
@@ -54,14 +51,6 @@ def reference(tmp_path, ptb_dir, tiny_ptb_config):
     ref = tmp_path / "ref"
     assert subprocess.run(search_cmd(cfg, ptb_dir, ref), capture_output=True).returncode == 0
     return cfg, ref
-
-
-def wait_for(path, proc, timeout=60):
-    t0 = time.time()
-    while not path.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() - t0 < timeout
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -274,9 +263,8 @@ def _retrain_cmd(arch, cfg, data, run_dir):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_kill_9_retrain_then_resume_matches_uninterrupted(tmp_path, ptb_dir, seed):
     """A PTB retrain (variable BPTT, averaged SGD) killed at a random point resumes exactly."""
-    from test_retrain import TINY, write_arch
 
-    cfg = yaml.safe_load(yaml.safe_dump(TINY["enas_rnn"]))
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_RETRAIN["enas_rnn"]))
     cfg["retrain"].update(epochs=3, checkpoint_minutes=0.0005)
     cfg_path = tmp_path / "rt.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))

@@ -20,7 +20,7 @@ from enas.evaluate import stats
 from enas.evaluate.against_table import policy_expectation
 from enas.space import Decision, build_space, validate
 from search_spaces.nb201 import BEST_CIFAR10_CELL, RESNET_CELL
-from test_cifar10 import write_cifar
+from conftest import write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from enas.archfile import arch_to_yaml
 from enas.cli import main
 from enas.space import build_space
 
-from conftest import TINY_PTB, random_arch
+from conftest import make_corpus, random_arch, TINY_PTB, write_config
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
@@ -107,7 +107,6 @@ CRAFTED = [
 @pytest.fixture(scope="module")
 def stopped_search(tmp_path_factory):
     """A tiny finished PTB search whose checkpoint the tests below tamper with."""
-    from conftest import make_corpus, write_config
 
     root = tmp_path_factory.mktemp("crafted")
     data = make_corpus(root / "ptb")
@@ -170,7 +169,6 @@ def test_resume_in_a_read_only_folder_is_refused_before_any_work(capsys, stopped
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory):
     """A tiny finished PTB retrain whose result.json the tests below damage."""
-    from conftest import make_corpus, write_config
 
     root = tmp_path_factory.mktemp("retrained")
     data = make_corpus(root / "ptb")

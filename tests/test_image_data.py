@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from enas.cli import main
 from enas.config import DataSection, from_dict
@@ -24,35 +23,9 @@ from enas.data.imagefolder import load_imagefolder
 from enas.errors import ConfigError, DataError
 from enas.space import build_space
 from enas.tasks.image import ImageTask, load_images
-from test_cifar10 import py2_pickle
+from conftest import CLASSES, colour, make_folder, py2_pickle, random_arch, write_png
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ("ant", "bee", "cow")
-SIZES = ((16, 16), (20, 12))  # (width, height): square and not, both resized to image_size
-
-
-def colour(label: int) -> tuple[int, int, int]:
-    """A solid colour per class: pixel (c) = 40 * label + 10 * c survives any resize."""
-    return tuple(40 * label + 10 * c for c in range(3))
-
-
-def write_png(path: Path, label: int, size=(16, 16)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour(label)).save(path)
-    return path
-
-
-def make_folder(root: Path, train: int = 3, val: int = 2) -> Path:
-    """root/{train,val}/<class>/<i>.png of two sizes, plus files that must be ignored."""
-    for label, c in enumerate(CLASSES):
-        for split, n in (("train", train), ("val", val)):
-            for i in range(n):
-                write_png(root / split / c / f"{i}.png", label, SIZES[i % 2])
-    write_png(root / "train" / "bee" / "UPPER.PNG", 1)  # extensions in any case
-    (root / "train" / "ant" / "notes.txt").write_text("not an image")
-    (root / "train" / "ant" / "._0.png").write_bytes(b"macOS metadata, not an image")
-    (root / "val" / ".thumbs").mkdir()
-    return root
 
 
 @pytest.fixture
@@ -238,7 +211,6 @@ def test_image_size_other_than_32_is_refused_for_cifar():
     ("nb201", {}, {"channels": 4, "cells_per_stage": 1}),
 ])
 def test_networks_adapt_to_classes_and_image_size(name, args, model):
-    from conftest import random_arch
     import random
 
     space = build_space(name, args)
@@ -258,7 +230,6 @@ def test_micro_aux_head_on_too_small_images_is_a_config_error():
         space.supernet(from_dict(space.ModelArgs, {"channels": 4, "num_cells": 1}), image_size=16)
     small = space.supernet(from_dict(space.ModelArgs, {"channels": 4, "num_cells": 1, "aux_head": False}),
                            num_classes=3, image_size=16)
-    from conftest import random_arch
     import random
 
     assert small(torch.randn(2, 3, 16, 16), random_arch(space, random.Random(0)))[0].shape == (2, 3)

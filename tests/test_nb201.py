@@ -14,7 +14,7 @@ from enas.archfile import ArchFileError, load_arch, save_arch
 from enas.cli import main
 from enas.controller import RandomPolicy
 from enas.space import ArchError, build_space
-from conftest import TINY_NB201, randomize_bn, write_config
+from conftest import randomize_bn, tiny_nb201_config
 from search_spaces.nb201 import (
     BEST_CIFAR10_CELL,
     EDGES,
@@ -26,7 +26,7 @@ from search_spaces.nb201 import (
     to_genotype,
 )
 from search_spaces.ops import Zero
-from test_cifar10 import write_cifar  # official-format pickles (tests/test_cifar10.py)
+from conftest import write_cifar  # official-format pickles
 
 SMALL = NB201ModelArgs(channels=4, cells_per_stage=1)
 
@@ -206,10 +206,6 @@ def test_random_policy_samples_every_op(space):
 
 # ---------------------------------------------------------------------- searches
 
-
-
-def tiny_nb201_config(folder, overrides=None, name="tiny_nb201.yaml"):
-    return write_config(folder, TINY_NB201, name, **(overrides or {}))
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from enas.cli import main
 from enas.rank import read_archs
 from enas.space import build_space
 from search_spaces.nb201 import BEST_CIFAR10_CELL, RESNET_CELL
-from test_cifar10 import write_cifar
-from test_nb201 import tiny_nb201_config
+from conftest import write_cifar
+from conftest import tiny_nb201_config
 
 
 def run(*argv):

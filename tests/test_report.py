@@ -8,7 +8,7 @@ import struct
 import pytest
 import yaml
 
-from conftest import TINY_PTB, make_corpus, write_config
+from conftest import make_corpus, random_arch, TINY_PTB, write_config
 from enas.cli import main
 from enas.report import write_report
 from enas.runlog import RunDirError
@@ -227,7 +227,6 @@ def fake_search(folder, state):
 def archs(n):
     import random
 
-    from conftest import random_arch
     from enas.space import build_space
 
     space, rng, out = build_space("enas_rnn", {"num_nodes": 4}), random.Random(0), []

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from enas.archfile import load_arch, save_arch
-from enas.cli import main
+from enas.archfile import load_arch
 from enas.config import from_dict, load_retrain
 from enas.asgd import should_start as asgd_should_start
 from enas.retrain import Retrain, count_params, drop_path_at
@@ -18,8 +16,7 @@ from enas.space import build_space, validate
 from search_spaces.enas_macro import MACRO_OPS
 from search_spaces.enas_micro import ENAS_MICRO_CELL
 from search_spaces.enas_rnn import ENAS_PTB_CELL
-from conftest import make_corpus
-from test_cifar10 import write_cifar
+from conftest import RNN_ARCH, retrain, run, TINY_RETRAIN, write_arch, write_retrain_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,69 +29,6 @@ MACRO_OFFICIAL_PARAMS = 19_796_256  # official 24-layer arc, 96 channels doubled
 MACRO_OFFICIAL_BUILT_PARAMS = 42_559_392
 MACRO_PLAIN_VS_SEPARABLE = 11_611_968  # its codes 1 and 3 are plain convs, ours separable
 MACRO_SKIP_JOIN = 11_161_920  # its concat -> ReLU -> 1x1 conv -> BN joining the skips; ours a sum + BN
-
-RNN_ARCH = {"node0/activation": "tanh", "node1/input": 0, "node1/activation": "relu",
-            "node2/input": 1, "node2/activation": "tanh", "node3/input": 1, "node3/activation": "sigmoid"}
-MACRO_ARCH = {"layer0/op": "conv_3x3", "layer1/op": "sep_conv_3x3", "layer1/skips": [0],
-              "layer2/op": "max_pool_3x3", "layer2/skips": [], "layer3/op": "conv_5x5", "layer3/skips": [0, 2],
-              "layer4/op": "avg_pool_3x3", "layer4/skips": [1], "layer5/op": "sep_conv_5x5", "layer5/skips": [3, 4]}
-
-TINY = {
-    "enas_rnn": {"model": {"hidden": 8, "init_range": 0.1, "ar": 0.7, "tar": 0.0},
-                 "data": {"dataset": "ptb", "batch_size": 4, "eval_batch_size": 4, "bptt": 6,
-                          "variable_bptt": True, "bptt_max": 10},
-                 "train": {"lr": 5.0, "grad_clip": 0.25, "weight_decay": 1.6e-6},
-                 "retrain": {"epochs": 2, "asgd": True, "asgd_patience": 1, "log_every": 5}},
-    "enas_micro": {"model": {"channels": 4, "num_cells": 1, "aux_head": True, "dropout": 0.2},
-                   "data": {"dataset": "cifar10", "batch_size": 16, "eval_batch_size": 8, "cutout": 16},
-                   "train": {"lr": 0.05, "lr_min": 1e-4, "schedule": "cosine", "t0": 2, "t_mul": 1,
-                             "momentum": 0.9, "nesterov": True, "weight_decay": 4e-4, "grad_clip": 5.0},
-                   "retrain": {"epochs": 2, "aux_weight": 0.4, "drop_path": 0.4, "log_every": 2}},
-    "enas_macro": {"model": {"channels": 4, "double_channels": True, "dropout": 0.5},
-                   "data": {"dataset": "cifar10", "batch_size": 16, "eval_batch_size": 8},
-                   "train": {"lr": 0.05, "schedule": "cosine", "t0": 2, "t_mul": 1, "momentum": 0.9,
-                             "weight_decay": 4e-4, "grad_clip": 5.0},
-                   "retrain": {"epochs": 2, "log_every": 2}},
-}
-
-
-def run(*argv):
-    return main([str(a) for a in argv])
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_cifar(root / "cifar")
-    make_corpus(root / "ptb")
-    return {"enas_rnn": root / "ptb", "enas_micro": root / "cifar", "enas_macro": root / "cifar"}
-
-
-def write_arch(folder: Path, name: str) -> Path:
-    space, arch = {
-        "enas_rnn": (build_space("enas_rnn", {"num_nodes": 4}), RNN_ARCH),
-        "enas_micro": (build_space("enas_micro", {}), ENAS_MICRO_CELL),
-        "enas_macro": (build_space("enas_macro", {"num_layers": 6}), MACRO_ARCH),
-    }[name]
-    return save_arch(folder / f"{name}.yaml", space, arch, {"run": "test"})
-
-
-def write_config(folder: Path, name: str, **sections) -> Path:
-    cfg = yaml.safe_load(yaml.safe_dump(TINY[name]))
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    path = folder / f"{name}_retrain.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def retrain(tmp_path, data, name, run_dir, **sections):
-    arch = write_arch(tmp_path, name)
-    cfg = write_config(tmp_path, name, **sections)
-    assert run("retrain", arch, "--config", cfg, "--data-dir", data[name], "--run-dir", run_dir,
-               "--device", "cpu") == 0
-    return run_dir
-
 
 # ---------------------------------------------------------------------- end to end
 
@@ -112,7 +46,7 @@ def test_retrain_then_evaluate(tmp_path, data, name, capsys):
     assert result["epochs"] == 2 and result["wall_time_s"] > 0
     space, arch, doc = load_arch(run_dir / "arch.yaml")
     assert space.name == name and doc["provenance"]["source_provenance"]["run"] == "test"
-    model = space.child(arch, from_dict(type(space).ModelArgs, TINY[name]["model"]),
+    model = space.child(arch, from_dict(type(space).ModelArgs, TINY_RETRAIN[name]["model"]),
                         **({"vocab_size": 42} if name == "enas_rnn" else {"num_classes": 10}))
     if name == "enas_rnn":
         assert (run_dir / "best.pt").is_file() and result["weights"] == "best.pt" and "valid_perplexity" in result
@@ -159,7 +93,7 @@ def test_asgd_switch_on_plateau():
 
 def test_asgd_average_is_uniform_mean_of_steps(tmp_path, data):
     space = build_space("enas_rnn", {"num_nodes": 4})
-    cfg = load_retrain(write_config(tmp_path, "enas_rnn"), [], space)
+    cfg = load_retrain(write_retrain_config(tmp_path, "enas_rnn"), [], space)
     rt = Retrain(cfg, space, RNN_ARCH, None, data["enas_rnn"], torch.device("cpu"), log=False)
     rt.average.start(0)
     p = rt.model.encoder.weight
@@ -221,7 +155,7 @@ def test_resume_refuses_changed_config_and_extra_args(tmp_path, data, capsys):
 
 def test_config_model_section_checked_against_arch_space(tmp_path, data, capsys):
     arch = write_arch(tmp_path, "enas_micro")
-    cfg = write_config(tmp_path, "enas_rnn")  # an LM config for an image arch
+    cfg = write_retrain_config(tmp_path, "enas_rnn")  # an LM config for an image arch
     assert run("retrain", arch, "--config", cfg, "--data-dir", data["enas_micro"],
                "--run-dir", tmp_path / "x", "--device", "cpu") == 2
     assert "model" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import pytest
 from enas.cli import main
 from enas.data import record
 
-from test_faults import FAST_CKPT, wait_for
+from conftest import FAST_CKPT, make_corpus, wait_for, write_arch, write_retrain_config
 
 
 def run(*argv):
@@ -68,11 +68,8 @@ def test_changed_data_refused_then_accepted(tmp_path, ptb_dir, tiny_ptb_config, 
 
 
 def test_retrain_records_its_data_and_evaluates_without_data_dir(tmp_path, monkeypatch):
-    from conftest import make_corpus
-    from test_retrain import write_arch, write_config
-
     data = make_corpus(tmp_path / "ptb")
-    arch, cfg = write_arch(tmp_path, "enas_rnn"), write_config(tmp_path, "enas_rnn", retrain={"epochs": 1})
+    arch, cfg = write_arch(tmp_path, "enas_rnn"), write_retrain_config(tmp_path, "enas_rnn", retrain={"epochs": 1})
     run_dir = tmp_path / "rt"
     assert run("retrain", arch, "--config", cfg, "--data-dir", data, "--run-dir", run_dir, "--device", "cpu") == 0
     assert record.read(run_dir)["path"] == str(data.resolve())

@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_NB201, TINY_PTB, make_corpus, random_arch, write_config
+from conftest import make_corpus, random_arch, TINY_NB201, TINY_PTB, write_cifar, write_config
 from enas.archfile import load_arch
 from enas.bn import make_plain
 from enas.cli import main
-from enas.config import ScoreSection, load_search
+from enas.config import ScoreSection
 from enas.controller import RandomPolicy
 from enas.loop import Loop
 from enas.scoring import Scoring
@@ -28,7 +28,6 @@ OPTIONS = {"derive_samples": 3, "fair_sampling": True, "supernet_bn": "plain", "
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from test_cifar10 import write_cifar
 
     root = tmp_path_factory.mktemp("data")
     write_cifar(root / "cifar")

@@ -12,6 +12,7 @@ from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se, percentile
 from enas.evaluate.table import read_table
 from enas.rank import arch_text, parse_arch_line
 from enas.space import build_space
+from conftest import TINY_NB201, write_cifar, write_config
 
 
 def test_kendall_tau_b_se_is_the_jackknife():
@@ -76,8 +77,6 @@ def test_table_must_be_a_file(tmp_path):
 def test_enas_table_measures_a_run(tmp_path, capsys):
     """A tiny NB201 search with a training-free term and a final stage, measured on a
     made-up table of 40 cells: every scorer's tau, the found cell, random search's picks."""
-    from test_cifar10 import write_cifar
-    from conftest import TINY_NB201, write_config
 
     write_cifar(tmp_path / "data", noise=60)
     cfg = write_config(tmp_path, TINY_NB201, "c.yaml", search={"score": {"supernet": 1.0, "params": 1.0,

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from enas import training_free as tf
 from enas.errors import ConfigError
+from conftest import write_cifar
 
 
 class Chain(nn.Module):
@@ -69,7 +70,6 @@ def test_every_score_on_every_space(name, tmp_path, ptb_dir):
     from enas.controller import RandomPolicy
     from enas.space import build_space
     from enas.tasks import build_task
-    from test_cifar10 import write_cifar
 
     space = build_space(name)
     ma = type(space).ModelArgs(**getattr(space, "small_model", {}))

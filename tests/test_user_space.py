@@ -12,8 +12,8 @@ from enas import api
 from enas.cli import main
 from enas.errors import UserError
 
-from test_cifar10 import write_cifar
-from test_image_data import make_folder
+from conftest import write_cifar
+from conftest import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH, RETRAIN = ROOT / "examples" / "convnet_search.yaml", ROOT / "examples" / "convnet_retrain.yaml"
