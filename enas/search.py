@@ -30,6 +30,7 @@ from . import distributed as dist
 from .archfile import save_arch
 from .config import SearchConfig, from_dict, to_dict
 from .controller import RandomPolicy, build_policy
+from .files import make_dir, produced, write_atomic
 from .loop import Loop
 from .memory import check_fits, sizes_of
 from .reinforce import Reinforce
@@ -230,7 +231,7 @@ class Search(Loop):
                             f"from batch {first % self.task.num_valid_batches()}"}
         self.best = {"arch": top["arch"], "score": top["score"], "epoch": ep}
         if self.log_enabled:
-            (self.run_dir / "archs").mkdir(exist_ok=True)
+            make_dir(self.run_dir / "archs")
             save_arch(self.run_dir / "archs" / f"epoch_{ep:03d}.yaml", self.space, top["arch"], prov)
             save_arch(self.run_dir / "best_arch.yaml", self.space, top["arch"], prov)
             self._log_policy(sample, ep)
@@ -286,8 +287,8 @@ class Search(Loop):
 
     def _draw(self, arch, png: Path, tag: str, step: int) -> None:
         draw = getattr(self.space, "draw", None)
-        if draw is not None:
-            draw(arch, png)
+        if draw is not None:  # drawn aside, then written whole (a link at png is replaced, not followed)
+            write_atomic(png, produced(lambda p: draw(arch, p), png.name))
             self.log.image(tag, png, step)
 
     def _log_policy(self, sample, ep: int) -> None:
@@ -368,6 +369,6 @@ def derive_again(search: Search, seed: int = 0) -> tuple[Path, dict]:
     search.gen.manual_seed(seed)  # the same candidates for the same --seed
     search._derive()
     out = search.run_dir / "archs" / f"derive-{time.strftime('%Y%m%d-%H%M%S')}-n{n}.yaml"
-    out.parent.mkdir(exist_ok=True)
+    make_dir(out.parent)
     derived = search.final_derive(out, {"derived_from": "checkpoint.pt", "samples": n, "seed": seed})
     return out, derived

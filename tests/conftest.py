@@ -78,3 +78,40 @@ def randomize_bn(model, gen):
             m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
             m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
             m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+
+
+def finished_search(root, **search):
+    """A tiny finished PTB search in root/run (and its corpus in root/ptb): (run, data)."""
+    from enas.cli import main
+
+    data = make_corpus(root / "ptb")
+    cfg = write_config(root, TINY_PTB, "c.yaml", search={"epochs": 1, **search})
+    run = root / "run"
+    assert main(["search", str(cfg), "--data-dir", str(data), "--run-dir", str(run), "--device", "cpu"]) == 0
+    return run, data
+
+
+def finished_retrain(root, data):
+    """A tiny finished PTB retrain of a random cell in root/retrain, on ``data``."""
+    from enas.archfile import arch_to_yaml
+    from enas.cli import main
+    from enas.space import build_space
+
+    space = build_space("enas_rnn", {"num_nodes": 4})
+    arch = root / "arch.yaml"
+    arch.write_text(arch_to_yaml(space, random_arch(space, random.Random(0))))
+    cfg = write_config(root, {"model": {"hidden": 8}, "data": {"dataset": "ptb", "batch_size": 4, "eval_batch_size": 4,
+                                                             "bptt": 6},
+                              "train": {"lr": 5.0, "grad_clip": 0.25}, "retrain": {"epochs": 1}}, "r.yaml")
+    run = root / "retrain"
+    assert main(["retrain", str(arch), "--config", str(cfg), "--data-dir", str(data), "--run-dir", str(run),
+                 "--device", "cpu"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory):
+    """(search run, its data, retrain run): tiny finished PTB runs, made once per module."""
+    root = tmp_path_factory.mktemp("finished")
+    run, data = finished_search(root)
+    return run, data, finished_retrain(root, data)

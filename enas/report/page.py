@@ -6,13 +6,13 @@ import datetime
 import html
 import json
 import math
+import os
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..files import produced, read_regular
 from .charts import chart, heatmaps, img, small_multiples, xlabel
 from .runfolder import NONFINITE, Run, Series, arch_files, epochs_done
 
@@ -206,10 +206,7 @@ def _draw_arch(space, arch) -> bytes | None:
     draw = getattr(space, "draw", None)
     if draw is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        png = Path(tmp) / "arch.png"
-        draw(arch, png)
-        return png.read_bytes()
+    return produced(lambda png: draw(arch, png), "arch.png")
 
 
 def _architecture(run: Run) -> str:
@@ -227,7 +224,7 @@ def _architecture(run: Run) -> str:
         if not path.is_file():
             return _note("No arch.yaml in this folder.")
     try:
-        space, arch, doc = load_arch(path)
+        space, arch, doc = load_arch(path, follow=False)
     except Exception as e:
         return _note(f'<span class="warn">{html.escape(str(e))}</span>')
     out = [f"<p>{html.escape(what)}</p>"]
@@ -237,8 +234,10 @@ def _architecture(run: Run) -> str:
         png = None
         out.append(_note(f"The space's drawing failed: {html.escape(f'{type(e).__name__}: {e}')}"))
         old = path.with_suffix(".png")
-        if old.is_file():
-            png = old.read_bytes()
+        try:
+            png = read_regular(old, 64 * 2**20, follow=False)
+        except OSError:
+            png = None
     if png:
         out.append(img(png, f"{space.name} architecture"))
     elif getattr(space, "draw", None) is None:
@@ -260,18 +259,17 @@ def _architecture(run: Run) -> str:
 
 
 def _candidates(run: Run) -> str:
+    from ..checkpoint import read
+
     ckpt = run.dir / "checkpoint.pt"
-    if not ckpt.is_file():
+    if not os.path.lexists(ckpt):
         return _note("No checkpoint.pt: the derive candidates are not available.")
     try:
-        import torch
-
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # an old-format file cannot be memory-mapped
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = read(ckpt)
     except Exception as e:
         return _note(f'<span class="warn">checkpoint.pt could not be read: {html.escape(str(e))}</span>')
+    if not isinstance(state, dict):
+        return _note('<span class="warn">checkpoint.pt holds no mapping of values.</span>')
     cands = state.get("candidates") or []
     final = state.get("final") or {}
     if not cands:
