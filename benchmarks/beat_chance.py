@@ -172,7 +172,7 @@ def main(argv=None) -> int:
             r["policy_gt"], r["policy_ess"] = sum(pool_acc) / len(pool_acc), len(pool_acc)
         else:
             pol = run_policy_expectation(Path(r["run"]), cells, gt)
-            r["policy_gt"], r["policy_ess"] = pol["policy_gt_mean"], pol["policy_ess"]
+            r["policy_gt"], r["policy_ess"] = pol["policy_mean"], pol["policy_ess"]
         print(f"{r['method']}_s{r['seed']}: tau_b={r['kendall_tau_b']:.3f} found_acc={r['found_accuracy']:.4f} "
               f"percentile={r['found_percentile']:.0f} policy_gt={r['policy_gt']:.4f} (ess {r['policy_ess']:.0f}) "
               f"collapse_warnings={r['collapse_warnings']} "

@@ -54,72 +54,9 @@ class CompareError(Exception):
     """A user's mistake (missing file, wrong columns); one line, exit 2."""
 
 
-# ---- statistics ---------------------------------------------------------------------------
-
-def rankdata(x) -> np.ndarray:
-    """1-based ranks, ties get the average of the ranks they span (scipy's 'average')."""
-    x = np.asarray(x, dtype=float)
-    order = np.argsort(x, kind="mergesort")
-    sx = x[order]
-    ranks = np.empty(len(x), dtype=float)
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
-def kendall_tau_b(x, y) -> float:
-    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - tx) (n0 - ty)) over all
-    pairs, tx / ty the pairs tied in x / y. NaN when either side is constant or n < 2."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape:
-        raise ValueError("x and y must have the same length")
-    n = len(x)
-    if n < 2:
-        return math.nan
-    i, j = np.triu_indices(n, k=1)
-    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-    denom = math.sqrt(float(np.count_nonzero(dx)) * float(np.count_nonzero(dy)))
-    return float(np.sum(dx * dy) / denom) if denom > 0 else math.nan
-
-
-def spearman_rho(x, y) -> float:
-    """Spearman's rho with ties: Pearson correlation of the average ranks."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape:
-        raise ValueError("x and y must have the same length")
-    if len(x) < 2:
-        return math.nan
-    rx, ry = rankdata(x) - (len(x) + 1) / 2.0, rankdata(y) - (len(y) + 1) / 2.0
-    denom = math.sqrt(float(np.sum(rx * rx)) * float(np.sum(ry * ry)))
-    return float(np.sum(rx * ry) / denom) if denom > 0 else math.nan
-
-
-def top(values: dict[str, float], k: int) -> list[str]:
-    """The k keys with the highest values (ties broken by the key, so runs agree)."""
-    return sorted(values, key=lambda a: (-values[a], a))[:k]
-
-
-def topk_overlap(score: dict[str, float], truth: dict[str, float], k: int) -> tuple[int, int]:
-    """(|top-k by score  &  top-k by truth|, k used) over the keys both share; k is
-    clipped to the number of shared keys."""
-    common = set(score) & set(truth)
-    k = min(k, len(common))
-    s = {a: score[a] for a in common}
-    t = {a: truth[a] for a in common}
-    return len(set(top(s, k)) & set(top(t, k))), k
-
-
-def percentile(value: float, others: list[float]) -> float:
-    """Share (in %) of ``others`` that ``value`` beats, ties counting half."""
-    if not others:
-        return math.nan
-    beats = sum(1.0 if o < value else 0.5 if o == value else 0.0 for o in others)
-    return 100.0 * beats / len(others)
+from enas.evaluate.against_table import policy_expectation  # noqa: E402,F401
+from enas.evaluate.stats import (kendall_tau_b, percentile, rankdata, spearman_rho,  # noqa: E402,F401
+                                 top, topk_overlap)
 
 
 # ---- reading ------------------------------------------------------------------------------
@@ -216,23 +153,6 @@ def run_arch(run_dir: Path, canon: Canon) -> tuple[str, dict]:
         raise CompareError(f"{run_dir} has no best_arch.yaml (not a finished search run?)")
     space, arch, doc = load_arch(path)
     return canon(arch_text(space, arch)), doc.get("provenance") or {}
-
-
-def policy_expectation(policy, archs: list, accuracy: list[float]) -> dict[str, float]:
-    """The ground-truth accuracy of the cells a trained policy samples, on average,
-    estimated without training a cell: uniformly drawn cells of known ``accuracy``,
-    each weighted by its probability under the policy (self-normalised importance
-    sampling; the uniform proposal's density is a constant). The effective sample size
-    says how many of the cells carry the estimate: all of them for a uniform policy, a
-    few for a sharp one (then trust it less)."""
-    import torch
-
-    with torch.no_grad():
-        logp = policy.evaluate(archs).log_prob.double()
-    w = torch.exp(logp - logp.max())
-    acc = torch.tensor(accuracy, dtype=torch.float64)
-    return {"policy_gt_mean": float((w * acc).sum() / w.sum()), "uniform_gt_mean": float(acc.mean()),
-            "policy_ess": float(w.sum() ** 2 / (w * w).sum())}
 
 
 def run_policy_expectation(run_dir: Path, uniform: list[str], gt: dict[str, float]) -> dict[str, float]:

@@ -88,8 +88,8 @@ def main(argv=None) -> int:
             pol = policy_expectation(s.policy, archs, [gt[t] for t in uniform])
             with torch.no_grad():
                 entropy = float(s.policy(200, generator=torch.Generator().manual_seed(seed)).entropy.mean())
-            means.setdefault(name, []).append((pol["policy_gt_mean"], entropy))
-            print(f"{name}_s{seed}: policy_gt={pol['policy_gt_mean']:.4f} (uniform {pol['uniform_gt_mean']:.4f}, "
+            means.setdefault(name, []).append((pol["policy_mean"], entropy))
+            print(f"{name}_s{seed}: policy_gt={pol['policy_mean']:.4f} (uniform {pol['uniform_mean']:.4f}, "
                   f"ess {pol['policy_ess']:.1f}) entropy={entropy:.2f} updates={s.reinforce.updates} "
                   f"entropy_weight={s.reinforce.entropy_weight:.3g} seconds={time.monotonic() - t0:.0f}", flush=True)
     for name, rows in means.items():

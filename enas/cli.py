@@ -160,9 +160,30 @@ def cmd_rank(args) -> int:
     out, rows, summary = rank(Path(args.run_dir), args.data_dir, resolve_device(args.device), samples=args.samples,
                               archs_file=args.archs, policy=args.policy, recalibrate_bn=args.recalibrate_bn,
                               out=args.out, seed=args.seed, allow_data_change=args.allow_data_change,
-                              force=args.force, space_module=args.space_module)
+                              force=args.force, space_module=args.space_module, score=args.score)
     print(summary)
     print(f"{len(rows)} rows written to {out}")
+    return 0
+
+
+def cmd_table(args) -> int:
+    import json
+
+    from .evaluate.against_table import measure
+    from .files import check_out, write_atomic
+    from .runs import reopen_search
+
+    if args.out:
+        check_out(Path(args.out), args.force, ours=lambda name: name.startswith("table"))
+    search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device), [], args.allow_data_change,
+                           args.space_module)
+    out = measure(search, args.table, args.cells, args.seed, args.draws, args.candidates, args.arch_column,
+                  args.metric_column)
+    for k, v in out.items():
+        print(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    if args.out:
+        write_atomic(args.out, json.dumps(out, indent=1) + "\n")
+        print(f"written to {args.out}")
     return 0
 
 
@@ -176,6 +197,7 @@ def cmd_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .rank import SCORES
 
     p = argparse.ArgumentParser(prog="enas", description="Efficient Neural Architecture Search (Pham et al., 2018)")
     p.add_argument("--version", action="version", version=f"enas {__version__} (torch {torch.__version__})")
@@ -255,9 +277,28 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--out", help="CSV to write (default RUN_DIR/ranks-<source>-n<N>-<time>.csv)")
     rk.add_argument("--force", action="store_true", help="replace an existing --out CSV")
     rk.add_argument("--seed", type=int, default=0, help="seed of the sampled architectures")
+    rk.add_argument("--score", default="run", choices=list(SCORES),
+                    help="run: the run's own scoring (search.score); supernet: the supernet alone; params, "
+                         "synflow, naswot: training-free scores of the untrained child (default run)")
     reopen(rk)
     rk.add_argument("--device", default="auto")
     rk.set_defaults(func=cmd_rank)
+
+    tb = sub.add_parser("table", help="measure a search run on a published table of accuracies (NAS-Bench-201)")
+    tb.add_argument("run_dir")
+    tb.add_argument("--table", required=True, help="CSV of stand-alone accuracies, e.g. NAS-Bench-201's")
+    tb.add_argument("--cells", type=int, default=200, help="architectures drawn from the table to rank (default 200)")
+    tb.add_argument("--seed", type=int, default=0, help="seed of those draws")
+    tb.add_argument("--draws", type=int, default=5, help="random-search derives on the run's supernet (default 5)")
+    tb.add_argument("--candidates", type=int, default=None,
+                    help="candidates per random-search derive (default the run's search.derive_samples)")
+    tb.add_argument("--arch-column", default=None, help="the table's architecture column (default arch or cell)")
+    tb.add_argument("--metric-column", default=None, help="the table's accuracy column (default the last)")
+    tb.add_argument("--out", help="also write the figures as JSON")
+    tb.add_argument("--force", action="store_true", help="replace an existing --out file")
+    reopen(tb)
+    tb.add_argument("--device", default="auto")
+    tb.set_defaults(func=cmd_table)
 
     rp = sub.add_parser("report", help="write one self-contained HTML page about a search or retrain run")
     rp.add_argument("run_dir")

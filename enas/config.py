@@ -426,6 +426,42 @@ class ControllerSection:
 
 
 @dataclass(frozen=True)
+class ScoreSection:
+    """How a search scores an architecture (rewards, derive, ``enas rank``): the weight
+    of each term. The supernet alone (the default) is the paper's reward, unscaled.
+    With any other weight, every term is standardised over ``reference`` uniformly drawn
+    architectures (mean 0, standard deviation 1; the supernet's again at each controller
+    phase, as its weights change) and the score is the weighted sum. The training-free
+    terms are enas/training_free.py's, computed on the untrained child."""
+
+    supernet: float = 1.0
+    params: float = 0.0
+    synflow: float = 0.0
+    naswot: float = 0.0
+    reference: int = 50
+
+    def __post_init__(self):
+        _at_least("search.score", self, 0, "supernet", "params", "synflow", "naswot")
+        if not any(w > 0 for w in self.weights().values()):
+            raise ValueError("search.score needs a term with a weight > 0 (the paper: supernet: 1)")
+        if not 2 <= self.reference <= 10_000:
+            raise ValueError(f"search.score.reference must be in 2..10000 (uniform architectures that "
+                             f"standardise each term), got {self.reference}")
+
+    def weights(self) -> dict:
+        return {k: getattr(self, k) for k in ("supernet", "params", "synflow", "naswot")}
+
+    def terms(self) -> dict:
+        """The terms with a weight > 0."""
+        return {k: w for k, w in self.weights().items() if w > 0}
+
+    @property
+    def paper(self) -> bool:
+        """The supernet's score alone, as the paper rewards."""
+        return set(self.terms()) == {"supernet"}
+
+
+@dataclass(frozen=True)
 class SearchSection:
     epochs: int = 10
     seed: int = 0
@@ -435,6 +471,17 @@ class SearchSection:
     # the shared weights trained as random search with weight sharing does, whatever the
     # policy prefers (README, "Does the search beat chance?").
     uniform_shared: float = 0.0
+    # FairNAS's strict fairness (Chu et al., ICCV 2021): each shared step trains as many
+    # architectures as a categorical decision has choices, between them every choice of
+    # every categorical decision exactly once, and applies their summed gradient. It
+    # replaces the step's single draw (policy or uniform); a step costs that many.
+    fair_sampling: bool = False
+    # BN of the supernet: standard (the paper's, with affine parameters and running
+    # statistics) or plain (neither: every op normalises with its batch's statistics,
+    # NAS-Bench-201's and NATS-Bench's weight-sharing protocol). Children retrain with
+    # standard BN either way.
+    supernet_bn: Literal["standard", "plain"] = "standard"
+    score: ScoreSection = ScoreSection()
     reward_batches: int = 1  # validation minibatches per controller reward (paper: one)
     derive_samples: int = 10  # archs sampled from the policy at each derive
     # validation minibatches per candidate, the same for all candidates of a derive and a
@@ -444,6 +491,13 @@ class SearchSection:
     # re-scored on final_batches validation batches (0 = whole split) for best_arch.yaml
     final_candidates: int = 5
     final_batches: int = 0
+    # Last stage: the final_train best candidates of the final derive are trained from
+    # scratch for final_train_epochs epochs each (the search's train settings, one cosine)
+    # and the best on the validation split becomes best_arch.yaml (0 = off). Short
+    # training ranks cells far better than a supernet does (NAS-Bench-201: 12- and
+    # 200-epoch accuracies correlate at about 0.9).
+    final_train: int = 0
+    final_train_epochs: int = 5
     reward_c: float = 80.0  # LM reward c / valid_ppl (paper 3.2)
     # LM: a reward starts from a zero state that its own architecture first runs over
     # this many validation tokens before the scored window (enas/tasks/lm.py reward)
@@ -475,8 +529,16 @@ class SearchSection:
             raise ValueError("search.final_candidates must be >= 1 and final_batches >= 0")
         if self.reward_warmup < 0:
             raise ValueError(f"search.reward_warmup must be >= 0, got {self.reward_warmup}")
+        if self.final_train > self.final_candidates:
+            raise ValueError(f"search.final_train ({self.final_train}) trains the best of the final "
+                             f"derive's candidates; it cannot exceed search.final_candidates "
+                             f"({self.final_candidates})")
+        _at_least("search", self, 1, "final_train_epochs")
+        if self.supernet_bn == "plain" and self.eval_bn == "recalibrate":
+            raise ValueError("search.eval_bn: recalibrate recomputes BN running statistics, which "
+                             "search.supernet_bn: plain does not keep; use eval_bn: batch")
         _at_least("search", self, 1, "log_every", "max_bad_steps", "recalibrate_batches")
-        _at_least("search", self, 0, "controller_warmup_epochs", "aux_weight", "entropy_floor")
+        _at_least("search", self, 0, "controller_warmup_epochs", "aux_weight", "entropy_floor", "final_train")
         _positive("search", self, "checkpoint_minutes", "reward_c")
 
 

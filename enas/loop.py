@@ -181,9 +181,8 @@ class Loop:
             if i < self.step:
                 continue  # resumed mid-epoch: same order, already trained
             bn_stats.save()  # the forward updates BN running statistics even if the step is skipped
-            loss, stats = task.train_loss(model, batch, arch_at(i))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            stats = self._backward(task, model, batch, arch_at(i))
             stats = dist.average_gradients(params, stats)  # several processes: the whole minibatch's
             norm = torch.nn.utils.clip_grad_norm_(params, clip)  # really clips (official CIFAR bug: it did not)
             self.step = i + 1
@@ -222,6 +221,23 @@ class Loop:
         self.settle()
         bar.close()
         return {k: float(v) / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+
+    @staticmethod
+    def _backward(task, model, batch, arch) -> dict:
+        """Gradients of one step: of one architecture, or summed over a list of them
+        (search.fair_sampling: FairNAS accumulates the group's gradients, then steps);
+        the figures are the group's means."""
+        if not isinstance(arch, list):
+            loss, stats = task.train_loss(model, batch, arch)
+            loss.backward()
+            return stats
+        total: dict = {}
+        for a in arch:
+            loss, stats = task.train_loss(model, batch, a)
+            loss.backward()
+            for k, v in stats.items():
+                total[k] = total.get(k, 0.0) + v / len(arch)
+        return total
 
     @staticmethod
     def _sgd_step(opt, scale: float, found_inf: torch.Tensor | None = None) -> None:

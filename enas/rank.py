@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import safeyaml
+from . import safeyaml, training_free
 from .archfile import ArchFileError
 from .config import MAX_SAMPLES, ConfigError
 from .controller import RandomPolicy
@@ -93,10 +93,28 @@ def count_params(search, arch: Arch) -> int:
     return test_time_params(search.space.child(arch, search.model_args, **search.task.model_kwargs()))
 
 
+SCORES = ("run", "supernet") + training_free.NAMES
+
+
+def scorer(search, name: str):
+    """``arch -> (score, standard error)`` by ``name``: ``run``, the run's own scoring
+    (search.score: the supernet's, or with training-free terms); ``supernet``, the
+    supernet's alone; or a training-free score of the untrained child
+    (enas/training_free.py; its standard error is 0: it is exact for the seed)."""
+    if name not in SCORES:
+        raise ConfigError(f"--score {name!r} is not one of {', '.join(SCORES)}")
+    if name == "run":
+        search.scoring.refresh(search.supernet, search.global_step, search.cfg.search.reward_batches)
+        return lambda arch: search.scoring.score(search.supernet, arch, 0)
+    if name == "supernet":
+        return lambda arch: search.task.score(search.supernet, arch, 0)
+    return lambda arch: (search.scoring.free_value(name, arch), 0.0)
+
+
 def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None, policy: bool = False,
          recalibrate_bn: bool = False, out=None, seed: int = 0,
-         allow_data_change: bool = False, force: bool = False, space_module: str | None = None
-         ) -> tuple[Path, list[dict], str]:
+         allow_data_change: bool = False, force: bool = False, space_module: str | None = None,
+         score: str = "run") -> tuple[Path, list[dict], str]:
     """Score the requested architectures; write the CSV; return (path, rows, summary).
     An existing ``out`` is replaced only with ``force``, and never a file of a run but an
     earlier ranking (enas/files.py check_out)."""
@@ -108,6 +126,8 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
     if not 1 <= samples <= MAX_SAMPLES:
         raise ConfigError(f"--samples must be in 1..{MAX_SAMPLES:,} (each architecture is scored on validation "
                           f"data), got {samples:,}")
+    if score not in SCORES:
+        raise ConfigError(f"--score {score!r} is not one of {', '.join(SCORES)}")
     run_dir = Path(run_dir)
     search = reopen_search(run_dir, data_dir, device, ["search.eval_bn=recalibrate"] if recalibrate_bn else [],
                            allow_data_change, space_module)
@@ -122,12 +142,13 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
         source = f"{'trained policy' if policy else 'uniform'} samples, seed {seed}"
     rows, params = [], {}
     t0 = time.monotonic()
+    of = scorer(search, score)
     for arch in archs:
         text = arch_text(space, arch)
         if text not in params:
             params[text] = count_params(search, arch)
-        score, se = search.task.score(search.supernet, arch, 0)
-        rows.append({"arch": text, "score": score, "score_se": se, "params": params[text]})
+        value, se = of(arch)
+        rows.append({"arch": text, "score": value, "score_se": se, "params": params[text]})
     if out is None:
         kind = "file" if archs_file is not None else "policy" if policy else "uniform"
         out = run_dir / f"ranks-{kind}-n{len(rows)}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
@@ -140,7 +161,9 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
     finite = [r for r in rows if math.isfinite(r["score"])]
     best = max(finite, key=lambda r: r["score"]) if finite else None
     bn = "recalibrated per arch" if recalibrate_bn else search.cfg.search.eval_bn
-    summary = (f"ranked {len(rows)} architectures ({source}) on the whole validation split, "
+    what = {"run": search.scoring.describe(search.task.metric), "supernet": "the supernet alone"}.get(
+        score, f"{score} of the untrained child")
+    summary = (f"ranked {len(rows)} architectures ({source}) by {what}, on the whole validation split, "
                f"BN: {bn}, {time.monotonic() - t0:.0f}s")
     if best is not None:
         mean = sum(r["score"] for r in finite) / len(finite)

@@ -28,6 +28,7 @@ import torch
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .archfile import save_arch
+from .bn import make_plain
 from .config import SearchConfig, from_dict, to_dict
 from .controller import RandomPolicy, build_policy
 from .files import make_dir, produced, write_atomic
@@ -36,6 +37,7 @@ from .memory import check_fits, sizes_of
 from .reinforce import Reinforce
 from .runlog import progress, say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
+from .scoring import Scoring
 from .space import build_space
 from .tasks import build_task
 
@@ -71,7 +73,10 @@ class Search(Loop):
         check_fits(lambda: build_policy(cfg.controller.kind, self.space, cfg.controller), "controller",
                    f"controller.hidden={cfg.controller.hidden}", torch.device("cpu"))
         torch.manual_seed(s.seed)  # the supernet's initial weights
-        self.supernet = self.space.supernet(self.model_args, **self.task.model_kwargs()).to(device)
+        self.supernet = self.space.supernet(self.model_args, **self.task.model_kwargs())
+        if s.supernet_bn == "plain":
+            make_plain(self.supernet)
+        self.supernet = self.supernet.to(device)
         note = getattr(self.supernet, "kernel_note", None)  # a model with several kernels says which runs
         if note is not None:
             say(note(device), log)
@@ -81,6 +86,7 @@ class Search(Loop):
             torch.manual_seed(s.seed + 2)
             self.policy = build_policy(cfg.controller.kind, self.space, cfg.controller)
         self.uniform = RandomPolicy(self.space.decisions())  # uniform draws (search.uniform_shared)
+        self.scoring = Scoring(s.score, self.space, self.model_args, self.task, s.seed)
         self.reinforce = Reinforce(self.policy, cfg.controller)
         self.check = nonfinite_check(cfg.train, self.device)
         self.opt = make_sgd(self.supernet.parameters(), cfg.train, fused=self.check == "device")
@@ -91,6 +97,7 @@ class Search(Loop):
         self.best: dict = {}
         self.candidates: list[dict] = []  # the last derive's candidates, best first
         self.final: dict = {}  # the final derive's result, once the last epoch is done
+        self.trained: list[dict] = []  # the final stage's trained candidates, best derive score first
 
     # ---- checkpoint -----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -108,6 +115,8 @@ class Search(Loop):
             "best": self.best,
             "candidates": self.candidates,
             "final": self.final,
+            "scoring": self.scoring.state_dict(),
+            "trained": self.trained,
             "world": dist.world(),  # informational: the state is the same for any number
         }
 
@@ -126,6 +135,8 @@ class Search(Loop):
         self.valid_cursor = int(st["valid_cursor"])
         self.ctrl_sum, self.ctrl_n = float(st["ctrl_rewards"][0]), int(st["ctrl_rewards"][1])
         self.best, self.candidates, self.final = st["best"], list(st["candidates"]), st["final"]
+        self.scoring.load_state_dict(st["scoring"])
+        self.trained = list(st["trained"])
 
     # ---- the loop ---------------------------------------------------------------------
     def run(self, resume_offset: int | None = None) -> dict:
@@ -151,6 +162,9 @@ class Search(Loop):
                 if self.final.get("epoch") != self.epoch:  # a resumed finished run does not derive again
                     self.final = self.final_derive()
                     self.save()
+                if self.cfg.search.final_train and not self.final.get("trained"):
+                    self.final = self.final_stage()
+                    self.save()
                 self.best = self.final
         finally:
             self.log.close()
@@ -168,7 +182,9 @@ class Search(Loop):
         gen = torch.Generator().manual_seed(s.seed * 1_000_003 + self.epoch + 7)
         n = self.task.num_train_batches(self.epoch)
         with torch.no_grad():
-            if s.uniform_shared >= 1.0:  # exactly random search with weight sharing's draws
+            if s.fair_sampling:  # FairNAS: every choice of every categorical decision, once a step
+                archs = [self.uniform.fair_group(generator=gen) for _ in range(n)]
+            elif s.uniform_shared >= 1.0:  # exactly random search with weight sharing's draws
                 archs = self.uniform(n, generator=gen).archs
             else:
                 archs = self.policy(n, generator=gen).archs
@@ -184,6 +200,7 @@ class Search(Loop):
         c, s = self.cfg.controller, self.cfg.search
         if c.kind == "random" or self.epoch < s.controller_warmup_epochs or c.updates_per_epoch == 0:
             return
+        self.scoring.refresh(self.supernet, self.global_step, s.reward_batches)
         bar = progress(c.updates_per_epoch, f"epoch {self.epoch + 1}/{s.epochs} controller", self.step,
                        self.log_enabled)
         while self.step < c.updates_per_epoch:
@@ -209,9 +226,9 @@ class Search(Loop):
         batches (paper 2.1: one minibatch per sample; each sample of an update gets its own)."""
         k = self.cfg.search.reward_batches
         self.valid_cursor %= self.task.num_valid_batches()
-        value, _ = self.task.score(self.supernet, arch, k, self.valid_cursor, sync=False)
+        value, _ = self.scoring.score(self.supernet, arch, k, self.valid_cursor, sync=False)
         self.valid_cursor += k
-        return value.double()
+        return torch.as_tensor(value).double()
 
     def _derive(self) -> dict:
         """Sample N archs from the policy and score them all on the same validation
@@ -221,13 +238,14 @@ class Search(Loop):
         with torch.no_grad():
             sample = self.policy(s.derive_samples, generator=self.gen)
         first = self.epoch * s.derive_batches
-        scored = [self.task.score(self.supernet, a, s.derive_batches, first) for a in sample.archs]
+        self.scoring.refresh(self.supernet, self.global_step, s.reward_batches, stale_ok=True)
+        scored = [self.scoring.score(self.supernet, a, s.derive_batches, first) for a in sample.archs]
         ranked = sorted(range(len(scored)), key=lambda i: _sort_key(scored[i][0]))
         self.candidates = [{"arch": sample.archs[i], "score": scored[i][0], "se": scored[i][1]} for i in ranked]
         top = self.candidates[0]
         ep = self.epoch + 1
         prov = {"run": str(self.run_dir), "epoch": ep, "score": top["score"], "score_se": top["se"],
-                "score_is": f"{self.task.metric}-based reward on {_batches_text(s.derive_batches)} "
+                "score_is": f"{self.scoring.describe(self.task.metric)} on {_batches_text(s.derive_batches)} "
                             f"from batch {first % self.task.num_valid_batches()}"}
         self.best = {"arch": top["arch"], "score": top["score"], "epoch": ep}
         if self.log_enabled:
@@ -253,9 +271,10 @@ class Search(Loop):
         for c in self.candidates:
             distinct.setdefault(repr(sorted(c["arch"].items())), c)
         top = list(distinct.values())[:s.final_candidates]
+        self.scoring.refresh(self.supernet, self.global_step, s.reward_batches)
         rescored = []
         for c in top:
-            value, se = self.task.score(self.supernet, c["arch"], s.final_batches, 0)
+            value, se = self.scoring.score(self.supernet, c["arch"], s.final_batches, 0)
             rescored.append({"arch": c["arch"], "score": value, "se": se, "derive_score": c["score"]})
         rescored.sort(key=lambda c: _sort_key(c["score"]))
         win = rescored[0]
@@ -265,7 +284,7 @@ class Search(Loop):
             margin = (win["score"] - rescored[1]["score"]) / spread if spread > 0 else math.inf
         data = f"{_batches_text(s.final_batches)} of the validation split"
         prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
-                "score_is": f"{self.task.metric}-based reward on {data}",
+                "score_is": f"{self.scoring.describe(self.task.metric)} on {data}",
                 "final_derive": {"candidates": len(rescored), "margin_in_se": margin,
                                  "runner_up_score": rescored[1]["score"] if len(rescored) > 1 else None}}
         clear = ("clearly ahead" if margin is None or margin >= 2 else
@@ -283,7 +302,34 @@ class Search(Loop):
                               f"{self.space.describe(c['arch']).splitlines()[0]}" for c in rescored)
             self.log.text("derive/final_candidates", table, self.epoch)
             self._draw(win["arch"], self.run_dir / "best_arch.png", "derive/final_cell", self.epoch)
-        return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch}
+        return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch,
+                "candidates": rescored}
+
+    def final_stage(self) -> dict:
+        """Train the final derive's ``search.final_train`` best candidates from scratch for
+        ``final_train_epochs`` each (enas/final_stage.py); the best on the validation split
+        becomes best_arch.yaml."""
+        from .final_stage import train_candidates
+
+        s = self.cfg.search
+        todo = self.final["candidates"][:s.final_train]
+        self.trained = train_candidates(self, todo, self.trained, self.save)
+        ranked = sorted(self.trained, key=lambda c: _sort_key(c["score"]))
+        win = ranked[0]
+        what = (f"{self.task.metric} on the whole validation split after {s.final_train_epochs} epochs of "
+                f"training from scratch")
+        prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
+                "score_is": what, "final_stage": [{"score": c["score"], "derive_score": c["derive_score"],
+                                                   "arch": self.space.describe(c["arch"]).splitlines()[0]}
+                                                  for c in ranked]}
+        say(f"final stage: {len(ranked)} candidates trained for {s.final_train_epochs} epochs; best "
+            f"{win['score']:.4g} +- {win['se']:.2g} ({what})", self.log_enabled)
+        if self.log_enabled:
+            save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
+            self.log.log(self.epoch, epoch=self.epoch, **{"derive/final_stage_score": win["score"]})
+            self._draw(win["arch"], self.run_dir / "best_arch.png", "derive/final_cell", self.epoch)
+        return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch,
+                "trained": True}
 
     def _draw(self, arch, png: Path, tag: str, step: int) -> None:
         draw = getattr(self.space, "draw", None)

@@ -35,6 +35,18 @@ TINY_PTB = {
 }
 
 
+# A tiny NB201 search on tests/test_cifar10.py's generated images.
+TINY_NB201 = {
+    "space": {"name": "nb201"},
+    "model": {"channels": 4, "cells_per_stage": 1},
+    "data": {"dataset": "cifar10", "batch_size": 8, "eval_batch_size": 10, "train_size": 40, "valid_size": 20},
+    "train": {"lr": 0.05, "momentum": 0.9, "grad_clip": 5.0},
+    "controller": {"hidden": 8, "lr": 1e-2, "updates_per_epoch": 2, "num_aggregate": 2,
+                   "tanh_constant": {"categorical": 2.5}, "temperature": {"categorical": 5.0}},
+    "search": {"epochs": 2, "derive_samples": 2, "derive_batches": 0, "log_every": 2},
+}
+
+
 def write_config(folder, base, name, **sections):
     """Write ``base`` (a config dict, left untouched) to folder/name as YAML, with each
     section's keys updated from ``sections``; returns the path."""

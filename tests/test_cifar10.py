@@ -54,13 +54,17 @@ def make_images(n: int, labels: np.ndarray, rng) -> np.ndarray:
     return img.reshape(n, 3072)
 
 
-def write_cifar(root: Path, seed: int = 0) -> Path:
+def write_cifar(root: Path, seed: int = 0, noise: int = 0) -> Path:
+    """``noise`` > 0 adds uniform pixel noise of that amplitude (distinct images, for
+    scores that compare inputs, such as naswot)."""
     rng = np.random.default_rng(seed)
     folder = root / C10.folder
     folder.mkdir(parents=True)
     for name in C10.files:
         labels = rng.integers(0, 10, N_PER_BATCH)
         data = make_images(N_PER_BATCH, labels, rng)
+        if noise:
+            data = np.clip(data.astype(int) + rng.integers(0, noise, data.shape), 0, 255).astype(np.uint8)
         (folder / name).write_bytes(py2_pickle(data, [int(v) for v in labels], name))
     return folder
 

@@ -47,7 +47,7 @@ def test_policy_expectation_weights_cells_by_their_policy_probability():
     archs = [space.parse_text(t) for t in (RESNET_CELL, BEST_CIFAR10_CELL, ZERO_CELL)]
     acc = [0.6, 0.8, 0.1]
     uniform = cr.policy_expectation(RandomPolicy(space.decisions()), archs, acc)
-    assert uniform["policy_gt_mean"] == pytest.approx(0.5) == uniform["uniform_gt_mean"]
+    assert uniform["policy_mean"] == pytest.approx(0.5) == uniform["uniform_mean"]
     assert uniform["policy_ess"] == pytest.approx(3.0)
 
     class Fixed:  # a policy with probabilities 1/2, 1/4, 1/4 on the three cells
@@ -57,8 +57,8 @@ def test_policy_expectation_weights_cells_by_their_policy_probability():
             return Sample(got, lp, torch.zeros(3), torch.zeros(3))
 
     sharp = cr.policy_expectation(Fixed(), archs, acc)
-    assert sharp["policy_gt_mean"] == pytest.approx(0.5 * 0.6 + 0.25 * 0.8 + 0.25 * 0.1)
-    assert sharp["uniform_gt_mean"] == pytest.approx(0.5)
+    assert sharp["policy_mean"] == pytest.approx(0.5 * 0.6 + 0.25 * 0.8 + 0.25 * 0.1)
+    assert sharp["uniform_mean"] == pytest.approx(0.5)
     assert sharp["policy_ess"] == pytest.approx(1.0 / (0.25 + 0.0625 + 0.0625))
 
 

@@ -14,7 +14,7 @@ from enas.archfile import ArchFileError, load_arch, save_arch
 from enas.cli import main
 from enas.controller import RandomPolicy
 from enas.space import ArchError, build_space
-from conftest import randomize_bn, write_config
+from conftest import TINY_NB201, randomize_bn, write_config
 from search_spaces.nb201 import (
     BEST_CIFAR10_CELL,
     EDGES,
@@ -206,16 +206,6 @@ def test_random_policy_samples_every_op(space):
 
 # ---------------------------------------------------------------------- searches
 
-
-TINY_NB201 = {
-    "space": {"name": "nb201"},
-    "model": {"channels": 4, "cells_per_stage": 1},
-    "data": {"dataset": "cifar10", "batch_size": 8, "eval_batch_size": 10, "train_size": 40, "valid_size": 20},
-    "train": {"lr": 0.05, "momentum": 0.9, "grad_clip": 5.0},
-    "controller": {"hidden": 8, "lr": 1e-2, "updates_per_epoch": 2, "num_aggregate": 2,
-                   "tanh_constant": {"categorical": 2.5}, "temperature": {"categorical": 5.0}},
-    "search": {"epochs": 2, "derive_samples": 2, "derive_batches": 0, "log_every": 2},
-}
 
 
 def tiny_nb201_config(folder, overrides=None, name="tiny_nb201.yaml"):

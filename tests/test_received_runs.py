@@ -63,7 +63,8 @@ def plant_module(tmp_path, run, section, key, name="evil"):
 
 # (the run, the config's key naming a module, the command)
 OPENERS = [("search", "space", "module", argv) for argv in (
-    ["derive", "RUN", "--samples", "2"], ["rank", "RUN", "--samples", "2"], ["report", "RUN", "--out", "OUT"], RESUME)]
+    ["derive", "RUN", "--samples", "2"], ["rank", "RUN", "--samples", "2"], ["report", "RUN", "--out", "OUT"], RESUME,
+    ["table", "RUN", "--table", "OUT"])]
 OPENERS += [("retrain", "retrain", "space_module", argv) for argv in (
     ["evaluate", "RUN"], ["retrain", "--resume", "RUN"], ["report", "RUN", "--out", "OUT"])]
 
@@ -192,6 +193,19 @@ def test_show_out_needs_force_never_replaces_a_run_file_and_replaces_a_link(rece
     one_error(capsys, "already exists")
     assert main(["show", arch, "--out", str(link), "--force"]) == 0
     assert not link.is_symlink() and link.read_bytes().startswith(b"\x89PNG") and not target.exists()
+
+
+@pytest.mark.parametrize("own, force, says", [(True, True, "is a file of the run"), (False, False, "already exists")])
+def test_table_out_follows_the_out_rule_before_opening_the_run(received, tmp_path, capsys, own, force, says):
+    run = received[0]
+    out = run / "config.yaml" if own else tmp_path / "mine.json"
+    if not own:
+        out.write_text("mine")
+    kept = out.read_bytes()
+    argv = ["table", str(run), "--table", str(tmp_path / "t.csv"), "--out", str(out)] + ["--force"] * force
+    assert main(argv + CPU) == 2
+    one_error(capsys, str(out), says)
+    assert out.read_bytes() == kept
 
 
 # ---- one writer per run ---------------------------------------------------------------

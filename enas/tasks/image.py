@@ -319,6 +319,19 @@ class ImageTask:
             loss, correct, count = self._run(model, arch, self._batches(split))
         return {"loss": loss.item() / count, "accuracy": correct.item() / count}
 
+    # ------------------------------------------------------------------ training-free scores
+
+    def probe_input(self, kind: str, n: int) -> torch.Tensor:
+        """Inputs for a training-free score (enas/training_free.py): ``constant``, n images
+        of ones (synflow); ``data``, the first n training images without augmentation."""
+        if kind == "constant":
+            return torch.ones(n, *self.train_x.shape[1:], device=self.device)
+        return self.train_x[:n].contiguous()
+
+    def probe_forward(self, model, x: torch.Tensor, dtype=None) -> torch.Tensor:
+        """A child's logits [n, K] for ``x`` (in ``dtype`` when given)."""
+        return model(x if dtype is None else x.to(dtype), None)[0]
+
     # ------------------------------------------------------------------ resume
 
     def state_dict(self) -> dict:

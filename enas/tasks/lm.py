@@ -229,6 +229,19 @@ class LanguageModelTask:
 
     # ------------------------------------------------------------------ resume
 
+    def probe_input(self, kind: str, n: int) -> torch.Tensor:
+        """Inputs for a training-free score (enas/training_free.py): ``constant``, n streams
+        of token 0 (synflow, whose absolute weights make any row a positive input);
+        ``data``, the first window of n training streams. [bptt, n] int64."""
+        n = min(n, self.train_data.size(1))
+        x = get_window(self.train_data, 0, min(self.cfg.bptt, self.train_data.size(0) - 1))[0][:, :n]
+        return torch.zeros_like(x) if kind == "constant" else x
+
+    def probe_forward(self, model, tokens: torch.Tensor, dtype=None) -> torch.Tensor:
+        """A child's logits [T, n, V] for ``tokens`` from a zero state."""
+        hidden = model.init_hidden(tokens.size(1))
+        return model(tokens, hidden if dtype is None else hidden.to(dtype), None)[0]
+
     def state_dict(self) -> dict:
         cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
         return {

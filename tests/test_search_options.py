@@ -1,0 +1,205 @@
+"""Search options beyond the paper: fair sampling, plain BN in the supernet, training-free
+terms in the score, the final stage of brief training; each on every space."""
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import TINY_NB201, TINY_PTB, make_corpus, random_arch, write_config
+from enas.archfile import load_arch
+from enas.bn import make_plain
+from enas.cli import main
+from enas.config import ScoreSection, load_search
+from enas.controller import RandomPolicy
+from enas.loop import Loop
+from enas.scoring import Scoring
+from enas.space import build_space
+
+TINY_MICRO = {**TINY_NB201, "space": {"name": "enas_micro", "args": {"num_nodes": 3}},
+              "model": {"channels": 4, "num_cells": 1, "aux_head": False}}
+TINY_MACRO = {**TINY_NB201, "space": {"name": "enas_macro", "args": {"num_layers": 3}},
+              "model": {"channels": 4}}
+OPTIONS = {"derive_samples": 3, "fair_sampling": True, "supernet_bn": "plain", "final_train": 2, "final_train_epochs": 1,
+           "score": {"supernet": 1.0, "params": 0.5, "synflow": 0.5, "reference": 4}}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from test_cifar10 import write_cifar
+
+    root = tmp_path_factory.mktemp("data")
+    write_cifar(root / "cifar")
+    make_corpus(root / "ptb")
+    return root
+
+
+def test_fair_group_takes_every_choice_of_every_categorical_decision_once():
+    for name in ("nb201", "enas_micro", "enas_macro", "enas_rnn"):
+        space = build_space(name)
+        cats = [d for d in space.decisions() if d.kind == "categorical"]
+        m = max(d.size for d in cats)
+        gen = torch.Generator().manual_seed(1)
+        group = RandomPolicy(space.decisions()).fair_group(generator=gen)
+        assert len(group) == m, name
+        for d in cats:
+            taken = [a[d.name] for a in group]
+            assert set(taken) == set(d.choices), (name, d.name)  # every choice
+            if d.size == m:
+                assert sorted(taken) == sorted(d.choices), (name, d.name)  # each exactly once
+
+
+class _Task:
+    """A task for Loop._backward: the loss of an NB201 supernet on fixed images."""
+
+    def __init__(self):
+        self.x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def train_loss(self, model, batch, arch):
+        out = model(self.x, arch)[0].pow(2).mean()
+        return out, {"loss": out.detach()}
+
+
+def test_a_fair_step_applies_the_summed_gradient_of_its_group():
+    space = build_space("nb201")
+    torch.manual_seed(0)
+    net = space.supernet(space.ModelArgs(channels=4, cells_per_stage=1), image_size=8)
+    make_plain(net)  # batch statistics, so each arch's gradient does not depend on the order
+    group = RandomPolicy(space.decisions()).fair_group(generator=torch.Generator().manual_seed(2))
+    task = _Task()
+    expected = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
+    for a in group:
+        net.zero_grad(set_to_none=True)
+        task.train_loss(net, None, a)[0].backward()
+        for n, p in net.named_parameters():
+            if p.grad is not None:
+                expected[n] += p.grad
+    net.zero_grad(set_to_none=True)
+    stats = Loop._backward(task, net, None, group)
+    for n, p in net.named_parameters():
+        assert torch.allclose(p.grad if p.grad is not None else torch.zeros_like(p), expected[n], atol=1e-6), n
+    assert stats["loss"] == pytest.approx(sum(float(task.train_loss(net, None, a)[0].detach()) for a in group) / len(group))
+
+
+def test_plain_bn_has_no_affine_parameters_or_running_statistics():
+    space = build_space("enas_micro")
+    net = space.supernet(space.ModelArgs(channels=4, num_cells=1, dropout=0.0))
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert make_plain(net) == n_bn > 0
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(not m.affine and not m.track_running_stats for m in bns)
+    assert not any(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in net.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    arch = random_arch(space, __import__("random").Random(0))
+    with torch.no_grad():
+        train_out = net(x, arch)[0]
+        net.eval()
+        assert torch.allclose(net(x, arch)[0], train_out, atol=1e-5)  # eval normalises with the batch too
+
+
+class _ScoreTask:
+    device = torch.device("cpu")
+
+    def score(self, supernet, arch, num_batches=0, first=0, sync=True):
+        return (float(len(arch["node1/from0"])), 0.5)  # a score the test can predict
+
+    def model_kwargs(self):
+        return {"num_classes": 10, "image_size": 8}
+
+
+def test_scoring_standardises_each_term_and_the_paper_is_unscaled():
+    space = build_space("nb201")
+    ma = space.ModelArgs(channels=2, cells_per_stage=1)
+    arch = random_arch(space, __import__("random").Random(0))
+    paper = Scoring(ScoreSection(), space, ma, _ScoreTask(), 0)
+    paper.refresh(None, 0, 1)
+    assert paper.score(None, arch) == (float(len(arch["node1/from0"])), 0.5)
+    both = Scoring(ScoreSection(supernet=2.0, params=1.0, reference=8), space, ma, _ScoreTask(), 0)
+    both.refresh(None, 0, 1)
+    ref = both.reference_archs()
+    vals = np.array([float(len(a["node1/from0"])) for a in ref])
+    params = np.array([both.free_value("params", a) for a in ref])
+
+    def z(v, r):  # robust: median and IQR / 1.349, clipped at 5
+        q1, q3 = np.percentile(r, [25, 75])
+        return float(np.clip((v - np.median(r)) / ((q3 - q1) / 1.349), -5, 5))
+
+    value, se = both.score(None, arch)
+    expected = 2 * z(float(len(arch["node1/from0"])), vals) + z(both.free_value("params", arch), params)
+    assert value == pytest.approx(expected, rel=1e-9)
+    q1, q3 = np.percentile(vals, [25, 75])
+    assert se == pytest.approx(2 * 0.5 / ((q3 - q1) / 1.349), rel=1e-9)
+    again = Scoring(ScoreSection(supernet=2.0, params=1.0, reference=8), space, ma, _ScoreTask(), 0)
+    again.load_state_dict(both.state_dict())
+    assert again.score(None, arch) == pytest.approx((value, se))
+
+
+def test_score_needs_a_weight():
+    with pytest.raises(ValueError, match="search.score needs a term"):
+        ScoreSection(supernet=0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg, data_key", [(TINY_NB201, "cifar"), (TINY_MICRO, "cifar"), (TINY_MACRO, "cifar"),
+                                          (TINY_PTB, "ptb")], ids=["nb201", "enas_micro", "enas_macro", "enas_rnn"])
+def test_every_option_on_every_space(tmp_path, data, cfg, data_key):
+    """One search per space with all options on: it finishes, the final stage's winner is
+    best_arch.yaml with the best trained score, and `enas rank` scores by the run's own
+    scoring and by each training-free score."""
+    path = write_config(tmp_path, cfg, "c.yaml", search=OPTIONS)
+    run = tmp_path / "run"
+    assert main(["search", str(path), "--data-dir", str(data / data_key), "--run-dir", str(run),
+                 "--device", "cpu"]) == 0
+    _, arch, doc = load_arch(run / "best_arch.yaml")
+    stage = doc["provenance"]["final_stage"]
+    assert len(stage) == 2 and doc["provenance"]["score"] == max(c["score"] for c in stage)
+    assert "training from scratch" in doc["provenance"]["score_is"]
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert not any("running_mean" in k for k in state["supernet"])  # plain BN (none in the RNN space)
+    for score in ("run", "params", "synflow"):
+        out = tmp_path / f"ranks-{score}.csv"
+        assert main(["rank", str(run), "--samples", "3", "--score", score, "--out", str(out), "--device", "cpu"]) == 0
+        rows = list(csv.DictReader(out.open()))
+        assert len(rows) == 3 and all(math.isfinite(float(r["score"])) for r in rows), score
+
+
+@pytest.mark.slow
+def test_an_interrupted_final_stage_resumes_with_the_next_candidate(tmp_path, data):
+    """A stop after the first trained candidate: the resumed run trains only the second,
+    and ends with the same best_arch.yaml as an uninterrupted run."""
+    opts = {**OPTIONS, "fair_sampling": False, "supernet_bn": "standard", "score": {"supernet": 1.0}}
+    path = write_config(tmp_path, TINY_NB201, "c.yaml", search=opts)
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["search", str(path), "--data-dir", str(data / "cifar"), "--run-dir", str(full), "--device", "cpu"]) == 0
+
+    from enas import final_stage
+
+    calls = []
+    original = final_stage.BriefTraining.run
+
+    def stop_on_second(self):
+        calls.append(1)
+        if len(calls) == 2:
+            from enas.interrupt import StopRequested
+
+            raise StopRequested(2, "resume")
+        return original(self)
+
+    final_stage.BriefTraining.run = stop_on_second
+    try:
+        code = main(["search", str(path), "--data-dir", str(data / "cifar"), "--run-dir", str(part), "--device", "cpu"])
+    finally:
+        final_stage.BriefTraining.run = original
+    assert code == 130
+    assert len(torch.load(part / "checkpoint.pt", weights_only=True)["trained"]) == 1
+    calls.clear()
+    final_stage.BriefTraining.run = lambda self: (calls.append(1), original(self))[1]
+    try:
+        assert main(["search", "--resume", str(part), "--device", "cpu"]) == 0
+    finally:
+        final_stage.BriefTraining.run = original
+    assert len(calls) == 1
+    assert yaml.safe_load((part / "best_arch.yaml").read_text())["arch"] == \
+        yaml.safe_load((full / "best_arch.yaml").read_text())["arch"]
