@@ -31,6 +31,7 @@ from .archfile import save_arch
 from .bn import make_plain
 from .config import SearchConfig, from_dict, to_dict
 from .controller import RandomPolicy, build_policy
+from .errors import brief
 from .files import make_dir, produced, write_atomic
 from .loop import Loop
 from .memory import check_fits, sizes_of
@@ -38,7 +39,7 @@ from .reinforce import Reinforce
 from .runlog import progress, say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .scoring import Scoring
-from .space import build_space
+from .space import ArchError, build_space, validate
 from .tasks import build_task
 
 
@@ -136,7 +137,22 @@ class Search(Loop):
         self.ctrl_sum, self.ctrl_n = float(st["ctrl_rewards"][0]), int(st["ctrl_rewards"][1])
         self.best, self.candidates, self.final = st["best"], list(st["candidates"]), st["final"]
         self.scoring.load_state_dict(st["scoring"])
-        self.trained = list(st["trained"])
+        self.trained = self._trained(st["trained"])
+
+    def _trained(self, items) -> list[dict]:
+        """The final stage's trained candidates as a checkpoint holds them, whose values are
+        anyone's: each an architecture of this space with its three figures, nothing else
+        (what the final stage and ``enas table`` read from them)."""
+        out = []
+        for c in items:
+            if not isinstance(c, dict) or set(c) != {"arch", "score", "se", "derive_score"}:
+                raise ValueError(f"a trained candidate is {brief(c)}")
+            try:
+                arch = validate(self.space.decisions(), c["arch"])
+            except ArchError as e:
+                raise ValueError(f"a trained candidate's architecture: {e}") from None
+            out.append({"arch": arch, **{k: float(c[k]) for k in ("score", "se", "derive_score")}})
+        return out
 
     # ---- the loop ---------------------------------------------------------------------
     def run(self, resume_offset: int | None = None) -> dict:

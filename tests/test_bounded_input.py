@@ -172,6 +172,32 @@ def test_a_cifar_batch_larger_than_any_official_one_is_refused_unread(tmp_path):
     assert str(path) in str(e.value)
 
 
+@pytest.mark.parametrize("what, says", [
+    ("fifo", "not a regular file (a FIFO)"),
+    ("oversized", "more than the"),
+    ("long field", "field larger than field limit"),
+    ("many columns", "no column 'acc' (--metric-column)"),
+])
+def test_a_published_table_is_a_bounded_regular_file_and_its_errors_are_short(tmp_path, what, says):
+    from enas.errors import DataError
+    from test_table import read, write_table
+
+    path = write_table(tmp_path / "t.csv")
+    if what == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif what == "oversized":
+        with open(path, "wb") as f:
+            f.truncate(2**30)  # sparse
+    elif what == "long field":
+        path.write_text("cell,acc\n" + "x" * 200_000 + ",1\n")
+    else:
+        path.write_text("cell," + ",".join(f"column{i}" for i in range(10_000)) + "\n")
+    with deadline(), pytest.raises(DataError) as e:
+        read(path, metric_column="acc" if what == "many columns" else None)
+    assert str(path) in str(e.value) and says in str(e.value) and len(str(e.value)) < 600, str(e.value)[:600]
+
+
 def test_an_image_of_more_pixels_than_a_nas_dataset_needs_is_not_decoded(tmp_path):
     from enas.data.imagefolder import MAX_PIXELS, load_imagefolder
     from enas.errors import DataError

@@ -113,6 +113,8 @@ CRAFTED = [
     ("an oversized random state", lambda s: s["rng"].__setitem__("python", "(" * 200_000), "random state"),
     ("an unknown key", lambda s: s.__setitem__("planted", [0] * 10), "unknown key 'planted'"),
     ("an unknown position key", lambda s: s["position"].__setitem__("planted", 1), "unknown position key 'planted'"),
+    ("a crafted trained candidate", lambda s: s.__setitem__("trained", [{"arch": "x" * 10**5, "score": 1.0}]),
+     "a trained candidate is {'arch': 'xxx"),
 ]
 
 
