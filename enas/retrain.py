@@ -306,11 +306,21 @@ def read_result(run_dir: Path) -> dict | None:
         raise RunDirError(f"{path} is unreadable ({type(e).__name__}: {why}); move it away: "
                           f"`enas evaluate {run_dir}` recomputes the test figure from the saved weights") from None
     figures = {k: v for k, v in rec.items() if k.startswith("test_")} if isinstance(rec, dict) else {}
-    if not isinstance(rec, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                            for v in figures.values()):
+    if not isinstance(rec, dict) or not all(_is_figure(v) for v in figures.values()):
         raise RunDirError(f"{path} is not a result file of enas (a JSON object of figures); move it away: "
                           f"`enas evaluate {run_dir}` recomputes the test figure from the saved weights")
     return rec
+
+
+def _is_figure(v) -> bool:
+    """A JSON number that a float can hold (JSON allows an integer of any length)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
 
 
 def evaluate_run(rt: Retrain) -> dict:

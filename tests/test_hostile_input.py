@@ -185,8 +185,9 @@ def retrained(tmp_path_factory):
     return finished_retrain(root, make_corpus(root / "ptb"))
 
 
-@pytest.mark.parametrize("content", ['{"test_perplexity": 12.5, "par', "[1, 2]", '{"test_perplexity": "high"}'],
-                         ids=["truncated", "list", "text-figure"])
+@pytest.mark.parametrize("content", ['{"test_perplexity": 12.5, "par', "[1, 2]", '{"test_perplexity": "high"}',
+                                     '{"test_perplexity": -' + "9" * 400 + "}"],
+                         ids=["truncated", "list", "text-figure", "past-float"])
 def test_damaged_result_json_is_named(capsys, retrained, content):
     path = retrained / "result.json"
     good = path.read_text()
