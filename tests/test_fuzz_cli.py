@@ -2,7 +2,8 @@
 links planted in a run, FIFOs where files belong, deep nesting, huge numbers, bombs
 (aliases, compressed checkpoints, long lines, huge space arguments) and a second writer.
 
-Whatever is generated, a command ends within a deadline, with exit code 0 or 2, at most
+Whatever is generated, a command ends within a deadline, with exit code 0 or 2 (or 1 where
+`enas evaluate` finds that result.json does not match its recomputed figure), at most
 one error line, no traceback and no control character on the terminal, and nothing
 outside the run folder changes."""
 import contextlib
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from enas.cli import main
@@ -26,10 +27,12 @@ from enas.cli import main
 from conftest import TINY_PTB
 
 pytestmark = pytest.mark.slow
-# each example runs a command (seconds): no shrinking, the generated case is reported as is;
-# ENAS_FUZZ_EXAMPLES=200 for a longer hunt
+# each example runs a command (seconds): no shrinking, the generated case is reported as is.
+# The test suite draws the same cases every run (derandomized: CI passes or fails for the
+# code, not the draw); ENAS_FUZZ_EXAMPLES=200 draws that many new ones for a longer hunt
 EXAMPLES = int(os.environ.get("ENAS_FUZZ_EXAMPLES", "8"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+                derandomize="ENAS_FUZZ_EXAMPLES" not in os.environ,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 # a FIFO waits forever; a command on a busy machine may take minutes
 DEADLINE_S = 600
@@ -67,8 +70,13 @@ def snapshot(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
 
 
+class Deadline(BaseException):
+    """Not an ``OSError`` (``TimeoutError`` is one, and enas reports a read that fails with
+    it as one clean error line): nothing in enas catches it, so a wait fails the test."""
+
+
 def deadline_handler(signum, frame):
-    raise TimeoutError("the command is still running after its deadline (waiting on a FIFO?)")
+    raise Deadline("the command is still running after its deadline (waiting on a FIFO?)")
 
 
 def argv_of(command, tmp, run, retrain) -> list[str]:
@@ -92,7 +100,8 @@ def cli(capsys, argv) -> tuple[int, str]:
 
 def assert_clean(code: int, err: str) -> None:
     errors = [line for line in err.splitlines() if line.startswith("error")]
-    assert code in (0, 2) and "Traceback" not in err and "\x1b" not in err, err
+    mismatch = code == 1 and "MISMATCH" in err  # enas evaluate: the recomputed figure differs from result.json
+    assert (code in (0, 2) or mismatch) and "Traceback" not in err and "\x1b" not in err, err
     assert len(errors) == (code == 2), err
 
 
@@ -117,6 +126,7 @@ commands = st.sampled_from(sorted(COMMANDS))
 @FUZZ
 @given(command=commands, name=st.sampled_from(sorted(set(RUN_FILES + RETRAIN_FILES))),
        kind=st.sampled_from(["file", "folder", "dangling"]))
+@example(command="resume", name="best_arch.png", kind="file")  # the drawing written through the link
 def test_fuzz_planted_links_never_lead_outside_the_run(finished_runs, capsys, command, name, kind):
     with fresh(finished_runs) as (tmp, run, retrain, outside):
         path = target_for(run, name, command)
@@ -134,6 +144,7 @@ NAMED = ["named config", "named arch file", "named arch list", "data file"]
 
 @FUZZ
 @given(command=commands, name=st.sampled_from(sorted(set(RUN_FILES + RETRAIN_FILES) - {"archs"}) + NAMED))
+@example(command="show", name="best_arch.yaml")  # opened for reading: waits for a writer forever
 def test_fuzz_fifos_are_refused_never_waited_on(finished_runs, capsys, command, name):
     with fresh(finished_runs) as (tmp, run, retrain, outside):
         fifo = {"data file": Path(finished_runs[1]) / "ptb.valid.txt"}.get(name, tmp / "named.yaml")
@@ -165,6 +176,7 @@ def nested(depth: int, style: str) -> str:
 
 @FUZZ
 @given(where=st.sampled_from(NESTABLE), depth=st.one_of(st.integers(33, 2000), st.sampled_from([10**4, 10**5])))
+@example(where="--set value", depth=10**5)  # past Python's recursion
 def test_fuzz_deep_nesting_is_one_line(finished_runs, capsys, where, depth):
     with fresh(finished_runs) as (tmp, run, retrain, outside):
         cfg, data = tmp / "c.yaml", finished_runs[1]
@@ -211,6 +223,7 @@ KEYS = ["search.seed", "search.epochs", "data.batch_size", "data.bptt", "model.h
 @FUZZ
 @given(where=st.sampled_from(NUMBERED), key=st.sampled_from(KEYS), digits=st.integers(17, 6000),
        negative=st.booleans(), as_float=st.booleans())
+@example(where="--set", key="search.seed", digits=23, negative=False, as_float=False)  # past any seed
 def test_fuzz_huge_numbers_are_one_line(finished_runs, capsys, where, key, digits, negative, as_float):
     number = ("-" if negative else "") + "9" * digits + (".5e3" if as_float else "")
     with fresh(finished_runs) as (tmp, run, retrain, outside):
@@ -266,6 +279,7 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 @given(kind=st.sampled_from(["aliases in a config", "aliases in an arch file", "aliases in a run config",
                              "compressed checkpoint", "long metrics line", "space arguments", "oversized config"]),
        size=st.integers(1, 10**7))
+@example(kind="space arguments", size=10**6 - 65)  # num_nodes 1,000,000: gigabytes before the first step
 def test_fuzz_bombs_are_refused_before_they_go_off(finished_runs, capsys, kind, size):
     with fresh(finished_runs) as (tmp, run, retrain, outside):
         new = ["--data-dir", finished_runs[1], "--run-dir", tmp / "new", "--device", "cpu"]
@@ -313,6 +327,7 @@ HOLD = ("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O
 
 @settings(FUZZ, max_examples=max(2, EXAMPLES // 2))
 @given(command=st.sampled_from(["resume", "resume-retrain", "new run"]), alive=st.booleans())
+@example(command="resume", alive=True)  # both would write the run
 def test_fuzz_a_second_writer_stops_at_once(finished_runs, capsys, command, alive):
     with fresh(finished_runs) as (tmp, run, retrain, outside):
         folder = {"resume": run, "resume-retrain": retrain, "new run": tmp / "new"}[command]
