@@ -86,21 +86,25 @@ class RetrainResult:
 
 def search(config, *, data_dir: str | Path = "data", run_dir: str | Path | None = None,
            overrides: Mapping[str, Any] | Sequence[str] = (), device: str = "auto",
-           resume: str | Path | None = None) -> SearchResult:
+           resume: str | Path | None = None, space_module: str | None = None) -> SearchResult:
     """Run a search (``enas search CONFIG``) or continue one (``resume=RUN_DIR``, with
-    ``config`` None); returns when it has finished."""
-    from . import runs
+    ``config`` None; ``space_module``: the file of the run's space if it is your own, as
+    ``--space-module``); returns when it has finished."""
+    from . import runlock, runs
 
     dev = resolve_device(device)
     sets = _overrides(overrides)
-    if resume is not None:
-        if config is not None:
-            raise ConfigError("search(resume=RUN_DIR) takes no config: the run folder holds it")
-        loop, cfg, state, diffs = runs.resume_search(resume, sets, None, False, dev)
-        best = runs.continue_run(loop, cfg, state, diffs)
-    else:
-        loop = runs.start_search(config, sets, data_dir, run_dir, dev)
-        best = loop.run()
+    try:
+        if resume is not None:
+            if config is not None:
+                raise ConfigError("search(resume=RUN_DIR) takes no config: the run folder holds it")
+            loop, cfg, state, diffs = runs.resume_search(resume, sets, None, False, dev, space_module)
+            best = runs.continue_run(loop, cfg, state, diffs)
+        else:
+            loop = runs.start_search(config, sets, data_dir, run_dir, dev)
+            best = loop.run()
+    finally:
+        runlock.release_all()
     run = Path(loop.run_dir).resolve()
     return SearchResult(run, dict(best["arch"]), run / "best_arch.yaml", float(best["score"]),
                         float(best.get("se", float("nan"))), int(best["epoch"]), epoch_history(run))
@@ -109,10 +113,13 @@ def search(config, *, data_dir: str | Path = "data", run_dir: str | Path | None 
 def retrain(arch: str | Path, config, *, data_dir: str | Path = "data", run_dir: str | Path | None = None,
             overrides: Mapping[str, Any] | Sequence[str] = (), device: str = "auto") -> RetrainResult:
     """Train the architecture file ``arch`` from scratch and test it (``enas retrain``)."""
-    from . import runs
+    from . import runlock, runs
 
-    rt = runs.start_retrain(arch, config, _overrides(overrides), data_dir, run_dir, resolve_device(device))
-    result = rt.run()
+    try:
+        rt = runs.start_retrain(arch, config, _overrides(overrides), data_dir, run_dir, resolve_device(device))
+        result = rt.run()
+    finally:
+        runlock.release_all()
     key = next(k for k in result if k.startswith("test_") and k != "test_loss")
     run = Path(rt.run_dir).resolve()
     return RetrainResult(run, key, float(result[key]), int(result["params"]), result, epoch_history(run))

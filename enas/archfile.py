@@ -23,7 +23,7 @@ import yaml
 
 from . import safeyaml
 from .config import to_dict
-from .errors import ArchError, ArchFileError, ConfigError
+from .errors import ArchError, ArchFileError, ConfigError, brief
 from .files import write_atomic
 from .space import build_space, validate
 
@@ -54,11 +54,12 @@ def save_arch(path: str | Path, space, arch: dict, provenance: dict | None = Non
     return write_atomic(path, arch_to_yaml(space, arch, provenance))
 
 
-def load_arch(path: str | Path, expected_space: str | None = None):
-    """Return ``(space, arch, doc)``; raise ArchFileError naming the file and the problem."""
+def load_arch(path: str | Path, expected_space: str | None = None, follow: bool = True):
+    """Return ``(space, arch, doc)``; raise ArchFileError naming the file and the problem.
+    ``follow=False``: a run folder's own file (arch.yaml), never a link."""
     path = Path(path)
     try:
-        doc = safeyaml.load(safeyaml.read(path))
+        doc = safeyaml.load(safeyaml.read(path, follow))
     except FileNotFoundError:
         raise ArchFileError(f"architecture file {path} does not exist") from None
     except IsADirectoryError:
@@ -78,7 +79,7 @@ def _parse(doc, expected_space):
         raise ArchError("expected a mapping with keys format_version, space, arch")
     version = doc.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ArchError(f"format_version must be an integer, got {version!r}")
+        raise ArchError(f"format_version must be an integer, got {brief(version)}")
     if version < 1:
         raise ArchError(f"format_version must be >= 1, got {version}")
     if version > FORMAT_VERSION:
@@ -93,7 +94,7 @@ def _parse(doc, expected_space):
         raise ArchError(f"unknown key 'space.{sorted(extra_space_keys)[0]}' (allowed: name, args)")
     name = space_doc["name"]
     if expected_space is not None and name != expected_space:
-        raise ArchError(f"this architecture is for space {name!r}, but {expected_space!r} is needed")
+        raise ArchError(f"this architecture is for space {brief(name)}, but {expected_space!r} is needed")
     args = space_doc.get("args") or {}
     if not isinstance(args, dict):
         raise ArchError(f"'space.args' must be a mapping, got {type(args).__name__}")
@@ -103,7 +104,7 @@ def _parse(doc, expected_space):
     allowed = _KEYS | set(getattr(space, "extra_keys", ()))
     unknown = sorted(set(doc) - allowed)
     if unknown:
-        raise ArchError(f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        raise ArchError(f"unknown key {brief(unknown[0])} (allowed: {', '.join(sorted(allowed))})")
     if "arch" not in doc:
         raise ArchError("missing key 'arch'")
     arch = validate(space.decisions(), doc["arch"])

@@ -4,21 +4,25 @@ A checkpoint is written whole or not at all (enas/files.py), and the previous on
 kept as ``checkpoint.prev.pt`` (a hard link, so ``checkpoint.pt`` never disappears):
 a kill or a full disk at any moment leaves a complete ``checkpoint.pt``, and a torn one
 falls back to the previous. Loading uses ``torch.load(weights_only=True)``: plain
-containers and tensors only, never code.
+containers and tensors only, never code. Before it, the file must be a regular file of
+the run (not a link, not a FIFO) and a zip archive whose entries are stored as torch.save
+stores them, uncompressed: a crafted entry cannot inflate a small file into gigabytes,
+and the pickle of plain values is at most ``MAX_PICKLE``. After it, keys this enas does
+not write are refused.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import CheckpointError
-from .files import write_atomic
+from .errors import CheckpointError, brief
+from .files import loads_json, open_regular, write_atomic
 
 FORMAT = 1
 NAME = "checkpoint.pt"
@@ -34,11 +38,53 @@ def save(run_dir: str | Path, state: dict) -> Path:
     return write_atomic(run_dir / NAME, lambda f: torch.save(state, f), keep_previous=run_dir / PREV)
 
 
-def _read(path: Path) -> dict:
+# The pickle holds the config, positions, histories and derive candidates (tensors are
+# separate entries): a few KB, a long run's at most a few MB.
+MAX_PICKLE = 64 * 2**20
+
+
+def read(path: str | Path) -> dict:
+    """A checkpoint file of a run (or best.pt), checked before and after ``torch.load``."""
+    path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, follow=False) as f:
+            _check_entries(f, path)
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise CheckpointError(f"{path} is corrupt or not an enas checkpoint ({type(e).__name__})") from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise CheckpointError(f"{path} is corrupt or not an enas checkpoint ({why})") from None
+    return state
+
+
+def _check_entries(f, path: Path) -> None:
+    """torch.save writes a zip archive of stored (uncompressed) entries: anything else
+    could unpack to more memory than the file holds, so it is refused unread."""
+    size = os.fstat(f.fileno()).st_size
+    try:
+        entries = zipfile.ZipFile(f).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        raise CheckpointError(f"{path} is corrupt or not an enas checkpoint (not a zip archive written by "
+                              f"torch.save)") from None
+    total = 0
+    for e in entries:
+        if e.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{path}: entry {brief(e.filename)} is compressed ({e.compress_size:,} bytes that "
+                                  f"unpack to {e.file_size:,}); torch.save never compresses, so enas does not unpack "
+                                  f"it: the file is not an enas checkpoint")
+        if e.filename.endswith("data.pkl") and e.file_size > MAX_PICKLE:
+            raise CheckpointError(f"{path}: its pickle is {e.file_size:,} bytes, more than the {MAX_PICKLE:,} an enas "
+                                  f"checkpoint's plain values take; it is damaged or crafted")
+        total += e.file_size
+    if total > size:
+        raise CheckpointError(f"{path}: its entries claim {total:,} bytes in a file of {size:,}; it is damaged or "
+                              f"crafted")
+    f.seek(0)
+
+
+def _read(path: Path) -> dict:
+    state = read(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         got = state.get("format") if isinstance(state, dict) else "?"
         raise CheckpointError(f"{path} was written by an incompatible enas version (format {got})")
@@ -50,12 +96,12 @@ def load(run_dir: str | Path, say=None) -> dict:
     error), the previous one, saying so and how much work will be repeated."""
     run_dir = Path(run_dir)
     path, prev = run_dir / NAME, run_dir / PREV
-    if not path.exists():
+    if not os.path.lexists(path):
         raise CheckpointError(f"{run_dir} has no {NAME}; is it a run folder that finished an epoch?")
     try:
         return _read(path)
     except CheckpointError as e:
-        if not prev.exists():
+        if not os.path.lexists(prev):
             raise
         first = e
     try:
@@ -84,6 +130,7 @@ def restore(loop, state: dict) -> None:
     first, and anything that still does not fit becomes one CheckpointError."""
     run_dir = getattr(loop, "run_dir", None)
     check(state, run_dir)
+    _known_keys(state, loop, run_dir)
     try:
         loop.load_state_dict(state)
     except CheckpointError:
@@ -91,6 +138,19 @@ def restore(loop, state: dict) -> None:
     except _DAMAGE as e:
         raise CheckpointError(f"the checkpoint in {run_dir} does not fit this run ({type(e).__name__}: "
                               f"{str(e)[:200]}); it is damaged or was not written by enas") from None
+
+
+def _known_keys(state: dict, loop, run_dir) -> None:
+    """Every key is one this loop writes: the values of a checkpoint are anyone's, and a
+    key nothing reads has no business in it (a newer enas's, or planted)."""
+    where = f"the checkpoint in {run_dir}" if run_dir is not None else "the checkpoint"
+    for what, got, known in (("key", state, set(loop.state_dict()) | {"format"}),
+                             ("position key", state["position"], set(loop.position()))):
+        unknown = sorted(map(str, set(got) - known))
+        if unknown:
+            raise CheckpointError(f"{where} has the unknown {what} {brief(unknown[0])}"
+                                  + (f" (and {len(unknown) - 1:,} more)" if len(unknown) > 1 else "")
+                                  + "; it was edited, or written by another enas version")
 
 
 def check(state: dict, run_dir: Path | None) -> None:
@@ -102,10 +162,10 @@ def check(state: dict, run_dir: Path | None) -> None:
     for k in _POSITION:
         v = pos.get(k)
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**40:
-            raise CheckpointError(f"{where}: position.{k} = {v!r} is not a step count; it is damaged")
+            raise CheckpointError(f"{where}: position.{k} = {brief(v)} is not a step count; it is damaged")
     off = state.get("metrics_offset")
     if isinstance(off, bool) or not isinstance(off, int) or off < 0:
-        raise CheckpointError(f"{where}: metrics_offset = {off!r} is not a file offset; it is damaged")
+        raise CheckpointError(f"{where}: metrics_offset = {brief(off)} is not a file offset; it is damaged")
     metrics = Path(run_dir) / "metrics.jsonl" if run_dir is not None else None
     if metrics is not None and metrics.exists():  # (other machines of a launch may not see the folder)
         size = metrics.stat().st_size
@@ -120,7 +180,7 @@ def check(state: dict, run_dir: Path | None) -> None:
 def _last_logged_step(path: Path) -> int | None:
     """The step of the last complete line of metrics.jsonl, if any."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, follow=False) as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 65536))
             lines = f.read().splitlines()
@@ -128,7 +188,7 @@ def _last_logged_step(path: Path) -> int | None:
         return None
     for line in reversed(lines):
         try:
-            step = json.loads(line).get("step")
+            step = loads_json(line).get("step")
         except (ValueError, AttributeError):
             continue
         if isinstance(step, int):

@@ -3,7 +3,11 @@
 (thin: parse, call, report errors).
 
 A user's mistake (bad config, missing data, bad architecture file, existing run
-folder) ends with one paragraph on stderr and exit code 2, never a traceback.
+folder) ends with one paragraph on stderr and exit code 2, never a traceback; text that
+came from a file is printed with its control characters escaped.
+
+Commands that open an existing run (``--resume``, derive, rank, evaluate, report) import
+no code its files name: ``--space-module FILE`` names the code of a space of your own.
 
 ``torchrun --nproc_per_node=N -m enas search|retrain ...`` runs N processes
 (enas/distributed.py): rank 0 reads and creates the run folder and hands what it read
@@ -23,8 +27,10 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
+from . import runlock
 from .api import resolve_device
-from .errors import ArchError, ConfigError, UserError
+from .config import MAX_SEED
+from .errors import ArchError, ConfigError, UserError, printable
 from .interrupt import StopRequested
 from .loop import NonFiniteError
 from .malloc import keep_freed_memory
@@ -37,11 +43,12 @@ def cmd_search(args) -> int:
     device = dist.setup(resolve_device(args.device))
     if args.resume:
         search, cfg, state, diffs = runs.resume_search(args.resume, args.set, args.data_dir, args.allow_config_change,
-                                                       device)
+                                                       device, args.space_module)
         best = runs.continue_run(search, cfg, state, diffs)
     else:
         if args.config is None:
             raise ConfigError("enas search needs CONFIG.yaml (or --resume RUN_DIR)")
+        _new_run_names_its_code(args)
         search = runs.start_search(args.config, args.set, args.data_dir, args.run_dir, device)
         best = search.run()
     name, value, se = search.as_metric(best["score"], best["se"], task_score=bool(best.get("trained")))
@@ -54,8 +61,9 @@ def cmd_derive(args) -> int:
     from .runs import reopen_search
     from .search import derive_again
 
+    _check_seed(args.seed)
     search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device),
-                           [f"search.derive_samples={args.samples}"], args.allow_data_change)
+                           [f"search.derive_samples={args.samples}"], args.allow_data_change, args.space_module)
     out, derived = derive_again(search, args.seed)
     print(f"best of {args.samples} (score {derived['score']:.4g} +- {derived['se']:.2g}) written to {out}")
     return 0
@@ -70,11 +78,12 @@ def cmd_retrain(args) -> int:
             raise ConfigError("enas retrain --resume RUN_DIR takes no ARCH.yaml or --config "
                               "(the run folder holds both); change values with --set and --allow-config-change")
         rt, cfg, state, diffs = runs.resume_retrain(args.resume, args.set, args.data_dir, args.allow_config_change,
-                                                    device)
+                                                    device, args.space_module)
         result = runs.continue_run(rt, cfg, state, diffs)
     else:
         if args.arch is None or args.config is None:
             raise ConfigError("enas retrain needs ARCH.yaml and --config CONFIG.yaml (or --resume RUN_DIR)")
+        _new_run_names_its_code(args)
         rt = runs.start_retrain(args.arch, args.config, args.set, args.data_dir, args.run_dir, device)
         result = rt.run()
     key = next(k for k in result if k.startswith("test_") and k != "test_loss")
@@ -88,7 +97,7 @@ def cmd_evaluate(args) -> int:
     from .runs import reopen_retrain
 
     out = evaluate_run(reopen_retrain(args.run_dir, args.data_dir, resolve_device(args.device),
-                                      args.allow_data_change))
+                                      args.allow_data_change, args.space_module))
     data_dir = out["data_dir"]
     print(f"{out['metric']} {out['value']:.6g}  (recomputed from {out['weights']}, params {out['params']:,})")
     if out["recorded"] is None:
@@ -106,40 +115,56 @@ def cmd_evaluate(args) -> int:
 DRAWING_FORMATS = {".png", ".svg", ".pdf", ".jpg", ".jpeg"}
 
 
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be in 0..{MAX_SEED:,}, got {seed if seed.bit_length() < 256 else 'more'}")
+
+
+def _new_run_names_its_code(args) -> None:
+    if args.space_module:
+        raise ConfigError("--space-module is for --resume; a new run's config names its space's file "
+                          "(space.module, retrain.space_module)")
+
+
 def cmd_show(args) -> int:
     from .archfile import load_arch
+    from .files import check_out, produced, write_atomic
 
     if args.out and Path(args.out).suffix.lower() not in DRAWING_FORMATS:
         raise ConfigError(f"--out {args.out}: a drawing is written as {', '.join(sorted(DRAWING_FORMATS))}; "
                           f"name the file accordingly, e.g. cell.png")
+    if args.out:
+        check_out(Path(args.out), args.force)
     if args.space_module:
         from .space import import_space_module
 
         import_space_module(args.space_module, "--space-module")
     space, arch, doc = load_arch(args.arch)
-    print(f"space: {space.name}")
+    lines = [f"space: {space.name}"]
     extras = getattr(space, "extras", None)
-    for k, v in (extras(arch) if extras else {}).items():
-        print(f"{k}: {v}")
-    print(space.describe(arch))
-    if doc.get("provenance"):
-        print("provenance: " + ", ".join(f"{k}={v}" for k, v in doc["provenance"].items()))
+    lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items()]
+    lines.append(space.describe(arch))
+    if doc.get("provenance"):  # the file's own text: anyone's, escape sequences included
+        lines.append("provenance: " + ", ".join(f"{k}={v}" for k, v in doc["provenance"].items()))
+    print(printable("\n".join(lines)))
     if args.out:
         draw = getattr(space, "draw", None)
         if draw is None:
             raise ArchError(f"space {space.name} has no drawing; omit --out")
-        draw(arch, Path(args.out))
-        print(f"drawing written to {args.out}")
+        out = Path(args.out)
+        write_atomic(out, produced(lambda p: draw(arch, p), out.name), replace=args.force)
+        print(f"drawing written to {printable(args.out)}")
     return 0
 
 
 def cmd_rank(args) -> int:
     from .rank import rank
 
+    _check_seed(args.seed)
     out, rows, summary = rank(Path(args.run_dir), args.data_dir, resolve_device(args.device), samples=args.samples,
                               archs_file=args.archs, policy=args.policy, recalibrate_bn=args.recalibrate_bn,
                               out=args.out, seed=args.seed, allow_data_change=args.allow_data_change,
-                              force=args.force, score=args.score)
+                              force=args.force, space_module=args.space_module, score=args.score)
     print(summary)
     print(f"{len(rows)} rows written to {out}")
     return 0
@@ -149,13 +174,13 @@ def cmd_table(args) -> int:
     import json
 
     from .evaluate.against_table import measure
-    from .files import write_atomic
-    from .rank import check_out
+    from .files import check_out, write_atomic
     from .runs import reopen_search
 
     if args.out:
-        check_out(Path(args.out), Path(args.run_dir), args.force)
-    search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device), [], args.allow_data_change)
+        check_out(Path(args.out), args.force, ours=lambda name: name.startswith("table"))
+    search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device), [], args.allow_data_change,
+                           args.space_module)
     out = measure(search, args.table, args.cells, args.seed, args.draws, args.candidates, args.arch_column,
                   args.metric_column)
     for k, v in out.items():
@@ -181,7 +206,7 @@ def cmd_export(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    path = write_report(Path(args.run_dir), Path(args.out) if args.out else None, args.force)
+    path = write_report(Path(args.run_dir), Path(args.out) if args.out else None, args.force, args.space_module)
     print(f"report written to {path}")
     return 0
 
@@ -194,11 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"enas {__version__} (torch {torch.__version__})")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def space_module(sp):
+        sp.add_argument("--space-module", metavar="FILE", default=None,
+                        help="the Python file (or module) of the run's space, if it is your own: a run folder's files "
+                             "never make enas import code")
+
     def reopen(sp):  # commands that read an existing run folder
         sp.add_argument("--data-dir", default=None,
                         help="dataset folder; default: the one the run was started with (RUN_DIR/data.json)")
         sp.add_argument("--allow-data-change", action="store_true",
                         help="accept a --data-dir whose files differ from the run's")
+        space_module(sp)
 
     def common(sp, run_dir=True):
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -215,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-config-change", action="store_true",
                    help="on --resume: accept --set changes and a --data-dir whose files differ from the run's")
     common(s)
+    space_module(s)
     s.set_defaults(func=cmd_search)
 
     d = sub.add_parser("derive", help="re-derive the best architecture from a search checkpoint")
@@ -232,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-config-change", action="store_true",
                    help="on --resume: accept --set changes and a --data-dir whose files differ from the run's")
     common(r)
+    space_module(r)
     r.set_defaults(func=cmd_retrain)
 
     e = sub.add_parser("evaluate", help="recompute a retrained model's test metric and check result.json")
@@ -243,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print an architecture file readably, optionally draw it")
     sh.add_argument("arch")
     sh.add_argument("--out", help="write a PNG drawing of the cell(s)")
+    sh.add_argument("--force", action="store_true", help="replace an existing --out drawing (never a run's own file)")
     sh.add_argument("--space-module", metavar="FILE",
                     help="the Python file (or module) defining the architecture's space, if it is your own")
     sh.set_defaults(func=cmd_show)
@@ -293,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir")
     rp.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
     rp.add_argument("--force", action="store_true", help="replace an existing report")
+    space_module(rp)
     rp.set_defaults(func=cmd_report)
 
     # the evaluation tools: each module holds its options and its command
@@ -346,7 +381,7 @@ def _run(args) -> int:
     except dist.PeerError as e:  # another rank failed and printed why
         return e.code
     except UserError as e:
-        print(f"{tag()}error: {e}", file=sys.stderr)
+        print(f"{tag()}error: {printable(e)}", file=sys.stderr)
         return 2
     except StopRequested as e:
         if dist.is_main():
@@ -359,3 +394,5 @@ def _run(args) -> int:
     except NonFiniteError as e:
         print(f"{tag()}error: {e}", file=sys.stderr)
         return 3
+    finally:
+        runlock.release_all()

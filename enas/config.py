@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from . import safeyaml
-from .errors import ConfigError
+from .errors import ConfigError, brief, printable
 
 
 
@@ -35,15 +36,15 @@ def from_dict(cls, data: Any, path: str = ""):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {brief(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            close = difflib.get_close_matches(str(key)[:100], list(fields), n=1)
             hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
             raise ConfigError(
-                f"unknown key '{_join(path, key)}'{hint} (allowed here: {', '.join(fields)})"
+                f"unknown key '{_join(path, _key_text(key))}'{hint} (allowed here: {', '.join(fields)})"
             )
     kwargs = {}
     for name, f in fields.items():
@@ -59,6 +60,17 @@ def from_dict(cls, data: Any, path: str = ""):
 
 def _join(path: str, key) -> str:
     return f"{path}.{key}" if path else str(key)
+
+
+def _key_text(key) -> str:
+    """A key from a file, for a message: printable, and cut if long."""
+    text = printable(key if isinstance(key, str) else brief(key))
+    return text if len(text) <= 100 else text[:100] + f"... ({len(text):,} characters)"
+
+
+# No setting needs an integer this large, and past it values overflow C integers deep in
+# torch (a seed of 10**22 is a traceback in torch.manual_seed).
+MAX_INT = 2**53
 
 
 def _convert(tp, value, path: str):
@@ -78,23 +90,25 @@ def _convert(tp, value, path: str):
         if value not in args:
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"'{path}': {value!r} is not one of {list(args)}{hint}")
+            raise ConfigError(f"'{path}': {brief(value)} is not one of {list(args)}{hint}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{path}': expected a list, got {value!r}")
+            raise ConfigError(f"'{path}': expected a list, got {brief(value)}")
         return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"'{path}': expected a mapping, got {value!r}")
+            raise ConfigError(f"'{path}': expected a mapping, got {brief(value)}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"'{path}': expected true or false, got {value!r}")
+            raise ConfigError(f"'{path}': expected true or false, got {brief(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"'{path}': expected an integer, got {value!r}")
+            raise ConfigError(f"'{path}': expected an integer, got {brief(value)}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"'{path}': {brief(value)} is larger than any setting takes (at most 2**53)")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
@@ -103,13 +117,13 @@ def _convert(tp, value, path: str):
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{path}': expected a number, got {value!r}")
-        if not math.isfinite(value):  # no setting means anything at inf or NaN
-            raise ConfigError(f"'{path}': expected a finite number, got {value!r}")
+            raise ConfigError(f"'{path}': expected a number, got {brief(value)}")
+        if isinstance(value, int) and abs(value) > MAX_INT or not math.isfinite(value):  # nothing means inf or NaN
+            raise ConfigError(f"'{path}': expected a finite number, got {brief(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"'{path}': expected a string, got {value!r}")
+            raise ConfigError(f"'{path}': expected a string, got {brief(value)}")
         return value
     if tp is Any:
         return value
@@ -125,16 +139,19 @@ def to_dict(obj) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, follow: bool = True) -> dict:
+    """A config file's mapping; ``follow=False``: a run's config.yaml, never a link."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = safeyaml.load(safeyaml.read(path))
+        data = safeyaml.load(safeyaml.read(path, follow))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text file") from None
+    except OSError as e:  # a folder, a FIFO, a link in a run, /proc/self/mem
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -142,23 +159,32 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def read_config(path: str | Path, _chain: tuple = ()) -> dict:
+def read_config(path: str | Path, _chain: tuple = (), in_run: bool = False) -> dict:
     """A config file as a dict. ``base: OTHER.yaml`` (a path relative to this file) starts
     from OTHER's values and this file's keys replace them key by key, so a variant of a
-    shipped config says only what differs."""
+    shipped config says only what differs. ``in_run``: a run folder's config.yaml, which
+    enas wrote whole (no ``base``) and which is read only as a file of the run, not a link."""
     path = Path(path)
-    data = _anchor_module_paths(read_yaml(path), path.parent)
+    data = _anchor_module_paths(read_yaml(path, follow=not in_run), path.parent)
     base = data.pop("base", None)
     if base is None:
         return data
+    if in_run:
+        raise ConfigError(f"{path}: a run's config.yaml holds every value and has no 'base' (got {brief(base)}); "
+                          f"remove that line")
     if not isinstance(base, str):
-        raise ConfigError(f"{path}: 'base' must be the path of another config file, got {base!r}")
+        raise ConfigError(f"{path}: 'base' must be the path of another config file, got {brief(base)}")
     other = (path.parent / base).resolve()
     if other in _chain or other == path.resolve():
-        raise ConfigError(f"{path}: 'base: {base}' leads back to {other}; a config cannot be its own base")
+        raise ConfigError(f"{path}: 'base: {brief(base)}' leads back to {other}; a config cannot be its own base")
     if not other.is_file():
-        raise ConfigError(f"{path}: 'base: {base}': there is no file {other}")
-    return _merge(read_config(other, (*_chain, path.resolve())), data)
+        raise ConfigError(f"{path}: 'base: {brief(base)}': there is no file {other}")
+    try:
+        return _merge(read_config(other, (*_chain, path.resolve())), data)
+    except ConfigError as e:
+        if _chain:  # the first file of the chain names the place
+            raise
+        raise ConfigError(f"{path}: 'base: {brief(base)}': {e}") from None
 
 
 # Keys naming a Python file that defines a search space (docs/own-space.md, "A search space of your
@@ -192,18 +218,22 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     """Apply ``a.b=c`` strings; values are parsed as YAML (``1e-3``, ``true``, ``[1, 2]``)."""
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set controller.lr=1e-3")
+            raise ConfigError(f"--set {brief(item)}: expected KEY=VALUE, e.g. --set controller.lr=1e-3")
         key, raw = item.split("=", 1)
         try:
             value = safeyaml.load(raw)
+        except safeyaml.UnsafeYAML as e:  # aliases, nesting too deep, huge numbers: never a plain string
+            raise ConfigError(f"--set {_key_text(key)}: {e}") from None
         except yaml.YAMLError:
             value = raw
         node = data
         parts = key.strip().split(".")
+        if len(parts) > safeyaml.MAX_DEPTH:
+            raise ConfigError(f"--set {_key_text(key)}: {len(parts):,} levels of keys; no config is nested that deep")
         for p in parts[:-1]:
             child = node.setdefault(p, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: '{p}' is a value, not a section")
+                raise ConfigError(f"--set {_key_text(key)}: '{_key_text(p)}' is a value, not a section")
             node = child
         node[parts[-1]] = value
     return data
@@ -235,6 +265,16 @@ def _positive(section: str, obj, *names) -> None:
     for n in names:
         if not getattr(obj, n) > 0:
             raise ValueError(f"{section}.{n} must be > 0, got {getattr(obj, n)}")
+
+
+# Seeds: the generators are seeded with seed * 1,000,003 + epoch (enas/search.py), which must
+# stay a 64-bit integer; numpy takes seeds below 2**32.
+MAX_SEED = 2**32 - 1
+
+
+def _seed(section: str, obj) -> None:
+    if not 0 <= obj.seed <= MAX_SEED:
+        raise ValueError(f"{section}.seed must be in 0..{MAX_SEED:,}, got {brief(obj.seed)}")
 
 
 def _fraction(section: str, obj, *names) -> None:
@@ -487,6 +527,7 @@ class SearchSection:
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(f"search.epochs must be >= 1, got {self.epochs}")
+        _seed("search", self)
         if self.derive_samples < 1 or self.derive_batches < 0:
             raise ValueError("search.derive_samples must be >= 1 and derive_batches >= 0")
         if self.derive_samples > MAX_SAMPLES:
@@ -559,6 +600,7 @@ class RetrainSection:
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(f"retrain.epochs must be >= 1, got {self.epochs}")
+        _seed("retrain", self)
         _at_least("retrain", self, 1, "log_every", "max_bad_steps")
         _at_least("retrain", self, 0, "aux_weight", "asgd_patience")
         _fraction("retrain", self, "label_smoothing")
@@ -577,9 +619,9 @@ class RetrainConfig:
     model: dict = field(default_factory=dict)  # checked against the arch's space's ModelArgs
 
 
-def load(cls, path, overrides: list[str] | None = None):
+def load(cls, path, overrides: list[str] | None = None, in_run: bool = False):
     """A config from a YAML file, or from a mapping of sections (the Python API: module
-    paths in it are relative to the working directory)."""
+    paths in it are relative to the working directory); ``in_run``: a run's config.yaml."""
     if isinstance(path, Mapping):
         data = _anchor_module_paths(copy.deepcopy(dict(path)), Path.cwd())
         if "base" in data:
@@ -587,7 +629,7 @@ def load(cls, path, overrides: list[str] | None = None):
                               "merge the values in Python, or pass the config file")
         path = "the config mapping"
     else:
-        data = read_config(path)
+        data = read_config(path, in_run=in_run)
     _check_kind(cls, data, path)
     cfg = from_dict(cls, apply_overrides(data, overrides))
     return cfg
@@ -605,17 +647,17 @@ def _check_kind(cls, data: dict, path) -> None:
                           f"`enas retrain ARCH.yaml --config configs/..._retrain.yaml`")
 
 
-def load_search(path, overrides=None) -> SearchConfig:
+def load_search(path, overrides=None, in_run: bool = False) -> SearchConfig:
     """Load and check a search config. Its ``space.args`` and ``model`` sections belong to
     the space and are checked when the space is built (enas/space.py build_space, the
     space's ModelArgs), before any data is read or run folder made."""
-    return load(SearchConfig, path, overrides)
+    return load(SearchConfig, path, overrides, in_run)
 
 
-def load_retrain(path, overrides=None, space=None) -> RetrainConfig:
+def load_retrain(path, overrides=None, space=None, in_run: bool = False) -> RetrainConfig:
     """Load and check a retrain config; ``model`` is checked against ``space.ModelArgs``
     (the space comes from the architecture file, not from this config)."""
-    cfg = load(RetrainConfig, path, overrides)
+    cfg = load(RetrainConfig, path, overrides, in_run)
     if space is not None:
         from_dict(type(space).ModelArgs, cfg.model, "model")
     return cfg

@@ -42,3 +42,49 @@ class RegistryError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class RunBusyError(RunDirError):
+    """Another process writes the run folder (enas/runlock.py)."""
+
+
+class UntrustedCodeError(RunDirError):
+    """A run folder's files name code to import that the command line did not name."""
+
+
+class FileRefused(UserError, OSError):
+    """A file enas will not read or write as it is: not a regular file (a FIFO, a device),
+    a symbolic link where a run's own file belongs, or larger than any such file may be.
+    An ``OSError`` too, so a reader's ``except OSError`` names the file as for any other."""
+
+    def __init__(self, path, why: str):
+        super().__init__(f"{path}: {why}")
+        self.strerror, self.filename = why, str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# Every message quotes values from files that anyone may have written: a value is cut to
+# this many characters, and control characters never reach the terminal (an escape
+# sequence in a provenance string can retitle the terminal or clear the screen).
+QUOTE_CHARS = 200
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but newline and tab shown as an escape."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in str(text))
+
+
+def brief(value, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` for a message: control characters escaped (repr does that), and at
+    most ``limit`` characters of it, saying how long the whole was."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4,300-digit limit for str()
+        text = f"<an integer of about {int(value.bit_length() * 0.30103):,} digits>"
+    except RecursionError:
+        text = f"<a {type(value).__name__} nested too deeply to print>"
+    if len(text) <= limit:
+        return printable(text)
+    return printable(text[:limit]) + f"... ({len(text):,} characters)"

@@ -58,12 +58,12 @@ class LanguageModelStep(nn.Module):
 
 def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, allow_data_change: bool = False) -> dict:
     """Write ``out``; return what was written and the check of its outputs against the run's."""
-    from .rank import check_out
+    from .files import check_out
     from .retrain import load_tested_weights, read_result
     from .runs import reopen_retrain
 
     run_dir, out = Path(run_dir), Path(out)
-    check_out(out, run_dir, force, earlier=lambda name: name.endswith(".pt2"))  # a run never writes .pt2
+    check_out(out, force, ours=lambda name: name.endswith(".pt2"))  # a run never writes .pt2
     result = read_result(run_dir)
     if result is None:
         from .errors import RunDirError

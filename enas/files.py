@@ -1,23 +1,39 @@
-"""Every file enas writes whole is written here: never half a file, never a traceback
-for a full disk.
+"""Every file enas writes whole is written here, and every file it reads is opened here.
 
-The content goes to a temporary file in the same folder, is flushed and fsync'ed, and
-is renamed over the target (an atomic replace on POSIX), then the folder is fsync'ed.
-A reader therefore sees the old file or the new one, never a mix, and a kill at any
-moment loses nothing that was complete. If writing fails (a full disk, permissions,
-a read-only file system) the temporary file is removed, the previous file is left as
-it was, and a ``WriteError`` says what happened and what to do.
+Writing: never half a file, never a traceback for a full disk, never a write through a
+planted link. The content goes to a temporary file created exclusively under a fresh
+random name in the same folder (``O_CREAT | O_EXCL | O_NOFOLLOW``: a file or link
+planted under any name enas could pick is never opened), is flushed and fsync'ed, and is
+renamed over the target (an atomic replace on POSIX: a link at the target's name is
+replaced, not written through), then the folder is fsync'ed. A reader therefore sees the
+old file or the new one, never a mix, and a kill at any moment loses nothing that was
+complete. If writing fails (a full disk, permissions, a read-only file system) the
+temporary file is removed, the previous file is left as it was, and a ``WriteError``
+says what happened and what to do.
+
+Reading: ``open_regular`` opens without blocking (a FIFO would wait for a writer
+forever), accepts only a regular file, refuses a symbolic link where a run folder's own
+file belongs (it could lead a read, or the next write, outside the run), and refuses a
+file larger than its kind may be before reading a byte of it.
 """
 from __future__ import annotations
 
+import errno
+import json
 import os
+import secrets
 import shutil
+import stat
+import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, TextIO, Union
 
-from .errors import UserError
+from .errors import FileRefused, RunDirError, UserError
 
 Content = Union[bytes, str, Callable[[BinaryIO], None]]
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+LINK = ("is a symbolic link; enas follows no link among a run folder's files (it could lead outside the run): "
+        "put the file itself there")
 
 
 class WriteError(UserError, OSError):
@@ -43,25 +59,25 @@ def write_atomic(path: str | Path, content: Content, keep_previous: str | Path |
     (checkpoint.prev.pt). ``replace=False``: never replace an existing file, even one
     that appears while this one is written (``FileExistsError``)."""
     path = Path(path)
-    if not replace and path.exists():
+    if not replace and os.path.lexists(path):
         raise FileExistsError(f"{path} already exists")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" if not replace else path.name + ".tmp")
+    tmp = None
     try:
-        with open(tmp, "wb") as f:
+        fd, tmp = exclusive(path)
+        with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)
             else:
                 f.write(content.encode() if isinstance(content, str) else content)
             f.flush()
             os.fsync(f.fileno())
-        if keep_previous is not None and path.exists():
+        if keep_previous is not None and os.path.lexists(path):
             prev = Path(keep_previous)
-            link = prev.with_name(prev.name + ".tmp")
-            link.unlink(missing_ok=True)
+            link = _fresh(prev)
             try:
-                os.link(path, link)
+                os.link(path, link, follow_symlinks=False)
             except OSError:  # no hard links on this file system
-                shutil.copyfile(path, link)
+                shutil.copyfile(path, link, follow_symlinks=False)
             os.replace(link, prev)
         if replace:
             os.replace(tmp, path)
@@ -69,7 +85,7 @@ def write_atomic(path: str | Path, content: Content, keep_previous: str | Path |
             _link_new(tmp, path)
         _fsync_dir(path.parent)
     except FileExistsError:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     except (OSError, RuntimeError) as e:
         # torch.save reports a failed write as a RuntimeError of its zip writer ("file write
@@ -77,14 +93,35 @@ def write_atomic(path: str | Path, content: Content, keep_previous: str | Path |
         # any other RuntimeError is a bug and keeps its traceback
         if isinstance(e, RuntimeError) and not _zip_write_failure(e):
             raise
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        _remove(tmp)
         had = " (the previous version is intact)" if path.exists() else ""
         raise WriteError(f"could not write {path}: {_reason(e, path.parent)}{had}. Free space or fix the folder's "
                          "permissions, then run the command again (a stopped run continues with --resume)") from None
     return path
+
+
+def _fresh(path: Path) -> Path:
+    """A name beside ``path`` that nothing can have planted in advance."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+
+
+def exclusive(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside ``path``, opened for writing; never an existing file or link."""
+    for _ in range(100):
+        tmp = _fresh(path)
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _remove(tmp: Path | None) -> None:
+    if tmp is not None:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _zip_write_failure(e: RuntimeError) -> bool:
@@ -95,7 +132,7 @@ def _zip_write_failure(e: RuntimeError) -> bool:
 def _link_new(tmp: Path, path: Path) -> None:
     """Give ``tmp`` the name ``path`` only if nothing has that name (atomic with hard links)."""
     try:
-        os.link(tmp, path)
+        os.link(tmp, path, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError:  # no hard links on this file system: an exclusive create instead
@@ -116,3 +153,141 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# ---- reading -------------------------------------------------------------------------
+
+
+def open_regular(path: str | Path, limit: int | None = None, follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular file of at most ``limit``
+    bytes; ``follow=False`` refuses a symbolic link (a run folder's own files)."""
+    path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | _CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if not follow and e.errno == errno.ELOOP:
+            raise FileRefused(path, LINK) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(path, f"is not a regular file ({_kind(st.st_mode)}); enas reads files only")
+        if limit is not None and st.st_size > limit:
+            raise FileRefused(path, f"is {st.st_size:,} bytes, more than the {limit:,} such a file may have")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | Path, limit: int, follow: bool = True) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (files such as those in /proc
+    report no size: at most ``limit`` + 1 bytes are read to tell)."""
+    with open_regular(path, limit, follow) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise FileRefused(path, f"holds more than the {limit:,} bytes such a file may have")
+    return data
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads``, with nesting too deep for Python's recursion a ``ValueError`` like
+    any other malformed JSON (an integer past Python's 4,300 digits already is one)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_json(path: str | Path, limit: int, follow: bool = False) -> Any:
+    """A JSON file of a run (``follow=False``: not a link); ``ValueError`` if malformed."""
+    return loads_json(read_regular(path, limit, follow))
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+# ---- appending, folders, files made by others, --out ---------------------------------
+
+
+def open_append(path: str | Path, truncate: int | None = None) -> TextIO:
+    """A log of the run (metrics.jsonl) opened for appending, never through a link and
+    only if it is a regular file; ``truncate``: first cut it to that many bytes."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise FileRefused(path, LINK) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(path, f"is not a regular file ({_kind(st.st_mode)})")
+        if truncate is not None and st.st_size > truncate:
+            os.ftruncate(fd, truncate)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "a")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def make_dir(path: str | Path) -> Path:
+    """A folder of a run (``archs/``), made if missing; a link or file of that name is refused."""
+    path = Path(path)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise FileRefused(path, "is not a folder but a link or a file; enas writes no file through it") from None
+    return path
+
+
+def produced(make: Callable[[Path], Any], name: str) -> bytes:
+    """The bytes ``make(path)`` writes to a path of its own choosing (matplotlib's savefig,
+    a space's ``draw``), made in a fresh private folder: such writers open the path they
+    are given, and would follow a link planted at it. Write the bytes with write_atomic."""
+    with tempfile.TemporaryDirectory(prefix="enas-") as tmp:
+        path = Path(tmp) / name
+        make(path)
+        return path.read_bytes()
+
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt")  # any of them: the folder is a run's
+
+
+def in_run(path: Path) -> bool:
+    """``path`` lies in a run folder (or its ``archs/``)."""
+    try:
+        folder = path.parent.resolve()
+    except OSError:
+        return False
+    folders = [folder] + ([folder.parent] if folder.name == "archs" else [])
+    return any(os.path.lexists(d / n) for d in folders for n in RUN_FILES)
+
+
+def check_out(out: Path, force: bool, ours: Callable[[str], bool] = lambda name: False) -> None:
+    """Before any work, the rule of every ``--out``: a new file, or with ``force`` an
+    existing one that is not a file of a run other than this command's own outputs
+    (``ours(name)``: reports, rankings). A link there is replaced, never written through
+    (``write_atomic``)."""
+    out = Path(out)
+    if out.is_dir():
+        raise RunDirError(f"--out {out} is a folder; give a file name in it")
+    if not os.path.lexists(out):
+        return
+    if in_run(out) and not ours(out.name):
+        raise RunDirError(f"--out {out} is a file of the run in {out.parent}; enas never replaces it: "
+                          f"choose another --out")
+    if not force:
+        raise RunDirError(f"--out {out} already exists; pass --force to replace it, or choose another name")

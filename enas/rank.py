@@ -36,7 +36,7 @@ from . import safeyaml, training_free
 from .archfile import ArchFileError
 from .config import MAX_SAMPLES, ConfigError
 from .controller import RandomPolicy
-from .files import write_atomic
+from .files import check_out, read_regular, write_atomic
 from .runs import reopen_search
 from .space import Arch, ArchError, validate
 
@@ -64,11 +64,12 @@ def read_archs(space, path) -> list[Arch]:
     """One architecture per line; errors name the file and the line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_regular(path, MAX_ARCHS_BYTES).decode()
     except FileNotFoundError:
         raise ArchFileError(f"architecture list {path} does not exist") from None
-    except (IsADirectoryError, UnicodeDecodeError) as e:
-        raise ArchFileError(f"{path} is not a text file of architectures ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArchFileError(f"{path} is not a text file of architectures "
+                            f"({getattr(e, 'strerror', None) or e})") from None
     archs = []
     for n, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip() or raw.lstrip().startswith("#"):
@@ -80,6 +81,9 @@ def read_archs(space, path) -> list[Arch]:
     if not archs:
         raise ArchFileError(f"{path} holds no architectures (one per line)")
     return archs
+
+
+MAX_ARCHS_BYTES = 64 * 2**20  # MAX_SAMPLES lines of a few hundred characters
 
 
 def count_params(search, arch: Arch) -> int:
@@ -109,11 +113,13 @@ def scorer(search, name: str):
 
 def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None, policy: bool = False,
          recalibrate_bn: bool = False, out=None, seed: int = 0,
-         allow_data_change: bool = False, force: bool = False, score: str = "run") -> tuple[Path, list[dict], str]:
+         allow_data_change: bool = False, force: bool = False, space_module: str | None = None,
+         score: str = "run") -> tuple[Path, list[dict], str]:
     """Score the requested architectures; write the CSV; return (path, rows, summary).
-    An existing ``out`` is replaced only with ``force``, and never a file of the run."""
+    An existing ``out`` is replaced only with ``force``, and never a file of a run but an
+    earlier ranking (enas/files.py check_out)."""
     if out is not None:
-        check_out(Path(out), Path(run_dir), force)
+        check_out(Path(out), force, ours=lambda name: name.startswith("ranks"))
     if archs_file is not None and (samples is not None or policy):
         raise ConfigError("--archs ranks the listed architectures; drop --samples / --policy")
     samples = 100 if samples is None else samples
@@ -124,7 +130,7 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
         raise ConfigError(f"--score {score!r} is not one of {', '.join(SCORES)}")
     run_dir = Path(run_dir)
     search = reopen_search(run_dir, data_dir, device, ["search.eval_bn=recalibrate"] if recalibrate_bn else [],
-                           allow_data_change)
+                           allow_data_change, space_module)
     space = search.space
     if archs_file is not None:
         archs, source = read_archs(space, archs_file), f"file {archs_file}"
@@ -163,24 +169,6 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
         mean = sum(r["score"] for r in finite) / len(finite)
         summary += f"\n  mean score {mean:.4g}, best {best['score']:.4g}: {best['arch']}"
     return out, rows, summary
-
-
-def check_out(out: Path, run_dir: Path, force: bool, earlier=lambda name: name.startswith("ranks")) -> None:
-    """Before any work: ``out`` may be a new file, or with ``force`` an earlier output
-    (inside the run folder: a name ``earlier`` accepts), never one of the run's own files
-    (checkpoint, config, metrics, ...)."""
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give a file name, e.g. {out / 'ranks.csv'}")
-    if not out.exists():
-        return
-    try:
-        inside = out.resolve().parent == run_dir.resolve()
-    except OSError:
-        inside = False
-    if inside and not earlier(out.name):
-        raise ConfigError(f"--out {out} is a file of the run {run_dir}; write elsewhere")
-    if not force:
-        raise ConfigError(f"--out {out} already exists; pass --force to replace it, or choose another name")
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

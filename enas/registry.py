@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
-from .errors import RegistryError
+from .errors import RegistryError, brief
 
 T = TypeVar("T")
 
@@ -47,6 +47,6 @@ class Registry(Generic[T]):
 def unknown_message(kind: str, name: str, known) -> str:
     """'unknown op 'sep_conv3x3'; did you mean 'sep_conv_3x3'? (known: ...)'"""
     known = sorted(known)
-    close = difflib.get_close_matches(str(name), known, n=1)
+    close = difflib.get_close_matches(str(name)[:100], known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (known: {', '.join(known)})"
+    return f"unknown {kind} {brief(name)}{hint} (known: {', '.join(known)})"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from . import distributed as dist
 from .asgd import WeightAverage, should_start
 from .config import ConfigError, RetrainConfig, from_dict, to_dict
 from .errors import RunDirError
-from .files import write_atomic
+from .files import read_json, write_atomic
 from .loop import Loop
 from .memory import check_fits, sizes_of
 from .runlog import say
@@ -51,6 +52,7 @@ from .tasks import build_task
 
 BEST = "best.pt"
 RESULT = "result.json"
+MAX_RESULT_BYTES = 2**20  # result.json: a dozen figures
 
 
 def drop_path_at(final: float, epoch: int, epochs: int) -> float:
@@ -291,28 +293,25 @@ def _has_bn(model: torch.nn.Module) -> bool:
 
 def _load_best(run_dir: Path) -> dict | None:
     path = Path(run_dir) / BEST
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ckpt.CheckpointError(f"{path} is corrupt or not an enas model file ({type(e).__name__})") from None
+    return ckpt.read(path)
 
 
 def read_result(run_dir: Path) -> dict | None:
     """``result.json`` of a retrain run, or None before it is written; a file that is not
     a JSON object with a numeric test figure (truncated, edited) is an error naming it."""
     path = Path(run_dir) / RESULT
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{path} is unreadable ({type(e).__name__}: {e}); move it away: "
+        rec = read_json(path, MAX_RESULT_BYTES)
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or e
+        raise RunDirError(f"{path} is unreadable ({type(e).__name__}: {why}); move it away: "
                           f"`enas evaluate {run_dir}` recomputes the test figure from the saved weights") from None
     figures = {k: v for k, v in rec.items() if k.startswith("test_")} if isinstance(rec, dict) else {}
-    if not isinstance(rec, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                            for v in figures.values()):
+    if not isinstance(rec, dict) or not all(_is_figure(v) for v in figures.values()):
         raise RunDirError(f"{path} is not a result file of enas (a JSON object of figures); move it away: "
                           f"`enas evaluate {run_dir}` recomputes the test figure from the saved weights")
     return rec
@@ -328,6 +327,17 @@ def load_tested_weights(rt: Retrain):
         return BEST, contextlib.nullcontext()
     ckpt.restore(rt, ckpt.load(rt.run_dir))
     return ckpt.NAME, rt.eval_weights()
+
+
+def _is_figure(v) -> bool:
+    """A JSON number that a float can hold (JSON allows an integer of any length)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
 
 
 def evaluate_run(rt: Retrain) -> dict:

@@ -11,13 +11,15 @@ import contextlib
 import datetime
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import RunDirError
-from .files import WriteError
+from . import runlock
+from .errors import RunDirError, UserError, printable
+from .files import WriteError, open_append
 
 
 
@@ -59,13 +61,16 @@ def tb_tag(name: str, value=None, kind: str = "search") -> str | None:
 
 def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str | Path = "runs",
                 kind: str = "search") -> Path:
+    """A new run folder, made and locked (enas/runlock.py); a folder holding anything but
+    a lock file is a run already, and is never reused."""
+    def refuse():
+        return RunDirError(f"run folder {path} already exists and is not empty; enas never overwrites a run. "
+                           f"Choose another --run-dir, or continue that run with `enas {kind} --resume {path}`")
+
     if run_dir is not None:
         path = Path(run_dir)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise RunDirError(
-                f"run folder {path} already exists and is not empty; enas never overwrites a run. "
-                f"Choose another --run-dir, or continue that run with `enas {kind} --resume {path}`"
-            )
+        if os.path.lexists(path) and (not path.is_dir() or _used(path)):
+            raise refuse()
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = Path(config_path).stem if isinstance(config_path, (str, Path)) else kind  # a mapping: the API
@@ -78,7 +83,15 @@ def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str |
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunDirError(f"cannot create run folder {path}: {e.strerror or e}") from None
+    runlock.hold(path)
+    if _used(path):  # another command made its run here since the check above
+        runlock.release(path)
+        raise refuse()
     return path
+
+
+def _used(path: Path) -> bool:
+    return any(p.name != runlock.NAME for p in path.iterdir())
 
 
 class RunLog:
@@ -98,10 +111,7 @@ class RunLog:
         if not enabled:
             return
         with self._writing(self.path):
-            if resume_offset is not None and self.path.exists():
-                with open(self.path, "r+b") as f:
-                    f.truncate(resume_offset)
-            self.file = open(self.path, "a")
+            self.file = open_append(self.path, truncate=resume_offset)
         from torch.utils.tensorboard import SummaryWriter
 
         with self._writing(self.events):
@@ -116,7 +126,7 @@ class RunLog:
         try:
             yield
         except (OSError, RuntimeError) as e:
-            if isinstance(e, WriteError):
+            if isinstance(e, UserError):  # a WriteError, a link refused
                 raise
             self.failed = True
             reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
@@ -193,5 +203,6 @@ def progress(total: int, desc: str, initial: int = 0, enabled: bool = True) -> t
 
 
 def say(msg: str, enabled: bool = True) -> None:
+    """A line for the user on stderr, control characters escaped (messages quote files)."""
     if enabled:
-        tqdm.write(msg, file=sys.stderr)
+        tqdm.write(printable(msg), file=sys.stderr)

@@ -8,11 +8,17 @@ A resumed run reads them back: the checkpoint (or the previous one, if it is tor
 config with ``--set`` changes (refused unless ``allow_change``), and the recorded data
 (refused if its files changed, unless ``allow_change``).
 
+A run folder is a file anyone may have edited: reopening one imports only the code the
+command line names (``space_module``, ``--space-module``; enas/space.py run_module),
+never what its config.yaml names, and a command that writes it (a resumed search or
+retrain) holds its lock first (enas/runlock.py).
+
 Several processes (torchrun): rank 0 alone reads and writes the folder and hands what it
 read to the others (``dist.on_main``), so the folder may live on rank 0's machine only.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -20,6 +26,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import distributed as dist
+from . import runlock
 from .archfile import load_arch, save_arch
 from .config import RetrainConfig, SearchConfig, dump, from_dict, load_retrain, load_search, to_dict
 from .data import record
@@ -28,7 +35,7 @@ from .loop import Loop
 from .retrain import Retrain
 from .runlog import new_run_dir, say
 from .search import Search
-from .space import build_space, import_space_module
+from .space import build_space, import_space_module, run_module
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -51,7 +58,9 @@ def _changes(state: dict, cfg, cls, allow: bool) -> list[str]:
         old = to_dict(from_dict(cls, old))
     except ConfigError:
         pass  # a key since removed: compare as written
-    diffs = config_diff(old, to_dict(cfg))
+    # where the space's code lives is the command line's business (run_module), not a setting
+    code = ("space.module", "retrain.space_module")
+    diffs = [d for d in config_diff(old, to_dict(cfg)) if d.split(":")[0] not in code]
     if diffs and not allow:
         raise ConfigError("the config differs from the one this run was checkpointed with:\n  " + "\n  ".join(diffs)
                           + "\nresume without those changes, or pass --allow-config-change to accept them")
@@ -68,10 +77,28 @@ def _announce(run_dir: Path, main: bool) -> None:
 
 
 def _writable(run_dir: Path, kind: str) -> None:
-    """A resumed run writes into its folder: refuse a read-only one before any work."""
+    """A resumed run writes into its folder: refuse a read-only one before any work, then
+    hold its lock (a second writer stops here)."""
     if not os.access(run_dir, os.W_OK):
         raise RunDirError(f"run folder {run_dir} is read-only; copy it to a writable place and resume the copy "
                           f"(cp -r {run_dir} COPY && enas {kind} --resume COPY)")
+    runlock.hold(run_dir)
+
+
+def _is_run(run_dir: Path, kind: str) -> None:
+    for name in ("config.yaml",) if kind == "search" else ("config.yaml", "arch.yaml"):
+        if not os.path.lexists(run_dir / name):
+            raise RunDirError(f"{run_dir} is not a {kind} run folder (no {name})")
+
+
+def _trusted(cfg, given: str | None, where: Path):
+    """A run's config with its space's module replaced by the one the command line names
+    (refused if the run's config names one and the command line does not)."""
+    if isinstance(cfg, SearchConfig):
+        module = run_module(cfg.space.module, given, where, "space.module")
+        return dataclasses.replace(cfg, space=dataclasses.replace(cfg.space, module=module))
+    module = run_module(cfg.retrain.space_module, given, where, "retrain.space_module")
+    return dataclasses.replace(cfg, retrain=dataclasses.replace(cfg.retrain, space_module=module))
 
 
 def continue_run(loop: Loop, cfg, state: dict, diffs: list[str]):
@@ -107,15 +134,16 @@ def start_search(config_path, overrides, data_dir, run_dir, device: torch.device
     return search
 
 
-def resume_search(run_dir, overrides, data_dir, allow_change: bool, device: torch.device):
+def resume_search(run_dir, overrides, data_dir, allow_change: bool, device: torch.device,
+                  space_module: str | None = None):
     """(search, its checkpoint, accepted config changes) of a stopped search."""
     run_dir = Path(run_dir)
 
     def read():  # rank 0 reads the run folder (other machines need not see it)
-        if not (run_dir / "config.yaml").exists():
-            raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
+        _is_run(run_dir, "search")
         _writable(run_dir, "search")
-        cfg = load_search(run_dir / "config.yaml", overrides)
+        cfg = _trusted(load_search(run_dir / "config.yaml", overrides, in_run=True), space_module,
+                       run_dir / "config.yaml")
         state = ckpt.load(run_dir, say)
         diffs = _changes(state, cfg, SearchConfig, allow_change)
         return cfg, state, diffs, record.resolve(run_dir, cfg.data.dataset, data_dir, allow_change, say)
@@ -125,15 +153,16 @@ def resume_search(run_dir, overrides, data_dir, allow_change: bool, device: torc
     return search, cfg, state, diffs
 
 
-def reopen_search(run_dir, data_dir, device: torch.device, overrides=(), allow_data_change: bool = False) -> Search:
+def reopen_search(run_dir, data_dir, device: torch.device, overrides=(), allow_data_change: bool = False,
+                  space_module: str | None = None) -> Search:
     """A finished or stopped search, as its checkpoint left it, to read (``enas derive``,
     ``enas rank``): nothing is logged or written into the folder by it."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir} is not a search run folder (no config.yaml)")
-    cfg = load_search(run_dir / "config.yaml", list(overrides))
+    _is_run(run_dir, "search")
+    cfg = _trusted(load_search(run_dir / "config.yaml", list(overrides), in_run=True), space_module,
+                   run_dir / "config.yaml")
     state = ckpt.load(run_dir, say)
-    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say)
+    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say, keep_record=True)
     search = Search(cfg, run_dir, data_dir, device, log=False)
     ckpt.restore(search, state)
     return search
@@ -142,12 +171,15 @@ def reopen_search(run_dir, data_dir, device: torch.device, overrides=(), allow_d
 # ---- retrain --------------------------------------------------------------------------
 
 
-def _arch_and_config(arch_path, config_path, overrides):
+def _arch_and_config(arch_path, config_path, overrides, in_run: bool = False, space_module: str | None = None):
     """(space, arch, cfg) of a retrain. The config is read first: it names the file of a
-    space of the user's own (retrain.space_module), which the architecture file needs."""
-    cfg = load_retrain(config_path, overrides)
+    space of the user's own (retrain.space_module), which the architecture file needs;
+    ``in_run``: both are files of a run folder, whose module is only ever ``space_module``."""
+    cfg = load_retrain(config_path, overrides, in_run=in_run)
+    if in_run:
+        cfg = _trusted(cfg, space_module, Path(config_path))
     import_space_module(cfg.retrain.space_module, "retrain.space_module")
-    space, arch, _ = load_arch(arch_path)
+    space, arch, _ = load_arch(arch_path, follow=not in_run)
     from_dict(type(space).ModelArgs, cfg.model, "model")  # the model section fits this space
     return space, arch, cfg
 
@@ -165,12 +197,10 @@ def _on_main_with_space(read):
     return (build_space(name, args), arch, cfg, *rest)
 
 
-def _retrain_files(run_dir: Path, overrides=None):
+def _retrain_files(run_dir: Path, overrides=None, space_module: str | None = None):
     """(space, arch, cfg) of a retrain run folder, from config.yaml and arch.yaml alone."""
-    for name in ("config.yaml", "arch.yaml"):
-        if not (run_dir / name).exists():
-            raise RunDirError(f"{run_dir} is not a retrain run folder (no {name})")
-    return _arch_and_config(run_dir / "arch.yaml", run_dir / "config.yaml", overrides)
+    _is_run(run_dir, "retrain")
+    return _arch_and_config(run_dir / "arch.yaml", run_dir / "config.yaml", overrides, True, space_module)
 
 
 def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: torch.device) -> Retrain:
@@ -196,13 +226,15 @@ def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: 
     return rt
 
 
-def resume_retrain(run_dir, overrides, data_dir, allow_change: bool, device: torch.device):
+def resume_retrain(run_dir, overrides, data_dir, allow_change: bool, device: torch.device,
+                   space_module: str | None = None):
     """(retrain, its checkpoint, accepted config changes) of a stopped retrain."""
     run_dir = Path(run_dir)
 
     def read():
-        space, arch, cfg = _retrain_files(run_dir, overrides)
+        _is_run(run_dir, "retrain")
         _writable(run_dir, "retrain")
+        space, arch, cfg = _retrain_files(run_dir, overrides, space_module)
         state = ckpt.load(run_dir, say)
         diffs = _changes(state, cfg, RetrainConfig, allow_change)
         return space, arch, cfg, state, diffs, record.resolve(run_dir, cfg.data.dataset, data_dir, allow_change, say)
@@ -212,10 +244,11 @@ def resume_retrain(run_dir, overrides, data_dir, allow_change: bool, device: tor
     return rt, cfg, state, diffs
 
 
-def reopen_retrain(run_dir, data_dir, device: torch.device, allow_data_change: bool = False) -> Retrain:
+def reopen_retrain(run_dir, data_dir, device: torch.device, allow_data_change: bool = False,
+                   space_module: str | None = None) -> Retrain:
     """A retrain run rebuilt from its folder, to read (``enas evaluate``): the model as
     built, nothing loaded into it yet."""
     run_dir = Path(run_dir)
-    space, arch, cfg = _retrain_files(run_dir)
-    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say)
+    space, arch, cfg = _retrain_files(run_dir, space_module=space_module)
+    data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say, keep_record=True)
     return Retrain(cfg, space, arch, run_dir, data_dir, device, log=False)

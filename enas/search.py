@@ -30,13 +30,15 @@ from .archfile import save_arch
 from .bn import make_plain
 from .config import SearchConfig, from_dict, to_dict
 from .controller import RandomPolicy, build_policy
+from .errors import brief
+from .files import make_dir, produced, write_atomic
 from .loop import Loop
 from .memory import check_fits, sizes_of
 from .reinforce import Reinforce
 from .runlog import progress, say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .scoring import Scoring
-from .space import build_space
+from .space import ArchError, build_space, validate
 from .tasks import build_task
 
 
@@ -135,7 +137,22 @@ class Search(Loop):
         self.ctrl_sum, self.ctrl_n = float(st["ctrl_rewards"][0]), int(st["ctrl_rewards"][1])
         self.best, self.candidates, self.final = st["best"], list(st["candidates"]), st["final"]
         self.scoring.load_state_dict(st["scoring"])
-        self.trained = list(st["trained"])
+        self.trained = self._trained(st["trained"])
+
+    def _trained(self, items) -> list[dict]:
+        """The final stage's trained candidates as a checkpoint holds them, whose values are
+        anyone's: each an architecture of this space with its three figures, nothing else
+        (what the final stage and ``enas table`` read from them)."""
+        out = []
+        for c in items:
+            if not isinstance(c, dict) or set(c) != {"arch", "score", "se", "derive_score"}:
+                raise ValueError(f"a trained candidate is {brief(c)}")
+            try:
+                arch = validate(self.space.decisions(), c["arch"])
+            except ArchError as e:
+                raise ValueError(f"a trained candidate's architecture: {e}") from None
+            out.append({"arch": arch, **{k: float(c[k]) for k in ("score", "se", "derive_score")}})
+        return out
 
     # ---- the loop ---------------------------------------------------------------------
     def run(self, resume_offset: int | None = None) -> dict:
@@ -249,7 +266,7 @@ class Search(Loop):
                             f"from batch {first % self.task.num_valid_batches()}"}
         self.best = {"arch": top["arch"], "score": top["score"], "epoch": ep}
         if self.log_enabled:
-            (self.run_dir / "archs").mkdir(exist_ok=True)
+            make_dir(self.run_dir / "archs")
             save_arch(self.run_dir / "archs" / f"epoch_{ep:03d}.yaml", self.space, top["arch"], prov)
             save_arch(self.run_dir / "best_arch.yaml", self.space, top["arch"], prov)
             self._log_policy(sample, ep)
@@ -388,8 +405,8 @@ class Search(Loop):
 
     def _draw(self, arch, png: Path, tag: str, step: int) -> None:
         draw = getattr(self.space, "draw", None)
-        if draw is not None:
-            draw(arch, png)
+        if draw is not None:  # drawn aside, then written whole (a link at png is replaced, not followed)
+            write_atomic(png, produced(lambda p: draw(arch, p), png.name))
             self.log.image(tag, png, step)
 
     def _log_policy(self, sample, ep: int) -> None:
@@ -498,6 +515,6 @@ def derive_again(search: Search, seed: int = 0) -> tuple[Path, dict]:
     search.gen.manual_seed(seed)  # the same candidates for the same --seed
     search._derive()
     out = search.run_dir / "archs" / f"derive-{time.strftime('%Y%m%d-%H%M%S')}-n{n}.yaml"
-    out.parent.mkdir(exist_ok=True)
+    make_dir(out.parent)
     derived = search.final_derive(out, {"derived_from": "checkpoint.pt", "samples": n, "seed": seed})
     return out, derived

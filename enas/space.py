@@ -34,12 +34,14 @@ inputs of a micro cell, node 0 of enas_lm's cell. An ``index``/``skip`` decision
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Mapping, Protocol, Sequence, Union
 
 import torch.nn as nn
 
-from .errors import ArchError, RegistryError
+from .errors import QUOTE_CHARS, ArchError, RegistryError, UntrustedCodeError, brief
 from .registry import Registry
 
 ArchValue = Union[str, int, list]
@@ -136,19 +138,20 @@ def validate(decisions: Sequence[Decision], arch: Mapping[str, Any]) -> Arch:
         v = arch[d.name]
         if d.kind == "categorical":
             if not isinstance(v, str) or v not in d.choices:
-                raise ArchError(f"decision {d.name!r}: {v!r} is not one of {list(d.choices)}")
+                raise ArchError(f"decision {d.name!r}: {brief(v)} is not one of {list(d.choices)}")
         elif d.kind == "index":
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < d.num_inputs:
-                raise ArchError(f"decision {d.name!r}: input {v!r} is out of range 0..{d.num_inputs - 1}")
+                raise ArchError(f"decision {d.name!r}: input {brief(v)} is out of range 0..{d.num_inputs - 1}")
         else:
             if not isinstance(v, (list, tuple)) or any(
                 isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < d.num_inputs for i in v
             ):
                 raise ArchError(
-                    f"decision {d.name!r}: skips must be a list of layer indices in 0..{d.num_inputs - 1}, got {v!r}"
+                    f"decision {d.name!r}: skips must be a list of layer indices in 0..{d.num_inputs - 1}, "
+                    f"got {brief(v)}"
                 )
             if len(set(v)) != len(v):
-                raise ArchError(f"decision {d.name!r}: repeated skip index in {v!r}")
+                raise ArchError(f"decision {d.name!r}: repeated skip index in {brief(v)}")
             v = sorted(v)
         out[d.name] = v
     return out
@@ -187,6 +190,8 @@ class SearchSpace(Protocol):
     #   param_free_choices: set[str]    op names without weights (collapse warning)
     #   small_model: dict               ModelArgs small enough for the tests every space gets
     #                                   (tests/test_every_space.py); defaults otherwise
+    #   arg_limits: dict[str, int]      the largest value of an integer Args field, the most
+    #                                   items of a list one (check_arg_limits); 1024 otherwise
 
 
 SPACES: Registry[type] = Registry("search space")
@@ -223,7 +228,9 @@ def import_space_module(spec: str, key: str = "space.module") -> None:
     own"): a Python file (``my_space.py``) or an importable module name (``mypkg.spaces``).
 
     This is the one place a config makes enas run code, by design: ``key`` names the code
-    to run, as a script's path would. Architecture files never do. A file is imported once
+    to run, as a script's path would. Architecture files never do, and a command that
+    opens an existing run imports only what its command line names (``run_module``).
+    A file is imported once
     per path, under a name derived from that path, so a space registers once however many
     configs name it."""
     if not spec:
@@ -232,7 +239,6 @@ def import_space_module(spec: str, key: str = "space.module") -> None:
     import importlib
     import importlib.util
     import sys
-    from pathlib import Path
 
     from .config import ConfigError, is_module_path
 
@@ -264,6 +270,23 @@ def import_space_module(spec: str, key: str = "space.module") -> None:
         raise  # an error in the user's own code: its traceback is what they need
 
 
+def run_module(named: str, given: str | None, where, key: str) -> str:
+    """The module a command that opens an existing run may import: the one its command
+    line names (``given``, ``--space-module``), never one the run's own files name
+    (``named``, the ``key`` of ``where``): a run folder is a file anyone can edit, and a
+    one-line change to its config.yaml must not make enas run someone else's code."""
+    from .config import is_module_path
+
+    if given:
+        return str(Path(given).resolve()) if is_module_path(given) else given
+    if named:
+        shown = shlex.quote(named) if named.isprintable() and len(named) <= QUOTE_CHARS else "FILE"
+        raise UntrustedCodeError(f"{where} names Python code to import ({key}: {brief(named)}); enas imports no code "
+                                 f"that a run folder's files name. If you trust that code, name it on the command "
+                                 f"line: --space-module {shown}")
+    return ""
+
+
 def build_space(name: str, args: Mapping[str, Any] | None = None, module: str = ""):
     """Instantiate a space from a plain mapping of its Args (checked strictly), after
     importing ``module`` (``space.module``) when the space is the user's own."""
@@ -271,4 +294,30 @@ def build_space(name: str, args: Mapping[str, Any] | None = None, module: str = 
 
     import_space_module(module)
     cls = space_class(name)
-    return cls(from_dict(cls.Args, dict(args or {}), "space.args"))
+    args = dict(args or {})
+    check_arg_limits(cls, args)
+    return cls(from_dict(cls.Args, args, "space.args"))
+
+
+# A space's arguments size everything built from it (its decisions, the controller, the
+# supernet) before any memory check can see a network: ``num_nodes: 1000000`` would build
+# a million decisions first. Each space declares the largest value of each integer
+# argument and the longest list it takes (``arg_limits``); an argument it does not name
+# is held to DEFAULT_ARG_LIMIT.
+DEFAULT_ARG_LIMIT = 1024
+
+
+def check_arg_limits(cls, args: Mapping[str, Any]) -> None:
+    """Every integer argument at most, and every list argument at most as long as, the
+    space's limit for it; the error names the key, the value and the limit."""
+    from .config import ConfigError
+
+    limits = getattr(cls, "arg_limits", {})
+    for key, value in args.items():
+        limit = limits.get(key, DEFAULT_ARG_LIMIT)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limit:
+            raise ConfigError(f"space.args.{key} = {brief(value)} is more than space {cls.name} allows "
+                              f"(at most {limit:,})")
+        if isinstance(value, (list, tuple, dict, str)) and len(value) > limit:
+            raise ConfigError(f"space.args.{key} holds {len(value):,} items, more than space {cls.name} allows "
+                              f"(at most {limit:,})")

@@ -159,6 +159,7 @@ class ConvNetSpace:
     modality = "image"  # trained by enas/tasks/image.py: CIFAR-10/100 or your image folder
     Args = ConvNetArgs
     ModelArgs = ConvNetModelArgs
+    arg_limits = {"max_depth": 16, "widths": 16, "kernels": 8}  # the most a config may ask for
     small_model = {"channels": 4}  # sizes for the tests every space gets
     param_free_choices: set = set()  # every choice has weights: no collapse to watch for
 

@@ -203,6 +203,7 @@ class EnasMacroSpace:
     modality = "image"
     Args = MacroArgs
     ModelArgs = MacroModelArgs
+    arg_limits = {"num_layers": 64, "ops": 32}  # the paper: 12 layers (24 final), 6 ops
     param_free_choices = {"avg_pool_3x3", "max_pool_3x3"}
     small_model = {"channels": 4, "dropout": 0.0}  # tests/test_every_space.py
 

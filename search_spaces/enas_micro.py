@@ -302,6 +302,7 @@ class EnasMicroSpace:
     modality = "image"
     Args = MicroArgs
     ModelArgs = MicroModelArgs
+    arg_limits = {"num_nodes": 32, "ops": 32}  # the paper: 5 nodes, 5 ops
     param_free_choices = {"avg_pool_3x3", "max_pool_3x3", "identity"}
     small_model = {"channels": 4, "num_cells": 1, "aux_head": True, "dropout": 0.0}  # tests/test_every_space.py
 

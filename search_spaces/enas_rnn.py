@@ -360,6 +360,8 @@ class EnasRNNSpace:
     modality = "lm"
     Args = Args
     ModelArgs = ModelArgs
+    arg_limits = {"num_nodes": 64, "activations": 16}  # the paper: 12 nodes, 4 activations
+    initial_anchors: dict = {}
     param_free_choices: set = set()
     small_model = {"hidden": 8, "ar": 0.5, "tar": 0.5}  # tests/test_every_space.py
 

@@ -13,9 +13,11 @@ import torch
 import yaml
 from PIL import Image
 
-from enas.archfile import save_arch
+from enas.archfile import arch_to_yaml, save_arch
 from enas.cli import main
 from enas.data.cifar import CIFAR10 as C10
+from enas.evaluate.table import read_table
+from enas.rank import arch_text, parse_arch_line
 from enas.space import build_space
 from search_spaces.enas_micro import ENAS_MICRO_CELL
 
@@ -273,3 +275,58 @@ def wait_for(path, proc, timeout=60):
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.time() - t0 < timeout
         time.sleep(0.02)
+
+
+# ---- finished tiny runs
+
+def finished_search(root, **search):
+    """A tiny finished PTB search in root/run (and its corpus in root/ptb): (run, data)."""
+    data = make_corpus(root / "ptb")
+    cfg = write_config(root, TINY_PTB, "c.yaml", search={"epochs": 1, **search})
+    run = root / "run"
+    assert main(["search", str(cfg), "--data-dir", str(data), "--run-dir", str(run), "--device", "cpu"]) == 0
+    return run, data
+
+
+def finished_retrain(root, data):
+    """A tiny finished PTB retrain of a random cell in root/retrain, on ``data``."""
+    space = build_space("enas_rnn", {"num_nodes": 4})
+    arch = root / "arch.yaml"
+    arch.write_text(arch_to_yaml(space, random_arch(space, random.Random(0))))
+    cfg = write_config(root, {"model": {"hidden": 8}, "data": {"dataset": "ptb", "batch_size": 4, "eval_batch_size": 4,
+                                                             "bptt": 6},
+                              "train": {"lr": 5.0, "grad_clip": 0.25}, "retrain": {"epochs": 1}}, "r.yaml")
+    run = root / "retrain"
+    assert main(["retrain", str(arch), "--config", str(cfg), "--data-dir", str(data), "--run-dir", str(run),
+                 "--device", "cpu"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory):
+    """(search run, its data, retrain run): tiny finished PTB runs, made once per module."""
+    root = tmp_path_factory.mktemp("finished")
+    run, data = finished_search(root)
+    return run, data, finished_retrain(root, data)
+
+
+# ---- published tables
+
+NB201_CELLS = [  # four cells of a tiny published table
+    "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
+    "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"]
+
+
+def write_nb201_table(path, rows=None):
+    """A published-table CSV (index, cell, cifar10_valid) of NB201_CELLS."""
+    rows = rows if rows is not None else [(i, c, v) for i, (c, v) in enumerate(zip(NB201_CELLS, [10.0, 90.0, 50.0, 70.0]))]
+    path.write_text("index,cell,cifar10_valid\n" + "".join(f"{i},{c},{v}\n" for i, c, v in rows))
+    return path
+
+
+def read_nb201_table(path, **kw):
+    """``path`` read as enas table reads a published NB201 table."""
+    space = build_space("nb201")
+    return read_table(path, space, lambda a: arch_text(space, a), lambda s: parse_arch_line(space, s), **kw)

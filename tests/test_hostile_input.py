@@ -7,7 +7,7 @@ from enas.archfile import arch_to_yaml
 from enas.cli import main
 from enas.space import build_space
 
-from conftest import make_corpus, random_arch, TINY_PTB, write_config
+from conftest import finished_retrain, finished_search, make_corpus, random_arch, TINY_PTB
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
@@ -28,6 +28,8 @@ def arch_file(tmp_path, extra: str) -> str:
     ("bomb:\n" + "".join("  " + line + "\n" for line in BOMB.splitlines()), "alias"),
     ("loop: &l [*l]\n", "alias"),
     ("space: {name: nb201}\n", "appears twice"),
+    ("deep: " + "[" * 100_000 + "]" * 100_000 + "\n", "nesting deeper"),
+    ("big: " + "9" * 5000 + "\n", "4300 digits"),
 ])
 def test_arch_files_that_expand_recurse_or_repeat_keys(tmp_path, capsys, extra, says):
     path = arch_file(tmp_path, extra)
@@ -54,6 +56,14 @@ def write_cfg(tmp_path, text):
     ("", ["controller.hidden=1000000000"], "controller.hidden=1000000000"),
     ("", ["data.bptt=1000000000000"], "data.bptt=1000000000000"),
     ("", ["search.derive_samples=1000000000"], "search.derive_samples must be <="),
+    # nesting past Python's recursion, integers past its 4,300 digits, files that are no files
+    ("deep: " + "[" * 100_000 + "]" * 100_000 + "\n", [], "nesting deeper"),
+    ("big: " + "9" * 5000 + "\n", [], "4300 digits"),
+    ("", ["model.hidden=" + "[" * 100_000 + "]" * 100_000], "nesting deeper"),
+    ("", ["x" + ".x" * 100_000 + "=1"], "levels of keys"),
+    ("", ["search.seed=99999999999999999999999"], "search.seed"),
+    ("", ["search.seed=" + "9" * 5000], "4300 digits"),
+    ("base: /proc/self/mem\n", [], "base: '/proc/self/mem'"),
 ])
 def test_configs_refused_before_any_run_folder(tmp_path, capsys, ptb_dir, text, sets, says):
     cfg = write_cfg(tmp_path, text)
@@ -75,7 +85,7 @@ def test_files_enas_writes_never_hold_aliases(tmp_path):
 
 @pytest.mark.parametrize("target, out, says", [
     ("folder", None, "is a folder"),
-    ("/dev/zero", None, "more than"),
+    ("/dev/zero", None, "not a regular file"),
     ("file", "drawing.yaml", "a drawing is written as"),
 ])
 def test_show_refuses_what_it_cannot_read_or_write(tmp_path, capsys, target, out, says):
@@ -101,6 +111,10 @@ CRAFTED = [
     ("a missing key", lambda s: s.pop("policy"), "does not fit this run"),
     ("a wrong type", lambda s: s.__setitem__("valid_cursor", [1, 2]), "does not fit this run"),
     ("an oversized random state", lambda s: s["rng"].__setitem__("python", "(" * 200_000), "random state"),
+    ("an unknown key", lambda s: s.__setitem__("planted", [0] * 10), "unknown key 'planted'"),
+    ("an unknown position key", lambda s: s["position"].__setitem__("planted", 1), "unknown position key 'planted'"),
+    ("a crafted trained candidate", lambda s: s.__setitem__("trained", [{"arch": "x" * 10**5, "score": 1.0}]),
+     "a trained candidate is {'arch': 'xxx"),
 ]
 
 
@@ -108,12 +122,7 @@ CRAFTED = [
 def stopped_search(tmp_path_factory):
     """A tiny finished PTB search whose checkpoint the tests below tamper with."""
 
-    root = tmp_path_factory.mktemp("crafted")
-    data = make_corpus(root / "ptb")
-    cfg = write_config(root, TINY_PTB, "c.yaml", search={"epochs": 1})
-    run = root / "run"
-    assert main(["search", str(cfg), "--data-dir", str(data), "--run-dir", str(run), "--device", "cpu"]) == 0
-    return run, data
+    return finished_search(tmp_path_factory.mktemp("crafted"))
 
 
 @pytest.mark.parametrize("name, tamper, says", CRAFTED, ids=[c[0] for c in CRAFTED])
@@ -171,23 +180,12 @@ def retrained(tmp_path_factory):
     """A tiny finished PTB retrain whose result.json the tests below damage."""
 
     root = tmp_path_factory.mktemp("retrained")
-    data = make_corpus(root / "ptb")
-    space = build_space("enas_rnn", {"num_nodes": 4})
-    import random
-
-    arch = root / "arch.yaml"
-    arch.write_text(arch_to_yaml(space, random_arch(space, random.Random(0))))
-    cfg = write_config(root, {"model": {"hidden": 8}, "data": {"dataset": "ptb", "batch_size": 4, "eval_batch_size": 4,
-                                                             "bptt": 6},
-                              "train": {"lr": 5.0, "grad_clip": 0.25}, "retrain": {"epochs": 1}}, "r.yaml")
-    run = root / "run"
-    assert main(["retrain", str(arch), "--config", str(cfg), "--data-dir", str(data), "--run-dir", str(run),
-                 "--device", "cpu"]) == 0
-    return run
+    return finished_retrain(root, make_corpus(root / "ptb"))
 
 
-@pytest.mark.parametrize("content", ['{"test_perplexity": 12.5, "par', "[1, 2]", '{"test_perplexity": "high"}'],
-                         ids=["truncated", "list", "text-figure"])
+@pytest.mark.parametrize("content", ['{"test_perplexity": 12.5, "par', "[1, 2]", '{"test_perplexity": "high"}',
+                                     '{"test_perplexity": -' + "9" * 400 + "}"],
+                         ids=["truncated", "list", "text-figure", "past-float"])
 def test_damaged_result_json_is_named(capsys, retrained, content):
     path = retrained / "result.json"
     good = path.read_text()

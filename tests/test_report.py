@@ -122,21 +122,26 @@ def test_search_report_has_every_section(runs, search_page):
     assert_self_contained(page)
 
 
-def test_existing_report_is_never_overwritten(runs, search_page, tmp_path):
+def test_a_report_replaces_its_own_page_and_nothing_else_without_force(runs, search_page, tmp_path):
+    """A report is derived from its run: re-running replaces the page enas wrote, at the
+    default path or elsewhere; any other file needs --force, a run's own files never."""
     path, page = search_page
-    before = path.read_bytes()
-    with pytest.raises(RunDirError, match="--out"):
-        write_report(runs["search"])
-    assert path.read_bytes() == before
+    path.write_bytes(path.read_bytes().replace(b"</footer>", b"(an older copy)</footer>"))
+    assert write_report(runs["search"]) == path and b"(an older copy)" not in path.read_bytes()
     other = tmp_path / "mine.html"
     other.write_text("precious")
     with pytest.raises(RunDirError, match="already exists"):
         write_report(runs["search"], other)
     assert other.read_text() == "precious"
+    link = tmp_path / "link.html"
+    link.symlink_to(path)  # a link to a report is not a report enas wrote there
+    with pytest.raises(RunDirError, match="already exists"):
+        write_report(runs["retrain"], link)
     fresh = write_report(runs["retrain"], tmp_path / "sub" / "copy.html")  # a new folder is made
     assert fresh.is_file() and fresh.read_text().startswith("<!DOCTYPE html>")
     assert not list((tmp_path / "sub").glob(".*.tmp"))  # no temporary file left behind
-    # --force replaces a report, never a file of the run
+    assert write_report(runs["search"], fresh) == fresh  # its own page, elsewhere: replaced
+    # --force replaces any other file, never a file of the run
     assert write_report(runs["search"], other, force=True) == other and other.read_text().startswith("<!DOCTYPE")
     config = runs["search"] / "config.yaml"
     kept = config.read_bytes()
@@ -151,8 +156,10 @@ def test_enas_report_command(runs, tmp_path, capsys):
     out = tmp_path / "cli.html"
     assert main(["report", str(runs["search"]), "--out", str(out)]) == 0
     assert out.read_text().startswith("<!DOCTYPE html>") and str(out) in capsys.readouterr().out
+    assert main(["report", str(runs["search"]), "--out", str(out)]) == 0  # its own page: replaced
+    out.write_text("not a report")
     assert main(["report", str(runs["search"]), "--out", str(out)]) == 2
-    assert "--force" in capsys.readouterr().err
+    assert "--force" in capsys.readouterr().err and out.read_text() == "not a report"
     assert main(["report", str(runs["search"]), "--out", str(out), "--force"]) == 0
 
 

@@ -9,10 +9,9 @@ import pytest
 from enas.cli import main
 from enas.errors import DataError
 from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se, percentile
-from enas.evaluate.table import read_table
-from enas.rank import arch_text, parse_arch_line
+from enas.rank import arch_text
 from enas.space import build_space
-from conftest import TINY_NB201, write_cifar, write_config
+from conftest import NB201_CELLS as CELLS, read_nb201_table as read, TINY_NB201, write_cifar, write_config, write_nb201_table as write_table
 
 
 def test_kendall_tau_b_se_is_the_jackknife():
@@ -29,23 +28,6 @@ def test_kendall_tau_b_se_is_the_jackknife():
 
 def test_percentile_counts_ties_half():
     assert percentile(2.0, [1.0, 2.0, 3.0, 4.0]) == pytest.approx(37.5)
-
-
-CELLS = ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
-         "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
-         "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
-         "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"]
-
-
-def write_table(path, rows=None):
-    rows = rows if rows is not None else [(i, c, v) for i, (c, v) in enumerate(zip(CELLS, [10.0, 90.0, 50.0, 70.0]))]
-    path.write_text("index,cell,cifar10_valid\n" + "".join(f"{i},{c},{v}\n" for i, c, v in rows))
-    return path
-
-
-def read(path, **kw):
-    space = build_space("nb201")
-    return read_table(path, space, lambda a: arch_text(space, a), lambda s: parse_arch_line(space, s), **kw)
 
 
 def test_table_reads_cells_and_ranks_among_all_rows(tmp_path):

@@ -16,6 +16,7 @@ from conftest import write_cifar
 from conftest import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+MODULE = ["--space-module", str(ROOT / "examples" / "convnet_space.py")]  # reopening a run names its code
 SEARCH, RETRAIN = ROOT / "examples" / "convnet_search.yaml", ROOT / "examples" / "convnet_retrain.yaml"
 # the example configs, shrunk to seconds on a few dozen 16 px images
 SMALL = ["space.args.max_depth=2", "model.channels=4", "data.image_size=16", "data.batch_size=8",
@@ -50,17 +51,17 @@ def test_search_exports_an_architecture_of_the_example_space(searched, capsys):
     assert "stage 1 (" in capsys.readouterr().out
 
 
-def test_derive_rank_report_and_resume_work_unchanged(searched, capsys):
+def test_derive_rank_report_and_resume_work_with_the_space_module_named(searched, capsys):
     root, _, run = searched
-    assert main(["derive", str(run), "--samples", "2", "--device", "cpu"]) == 0
+    assert main(["derive", str(run), "--samples", "2", "--device", "cpu"] + MODULE) == 0
     csv = root / "ranks.csv"
-    assert main(["rank", str(run), "--samples", "3", "--out", str(csv), "--device", "cpu"]) == 0
+    assert main(["rank", str(run), "--samples", "3", "--out", str(csv), "--device", "cpu"] + MODULE) == 0
     assert len(csv.read_text().splitlines()) == 4  # header + 3 architectures
     report = root / "report.html"
-    assert main(["report", str(run), "--out", str(report)]) == 0
+    assert main(["report", str(run), "--out", str(report)] + MODULE) == 0
     assert "convnet" in report.read_text()
     assert main(["search", "--resume", str(run), "--set", "search.epochs=2", "--allow-config-change",
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu"] + MODULE) == 0
     assert (run / "archs" / "epoch_002.yaml").is_file()
 
 
@@ -71,7 +72,7 @@ def test_retrain_and_evaluate_the_found_architecture(searched, capsys):
                  "--run-dir", str(out), "--device", "cpu"] + sets(SMALL_RETRAIN)) == 0
     assert (out / "result.json").is_file()
     capsys.readouterr()
-    assert main(["evaluate", str(out), "--device", "cpu"]) == 0
+    assert main(["evaluate", str(out), "--device", "cpu"] + MODULE) == 0
     assert "match" in capsys.readouterr().out
 
 

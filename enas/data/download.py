@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import urllib.request
 from pathlib import Path
+
+from ..files import exclusive, open_regular
 
 
 def checksum(path: Path, algorithm: str = "md5") -> str:
     """Hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -20,11 +23,12 @@ def md5sum(path: Path) -> str:
 
 
 def fetch(url: str, dest: Path, timeout: float) -> None:
-    """Download ``url`` to ``dest`` through ``dest.part``, so an interrupted download never
-    leaves a file that looks complete. Raises OSError (URLError, timeout) without a network."""
-    part = dest.with_name(dest.name + ".part")
+    """Download ``url`` to ``dest`` through a fresh temporary file beside it (never a file
+    or link planted under a fixed name), so an interrupted download never leaves a file
+    that looks complete. Raises OSError (URLError, timeout) without a network."""
+    fd, part = exclusive(dest)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
             while chunk := r.read(1 << 20):
                 f.write(chunk)
     except BaseException:

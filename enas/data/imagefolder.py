@@ -16,7 +16,13 @@ one that cannot be read is rebuilt.
 An image Pillow cannot read stops the load with a ``DataError`` naming it (all are
 decoded first, so one run finds every bad file), unless ``data.skip_bad_images``: then
 they are left out and counted. The cache records them, so switching that option on
-needs no second decode.
+needs no second decode. So does an image of more than ``MAX_PIXELS`` pixels (its
+header is read first: a 13,000 x 13,000 PNG would decode to 500 MB per thread), or one
+that is not a regular file (a FIFO would block the decode forever).
+
+A split, class folder or image may be a symbolic link only to something inside the data
+folder: a link leading outside it is refused with a ``DataError`` naming it, and so is a
+cache folder that is a link (the cache is then not written).
 """
 from __future__ import annotations
 
@@ -31,7 +37,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ..checkpoint import read as read_checkpoint
 from ..errors import DataError
+from ..files import make_dir, open_regular, write_atomic
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLITS = ("train", "val")
@@ -39,32 +47,47 @@ CACHE_DIR = ".enas-cache"
 # In the cache key: a cache made by another decoding recipe is never reused.
 RECIPE = "pillow draft+RGB+bilinear v1"
 LAYOUT = "the expected layout is DIR/train/<class>/<image> and DIR/val/<class>/<image>"
+# NAS datasets are small images (CIFAR 32 x 32, ImageNet about 400 x 350) shrunk to
+# data.image_size; 50 megapixels admits any camera photo, and decodes to 150 MB.
+MAX_PIXELS = 50_000_000
 
 
 def _visible(name: str) -> bool:
     return not name.startswith(".")
 
 
-def _class_dirs(split_dir: Path) -> list[Path]:
+def _inside(path: Path, data_dir: Path) -> Path:
+    """``path``, if it is no link or a link to something inside ``data_dir``."""
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(data_dir.resolve()):
+            raise DataError(f"{path} is a link to {target}, outside the data folder {data_dir}; enas reads only the "
+                            f"data folder's own files: put a copy there, or remove the link")
+    return path
+
+
+def _class_dirs(split_dir: Path, data_dir: Path) -> list[Path]:
     try:
-        return sorted(p for p in split_dir.iterdir() if _visible(p.name) and p.is_dir())
+        _inside(split_dir, data_dir)
+        return sorted(_inside(p, data_dir) for p in split_dir.iterdir() if _visible(p.name) and p.is_dir())
     except OSError:  # missing: load() says so, data_files() lists nothing
         return []
 
 
-def _images(folder: Path) -> list[Path]:
+def _images(folder: Path, data_dir: Path) -> list[Path]:
     """The image files below ``folder``, sorted; hidden files and folders skipped."""
     out = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if _visible(d)]
-        out += [Path(root, f) for f in files if _visible(f) and Path(f).suffix.lower() in EXTENSIONS]
+        out += [_inside(Path(root, f), data_dir) for f in files
+                if _visible(f) and Path(f).suffix.lower() in EXTENSIONS]
     return sorted(out)
 
 
 def image_files(data_dir) -> list[Path]:
     """Every image the dataset reads (under ``DIR/{train,val}/<class>/``), sorted."""
     data_dir = Path(data_dir)
-    return sorted(f for split in SPLITS for d in _class_dirs(data_dir / split) for f in _images(d))
+    return sorted(f for split in SPLITS for d in _class_dirs(data_dir / split, data_dir) for f in _images(d, data_dir))
 
 
 def scan(data_dir: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
@@ -73,18 +96,18 @@ def scan(data_dir: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
     for split in SPLITS:
         if not (data_dir / split).is_dir():
             raise DataError(f"{data_dir / split} is not a folder (data.dataset: imagefolder); {LAYOUT}")
-    classes = [d.name for d in _class_dirs(data_dir / "train")]
+    classes = [d.name for d in _class_dirs(data_dir / "train", data_dir)]
     if not classes:
         raise DataError(f"{data_dir / 'train'} has no class folders; {LAYOUT}")
     label = {c: i for i, c in enumerate(classes)}
     files: dict[str, list[tuple[Path, int]]] = {}
     for split in SPLITS:
         files[split] = []
-        for d in _class_dirs(data_dir / split):
+        for d in _class_dirs(data_dir / split, data_dir):
             if d.name not in label:
                 raise DataError(f"{d}: class {d.name!r} has no folder in {data_dir / 'train'} (the classes are "
                                 f"the folders there); add its training images or remove {d}")
-            found = _images(d)
+            found = _images(d, data_dir)
             if split == "train" and not found:
                 raise DataError(f"{d} holds no image ({' '.join(sorted(EXTENSIONS))}); every class needs at least "
                                 f"one training image: add some or remove the folder")
@@ -113,7 +136,10 @@ def cache_key(data_dir: Path, files: dict, image_size: int) -> str:
 
 def decode(path: Path, size: int) -> np.ndarray:
     """One image file -> uint8 [size, size, 3], RGB (a GIF's first frame)."""
-    with Image.open(path) as im:
+    with open_regular(path) as f, Image.open(f) as im:
+        if im.width * im.height > MAX_PIXELS:
+            raise ValueError(f"{im.width:,} x {im.height:,} pixels, more than the {MAX_PIXELS:,} enas decodes; "
+                             f"shrink it (it is resized to data.image_size anyway)")
         # JPEG only: decode at the smallest DCT scale still >= size (a photo decodes
         # several times faster; the resize below does the rest)
         im.draft("RGB", (size, size))
@@ -156,7 +182,7 @@ def _read_cache(path: Path, key: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        d = read_checkpoint(path)
         ok = (d["key"] == key and all(d[f"{s}_x"].dtype == torch.uint8 and d[f"{s}_y"].dtype == torch.int64
                                       and d[f"{s}_x"].shape[0] == d[f"{s}_y"].shape[0] for s in ("train", "test"))
               and isinstance(d["bad"], list) and len(d["bad"]) == len(d["why"]) and isinstance(d["classes"], list))
@@ -169,16 +195,10 @@ def _read_cache(path: Path, key: str) -> dict | None:
 
 
 def _write_cache(path: Path, d: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: ranks may write at once
-    try:
-        path.parent.mkdir(exist_ok=True)
-        torch.save(d, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch.save reports an unwritable file as a RuntimeError
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+    try:  # a fresh temporary per write: ranks may write at once (enas/files.py)
+        make_dir(path.parent)
+        write_atomic(path, lambda f: torch.save(d, f))
+    except OSError as e:
         print(f"note: cannot write an image cache in {path.parent} ({getattr(e, 'strerror', None) or e}); "
               f"the images are decoded again on every run", file=sys.stderr)
         return

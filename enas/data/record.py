@@ -7,17 +7,23 @@ its data from there unless ``--data-dir`` names another folder, and refuses file
 whose fingerprint differs unless the user accepts the change
 (``--allow-config-change``): a resumed run must not silently continue on other data,
 and nothing is downloaded into a folder the run never used.
+
+The record is a file of the run, so anyone may have edited it: its folder is used only
+if every file it records is there (a path edited to point at another folder finds none,
+and is refused rather than downloaded into), and a record of no files is refused.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .download import checksum
-from ..errors import ConfigError, DataError
-from ..files import write_atomic
+from ..errors import ConfigError, DataError, brief
+from ..files import read_json, write_atomic
 
 RECORD = "data.json"
+MAX_BYTES = 256 * 2**20  # an image folder's record names every image: ~150 bytes each
 
 
 def data_files(dataset: str, data_dir: str | Path) -> list[Path]:
@@ -58,13 +64,15 @@ def write(run_dir: str | Path, dataset: str, data_dir: str | Path) -> dict:
 def read(run_dir: str | Path) -> dict | None:
     """The run's record, or None for a run folder that has none."""
     path = Path(run_dir) / RECORD
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
     try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is unreadable ({e}); pass --data-dir DIR to name the run's data") from None
-    ok = (isinstance(rec, dict) and isinstance(rec.get("path"), str) and isinstance(rec.get("files"), dict)
+        rec = read_json(path, MAX_BYTES)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable ({getattr(e, 'strerror', None) or e}); pass --data-dir DIR to name "
+                        f"the run's data") from None
+    ok = (isinstance(rec, dict) and isinstance(rec.get("path"), str) and len(rec["path"]) <= 4096
+          and isinstance(rec.get("files"), dict)
           and all(isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("sha256"), str)
                   for v in rec["files"].values()))
     if not ok:
@@ -79,6 +87,7 @@ def differences(recorded: dict, current: dict) -> list[str]:
     old, new = recorded["files"], current["files"]
     for name in sorted(set(old) | set(new)):
         a, b = old.get(name), new.get(name)
+        name = name if len(name) <= 200 else brief(name)  # a record is anyone's: names are quoted short
         if a is None:
             out.append(f"{name}: new")
         elif b is None:
@@ -97,24 +106,35 @@ def _brief(items: list[str], sep: str, most: int = 10) -> str:
 
 
 def resolve(run_dir: str | Path, dataset: str, given: str | Path | None, allow_change: bool = False,
-            say=None) -> str:
+            say=None, keep_record: bool = False) -> str:
     """The data folder for a command that reopens ``run_dir``: ``given`` (--data-dir) or
-    the recorded folder, checked against the recorded fingerprint."""
+    the recorded folder, checked against the recorded fingerprint. An accepted change is
+    recorded, unless ``keep_record`` (commands that only read the run)."""
     rec = read(run_dir)
     if rec is None:  # a run folder from before data.json: what the user names, else ./data
         return str(given) if given is not None else "data"
+    path = Path(run_dir) / RECORD
+    if not rec["files"]:
+        raise DataError(f"{path} records no data files, so it cannot tell which folder is the run's; pass "
+                        f"--data-dir DIR to name the run's data")
     data_dir = Path(given) if given is not None else Path(rec["path"])
     current = fingerprint(dataset, data_dir)
     diffs = differences(rec, current)
     if not diffs:
         return str(data_dir)
-    where = f"{data_dir}" + ("" if given is not None else f" (recorded in {Path(run_dir) / RECORD})")
+    where = f"{data_dir}" + ("" if given is not None else f" (recorded in {path})")
+    missing = [d for d in diffs if d.endswith(": missing")]
+    if given is None and missing:  # never fill (or download into) a folder the record merely names
+        names = _brief([d.split(":")[0] for d in missing], ", ")
+        raise DataError(f"the data this run used is not in {where}: {names} missing; pass --data-dir DIR where DIR "
+                        f"holds the run's data")
     if allow_change:
         if say is not None:
-            say(f"note: continuing on data that differs from the run's: {_brief(diffs, '; ')}")
-        write(run_dir, dataset, data_dir)
+            say(f"note: {'using' if keep_record else 'continuing on'} data that differs from the run's: "
+                f"{_brief(diffs, '; ')}")
+        if not keep_record:
+            write(run_dir, dataset, data_dir)
         return str(data_dir)
-    missing = [d for d in diffs if d.endswith(": missing")]
     if len(missing) == len(diffs) and len(current["files"]) == 0:
         names = _brief([d.split(":")[0] for d in missing], ", ")
         raise DataError(f"the data this run used is not in {where}: {names} missing; pass --data-dir DIR where DIR "

@@ -8,6 +8,7 @@ in order of first appearance, so token ids are deterministic.
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tarfile
@@ -20,6 +21,7 @@ import torch
 from .download import fetch as _download  # tests replace it: never touch the network
 from .download import make_folders, md5sum, remove_empty
 from ..errors import DataError
+from ..files import open_regular
 
 EOS, UNK = "<eos>", "<unk>"
 
@@ -64,7 +66,7 @@ def tokenize_lines(lines) -> list[str]:
 
 
 def read_tokens(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as f:
+    with io.TextIOWrapper(open_regular(path), encoding="utf-8") as f:  # a regular file: never a FIFO
         return tokenize_lines(f)
 
 

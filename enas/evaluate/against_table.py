@@ -23,8 +23,8 @@ reports:
 from __future__ import annotations
 
 import math
+import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -112,8 +112,8 @@ def measure(search, table_path, cells: int = 200, seed: int = 0, draws: int = 5,
         return table.percentile(table.accuracy[text]) if text in table.accuracy else math.nan
 
     found = search.run_dir / "best_arch.yaml"
-    if found.is_file():
-        _, arch, _ = load_arch(found)
+    if os.path.lexists(found):  # the run's own file: never read through a link
+        _, arch, _ = load_arch(found, follow=False)
         out["found"] = arch_text(space, arch)
         out["found_accuracy"] = table.accuracy.get(out["found"], math.nan)
         out["found_percentile"] = at(arch)

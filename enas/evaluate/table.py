@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import QUOTE_CHARS, DataError, brief, printable
+from ..files import read_regular
 from ..space import ArchError
 
 MAX_TABLE_BYTES = 256 * 2**20  # NB201's table is 1.5 MB; a larger file is not a table of a search space
@@ -57,16 +58,23 @@ def read_table(path, space, text_of, parse, arch_column: str | None = None,
     """Read ``path`` for ``space``: ``parse(line) -> arch`` and ``text_of(arch) -> text``
     (enas/rank.py's forms) give every row one canonical text."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"table {path} is not a file; give the CSV of published accuracies "
+    if path.is_dir():
+        raise DataError(f"table {path} is not a file (a folder); give the CSV of published accuracies "
                         f"(e.g. ../shared/data/nb201/cifar10_valid.csv)")
-    if path.stat().st_size > MAX_TABLE_BYTES:
-        raise DataError(f"table {path} is over {MAX_TABLE_BYTES // 2**20} MB; is it the right file?")
-    try:
-        text = path.read_text()
+    try:  # a regular file only (a FIFO would wait forever), refused unread when too large
+        text = read_regular(path, MAX_TABLE_BYTES).decode()
     except UnicodeDecodeError:
         raise DataError(f"table {path} is not a text (CSV) file") from None
+    except OSError as e:
+        raise DataError(f"table {path}: {e.strerror or e}; give the CSV of published accuracies") from None
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _rows(path, reader, space, text_of, parse, arch_column, metric_column)
+    except csv.Error as e:  # a field over csv's limit (128 KB), a NUL byte
+        raise DataError(f"table {path}, line {reader.line_num}: {e}") from None
+
+
+def _rows(path: Path, reader: csv.DictReader, space, text_of, parse, arch_column, metric_column) -> Table:
     columns = reader.fieldnames or []
     if len(columns) < 2:
         raise DataError(f"table {path} needs a header with an architecture and an accuracy column")
@@ -74,7 +82,9 @@ def read_table(path, space, text_of, parse, arch_column: str | None = None,
     metric_col = metric_column or columns[-1]
     for flag, col in (("--arch-column", arch_col), ("--metric-column", metric_col)):
         if col is None or col not in columns:
-            raise DataError(f"table {path} has no column {col!r} ({flag}); its columns: {', '.join(columns)}")
+            raise DataError(f"table {path} has no column {brief(col)} ({flag}); its columns: "
+                            f"{brief(', '.join(columns))}")
+    shown = printable(metric_col[:QUOTE_CHARS])  # a column name is anyone's text
     accuracy, archs = {}, {}
     for n, row in enumerate(reader, start=2):
         try:
@@ -83,9 +93,10 @@ def read_table(path, space, text_of, parse, arch_column: str | None = None,
         except ArchError as e:
             raise DataError(f"{path}, line {n}: {e}") from None
         except (TypeError, ValueError):
-            raise DataError(f"{path}, line {n}: {metric_col} {str(row[metric_col])[:40]!r} is not a number") from None
+            raise DataError(f"{path}, line {n}: {shown} {brief(row[metric_col], 40)} "
+                            f"is not a number") from None
         if not math.isfinite(value):
-            raise DataError(f"{path}, line {n}: {metric_col} is {value}")
+            raise DataError(f"{path}, line {n}: {shown} is {value}")
         key = text_of(arch)
         accuracy[key], archs[key] = value, arch
     if len(accuracy) < 2:

@@ -16,30 +16,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import write_atomic
-from ..runlog import RunDirError
-from .page import render
+from ..files import check_out, open_regular, write_atomic
+from ..errors import RunDirError, UserError, printable
+from .page import GENERATOR, render
 from .runfolder import load_run
 
 
-def write_report(run_dir: Path, out: Path | None = None, force: bool = False) -> Path:
+def write_report(run_dir: Path, out: Path | None = None, force: bool = False,
+                 space_module: str | None = None) -> Path:
     """Write the HTML report of a search or retrain run folder; return its path.
 
-    Default output: ``RUN_DIR/report.html``. An existing file is replaced only with
-    ``force`` (and never a file of the run other than a report); the file appears
-    complete or not at all."""
+    Default output: ``RUN_DIR/report.html``. A report enas wrote is replaced (it is
+    derived from the run, not data); any other existing file only with ``force``, and
+    never a file of a run other than a report (enas/files.py check_out). The file
+    appears complete or not at all. ``space_module``: the code of the run's space, if
+    it is the user's own (a run's files never make enas import code)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report.html"
-    if out.exists() and not force:
-        raise RunDirError(f"{out} already exists; pass --force to replace it, or --out FILE")
-    if force and out.exists() and out.resolve().parent == run_dir.resolve() and out.suffix != ".html":
-        raise RunDirError(f"{out} is a file of the run; a report never replaces it. Choose --out FILE.html")
-    page = render(load_run(run_dir))
+    force = force or _is_report(out)
+    check_out(out, force, ours=lambda name: name.endswith(".html"))
+    page = render(load_run(run_dir, space_module))
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         return write_atomic(out, page, replace=force)
     except FileExistsError:
         raise RunDirError(f"{out} already exists; pass --force to replace it, or --out FILE") from None
+
+
+def _is_report(path: Path) -> bool:
+    """``path`` is a page enas report wrote: a regular file (not a link) that opens with
+    its generator mark."""
+    try:
+        with open_regular(path, follow=False) as f:
+            return GENERATOR.encode() in f.read(512)
+    except (OSError, UserError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("--out", help="the HTML file to write (default RUN_DIR/report.html)")
     p.add_argument("--force", action="store_true", help="replace an existing report")
+    p.add_argument("--space-module", metavar="FILE", help="the Python file of the run's space, if it is your own")
     a = p.parse_args(argv)
     try:
-        path = write_report(Path(a.run_dir), Path(a.out) if a.out else None, a.force)
-    except RunDirError as e:
-        print(f"error: {e}", file=sys.stderr)
+        path = write_report(Path(a.run_dir), Path(a.out) if a.out else None, a.force, a.space_module)
+    except UserError as e:
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     print(f"report written to {path}")
     return 0

@@ -6,13 +6,14 @@ import datetime
 import html
 import json
 import math
+import os
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..checkpoint import read
+from ..files import produced, read_regular
 from .charts import chart, heatmaps, img, small_multiples, xlabel
 from .runfolder import NONFINITE, Run, Series, arch_files, epochs_done
 
@@ -244,10 +245,7 @@ def _draw_arch(space, arch) -> bytes | None:
     draw = getattr(space, "draw", None)
     if draw is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        png = Path(tmp) / "arch.png"
-        draw(arch, png)
-        return png.read_bytes()
+    return produced(lambda png: draw(arch, png), "arch.png")
 
 
 def _architecture(run: Run) -> str:
@@ -265,7 +263,7 @@ def _architecture(run: Run) -> str:
         if not path.is_file():
             return _note("No arch.yaml in this folder.")
     try:
-        space, arch, doc = load_arch(path)
+        space, arch, doc = load_arch(path, follow=False)
     except Exception as e:
         return _note(f'<span class="warn">{html.escape(str(e))}</span>')
     out = [f"<p>{html.escape(what)}</p>"]
@@ -275,8 +273,10 @@ def _architecture(run: Run) -> str:
         png = None
         out.append(_note(f"The space's drawing failed: {html.escape(f'{type(e).__name__}: {e}')}"))
         old = path.with_suffix(".png")
-        if old.is_file():
-            png = old.read_bytes()
+        try:
+            png = read_regular(old, 64 * 2**20, follow=False)
+        except OSError:
+            png = None
     if png:
         out.append(img(png, f"{space.name} architecture"))
     elif getattr(space, "draw", None) is None:
@@ -303,17 +303,14 @@ def _candidates(run: Run) -> str:
     """The candidates in the order the search ranked them last: the winner first, beside
     it the scores it was picked by (final stage, final derive, last epoch's derive)."""
     ckpt = run.dir / "checkpoint.pt"
-    if not ckpt.is_file():
+    if not os.path.lexists(ckpt):
         return _note("No checkpoint.pt: the derive candidates are not available.")
     try:
-        import torch
-
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # an old-format file cannot be memory-mapped
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = read(ckpt)
     except Exception as e:
         return _note(f'<span class="warn">checkpoint.pt could not be read: {html.escape(str(e))}</span>')
+    if not isinstance(state, dict):
+        return _note('<span class="warn">checkpoint.pt holds no mapping of values.</span>')
     final = state.get("final") if isinstance(state.get("final"), dict) else {}
     rows = candidate_rows(state)
     if not rows:
@@ -561,6 +558,11 @@ details summary{cursor:pointer;font-family:monospace;font-size:.9em}footer{color
 """
 
 
+# The mark of a page this module wrote: a report is derived from its run, so enas report
+# replaces a page bearing it without --force, and nothing else.
+GENERATOR = '<meta name="generator" content="enas report">'
+
+
 def render(run: Run) -> str:
     drawn: set = set()  # series drawn by a section: "All logged figures" leaves them out
     if run.kind == "search":
@@ -586,7 +588,7 @@ def render(run: Run) -> str:
                    for sid, title, content in sections)
     title = f"enas {run.kind} report: {run.dir.resolve().name}"
     now = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{GENERATOR}'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"
             f"<body><main><h1>{html.escape(title)}</h1><nav>{nav}</nav>\n{body}"

@@ -1,0 +1,235 @@
+"""Small files cannot exhaust memory or hang: space arguments are bounded, every file read
+is a regular file (never a FIFO), checkpoints are checked before torch.load, metrics.jsonl
+is streamed a capped line at a time, CIFAR batches and images have size caps; and what
+they hold reaches the terminal cut short and with its control characters escaped."""
+import contextlib
+import os
+import shutil
+import signal
+import zipfile
+
+import pytest
+import yaml
+from PIL import Image
+
+from enas.archfile import arch_to_yaml
+from enas.cli import main
+from enas.space import build_space
+from enas.errors import DataError
+
+from conftest import finished_search, make_folder, random_arch, read_nb201_table as read, TINY_PTB, write_nb201_table as write_table
+
+CPU = ["--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    return finished_search(tmp_path_factory.mktemp("bounded"))
+
+
+@pytest.fixture
+def run(made, tmp_path):
+    return shutil.copytree(made[0], tmp_path / "run")
+
+
+@contextlib.contextmanager
+def deadline(seconds=60):
+    """A command that would wait forever (a FIFO opened for reading) fails instead."""
+    def expired(signum, frame):
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def one_error(capsys, *says) -> str:
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert "Traceback" not in err and len(errors) == 1 and err.endswith(errors[0]), err
+    for s in says:
+        assert s in errors[0], err
+    return errors[0]
+
+
+# ---- space arguments -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where, key, value, limit", [
+    ("config", "num_nodes", 1_000_000, "64"),
+    ("arch file", "num_nodes", 1_000_000, "64"),
+    ("arch file", "activations", ["tanh"] * 100_000, "16"),
+])
+def test_space_arguments_are_bounded_before_anything_is_built(tmp_path, capsys, ptb_dir, where, key, value, limit):
+    if where == "config":
+        cfg = yaml.safe_load(yaml.safe_dump(TINY_PTB))
+        cfg["space"]["args"][key] = value
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        argv = ["search", str(path), "--data-dir", str(ptb_dir), "--run-dir", str(tmp_path / "r")] + CPU
+    else:
+        doc = yaml.safe_load(arch_to_yaml(build_space("enas_rnn", {}), random_arch(build_space("enas_rnn", {}),
+                                                                                     __import__("random").Random(0))))
+        doc["space"]["args"] = {key: value}
+        path = tmp_path / "a.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        argv = ["show", str(path)]
+    assert main(argv) == 2
+    line = one_error(capsys, f"space.args.{key}", f"at most {limit}")
+    assert len(line) < 600 and not (tmp_path / "r").exists()
+
+
+# ---- regular files only ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("what", ["arch file", "config", "run config", "data record", "arch list", "checkpoint",
+                                  "result"])
+def test_a_fifo_is_refused_never_waited_on(made, tmp_path, capsys, what):
+    run = shutil.copytree(made[0], tmp_path / "run")
+    fifo = {"arch file": tmp_path / "a.yaml", "config": tmp_path / "c.yaml", "run config": run / "config.yaml",
+            "data record": run / "data.json", "arch list": tmp_path / "archs.txt", "checkpoint": run / "checkpoint.pt",
+            "result": run / "result.json"}[what]
+    fifo.unlink(missing_ok=True)
+    if what == "checkpoint":
+        (run / "checkpoint.prev.pt").unlink()
+    os.mkfifo(fifo)
+    argv = {"arch file": ["show", str(fifo)], "config": ["search", str(fifo)],
+            "arch list": ["rank", str(run), "--archs", str(fifo)] + CPU,
+            "result": ["report", str(run), "--out", str(tmp_path / "r.html")]}.get(what, ["derive", str(run)] + CPU)
+    with deadline():
+        code = main(argv)
+    if what == "result":  # the report leaves out what it cannot read, and says so
+        assert code == 0 and "result.json" in capsys.readouterr().err
+    else:
+        assert code == 2
+        one_error(capsys, str(fifo), "not a regular file (a FIFO)")
+
+
+# ---- checkpoints ----------------------------------------------------------------------
+
+
+def test_a_checkpoint_with_compressed_entries_is_refused_unread(run, capsys):
+    """torch.save stores entries; a deflated entry could unpack to gigabytes (a 4 MB file
+    to 3.5 GB), so none is unpacked, however harmless this one would be."""
+    path = run / "checkpoint.pt"
+    src = zipfile.ZipFile(path)
+    entries = {i.filename: src.read(i.filename) for i in src.infolist()}
+    src.close()
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    (run / "checkpoint.prev.pt").unlink()
+    assert main(["derive", str(run)] + CPU) == 2
+    one_error(capsys, str(path), "is compressed")
+
+
+# ---- metrics.jsonl ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line, why", [
+    ('{"step": 7, "epoch": 1, "x/text": "' + "a" * 3_000_000 + '"}', "longer than"),
+    ('{"step": Infinity, "shared/loss": 1.0}', "not a whole number"),
+    ('{"step": 7, "epoch": NaN, "shared/loss": 1.0}', "not a whole number"),
+    ('{"step": 7, "shared/loss": 1' + "0" * 400 + "}", "too large"),
+    ('{"step": 7, "shared/loss": 1' + "0" * 5000 + "}", "4300 digits"),
+    ('{"step": 7, "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+])
+def test_metrics_lines_that_are_not_figures_are_skipped_with_one_note(run, tmp_path, capsys, line, why):
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(line + "\n")
+    rows = len((run / "metrics.jsonl").read_text().splitlines())
+    out = tmp_path / "r.html"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"{run / 'metrics.jsonl'}: 1 unreadable line(s) skipped (first: line {rows:,}: " in err and why in err
+    assert "a" * 1000 not in out.read_text()
+
+
+def test_infinity_and_nan_figures_are_drawn_as_nonfinite(run, tmp_path, capsys):
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "shared/loss": Infinity, "shared/ppl": NaN, "shared/x": -1e308}\n')
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# ---- data files -------------------------------------------------------------------------
+
+
+def test_a_cifar_batch_larger_than_any_official_one_is_refused_unread(tmp_path):
+    from enas.data import cifar
+
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        f.truncate(6 * 2**30)  # 6 GB, sparse: no disk used, and none read
+    with pytest.raises(DataError, match="more than the") as e:
+        cifar.load_batch(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("what, says", [
+    ("fifo", "not a regular file (a FIFO)"),
+    ("oversized", "more than the"),
+    ("long field", "field larger than field limit"),
+    ("many columns", "no column 'acc' (--metric-column)"),
+])
+def test_a_published_table_is_a_bounded_regular_file_and_its_errors_are_short(tmp_path, what, says):
+    path = write_table(tmp_path / "t.csv")
+    if what == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif what == "oversized":
+        with open(path, "wb") as f:
+            f.truncate(2**30)  # sparse
+    elif what == "long field":
+        path.write_text("cell,acc\n" + "x" * 200_000 + ",1\n")
+    else:
+        path.write_text("cell," + ",".join(f"column{i}" for i in range(10_000)) + "\n")
+    with deadline(), pytest.raises(DataError) as e:
+        read(path, metric_column="acc" if what == "many columns" else None)
+    assert str(path) in str(e.value) and says in str(e.value) and len(str(e.value)) < 600, str(e.value)[:600]
+
+
+def test_an_image_of_more_pixels_than_a_nas_dataset_needs_is_not_decoded(tmp_path):
+    from enas.data.imagefolder import MAX_PIXELS, load_imagefolder
+
+    data = make_folder(tmp_path / "imgs", train=2, val=1)
+    big = data / "train" / "ant" / "huge.png"
+    Image.new("1", (8000, 8000)).save(big)  # 64 megapixels in 8 KB
+    assert 8000 * 8000 > MAX_PIXELS
+    with pytest.raises(DataError, match="pixels, more than") as e:
+        load_imagefolder(data, 16)
+    assert str(big) in str(e.value)
+    assert len(load_imagefolder(data, 16, skip_bad=True)["train_y"]) == 3 * 2 + 1  # the others, UPPER.PNG too
+
+
+# ---- what reaches the terminal ----------------------------------------------------------
+
+
+def test_error_messages_quote_a_few_hundred_characters_of_a_value(tmp_path, capsys, ptb_dir):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_PTB))
+    cfg["train"]["lr"] = "x" * 1_000_000
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["search", str(path), "--data-dir", str(ptb_dir), "--run-dir", str(tmp_path / "r")] + CPU) == 2
+    line = one_error(capsys, "train.lr", "1,000,002 characters")
+    assert len(line) < 600
+
+
+def test_control_characters_from_files_are_escaped(tmp_path, capsys):
+    space = build_space("nb201", {})
+    doc = yaml.safe_load(arch_to_yaml(space, random_arch(space, __import__("random").Random(0))))
+    doc["provenance"]["run"] = "\x1b]0;pwned\x07\x1b[2J"
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned\\x07\\x1b[2J" in out
+    doc["\x1b[2Jplanted"] = 1
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["show", str(path)]) == 2
+    assert "\x1b" not in one_error(capsys, "\\x1b[2Jplanted")
