@@ -30,29 +30,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _bench import Workload, emit, header, sample_archs, setup_process, sized  # noqa: E402
+from _bench import Workload, emit, header, loadavg, sample_archs, setup_process, sized  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("other", type=Path, help="another version of search_spaces/enas_rnn_pipeline.py")
+    ap.add_argument("other", type=Path, nargs="?", default=None,
+                    help="another version of search_spaces/enas_rnn_pipeline.py (default: this tree's plain "
+                         "path, cell_bptt + F.linear + token_cross_entropy, as where no pipeline runs)")
     ap.add_argument("--pairs", type=int, default=60)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     args = ap.parse_args()
-    if not args.other.is_file():
+    if args.other is not None and not args.other.is_file():
         raise SystemExit(f"error: {args.other} is not a file (give a copy of enas_rnn_pipeline.py)")
     threads = setup_process(args.threads)
     header(torch.device("cpu"), threads)
 
     import search_spaces.enas_rnn as model_module
 
-    spec = importlib.util.spec_from_file_location("other_pipeline", args.other)
-    other = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(other)
-    versions = {"this": model_module.cell_and_decoder, "other": other.cell_and_decoder}
+    import search_spaces.enas_rnn_pipeline as pipe
+
+    real_plan = pipe.lane_plan
+    if args.other is None:  # the same function with lane_plan saying "no pipeline here"
+        plain = pipe.cell_and_decoder
+
+        def other_call(*a, **k):
+            pipe.lane_plan = lambda *_a, **_k: None
+            try:
+                return plain(*a, **k)
+            finally:
+                pipe.lane_plan = real_plan
+
+        versions = {"this": model_module.cell_and_decoder, "other": other_call}
+    else:
+        spec = importlib.util.spec_from_file_location("other_pipeline", args.other)
+        other = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(other)
+        versions = {"this": model_module.cell_and_decoder, "other": other.cell_and_decoder}
 
     # the workload of rnn_matmul_fraction_h256 (throughput.py)
-    w = Workload("enas_rnn", sized("enas_rnn", "paper", {"hidden": 256}, batch=64), torch.device("cpu"))
+    w = Workload("enas_rnn", sized("enas_rnn", "paper", {"hidden": args.hidden}, batch=args.batch), torch.device("cpu"))
     warmup = 2
     archs = sample_archs(w.space, args.pairs + warmup, seed=7)
     ms = {"this": [], "other": []}
@@ -67,6 +86,10 @@ def main() -> None:
     finally:
         model_module.cell_and_decoder = versions["this"]
     ratios = [a / b for a, b in zip(ms["this"], ms["other"])]
+    tokens = w.size.bptt * w.size.batch
+    emit("ab_tokens_per_s_this", tokens / statistics.median(ms["this"]) * 1e3)
+    emit("ab_tokens_per_s_other", tokens / statistics.median(ms["other"]) * 1e3)
+    emit("loadavg_end", loadavg())
     emit("ab_pairs", len(ratios))
     emit("ab_step_ms_this", statistics.median(ms["this"]))
     emit("ab_step_ms_other", statistics.median(ms["other"]))
