@@ -1,5 +1,5 @@
 """Paired A/B of the RNN shared-phase step: this tree's cell + decoder pipeline against
-another version of search_spaces/enas_rnn_pipeline.py, in one process.
+another version of search_spaces/enas_rnn/kernels/pipeline.py, in one process.
 
 Why: on a shared 2-core VM the machine's speed moves by 20 % within minutes, so two
 fresh-process runs of throughput.py cannot resolve a change of a few per cent. Here
@@ -10,7 +10,7 @@ ratio of step times. Its noise floor, from A/A runs (the same file on both sides
 pairs, 2-core EPYC): medians 0.978 and 1.015, so changes under ~3 % are not resolved
 (benchmarks/RESULTS.md).
 
-    git show REV:search_spaces/enas_rnn_pipeline.py > /tmp/old_pipeline.py
+    git show REV:search_spaces/enas_rnn/kernels/pipeline.py > /tmp/old_pipeline.py
     python benchmarks/pipeline_ab.py /tmp/old_pipeline.py --pairs 60
 
 The other file must offer the same ``cell_and_decoder`` call and import from this tree.
@@ -36,7 +36,7 @@ from _bench import Workload, emit, header, loadavg, sample_archs, setup_process,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("other", type=Path, nargs="?", default=None,
-                    help="another version of search_spaces/enas_rnn_pipeline.py (default: this tree's plain "
+                    help="another version of search_spaces/enas_rnn/kernels/pipeline.py (default: this tree's plain "
                          "path, cell_bptt + F.linear + token_cross_entropy, as where no pipeline runs)")
     ap.add_argument("--pairs", type=int, default=60)
     ap.add_argument("--hidden", type=int, default=256)
@@ -44,13 +44,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     args = ap.parse_args()
     if args.other is not None and not args.other.is_file():
-        raise SystemExit(f"error: {args.other} is not a file (give a copy of enas_rnn_pipeline.py)")
+        raise SystemExit(f"error: {args.other} is not a file (give a copy of search_spaces/enas_rnn/kernels/pipeline.py)")
     threads = setup_process(args.threads)
     header(torch.device("cpu"), threads)
 
-    import search_spaces.enas_rnn as model_module
+    import search_spaces.enas_rnn.cell as model_module
 
-    import search_spaces.enas_rnn_pipeline as pipe
+    import search_spaces.enas_rnn.kernels.pipeline as pipe
 
     real_plan = pipe.lane_plan
     if args.other is None:  # the same function with lane_plan saying "no pipeline here"

@@ -1,11 +1,11 @@
 """Hand-written fast paths equal the plain autograd code they replace.
 
-* search_spaces/enas_rnn_bptt.py and enas_rnn_pipeline.py (the fused kernel): the ENAS
-  cell over a window with its own backward, against search_spaces/enas_rnn.py's
+* search_spaces/enas_rnn/kernels/bptt.py and kernels/pipeline.py (the fused kernel): the ENAS
+  cell over a window with its own backward, against search_spaces/enas_rnn/cell.py's
   ``enas_cell`` (the paper's equations through autograd) and the model's reference kernel.
-* search_spaces/enas_rnn_compiled.py (the compiled kernel): one step with the
+* search_spaces/enas_rnn/kernels/compiled.py (the compiled kernel): one step with the
   architecture as tensors, eager and under torch.compile, against ``enas_cell``.
-* enas/tasks/cross_entropy.py: the LM loss against F.cross_entropy.
+* search_spaces/enas_rnn/kernels/cross_entropy.py: the LM loss against F.cross_entropy.
 * enas/malloc.py: the allocator setting that makes them pay on CPU is applied.
 """
 import random
@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from enas.tasks.cross_entropy import token_cross_entropy
+from search_spaces.enas_rnn.kernels.cross_entropy import token_cross_entropy
 from search_spaces.enas_rnn import ENAS_PTB_CELL, Args, EnasRNNSpace, ModelArgs, enas_cell
-from search_spaces.enas_rnn_bptt import cell_bptt
+from search_spaces.enas_rnn.kernels.bptt import cell_bptt
 
 from conftest import random_arch
 
@@ -77,10 +77,10 @@ def test_cell_bptt_equals_autograd_reference(output, masked):
 @pytest.mark.parametrize("state_loss", [True, False])  # AR/TAR-like gradient on the states, or none
 @pytest.mark.parametrize("with_target", [False, True])  # logits out, or the cross-entropy computed inside
 def test_cell_and_decoder_pipeline_equals_plain_path(monkeypatch, lanes, masked, state_loss, with_target):
-    """The pipelined cell + decoder (enas_rnn_pipeline.py) against the reference cell,
+    """The pipelined cell + decoder (kernels/pipeline.py) against the reference cell,
     F.linear and F.cross_entropy: states, logits or loss, and every gradient, over several
     time chunks and vocabulary blocks, including the window's last, shorter chunk."""
-    import search_spaces.enas_rnn_pipeline as pipe
+    import search_spaces.enas_rnn.kernels.pipeline as pipe
 
     monkeypatch.setattr(pipe, "CHUNK_ROWS", 15)  # B = 5, T = 7: chunks of 1, 3, 2 and 1 steps
     monkeypatch.setattr(pipe, "VOCAB_BLOCK", 3)  # V = 7: 3 blocks
@@ -120,7 +120,7 @@ def test_cell_and_decoder_pipeline_equals_plain_path(monkeypatch, lanes, masked,
 
 def test_pipeline_lane_failure_is_raised_not_hung(monkeypatch):
     """A lane that fails wakes the lanes waiting on it; the caller gets the error."""
-    import search_spaces.enas_rnn_pipeline as pipe
+    import search_spaces.enas_rnn.kernels.pipeline as pipe
 
     def broken(*args, **kwargs):
         raise RuntimeError("recurrence failed")
@@ -147,7 +147,7 @@ def test_fused_kernel_equals_reference_kernel_end_to_end():
     """The model with model.kernel=fused (pipelined cell and decoder, and cell_bptt +
     F.linear where no pipeline runs), with the cross-entropy computed outside the model
     or inside it (target=), gives the loss and gradients of model.kernel=reference."""
-    import search_spaces.enas_rnn_pipeline as pipe
+    import search_spaces.enas_rnn.kernels.pipeline as pipe
 
     torch.manual_seed(0)
     space = EnasRNNSpace()
@@ -194,9 +194,9 @@ def kernel_run(model, tokens, arch, seed=1):
 
 @pytest.mark.parametrize("space_args", [Args(), Args(output="all", weights="pair_activation"), Args(num_nodes=1)])
 def test_tensor_arch_step_equals_reference_kernel(space_args, monkeypatch):
-    """enas_rnn_compiled.step run eagerly (the arch as index tensors, picks by
+    """kernels/compiled.py step run eagerly (the arch as index tensors, picks by
     torch.where) gives the reference kernel's loss and gradients, for several archs."""
-    import search_spaces.enas_rnn_compiled as compiled
+    import search_spaces.enas_rnn.kernels.compiled as compiled
 
     monkeypatch.setattr(compiled, "compiled_step", lambda device: compiled.step)
     torch.manual_seed(0)
@@ -330,8 +330,8 @@ def test_single_node_cell_and_bf16_autocast():
 def test_pipeline_without_torchscript(monkeypatch):
     """Where torch.jit.script is gone or fails, the pipeline's lanes run the same loops in
     Python and give the same values and gradients."""
-    import search_spaces.enas_rnn_bptt as bptt
-    import search_spaces.enas_rnn_pipeline as pipe
+    import search_spaces.enas_rnn.kernels.bptt as bptt
+    import search_spaces.enas_rnn.kernels.pipeline as pipe
 
     space = EnasRNNSpace()
     plan, leaves, m_l = cell_inputs(space, ENAS_PTB_CELL, T=4, B=4, H=3, masked=True, seed=1)

@@ -1,12 +1,12 @@
-"""enas/lanes.py: lanes run at once on 1-thread workers and report errors; row blocks cover
-the batch; the pipeline's lane plan (search_spaces/enas_rnn_pipeline.py)."""
+"""search_spaces/enas_rnn/kernels/lanes.py: lanes run at once on 1-thread workers and report errors; row blocks cover
+the batch; the pipeline's lane plan (search_spaces/enas_rnn/kernels/pipeline.py)."""
 import threading
 
 import pytest
 import torch
 
-from enas.lanes import row_blocks, run_lanes
-from search_spaces.enas_rnn_pipeline import MIN_ROWS, lane_plan
+from search_spaces.enas_rnn.kernels.lanes import row_blocks, run_lanes
+from search_spaces.enas_rnn.kernels.pipeline import MIN_ROWS, lane_plan
 
 
 def covered(blocks):

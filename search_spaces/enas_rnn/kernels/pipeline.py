@@ -1,6 +1,6 @@
 """The cell's recurrence and the tied decoder on separate CPU cores, pipelined over time.
 
-Why: the recurrence (enas_rnn_bptt.py) is a chain of small matmuls, one time step after
+Why: the recurrence (bptt.py) is a chain of small matmuls, one time step after
 another; the decoder ([T B, H] x [H, V]: 60 % of a PTB step's FLOPs) is one large GEMM
 that needs only the states. Splitting the recurrence's rows over both cores of a
 2-core machine kept both busy, but at 32 rows a core's matmuls run at ~45 GFLOP/s
@@ -32,9 +32,9 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from enas.lanes import dispatch_mode_on, row_blocks, run_lanes
-from enas.tasks.cross_entropy import nll_from_softmax, softmax_to_grad_, token_cross_entropy
-from search_spaces.enas_rnn_bptt import (
+from .lanes import dispatch_mode_on, row_blocks, run_lanes
+from .cross_entropy import nll_from_softmax, softmax_to_grad_, token_cross_entropy
+from .bptt import (
     _backward_rows, _buffers, _codes, _forward_rows, backward_block, cell_bptt, compiled, forward_block, weight_grads,
 )
 

@@ -20,10 +20,10 @@ and is tested in tests/test_enas_rnn.py.
 
 Kernels (``model.kernel``): ``reference`` runs ``enas_cell`` through autograd;
 ``fused`` runs the same equations with a hand-written backward pass
-(enas_rnn_bptt.py) and, on a CPU with two or more threads, the cell and the decoder
-pipelined over the cores (enas_rnn_pipeline.py); ``compiled`` runs them one step at a
+(kernels/bptt.py) and, on a CPU with two or more threads, the cell and the decoder
+pipelined over the cores (kernels/pipeline.py); ``compiled`` runs them one step at a
 time under ``torch.compile``, the architecture passed as tensors so that one graph
-serves every sampled cell (enas_rnn_compiled.py; CUDA graphs on CUDA); ``auto`` is
+serves every sampled cell (kernels/compiled.py; CUDA graphs on CUDA); ``auto`` is
 ``fused`` on the CPU, ``compiled`` on CUDA (the loop is bound by kernel launches there)
 and ``reference`` elsewhere. tests/test_fast_paths.py checks the fused and compiled
 kernels' values and gradients against ``enas_cell``.
@@ -52,9 +52,9 @@ import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
-from . import enas_rnn_compiled as compiled
-from .enas_rnn_pipeline import cell_and_decoder
-from .ops import ACTIVATIONS
+from ..ops import ACTIVATIONS
+from .kernels import compiled
+from .kernels.pipeline import cell_and_decoder
 
 
 @dataclass(frozen=True)
@@ -291,7 +291,7 @@ class RNNModel(nn.Module):
         # -> logits [T, B, V], hidden [B, H], extra_loss (AR/TAR; 0 in eval mode)
         # Given target [T, B], the first output is the mean token cross-entropy instead of
         # the logits: on CPU it is computed chunk by chunk beside the recurrence
-        # (enas_rnn_pipeline.py), while each chunk's logits are still in cache.
+        # (kernels/pipeline.py), while each chunk's logits are still in cache.
         if self.arch is not None:
             arch = self.arch  # a child's arch is fixed
         elif arch is None:
@@ -406,7 +406,7 @@ class EnasRNNSpace:
     def draw(self, arch: Mapping[str, Any], path):
         """Write a PNG of the cell (x_t, h_{t-1} -> node 0 -> ... -> avg -> h_t); returns
         the ``draw.Drawing`` (node extents)."""
-        from .draw import draw_rnn_cell
+        from ..draw import draw_rnn_cell
 
         arch = with_node0(validate(self.decisions(), arch), self.args)
         N = self.args.num_nodes

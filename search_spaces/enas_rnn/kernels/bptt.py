@@ -5,7 +5,7 @@ Why not plain autograd: at hidden 256 and batch 64 each time step is a few [64, 
 a graph node, and every slice of a node's [h, c] product costs a zero-filled gradient
 buffer in the backward pass. On CPU that book-keeping took as long as the cell's
 matmuls (measured with benchmarks/throughput.py). This function runs the same equations (paper eq. 1-2,
-see enas_rnn.py) with preallocated buffers and
+see ../cell.py) with preallocated buffers and
 
 * one matmul per group of nodes that read the same node (``RNNModel._plan``);
 * per node, three element-wise ops forward (sigmoid, activation, lerp) and seven backward;
@@ -21,7 +21,7 @@ of the group's nodes. Output: the states s_1..s_T, [T, B, H].
 
 The loops below (_forward_rows, _backward_rows) take any block of rows over any range of
 steps (forward_block, backward_block): the rows of a batch are independent sequences.
-On CPU with several threads, enas_rnn_pipeline.py runs them in chunks of steps beside
+On CPU with several threads, pipeline.py runs them in chunks of steps beside
 the decoder, on worker threads, compiled by TorchScript: that releases the GIL for a
 whole chunk instead of between ops (in Python, parallel loops spent most of their time
 waiting for each other's ~70 ATen calls per step; measured with benchmarks/throughput.py). Here, on the

@@ -1,12 +1,12 @@
 """Lanes: independent pieces of CPU work, each on its own 1-thread worker, all at once.
 
-Why: the ENAS cell's recurrence (search_spaces/enas_rnn_bptt.py) is a chain of small
+Why: the ENAS cell's recurrence (search_spaces/enas_rnn/kernels/bptt.py) is a chain of small
 [B, H] x [H, 2H k] matmuls and element-wise ops, one time step after another. On CPU
 such a matmul gains little from a second intra-op thread (fork/join, and moving the
 inputs just written on one core to the other, cost about what the second core saves),
 and the element-wise ops are under ATen's parallel grain size, so they run on one core
 anyway: the cell forward took as long on 1 thread as on 2 (measured with benchmarks/throughput.py). So
-the cores get separate work instead: search_spaces/enas_rnn_pipeline.py runs the
+the cores get separate work instead: search_spaces/enas_rnn/kernels/pipeline.py runs the
 recurrence on one lane and the decoder's GEMMs on another (and, with more threads, the
 recurrence's rows in several blocks, which are independent sequences). A lane that runs
 a Python loop of many small ops holds the GIL between every two ops and the lanes end
