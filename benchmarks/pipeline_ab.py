@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--one-thread", action="store_true", help="a third arm: the plain path on 1 torch thread")
     args = ap.parse_args()
     if args.other is not None and not args.other.is_file():
         raise SystemExit(f"error: {args.other} is not a file (give a copy of search_spaces/enas_rnn/kernels/pipeline.py)")
@@ -53,16 +54,16 @@ def main() -> None:
     import search_spaces.enas_rnn.kernels.pipeline as pipe
 
     real_plan = pipe.lane_plan
-    if args.other is None:  # the same function with lane_plan saying "no pipeline here"
-        plain = pipe.cell_and_decoder
+    plain = pipe.cell_and_decoder
 
-        def other_call(*a, **k):
-            pipe.lane_plan = lambda *_a, **_k: None
-            try:
-                return plain(*a, **k)
-            finally:
-                pipe.lane_plan = real_plan
+    def other_call(*a, **k):  # the same function with lane_plan saying "no pipeline here"
+        pipe.lane_plan = lambda *_a, **_k: None
+        try:
+            return plain(*a, **k)
+        finally:
+            pipe.lane_plan = real_plan
 
+    if args.other is None:
         versions = {"this": model_module.cell_and_decoder, "other": other_call}
     else:
         spec = importlib.util.spec_from_file_location("other_pipeline", args.other)
@@ -74,21 +75,29 @@ def main() -> None:
     w = Workload("enas_rnn", sized("enas_rnn", "paper", {"hidden": args.hidden}, batch=args.batch), torch.device("cpu"))
     warmup = 2
     archs = sample_archs(w.space, args.pairs + warmup, seed=7)
-    ms = {"this": [], "other": []}
+    # name -> (cell_and_decoder, torch threads of the caller); "plain_1thread": the plain
+    # path on one thread, as OMP_NUM_THREADS=1 runs it (no pipeline runs on one thread)
+    arms = {name: (fn, threads) for name, fn in versions.items()}
+    if args.one_thread:
+        arms["plain_1thread"] = (versions["other"] if args.other is None else other_call, 1)
+    ms = {name: [] for name in arms}
+    names = list(arms)
     try:
         for i, arch in enumerate(archs):
-            for name in ("this", "other") if i % 2 else ("other", "this"):
-                model_module.cell_and_decoder = versions[name]
+            for name in names[i % len(names):] + names[:i % len(names)]:  # the order rotates every round
+                model_module.cell_and_decoder, n = arms[name]
+                torch.set_num_threads(n)
                 t = time.perf_counter()
                 w.step(arch)
                 if i >= warmup:
                     ms[name].append(1e3 * (time.perf_counter() - t))
     finally:
         model_module.cell_and_decoder = versions["this"]
+        torch.set_num_threads(threads)
     ratios = [a / b for a, b in zip(ms["this"], ms["other"])]
     tokens = w.size.bptt * w.size.batch
-    emit("ab_tokens_per_s_this", tokens / statistics.median(ms["this"]) * 1e3)
-    emit("ab_tokens_per_s_other", tokens / statistics.median(ms["other"]) * 1e3)
+    for name in arms:
+        emit(f"ab_tokens_per_s_{name}", tokens / statistics.median(ms[name]) * 1e3)
     emit("loadavg_end", loadavg())
     emit("ab_pairs", len(ratios))
     emit("ab_step_ms_this", statistics.median(ms["this"]))
