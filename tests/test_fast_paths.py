@@ -239,9 +239,10 @@ def test_compiled_kernel_equals_reference_and_compiles_once():
 
 def test_kernel_auto_picks_by_device_and_says_so():
     model = EnasRNNSpace().supernet(ModelArgs(hidden=4), vocab_size=5)
-    assert model.kernel(torch.device("cpu")) == "fused" and model.kernel(torch.device("cuda")) == "compiled"
+    assert model.kernel(torch.device("cpu")) == "fused" and model.kernel(torch.device("cuda")) == "reference"
     assert "RNN cell kernel: fused (auto on cpu" in model.kernel_note("cpu")
-    assert "torch.compile, replayed as CUDA graphs" in model.kernel_note("cuda")
+    compiled = EnasRNNSpace().supernet(ModelArgs(hidden=4, kernel="compiled"), vocab_size=5)
+    assert "torch.compile, replayed as CUDA graphs" in compiled.kernel_note("cuda")
     ref = EnasRNNSpace().supernet(ModelArgs(hidden=4, kernel="reference"), vocab_size=5)
     assert ref.kernel(torch.device("cpu")) == "reference" and "kernel: reference (enas_cell" in ref.kernel_note("cpu")
 

@@ -24,9 +24,10 @@ Kernels (``model.kernel``): ``reference`` runs ``enas_cell`` through autograd;
 pipelined over the cores (kernels/pipeline.py); ``compiled`` runs them one step at a
 time under ``torch.compile``, the architecture passed as tensors so that one graph
 serves every sampled cell (kernels/compiled.py; CUDA graphs on CUDA); ``auto`` is
-``fused`` on the CPU, ``compiled`` on CUDA (the loop is bound by kernel launches there)
-and ``reference`` elsewhere. tests/test_fast_paths.py checks the fused and compiled
-kernels' values and gradients against ``enas_cell``.
+``fused`` on the CPU and ``reference`` elsewhere, CUDA included: no GPU has run the fast
+kernels yet, so a first GPU run takes the plainest path until benchmarks/gpu_check.py
+has measured them there (docs/gpu.md). tests/test_fast_paths.py checks the fused and
+compiled kernels' values and gradients against ``enas_cell``.
 
 Stability (why the PTB search configs clip at 0.1, not the paper's 0.25). This
 forward matches enas_lm's search cell step for step: highway formula, U(-r, r) init,
@@ -109,8 +110,8 @@ class ModelArgs:
     tar: float = 1.0  # temporal AR: tar * mean((s_t - s_{t-1})^2) (enas_lm "beta", search)
     init_range: float = 0.04  # every weight ~ U(-r, r) (enas_lm: 0.04 search, 0.05 final)
     # how the cell runs (module docstring): the readable reference, the hand-written fused
-    # kernel, the reference under torch.compile, or auto (fused on the CPU, compiled on
-    # CUDA, reference elsewhere); the values are the same
+    # kernel, the reference under torch.compile, or auto (fused on the CPU, reference
+    # elsewhere, CUDA included: docs/gpu.md); the values are the same
     kernel: Literal["auto", "reference", "fused", "compiled"] = "auto"
 
     def __post_init__(self):
@@ -240,7 +241,7 @@ class RNNModel(nn.Module):
     def kernel(self, device: torch.device) -> str:
         """The kernel that runs on ``device``: model.kernel, with auto resolved."""
         k = self.model_args.kernel
-        return {"cpu": "fused", "cuda": "compiled"}.get(device.type, "reference") if k == "auto" else k
+        return ("fused" if device.type == "cpu" else "reference") if k == "auto" else k
 
     def kernel_note(self, device: torch.device) -> str:
         """One line for the run's log: which kernel runs, and why."""
