@@ -21,9 +21,8 @@ and is tested in tests/test_enas_rnn.py.
 Kernels (``model.kernel``): ``reference`` runs ``enas_cell`` through autograd;
 ``fused`` runs the same equations with a hand-written backward pass
 (kernels/bptt.py) and the loss with a one-pass backward (kernels/cross_entropy.py);
-``compiled`` runs them one step at a
-time under ``torch.compile``, the architecture passed as tensors so that one graph
-serves every sampled cell (kernels/compiled.py; CUDA graphs on CUDA); ``auto`` is
+``compiled`` runs them one step at a time under ``torch.compile``, the architecture
+passed as tensors so that one graph serves every sampled cell (kernels/compiled.py; CUDA graphs on CUDA); ``auto`` is
 ``fused`` on the CPU and ``reference`` elsewhere, CUDA included: no GPU has run the fast
 kernels yet, so a first GPU run takes the plainest path until benchmarks/gpu_check.py
 has measured them there (docs/gpu.md). tests/test_fast_paths.py checks the fused and
