@@ -126,9 +126,9 @@ class Retrain(Loop):
 
     # ---- helpers ------------------------------------------------------------------------
     def _maybe_compile(self, model):
-        mode = self.cfg.retrain.compile
-        auto = self.device.type == "cuda" and self.space.modality == "image"
-        if mode == "on" or (mode == "auto" and auto):
+        # "auto" is the plain module everywhere: no GPU has run the compiled child yet
+        # (RetrainSection.compile, docs/gpu.md)
+        if self.cfg.retrain.compile == "on":
             return torch.compile(model)  # state_dict / eval use the plain module
         return model
 

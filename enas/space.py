@@ -158,7 +158,7 @@ def validate(decisions: Sequence[Decision], arch: Mapping[str, Any]) -> Arch:
 
 
 class SearchSpace(Protocol):
-    """What every space in search_spaces/ provides (see search_spaces/enas_rnn.py).
+    """What every space in search_spaces/ provides (see search_spaces/enas_rnn/cell.py).
 
     ``Args`` (frozen dataclass) defines the space itself and is written into every
     architecture file; ``ModelArgs`` (frozen dataclass) sizes the networks (width,

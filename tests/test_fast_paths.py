@@ -1,11 +1,11 @@
 """Hand-written fast paths equal the plain autograd code they replace.
 
-* search_spaces/enas_rnn_bptt.py and enas_rnn_pipeline.py (the fused kernel): the ENAS
-  cell over a window with its own backward, against search_spaces/enas_rnn.py's
+* search_spaces/enas_rnn/kernels/bptt.py (the fused kernel): the ENAS
+  cell over a window with its own backward, against search_spaces/enas_rnn/cell.py's
   ``enas_cell`` (the paper's equations through autograd) and the model's reference kernel.
-* search_spaces/enas_rnn_compiled.py (the compiled kernel): one step with the
+* search_spaces/enas_rnn/kernels/compiled.py (the compiled kernel): one step with the
   architecture as tensors, eager and under torch.compile, against ``enas_cell``.
-* enas/tasks/cross_entropy.py: the LM loss against F.cross_entropy.
+* search_spaces/enas_rnn/kernels/cross_entropy.py: the LM loss against F.cross_entropy.
 * enas/malloc.py: the allocator setting that makes them pay on CPU is applied.
 """
 import random
@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from enas.tasks.cross_entropy import token_cross_entropy
+from search_spaces.enas_rnn.kernels.cross_entropy import token_cross_entropy
 from search_spaces.enas_rnn import ENAS_PTB_CELL, Args, EnasRNNSpace, ModelArgs, enas_cell
-from search_spaces.enas_rnn_bptt import cell_bptt
+from search_spaces.enas_rnn.kernels.bptt import cell_bptt
 
 from conftest import random_arch
 
@@ -70,69 +70,6 @@ def test_cell_bptt_equals_autograd_reference(output, masked):
             assert torch.allclose(states, outs[1], atol=1e-12)
 
 
-# (recurrence row blocks, decoder lanes); with none, the recurrence lanes decode and
-# compute every chunk's gradient themselves (what they do instead of waiting)
-@pytest.mark.parametrize("lanes", [(1, 1), (2, 1), (1, 2), (1, 0), (2, 0)])
-@pytest.mark.parametrize("masked", [True, False])
-@pytest.mark.parametrize("state_loss", [True, False])  # AR/TAR-like gradient on the states, or none
-@pytest.mark.parametrize("with_target", [False, True])  # logits out, or the cross-entropy computed inside
-def test_cell_and_decoder_pipeline_equals_plain_path(monkeypatch, lanes, masked, state_loss, with_target):
-    """The pipelined cell + decoder (enas_rnn_pipeline.py) against the reference cell,
-    F.linear and F.cross_entropy: states, logits or loss, and every gradient, over several
-    time chunks and vocabulary blocks, including the window's last, shorter chunk."""
-    import search_spaces.enas_rnn_pipeline as pipe
-
-    monkeypatch.setattr(pipe, "CHUNK_ROWS", 15)  # B = 5, T = 7: chunks of 1, 3, 2 and 1 steps
-    monkeypatch.setattr(pipe, "VOCAB_BLOCK", 3)  # V = 7: 3 blocks
-    space = EnasRNNSpace()
-    rng = random.Random(5)
-    T, B, H, V = 7, 5, 4, 7
-    for i, arch in enumerate([ENAS_PTB_CELL] + [random_arch(space, rng) for _ in range(3)]):
-        plan, leaves, m_l = cell_inputs(space, arch, T, B, H, masked, seed=10 + i)
-        g = torch.Generator().manual_seed(i)
-        w_dec = torch.rand(V, H, generator=g, dtype=torch.float64) - 0.5
-        m_o = (torch.rand(1, B, H, generator=g, dtype=torch.float64) > 0.4).double() / 0.6 if masked else None
-        w_logits = torch.randn(T, B, V, generator=g, dtype=torch.float64)
-        w_states = torch.randn(T, B, H, generator=g, dtype=torch.float64)
-        target = torch.randint(0, V, (T, B), generator=g) if with_target else None
-
-        def plain(plan, xw, s, m_l, w_s, gw, m_o, w, target):
-            raw = reference_cell(space, plan, xw, s, m_l, w_s, gw)
-            logits = F.linear(raw if m_o is None else raw * m_o, w)
-            return raw, logits if target is None else F.cross_entropy(logits.reshape(-1, V), target.reshape(-1))
-
-        results = []
-        for fn in (lambda *a: pipe.cell_and_decoder(*a, lanes=lanes), plain):
-            xs = [x.clone().requires_grad_() for x in leaves + [w_dec]]
-            raw, second = fn(plan, xs[0], xs[1], m_l, xs[2], xs[3:-1], m_o, xs[-1], target)
-            loss = 3 * second if with_target else (second * w_logits).sum()
-            loss = loss + ((raw * w_states).sum() if state_loss else 0)
-            loss.backward()
-            results.append([raw.detach(), second.detach()] + [x.grad for x in xs])
-        for a, b in zip(*results):
-            assert torch.allclose(a, b, atol=1e-11), (arch, (a - b).abs().max())
-        with torch.no_grad():  # the no-grad forward (evaluation) gives the same states and logits or loss
-            raw, second = pipe.cell_and_decoder(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:], m_o, w_dec,
-                                                target, lanes=lanes)
-            assert torch.allclose(raw, results[1][0], atol=1e-12)
-            assert torch.allclose(second, results[1][1], atol=1e-12)
-
-
-def test_pipeline_lane_failure_is_raised_not_hung(monkeypatch):
-    """A lane that fails wakes the lanes waiting on it; the caller gets the error."""
-    import search_spaces.enas_rnn_pipeline as pipe
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("recurrence failed")
-
-    monkeypatch.setattr(pipe, "forward_block", broken)
-    space = EnasRNNSpace()
-    plan, leaves, m_l = cell_inputs(space, ENAS_PTB_CELL, T=3, B=4, H=3, masked=False, seed=0)
-    w_dec = torch.rand(5, 3, dtype=torch.float64)
-    with pytest.raises(RuntimeError, match="recurrence failed"):
-        pipe.cell_and_decoder(plan, leaves[0], leaves[1], m_l, leaves[2], leaves[3:], None, w_dec, lanes=(1, 1))
-
-
 def test_cell_bptt_gradcheck():
     space = EnasRNNSpace(Args(num_nodes=5))
     arch = {"node0/activation": "tanh", "node1/input": 0, "node1/activation": "sigmoid",
@@ -144,11 +81,9 @@ def test_cell_bptt_gradcheck():
 
 
 def test_fused_kernel_equals_reference_kernel_end_to_end():
-    """The model with model.kernel=fused (pipelined cell and decoder, and cell_bptt +
-    F.linear where no pipeline runs), with the cross-entropy computed outside the model
-    or inside it (target=), gives the loss and gradients of model.kernel=reference."""
-    import search_spaces.enas_rnn_pipeline as pipe
-
+    """The model with model.kernel=fused (cell_bptt, F.linear and token_cross_entropy),
+    with the cross-entropy computed outside the model or inside it (target=), gives the
+    loss and gradients of model.kernel=reference."""
     torch.manual_seed(0)
     space = EnasRNNSpace()
     H, V = 6, 20
@@ -156,20 +91,13 @@ def test_fused_kernel_equals_reference_kernel_end_to_end():
               for k in ("fused", "reference")}
     models["fused"].load_state_dict(models["reference"].state_dict())
     tokens, target = torch.randint(0, V, (4, 3)), torch.randint(0, V, (4, 3))
-    real_plan = pipe.lane_plan
     runs = []
-    # (kernel, lanes: None = what lane_plan picks, "plain" = no pipeline, loss computed inside the model)
-    for kernel, lanes, inside in (("fused", (1, 1), False), ("fused", (1, 1), True), ("fused", "plain", False),
-                                  ("fused", "plain", True), ("reference", None, True), ("reference", None, False)):
+    # (kernel, loss computed inside the model)
+    for kernel, inside in (("fused", False), ("fused", True), ("reference", True), ("reference", False)):
         model = models[kernel]
-        pipe.lane_plan = (lambda *_: None) if lanes == "plain" else \
-            (lambda b, d, l=None: real_plan(b, d, lanes)) if lanes else real_plan
-        try:
-            torch.manual_seed(1)  # same dropout masks
-            first, _, extra = model(tokens, torch.zeros(3, H, dtype=torch.float64), ENAS_PTB_CELL,
-                                    target=target if inside else None)
-        finally:
-            pipe.lane_plan = real_plan
+        torch.manual_seed(1)  # same dropout masks
+        first, _, extra = model(tokens, torch.zeros(3, H, dtype=torch.float64), ENAS_PTB_CELL,
+                                target=target if inside else None)
         model.zero_grad()
         ce = first if inside else F.cross_entropy(first.reshape(-1, V), target.reshape(-1))
         (ce + extra).backward()
@@ -194,9 +122,9 @@ def kernel_run(model, tokens, arch, seed=1):
 
 @pytest.mark.parametrize("space_args", [Args(), Args(output="all", weights="pair_activation"), Args(num_nodes=1)])
 def test_tensor_arch_step_equals_reference_kernel(space_args, monkeypatch):
-    """enas_rnn_compiled.step run eagerly (the arch as index tensors, picks by
+    """kernels/compiled.py step run eagerly (the arch as index tensors, picks by
     torch.where) gives the reference kernel's loss and gradients, for several archs."""
-    import search_spaces.enas_rnn_compiled as compiled
+    import search_spaces.enas_rnn.kernels.compiled as compiled
 
     monkeypatch.setattr(compiled, "compiled_step", lambda device: compiled.step)
     torch.manual_seed(0)
@@ -239,9 +167,10 @@ def test_compiled_kernel_equals_reference_and_compiles_once():
 
 def test_kernel_auto_picks_by_device_and_says_so():
     model = EnasRNNSpace().supernet(ModelArgs(hidden=4), vocab_size=5)
-    assert model.kernel(torch.device("cpu")) == "fused" and model.kernel(torch.device("cuda")) == "compiled"
+    assert model.kernel(torch.device("cpu")) == "fused" and model.kernel(torch.device("cuda")) == "reference"
     assert "RNN cell kernel: fused (auto on cpu" in model.kernel_note("cpu")
-    assert "torch.compile, replayed as CUDA graphs" in model.kernel_note("cuda")
+    compiled = EnasRNNSpace().supernet(ModelArgs(hidden=4, kernel="compiled"), vocab_size=5)
+    assert "torch.compile, replayed as CUDA graphs" in compiled.kernel_note("cuda")
     ref = EnasRNNSpace().supernet(ModelArgs(hidden=4, kernel="reference"), vocab_size=5)
     assert ref.kernel(torch.device("cpu")) == "reference" and "kernel: reference (enas_cell" in ref.kernel_note("cpu")
 
@@ -325,29 +254,3 @@ def test_single_node_cell_and_bf16_autocast():
         assert inside.dtype == torch.float32 and torch.allclose(inside, ce, atol=1e-6)
     for ref, amp in zip(*runs):  # bf16 rounding: within 5 % of the largest entry
         assert ref.abs().max() > 0 and torch.allclose(ref, amp, rtol=0, atol=0.05 * ref.abs().max().item())
-
-
-def test_pipeline_without_torchscript(monkeypatch):
-    """Where torch.jit.script is gone or fails, the pipeline's lanes run the same loops in
-    Python and give the same values and gradients."""
-    import search_spaces.enas_rnn_bptt as bptt
-    import search_spaces.enas_rnn_pipeline as pipe
-
-    space = EnasRNNSpace()
-    plan, leaves, m_l = cell_inputs(space, ENAS_PTB_CELL, T=4, B=4, H=3, masked=True, seed=1)
-    w_dec = torch.rand(6, 3, dtype=torch.float64)
-    results = []
-    for script in (True, False):
-        if not script:
-            def no_script(fn):
-                raise RuntimeError("TorchScript unavailable")
-
-            monkeypatch.setattr(bptt, "_compiled", {})
-            monkeypatch.setattr(torch.jit, "script", no_script)
-        xs = [x.clone().requires_grad_() for x in leaves + [w_dec]]
-        raw, logits = pipe.cell_and_decoder(plan, xs[0], xs[1], m_l, xs[2], xs[3:-1], None, xs[-1], lanes=(2, 1))
-        (raw.sum() + logits.sum()).backward()
-        results.append([raw.detach(), logits.detach()] + [x.grad for x in xs])
-    assert bptt._compiled[bptt._forward_rows] is bptt._forward_rows  # fell back to Python
-    for a, b in zip(*results):
-        assert torch.allclose(a, b, atol=1e-12)

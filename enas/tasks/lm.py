@@ -113,8 +113,8 @@ class LanguageModelTask:
         if hidden is None:
             hidden = model.init_hidden(x.size(1))
         with self._autocast():
-            # the mean token cross-entropy (token_cross_entropy of the [L, B, V] logits),
-            # computed inside the model, where it overlaps the recurrence on CPU
+            # the mean token cross-entropy, computed inside the model (target=): a model
+            # may compute it faster than F.cross_entropy of its [L, B, V] logits
             ce, hidden, extra = model(x, hidden, arch, target=y)
         self._train_hidden = hidden.detach()  # truncated BPTT: carry the value, not the graph
         loss = ce + extra

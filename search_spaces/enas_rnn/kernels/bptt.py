@@ -5,7 +5,7 @@ Why not plain autograd: at hidden 256 and batch 64 each time step is a few [64, 
 a graph node, and every slice of a node's [h, c] product costs a zero-filled gradient
 buffer in the backward pass. On CPU that book-keeping took as long as the cell's
 matmuls (measured with benchmarks/throughput.py). This function runs the same equations (paper eq. 1-2,
-see enas_rnn.py) with preallocated buffers and
+see ../cell.py) with preallocated buffers and
 
 * one matmul per group of nodes that read the same node (``RNNModel._plan``);
 * per node, three element-wise ops forward (sigmoid, activation, lerp) and seven backward;
@@ -19,21 +19,11 @@ node's input state inside its matmul (or None); ``w_s`` [H, 2H] node 0's state m
 ``gw`` one [H, 2H k] matrix per group, columns [h_1, c_1, h_2, c_2, ...] in the order
 of the group's nodes. Output: the states s_1..s_T, [T, B, H].
 
-The loops below (_forward_rows, _backward_rows) take any block of rows over any range of
-steps (forward_block, backward_block): the rows of a batch are independent sequences.
-On CPU with several threads, enas_rnn_pipeline.py runs them in chunks of steps beside
-the decoder, on worker threads, compiled by TorchScript: that releases the GIL for a
-whole chunk instead of between ops (in Python, parallel loops spent most of their time
-waiting for each other's ~70 ATen calls per step; measured with benchmarks/throughput.py). Here, on the
-caller's thread (GPU, autocast, one thread, and wherever TorchScript is missing), the
-same functions run as plain Python.
-
 tests/test_fast_paths.py checks values and gradients against plain autograd code of the
 same equations (and gradcheck in float64).
 """
 from __future__ import annotations
 
-import warnings
 from typing import List, Optional
 
 import torch
@@ -71,7 +61,7 @@ def _act_backward(a: int, f: Tensor, grad: Tensor, out: Tensor):
 def _forward_rows(act0: int, parents: List[int], kids: List[List[int]], acts: List[List[int]], outs: List[int],
                   xw: Tensor, s: Tensor, m_l: Optional[Tensor], w_s: Tensor, gw: List[Tensor], save: bool,
                   raw: Tensor, S: Tensor, G: Tensor, Fh: Tensor, s_in: Optional[Tensor], sp_in: List[Tensor]):
-    """The recurrence for one block of rows; every tensor argument is that block's view."""
+    """The recurrence over the window, into the buffers of ``_buffers``."""
     T, B = xw.size(0), xw.size(1)
     H = s.size(1)
     xw_t, raw_t = xw.unbind(0), raw.unbind(0)  # all per-step views in one call
@@ -108,15 +98,14 @@ def _forward_rows(act0: int, parents: List[int], kids: List[List[int]], acts: Li
 def _backward_rows(act0: int, parents: List[int], kids: List[List[int]], acts: List[List[int]], outs: List[int],
                    d_raw: Tensor, raw: Tensor, S: Tensor, G: Tensor, Fh: Tensor, s_init: Tensor,
                    m_l: Optional[Tensor], w_sT: Tensor, gwT: List[Tensor], d_hc0: Tensor, d_hc: List[Tensor],
-                   d_s: Tensor, carry_in: Optional[Tensor]):
-    """Backward recurrence for one block of rows: fills d_hc0, d_hc (gradients of every
-    matmul output) and d_s (of the initial state). ``carry_in``: the gradient reaching
-    the last state through the steps after this range (None: the window ends here)."""
+                   d_s: Tensor):
+    """Backward recurrence over the window: fills d_hc0, d_hc (gradients of every
+    matmul output) and d_s (of the initial state)."""
     T, B, H = raw.size(0), raw.size(1), raw.size(2)
     dS = raw.new_empty(S.size(1), B, H)
     dSv = dS.unbind(0)
     tmp, tmp2 = raw.new_empty(B, H), raw.new_empty(B, H)
-    carry = carry_in.clone() if carry_in is not None else torch.zeros_like(s_init)  # d loss / d s_t via step t+1
+    carry = torch.zeros_like(s_init)  # d loss / d s_t via step t+1
     carry_next = s_init.new_empty(B, H)
     inv = 1.0 / len(outs)
     d_raw_t, raw_t, d_hc0_t = d_raw.unbind(0), raw.unbind(0), d_hc0.unbind(0)
@@ -163,24 +152,8 @@ def _input_grad(d_parent: Tensor, d_hc: Tensor, wT: Tensor, m_l: Optional[Tensor
         d_parent.addcmul_(torch.mm(d_hc, wT), m_l)
 
 
-_compiled: dict = {}
-
-
-def compiled(fn):
-    """``fn`` compiled by TorchScript, for loops that run beside other work (module doc);
-    ``fn`` itself where TorchScript is missing or fails."""
-    if fn not in _compiled:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.jit.script is deprecated in torch 2.x
-                _compiled[fn] = torch.jit.script(fn)
-        except Exception:  # noqa: BLE001  no TorchScript here: the same loop in Python
-            _compiled[fn] = fn
-    return _compiled[fn]
-
-
 def _codes(plan):
-    """The plan as TorchScript-friendly lists: node 0's activation, each group's parent,
+    """The plan as lists of activation codes and node indices: node 0's activation, each group's parent,
     its nodes and their activations, the output nodes."""
     act0, groups, outs = plan
     code = ACT.index
@@ -202,49 +175,22 @@ def _buffers(plan, xw, s, m_l, save: bool):
     return new(T, B, H), (S, G, Fh, s_in, sp_in)
 
 
-def forward_block(loop, codes, xw, s, m_l, w_s, gw, save: bool, raw, saved, r: slice, t0: int, t1: int):
-    """Steps t0..t1-1 of rows ``r``: every tensor passed on is a view of the window's buffers."""
-    S, G, Fh, s_in, sp_in = saved
-    ts = slice(t0, t1)
-    st = ts if save else slice(None)  # without saving, the one kept step is overwritten
-    loop(*codes, xw[ts, r], (s if t0 == 0 else raw[t0 - 1])[r], None if m_l is None else m_l[r], w_s, gw, save,
-         raw[ts, r], S[st, :, r], G[st, :, r], Fh[st, :, r], None if s_in is None else s_in[ts, r],
-         [x[ts, r] for x in sp_in])
-
-
-def backward_block(loop, codes, d_raw, raw, saved, s, m_l, w_sT, gwT, d_hc0, d_hc, d_s, carry_in, r: slice,
-                   t0: int, t1: int):
-    """The backward recurrence over steps t1-1..t0 of rows ``r``; ``d_s`` receives the
-    gradient of the state before step t0, ``carry_in`` is that of the state after t1-1."""
-    S, G, Fh = saved[:3]
-    ts = slice(t0, t1)
-    loop(*codes, d_raw[ts, r], raw[ts, r], S[ts, :, r], G[ts, :, r], Fh[ts, :, r],
-         (s if t0 == 0 else raw[t0 - 1])[r], None if m_l is None else m_l[r], w_sT, gwT, d_hc0[ts, r],
-         [d[ts, r] for d in d_hc], d_s[r], None if carry_in is None else carry_in[r])
-
-
-def weight_grads(groups, s, raw, saved, d_hc0, d_hc):
-    """The deferred weight gradients, one job per matrix (each writes only its own result):
-    one matmul over the whole window with that matrix's inputs as they entered it (masked
-    when the forward saved them so). Returns (jobs, [d_ws, *d_gw])."""
+def weight_grads(groups, s, raw, saved, d_hc0, d_hc) -> list[Tensor]:
+    """The deferred weight gradients [d_ws, *d_gw]: per matrix, one matmul over the whole
+    window with that matrix's inputs as they entered it (masked when the forward saved
+    them so)."""
     S, _, _, s_in, sp_in = saved
     T, B, H = raw.shape
     if s_in is None:
         s_in, sp_in = torch.cat([s[None], raw[:-1]]), [S[:, p] for p, _ in groups]
     pairs = [(s_in, d_hc0)] + list(zip(sp_in, d_hc))
-    outs = [raw.new_empty(H, d.size(-1)) for _, d in pairs]
-
-    def job(x, d, out):
-        return lambda: torch.mm(x.reshape(T * B, H).t(), d.view(T * B, -1), out=out)
-
-    return [job(x, d, o) for (x, d), o in zip(pairs, outs)], outs
+    return [torch.mm(x.reshape(T * B, H).t(), d.view(T * B, -1)) for x, d in pairs]
 
 
 def _forward(plan, xw, s, m_l, w_s, gw, save: bool):
     raw, saved = _buffers(plan, xw, s, m_l, save)
     with torch.no_grad():
-        forward_block(_forward_rows, _codes(plan), xw, s, m_l, w_s, list(gw), save, raw, saved, slice(None), 0,
-                      xw.size(0))
+        _forward_rows(*_codes(plan), xw, s, m_l, w_s, list(gw), save, raw, *saved)
     return raw, saved
 
 
@@ -270,12 +216,8 @@ class _CellBPTT(torch.autograd.Function):
         d_s = s_init.new_empty(B, H)  # d loss / d s_init
         # transposed once: the per-step input-gradient matmuls then read contiguous rows
         w_sT, gwT = w_s.t().contiguous(), [w.t().contiguous() for w in gw]
-        saved = (S, G, Fh, s_in, list(sp_in))
-        backward_block(_backward_rows, _codes(ctx.plan), d_raw, raw, saved, s_init, m_l, w_sT, gwT, d_hc0, d_hc,
-                       d_s, None, slice(None), 0, T)
-        jobs, (d_ws, *d_gw) = weight_grads(groups, s_init, raw, saved, d_hc0, d_hc)
-        for job in jobs:
-            job()
+        _backward_rows(*_codes(ctx.plan), d_raw, raw, S, G, Fh, s_init, m_l, w_sT, gwT, d_hc0, d_hc, d_s)
+        d_ws, *d_gw = weight_grads(groups, s_init, raw, (S, G, Fh, s_in, sp_in), d_hc0, d_hc)
         return (None, d_hc0.to(ctx.xw_dtype), d_s, None, d_ws.to(w_s.dtype), *(d.to(w.dtype) for d, w in zip(d_gw, gw)))
 
 

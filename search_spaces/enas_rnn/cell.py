@@ -20,13 +20,13 @@ and is tested in tests/test_enas_rnn.py.
 
 Kernels (``model.kernel``): ``reference`` runs ``enas_cell`` through autograd;
 ``fused`` runs the same equations with a hand-written backward pass
-(enas_rnn_bptt.py) and, on a CPU with two or more threads, the cell and the decoder
-pipelined over the cores (enas_rnn_pipeline.py); ``compiled`` runs them one step at a
-time under ``torch.compile``, the architecture passed as tensors so that one graph
-serves every sampled cell (enas_rnn_compiled.py; CUDA graphs on CUDA); ``auto`` is
-``fused`` on the CPU, ``compiled`` on CUDA (the loop is bound by kernel launches there)
-and ``reference`` elsewhere. tests/test_fast_paths.py checks the fused and compiled
-kernels' values and gradients against ``enas_cell``.
+(kernels/bptt.py) and the loss with a one-pass backward (kernels/cross_entropy.py);
+``compiled`` runs them one step at a time under ``torch.compile``, the architecture
+passed as tensors so that one graph serves every sampled cell (kernels/compiled.py; CUDA graphs on CUDA); ``auto`` is
+``fused`` on the CPU and ``reference`` elsewhere, CUDA included: no GPU has run the fast
+kernels yet, so a first GPU run takes the plainest path until benchmarks/gpu_check.py
+has measured them there (docs/gpu.md). tests/test_fast_paths.py checks the fused and
+compiled kernels' values and gradients against ``enas_cell``.
 
 Stability (why the PTB search configs clip at 0.1, not the paper's 0.25). This
 forward matches enas_lm's search cell step for step: highway formula, U(-r, r) init,
@@ -52,9 +52,10 @@ import torch.nn.functional as F
 
 from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
-from . import enas_rnn_compiled as compiled
-from .enas_rnn_pipeline import cell_and_decoder
-from .ops import ACTIVATIONS
+from ..ops import ACTIVATIONS
+from .kernels import compiled
+from .kernels.bptt import cell_bptt
+from .kernels.cross_entropy import token_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,8 @@ class ModelArgs:
     tar: float = 1.0  # temporal AR: tar * mean((s_t - s_{t-1})^2) (enas_lm "beta", search)
     init_range: float = 0.04  # every weight ~ U(-r, r) (enas_lm: 0.04 search, 0.05 final)
     # how the cell runs (module docstring): the readable reference, the hand-written fused
-    # kernel, the reference under torch.compile, or auto (fused on the CPU, compiled on
-    # CUDA, reference elsewhere); the values are the same
+    # kernel, the reference under torch.compile, or auto (fused on the CPU, reference
+    # elsewhere, CUDA included: docs/gpu.md); the values are the same
     kernel: Literal["auto", "reference", "fused", "compiled"] = "auto"
 
     def __post_init__(self):
@@ -243,15 +244,13 @@ class RNNModel(nn.Module):
         if torch.compiler.is_exporting():
             return "reference"
         k = self.model_args.kernel
-        return {"cpu": "fused", "cuda": "compiled"}.get(device.type, "reference") if k == "auto" else k
+        return ("fused" if device.type == "cpu" else "reference") if k == "auto" else k
 
     def kernel_note(self, device: torch.device) -> str:
         """One line for the run's log: which kernel runs, and why."""
         k = self.kernel(torch.device(device))
         how = {"reference": "enas_cell through autograd",
-               "fused": "hand-written BPTT" + (", cell and decoder pipelined over the CPU's cores"
-                                               if torch.device(device).type == "cpu" and torch.get_num_threads() > 1
-                                               else ""),
+               "fused": "hand-written BPTT",
                "compiled": "enas_cell's equations per step under torch.compile"
                            + (", replayed as CUDA graphs" if torch.device(device).type == "cuda" else "")}[k]
         auto = f"auto on {torch.device(device).type}: " if self.model_args.kernel == "auto" else ""
@@ -279,22 +278,22 @@ class RNNModel(nn.Module):
             self._plans[key] = (arch["node0/activation"], sorted(groups.items()), outs)
         return self._plans[key]
 
-    def _decode(self, raw: torch.Tensor, m_o: torch.Tensor | None, target: torch.Tensor | None) -> torch.Tensor:
+    def _decode(self, raw: torch.Tensor, m_o: torch.Tensor | None, target: torch.Tensor | None,
+                loss=F.cross_entropy) -> torch.Tensor:
         """Logits [T, B, V] of the states [T, B, H], or given ``target`` the mean token
-        cross-entropy, in fp32 under bf16 autocast."""
+        cross-entropy (``loss``), in fp32 under bf16 autocast."""
         logits = F.linear(raw if m_o is None else raw * m_o, self.decoder.weight)
         if target is None:
             return logits
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
+        return loss(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
 
     def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, arch: Mapping[str, Any] | None = None,
                 target: torch.Tensor | None = None):
         # tokens: [T, B] int64; hidden: [B, H]
         # -> logits [T, B, V], hidden [B, H], extra_loss (AR/TAR; 0 in eval mode)
         # Given target [T, B], the first output is the mean token cross-entropy instead of
-        # the logits: on CPU it is computed chunk by chunk beside the recurrence
-        # (enas_rnn_pipeline.py), while each chunk's logits are still in cache.
+        # the logits (the fused kernel's with a one-pass backward, kernels/cross_entropy.py).
         if self.arch is not None:
             arch = self.arch  # a child's arch is fixed
         elif arch is None:
@@ -341,8 +340,8 @@ class RNNModel(nn.Module):
             plan = self._plan(arch)
             # each group's weights concatenated once per forward: [H, 2H * k]
             gw = [torch.cat([nodes[l].weight(p, a) for l, a in ch], dim=1) for p, ch in plan[1]]
-            raw, logits = cell_and_decoder(plan, xw, hidden, m_l, nodes[0].w_s, gw, m_o, self.decoder.weight,
-                                           target)
+            raw = cell_bptt(plan, xw, hidden, m_l, nodes[0].w_s, gw)  # [T, B, H]
+            logits = self._decode(raw, m_o, target, token_cross_entropy)
         s = raw[-1]
 
         extra = raw.new_zeros(())
@@ -411,7 +410,7 @@ class EnasRNNSpace:
     def draw(self, arch: Mapping[str, Any], path):
         """Write a PNG of the cell (x_t, h_{t-1} -> node 0 -> ... -> avg -> h_t); returns
         the ``draw.Drawing`` (node extents)."""
-        from .draw import draw_rnn_cell
+        from ..draw import draw_rnn_cell
 
         arch = with_node0(validate(self.decisions(), arch), self.args)
         N = self.args.num_nodes

@@ -6,7 +6,7 @@ eager PyTorch launches about seven kernels per node and step. Compiling fuses ea
 node's element-wise ops into one kernel, and on CUDA the compiled step is replayed as
 a CUDA graph (one launch for the whole step).
 
-``enas_cell`` (enas_rnn.py) cannot be compiled as it stands for a search: it reads the
+``enas_cell`` (../cell.py) cannot be compiled as it stands for a search: it reads the
 architecture as Python values, so every newly sampled architecture (one per minibatch)
 would be a new graph to compile. ``step`` below computes the same equations with the
 choices as integer tensors, so one compiled graph serves every architecture of the
@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .ops import ACTIVATIONS
+from ...ops import ACTIVATIONS
 
 
 def arch_tensors(arch: Mapping[str, Any], num_nodes: int, activations: tuple[str, ...], outs: list[int],
