@@ -21,7 +21,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from . import runlock, runs, safeyaml
 from .errors import ConfigError
+from .report.runfolder import read_metrics
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,8 +41,6 @@ def resolve_device(name: str) -> torch.device:
 def _overrides(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
     """``{"search.epochs": 2}`` or ``["search.epochs=2"]`` -> ``--set`` strings."""
     if isinstance(overrides, Mapping):
-        from . import safeyaml
-
         return [f"{k}={safeyaml.dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
                 for k, v in overrides.items()]
     return list(overrides)
@@ -51,8 +51,6 @@ def epoch_history(run_dir: str | Path) -> list[dict]:
     TensorBoard group, docs/glossary.md: train_loss, reward, entropy_of_uniform, the derived
     architecture's figure; for a retrain, the train and validation figures), keyed without
     the ``overview/`` prefix."""
-    from .report.runfolder import read_metrics  # the one reader of metrics.jsonl (torn lines skipped)
-
     by_epoch: dict[int, dict] = {}
     for row in read_metrics(Path(run_dir) / "metrics.jsonl").rows:
         if not isinstance(row.get("epoch"), int):
@@ -90,8 +88,6 @@ def search(config, *, data_dir: str | Path = "data", run_dir: str | Path | None 
     """Run a search (``enas search CONFIG``) or continue one (``resume=RUN_DIR``, with
     ``config`` None; ``space_module``: the file of the run's space if it is your own, as
     ``--space-module``); returns when it has finished."""
-    from . import runlock, runs
-
     dev = resolve_device(device)
     sets = _overrides(overrides)
     try:
@@ -113,8 +109,6 @@ def search(config, *, data_dir: str | Path = "data", run_dir: str | Path | None 
 def retrain(arch: str | Path, config, *, data_dir: str | Path = "data", run_dir: str | Path | None = None,
             overrides: Mapping[str, Any] | Sequence[str] = (), device: str = "auto") -> RetrainResult:
     """Train the architecture file ``arch`` from scratch and test it (``enas retrain``)."""
-    from . import runlock, runs
-
     try:
         rt = runs.start_retrain(arch, config, _overrides(overrides), data_dir, run_dir, resolve_device(device))
         result = rt.run()

@@ -12,6 +12,7 @@ not write are refused.
 """
 from __future__ import annotations
 
+import ast
 import os
 import random
 import sys
@@ -207,8 +208,6 @@ def rng_state(*generators: torch.Generator) -> dict:
 
 
 def set_rng_state(state: dict, *generators: torch.Generator) -> None:
-    import ast
-
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import traceback
@@ -26,20 +27,27 @@ from pathlib import Path
 
 import torch
 
-from . import distributed as dist
-from . import runlock
+from . import __version__, distributed as dist, runlock, runs
 from .api import resolve_device
+from .archfile import load_arch
 from .config import MAX_SEED
 from .errors import ArchError, ConfigError, UserError, printable
+from .evaluate.against_table import measure
+from .export import export_run
+from .files import check_out, produced, write_atomic
 from .interrupt import StopRequested
 from .loop import NonFiniteError
 from .malloc import keep_freed_memory
+from .rank import SCORES, rank
+from .report import write_report
+from .retrain import evaluate_run
 from .runlog import say
+from .runs import reopen_retrain, reopen_search
+from .search import derive_again
+from .space import import_space_module
 
 
 def cmd_search(args) -> int:
-    from . import runs
-
     device = dist.setup(resolve_device(args.device))
     if args.resume:
         search, cfg, state, diffs = runs.resume_search(args.resume, args.set, args.data_dir, args.allow_config_change,
@@ -58,9 +66,6 @@ def cmd_search(args) -> int:
 
 
 def cmd_derive(args) -> int:
-    from .runs import reopen_search
-    from .search import derive_again
-
     _check_seed(args.seed)
     search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device),
                            [f"search.derive_samples={args.samples}"], args.allow_data_change, args.space_module)
@@ -70,8 +75,6 @@ def cmd_derive(args) -> int:
 
 
 def cmd_retrain(args) -> int:
-    from . import runs
-
     device = dist.setup(resolve_device(args.device))
     if args.resume:
         if args.arch or args.config:
@@ -93,9 +96,6 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .retrain import evaluate_run
-    from .runs import reopen_retrain
-
     out = evaluate_run(reopen_retrain(args.run_dir, args.data_dir, resolve_device(args.device),
                                       args.allow_data_change, args.space_module))
     data_dir = out["data_dir"]
@@ -127,17 +127,12 @@ def _new_run_names_its_code(args) -> None:
 
 
 def cmd_show(args) -> int:
-    from .archfile import load_arch
-    from .files import check_out, produced, write_atomic
-
     if args.out and Path(args.out).suffix.lower() not in DRAWING_FORMATS:
         raise ConfigError(f"--out {args.out}: a drawing is written as {', '.join(sorted(DRAWING_FORMATS))}; "
                           f"name the file accordingly, e.g. cell.png")
     if args.out:
         check_out(Path(args.out), args.force)
     if args.space_module:
-        from .space import import_space_module
-
         import_space_module(args.space_module, "--space-module")
     space, arch, doc = load_arch(args.arch)
     lines = [f"space: {space.name}"]
@@ -158,8 +153,6 @@ def cmd_show(args) -> int:
 
 
 def cmd_rank(args) -> int:
-    from .rank import rank
-
     _check_seed(args.seed)
     out, rows, summary = rank(Path(args.run_dir), args.data_dir, resolve_device(args.device), samples=args.samples,
                               archs_file=args.archs, policy=args.policy, recalibrate_bn=args.recalibrate_bn,
@@ -171,11 +164,6 @@ def cmd_rank(args) -> int:
 
 
 def cmd_table(args) -> int:
-    import json
-
-    from .evaluate.against_table import measure
-    from .files import check_out, write_atomic
-    from .runs import reopen_search
 
     if args.out:
         check_out(Path(args.out), args.force, ours=lambda name: name.startswith("table"))
@@ -192,8 +180,6 @@ def cmd_table(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_run
-
     out = export_run(Path(args.run_dir), Path(args.out), args.force, args.data_dir, args.allow_data_change)
     t = out["test"]
     print(f"{out['kind'].replace('_', ' ')} written to {out['out']} (torch.export; runs with PyTorch alone, "
@@ -204,17 +190,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-
     path = write_report(Path(args.run_dir), Path(args.out) if args.out else None, args.force, args.space_module)
     print(f"report written to {path}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .rank import SCORES
-
     p = argparse.ArgumentParser(prog="enas", description="Efficient Neural Architecture Search (Pham et al., 2018)")
     p.add_argument("--version", action="version", version=f"enas {__version__} (torch {torch.__version__})")
     sub = p.add_subparsers(dest="command", required=True)

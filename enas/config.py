@@ -21,9 +21,7 @@ import yaml
 
 from . import safeyaml
 from .errors import ConfigError, brief, printable
-
-
-
+from .files import write_atomic
 
 # ---------------------------------------------------------------------------
 # generic strict conversion: plain dict -> frozen dataclass
@@ -240,8 +238,6 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 
 
 def dump(cfg, path: str | Path) -> None:
-    from .files import write_atomic
-
     write_atomic(path, safeyaml.dump(to_dict(cfg), sort_keys=False))
 
 

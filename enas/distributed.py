@@ -29,6 +29,9 @@ from typing import Callable, Iterable, TypeVar
 import torch
 import torch.distributed as dist
 
+from .config import ConfigError
+from .errors import UserError
+
 T = TypeVar("T")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 _comm_device = torch.device("cpu")  # where collective buffers live: cuda:LOCAL_RANK under NCCL
@@ -109,13 +112,9 @@ def _local_device(device: torch.device) -> torch.device:
         return device
     lr = int(os.environ.get("LOCAL_RANK", 0))
     if device.index is not None and device.index != lr and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        from .config import ConfigError
-
         raise ConfigError(f"--device {device}: under torchrun each process uses cuda:LOCAL_RANK; "
                           "pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES")
     if lr >= torch.cuda.device_count():
-        from .config import ConfigError
-
         raise ConfigError(f"LOCAL_RANK {lr} but only {torch.cuda.device_count()} CUDA devices are visible; "
                           "use --nproc_per_node <= the number of GPUs")
     return torch.device("cuda", lr)
@@ -265,8 +264,6 @@ def local_main_first(fn: Callable[[], T]) -> T:
 
 
 def _code_of(err: BaseException) -> int:
-    from .errors import UserError
-
     return 2 if isinstance(err, UserError) else 1
 
 
@@ -284,8 +281,6 @@ def decorrelate_rng() -> None:
 def require_multiple(key: str, value: int, why: str) -> None:
     n = world()
     if n > 1 and value % n:
-        from .config import ConfigError
-
         raise ConfigError(f"{key} = {value} is not a multiple of the number of processes ({n}): {why}; "
                           f"use a multiple of {n} or another --nproc_per_node")
 

@@ -24,7 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .files import write_atomic
+from .errors import RunDirError
+from .files import check_out, write_atomic
+from .retrain import load_tested_weights, read_result
+from .runs import reopen_retrain
 
 FORMAT_VERSION = 1
 META = "enas.json"
@@ -58,16 +61,10 @@ class LanguageModelStep(nn.Module):
 
 def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, allow_data_change: bool = False) -> dict:
     """Write ``out``; return what was written and the check of its outputs against the run's."""
-    from .files import check_out
-    from .retrain import load_tested_weights, read_result
-    from .runs import reopen_retrain
-
     run_dir, out = Path(run_dir), Path(out)
     check_out(out, force, ours=lambda name: name.endswith(".pt2"))  # a run never writes .pt2
     result = read_result(run_dir)
     if result is None:
-        from .errors import RunDirError
-
         raise RunDirError(f"{run_dir} has no result.json: the retrain has not finished. Finish it with "
                           f"`enas retrain --resume {run_dir}`, then export")
     cpu = torch.device("cpu")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -17,8 +18,6 @@ def heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: 
     """A rows x cols grid of probabilities in [0, 1] (None: no such choice), each cell
     annotated when the grid is small enough to read. Written to ``path`` as PNG, or
     returned as an RGB uint8 array [H, W, 3] when ``path`` is None."""
-    import numpy as np
-
     grid = np.array([[math.nan if v is None else v for v in r] for r in values], dtype=float)
     h = max(2.2, 0.32 * len(rows) + 1.4)
     w = max(4.0, 0.55 * len(cols) + 2.6)

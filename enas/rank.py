@@ -37,6 +37,7 @@ from .archfile import ArchFileError
 from .config import MAX_SAMPLES, ConfigError
 from .controller import RandomPolicy
 from .files import check_out, read_regular, write_atomic
+from .retrain import count_params as test_time_params
 from .runs import reopen_search
 from .space import Arch, ArchError, validate
 
@@ -88,8 +89,6 @@ MAX_ARCHS_BYTES = 64 * 2**20  # MAX_SAMPLES lines of a few hundred characters
 
 def count_params(search, arch: Arch) -> int:
     """Parameters of the stand-alone child at test time (retrain.count_params)."""
-    from .retrain import count_params as test_time_params
-
     return test_time_params(search.space.child(arch, search.model_args, **search.task.model_kwargs()))
 
 

@@ -15,14 +15,13 @@ import os
 import sys
 from pathlib import Path
 
+import matplotlib.image as mpimg
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from . import runlock
 from .errors import RunDirError, UserError, printable
 from .files import WriteError, open_append
-
-
-
 
 # TensorBoard sorts chart groups by name: the number puts what a user looks at first on
 # top (the per-epoch overview: figures that move while a run works), and the name says
@@ -112,7 +111,6 @@ class RunLog:
             return
         with self._writing(self.path):
             self.file = open_append(self.path, truncate=resume_offset)
-        from torch.utils.tensorboard import SummaryWriter
 
         with self._writing(self.events):
             self.tb = SummaryWriter(str(self.run_dir), purge_step=purge_step)
@@ -167,8 +165,6 @@ class RunLog:
         if self.tb is None:
             return
         if isinstance(image, (str, Path)):
-            import matplotlib.image as mpimg
-
             image = mpimg.imread(str(image))[..., :3]
         with self._writing(self.events):
             self.tb.add_image(tb_tag(tag, kind=self.kind) or tag, image, step, dataformats="HWC")

@@ -24,16 +24,17 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from . import distributed as dist
+from . import checkpoint as ckpt, distributed as dist
 from .archfile import save_arch
 from .bn import make_plain
-from .config import SearchConfig, from_dict, to_dict
+from .config import ConfigError, SearchConfig, from_dict, to_dict
 from .controller import RandomPolicy, build_policy
 from .errors import brief
 from .files import make_dir, produced, write_atomic
+from .final_stage import train_candidates
 from .loop import Loop
 from .memory import check_fits, sizes_of
+from .plots import heatmap
 from .reinforce import Reinforce
 from .runlog import progress, say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
@@ -58,8 +59,6 @@ class Search(Loop):
         dist.require_multiple("data.eval_batch_size", cfg.data.eval_batch_size,
                               "each process scores an equal share of every validation batch")
         if cfg.train.lr_scaling != "none" and dist.world() > 1:
-            from .config import ConfigError
-
             raise ConfigError("train.lr_scaling applies to `enas retrain`; a search keeps its minibatch "
                               "(data.batch_size, split over the processes) and so its learning rate")
         self.task = build_task(
@@ -379,8 +378,6 @@ class Search(Loop):
         """Train the final derive's ``search.final_train`` best candidates from scratch for
         ``final_train_epochs`` each (enas/final_stage.py); the best on the validation split
         becomes best_arch.yaml."""
-        from .final_stage import train_candidates
-
         s = self.cfg.search
         todo = self.final["candidates"][:s.final_train]
         self.trained = train_candidates(self, todo, self.trained, self.save)
@@ -412,8 +409,6 @@ class Search(Loop):
     def _log_policy(self, sample, ep: int) -> None:
         """Per-decision choice probabilities (metrics.jsonl; TensorBoard: one heat map per
         decision group), mean entropy and the collapse warning."""
-        from .plots import heatmap
-
         figs = {}
         groups: dict[str, list] = {}
         free_mass, n_free = 0.0, 0

@@ -34,15 +34,21 @@ inputs of a micro cell, node 0 of enas_lm's cell. An ``index``/``skip`` decision
 """
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
 import shlex
+import sys
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Protocol, Sequence, Union
 
 import torch.nn as nn
 
+from .config import ConfigError, from_dict, is_module_path
 from .errors import QUOTE_CHARS, ArchError, RegistryError, UntrustedCodeError, brief
-from .registry import Registry
+from .registry import Registry, unknown_message
 
 ArchValue = Union[str, int, list]
 Arch = dict  # {decision name: str (categorical) | int (index) | sorted list[int] (skip)}
@@ -128,8 +134,6 @@ def validate(decisions: Sequence[Decision], arch: Mapping[str, Any]) -> Arch:
     names = [d.name for d in decisions]
     extra = sorted(set(arch) - set(names))
     if extra:
-        from .registry import unknown_message
-
         raise ArchError(unknown_message("decision", extra[0], names))
     out: Arch = {}
     for d in decisions:
@@ -199,8 +203,6 @@ PLUGIN_GROUP = "enas.search_spaces"  # entry points: space name -> the module th
 
 
 def _plugins() -> dict:
-    from importlib.metadata import entry_points
-
     return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
 
 
@@ -210,12 +212,8 @@ def space_class(name: str) -> type:
     if name not in SPACES:
         plugin = _plugins().get(name)
         if plugin is not None:
-            import importlib
-
             importlib.import_module(plugin.value.split(":")[0])
     if name not in SPACES:
-        from .registry import unknown_message
-
         raise RegistryError(unknown_message("search space (space.name)", name, set(SPACES.names()) | set(_plugins()))
                             + "; a space of your own is found through the file that defines it: space.module in "
                               "a search config, retrain.space_module in a retrain config, --space-module for "
@@ -235,12 +233,7 @@ def import_space_module(spec: str, key: str = "space.module") -> None:
     configs name it."""
     if not spec:
         return
-    import hashlib
-    import importlib
-    import importlib.util
-    import sys
 
-    from .config import ConfigError, is_module_path
 
     if not is_module_path(spec):
         try:
@@ -275,8 +268,6 @@ def run_module(named: str, given: str | None, where, key: str) -> str:
     line names (``given``, ``--space-module``), never one the run's own files name
     (``named``, the ``key`` of ``where``): a run folder is a file anyone can edit, and a
     one-line change to its config.yaml must not make enas run someone else's code."""
-    from .config import is_module_path
-
     if given:
         return str(Path(given).resolve()) if is_module_path(given) else given
     if named:
@@ -290,8 +281,6 @@ def run_module(named: str, given: str | None, where, key: str) -> str:
 def build_space(name: str, args: Mapping[str, Any] | None = None, module: str = ""):
     """Instantiate a space from a plain mapping of its Args (checked strictly), after
     importing ``module`` (``space.module``) when the space is the user's own."""
-    from .config import from_dict
-
     import_space_module(module)
     cls = space_class(name)
     args = dict(args or {})
@@ -310,8 +299,6 @@ DEFAULT_ARG_LIMIT = 1024
 def check_arg_limits(cls, args: Mapping[str, Any]) -> None:
     """Every integer argument at most, and every list argument at most as long as, the
     space's limit for it; the error names the key, the value and the limit."""
-    from .config import ConfigError
-
     limits = getattr(cls, "arg_limits", {})
     for key, value in args.items():
         limit = limits.get(key, DEFAULT_ARG_LIMIT)

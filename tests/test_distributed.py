@@ -48,6 +48,7 @@ def assert_equal_states(a, b):
             assert a[k] == b[k], k
 
 
+@pytest.mark.slow
 def test_two_process_step_equals_one_process_step(tmp_path, ptb_dir):
     """Shares of 2 + 2 columns averaged == the step on all 4; the controller phase that
     follows gets the same rewards and ends with identical weights on both ranks."""
@@ -67,6 +68,7 @@ def test_two_process_step_equals_one_process_step(tmp_path, ptb_dir):
     assert r0["baseline"] == pytest.approx(one["baseline"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_two_process_search_then_resume_in_one(tmp_path, ptb_dir, capsys):
     cfg = write_config(tmp_path, TINY_PTB, "search.yaml", search={"epochs": 1})
     run_dir = tmp_path / "run"
@@ -91,6 +93,7 @@ def test_two_process_search_then_resume_in_one(tmp_path, ptb_dir, capsys):
     assert sorted(p.name for p in (run_dir / "archs").glob("epoch_*.yaml")) == ["epoch_001.yaml", "epoch_002.yaml"]
 
 
+@pytest.mark.slow
 def test_two_process_retrain_with_linear_lr_scaling(tmp_path):
     write_cifar(tmp_path / "cifar")
     arch = write_arch(tmp_path, "enas_micro")
@@ -111,6 +114,7 @@ def test_two_process_retrain_with_linear_lr_scaling(tmp_path):
     assert main(["evaluate", str(run_dir), "--device", "cpu"]) == 0  # one process recomputes the same
 
 
+@pytest.mark.slow
 def test_failure_on_one_rank_stops_every_rank(tmp_path, ptb_dir):
     cfg = write_config(tmp_path, TINY_PTB, "search.yaml", search={"epochs": 1})
     proc = torchrun("cli", tmp_path / "dumps", "search", cfg, "--data-dir", ptb_dir, "--run-dir", tmp_path / "r",

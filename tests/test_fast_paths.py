@@ -141,6 +141,7 @@ def test_tensor_arch_step_equals_reference_kernel(space_args, monkeypatch):
             assert torch.allclose(g1[n], g2[n], atol=1e-12, rtol=0), n
 
 
+@pytest.mark.slow
 def test_compiled_kernel_equals_reference_and_compiles_once():
     """The cell under torch.compile (inductor on the CPU; the CUDA path adds CUDA graphs)
     equals the eager reference kernel, and one compiled graph serves every sampled arch:

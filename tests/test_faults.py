@@ -53,6 +53,7 @@ def reference(tmp_path, ptb_dir, tiny_ptb_config):
     return cfg, ref
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kill_9_twice_then_resume_matches_uninterrupted(tmp_path, ptb_dir, reference, seed):
     cfg, ref = reference
@@ -76,6 +77,7 @@ def test_kill_9_twice_then_resume_matches_uninterrupted(tmp_path, ptb_dir, refer
     assert_same_run(ref, run_dir)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_prints_resume_and_exits_nonzero(tmp_path, ptb_dir, reference):
     cfg, ref = reference
     run_dir = tmp_path / "term"
@@ -90,6 +92,7 @@ def test_sigterm_checkpoints_prints_resume_and_exits_nonzero(tmp_path, ptb_dir, 
     assert_same_run(ref, run_dir)
 
 
+@pytest.mark.slow
 def test_mid_epoch_resume_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_config, monkeypatch):
     """In-process: stop inside the shared phase of epoch 2 (step 3), resume, compare."""
     from enas import loop
@@ -191,6 +194,7 @@ def test_disk_full_during_search_stops_with_message(tmp_path, ptb_dir, tiny_ptb_
     assert ckpt.load(run_dir)["position"]["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, ptb_dir, tiny_ptb_config, capsys):
     """A truncated checkpoint.pt does not stop a resume: the previous checkpoint is used,
     the console says so and how much is repeated, and the run ends as an uninterrupted one."""
@@ -260,6 +264,7 @@ def _retrain_cmd(arch, cfg, data, run_dir):
             "--run-dir", str(run_dir), "--device", "cpu"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_kill_9_retrain_then_resume_matches_uninterrupted(tmp_path, ptb_dir, seed):
     """A PTB retrain (variable BPTT, averaged SGD) killed at a random point resumes exactly."""
@@ -328,6 +333,7 @@ class _FullFile:
         return getattr(self.f, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["metrics", "tensorboard"])
 def test_full_disk_while_logging_stops_cleanly_and_resumes(tmp_path, ptb_dir, tiny_ptb_config, monkeypatch,
                                                            capsys, where):

@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py cannot rot between GPU runs: its --tiny CPU run goes through
 every section (search, retrain with and without compile, overhead, bf16, RNN kernels)."""
+import pytest
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.slow
 def test_tiny_cpu_run_passes_every_section(tmp_path):
     out = tmp_path / "check.json"
     r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--json", str(out)],
@@ -29,6 +31,7 @@ def test_tiny_cpu_run_passes_every_section(tmp_path):
     assert figs["rnn_kernel_reference_step_ms"] > 0 and figs["rnn_kernel_fused_step_ms"] > 0
 
 
+@pytest.mark.slow
 def test_without_cuda_it_says_so_and_fails(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # no CUDA device, whatever this machine has
     r = subprocess.run([sys.executable, str(SCRIPT), "--json", str(tmp_path / "x.json")],

@@ -233,6 +233,7 @@ def built(tmp_path_factory):
     return root, argv, out
 
 
+@pytest.mark.slow
 def test_end_to_end_build_resume_and_compare(built, capsys):
     root, argv, out = built
     assert enas_main(["ground-truth"] + argv) == 0

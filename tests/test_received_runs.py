@@ -216,6 +216,7 @@ HOLD = ("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O
         "time.sleep(600)\n")
 
 
+@pytest.mark.slow
 def test_a_second_writer_stops_at_once_and_the_lock_dies_with_its_process(received, tmp_path, capsys):
     run = received[0]
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run / "enas.lock")], stdout=subprocess.PIPE)

@@ -33,6 +33,7 @@ MACRO_SKIP_JOIN = 11_161_920  # its concat -> ReLU -> 1x1 conv -> BN joining the
 # ---------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["enas_rnn", "enas_micro", "enas_macro"])
 def test_retrain_then_evaluate(tmp_path, data, name, capsys):
     run_dir = retrain(tmp_path, data, name, tmp_path / "run")
@@ -121,6 +122,7 @@ def test_asgd_average_is_uniform_mean_of_steps(tmp_path, data):
     ("enas_rnn", 4, {"train": {"lr": 30.0}}),
     ("enas_micro", 2, {}),
 ])
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, data, name, epochs, extra):
     """(epochs - 1) + resume 1 == epochs, bit for bit on CPU."""
     full = retrain(tmp_path, data, name, tmp_path / "full", retrain={"epochs": epochs}, **extra)
@@ -249,6 +251,7 @@ def test_shipped_retrain_configs_load(cfg, arch):
         assert (c.train.weight_decay, c.retrain.aux_weight, c.retrain.drop_path, c.data.cutout) == (4e-4, 0.4, 0.4, 16)
 
 
+@pytest.mark.slow
 def test_stop_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data, monkeypatch):
     """A stop signal inside an epoch checkpoints at that step; the resumed run ends equal."""
     from enas.loop import Loop

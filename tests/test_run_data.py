@@ -77,6 +77,7 @@ def test_retrain_records_its_data_and_evaluates_without_data_dir(tmp_path, monke
     assert run("evaluate", run_dir, "--device", "cpu") == 0
 
 
+@pytest.mark.slow
 def test_the_printed_resume_command_works_as_printed(tmp_path, ptb_dir, tiny_ptb_config):
     cfg = tiny_ptb_config(FAST_CKPT)
     run_dir = tmp_path / "stopped"

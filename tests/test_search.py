@@ -49,6 +49,7 @@ def test_smoke_search_writes_every_artifact(tmp_path, ptb_dir, tiny_ptb_config):
     assert "4_derive_by_epoch/arch/text_summary" in ea.Tags()["tensors"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("check", ["host", "device"])  # train.nonfinite_check: sync per step, or none
 def test_resumed_search_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_config, check):
     full, part = tmp_path / "full", tmp_path / "part"
@@ -154,6 +155,7 @@ def test_derive_shares_batches_rotates_them_and_ends_with_a_final_derive(tmp_pat
     assert any(r.get("derive/final_score_se") == best[3][1] for r in rows)
 
 
+@pytest.mark.slow
 def test_uniform_shared_trains_the_supernet_as_random_search_does(tmp_path, ptb_dir, tiny_ptb_config):
     """search.uniform_shared = 1: every shared step trains the architecture that random
     search with weight sharing draws, so the supernets are the same, whatever the

@@ -18,9 +18,10 @@ import json
 import os
 from pathlib import Path
 
-from .download import checksum
 from ..errors import ConfigError, DataError, brief
 from ..files import read_json, write_atomic
+from . import cifar, imagefolder, text
+from .download import checksum
 
 RECORD = "data.json"
 MAX_BYTES = 256 * 2**20  # an image folder's record names every image: ~150 bytes each
@@ -29,8 +30,6 @@ MAX_BYTES = 256 * 2**20  # an image folder's record names every image: ~150 byte
 def data_files(dataset: str, data_dir: str | Path) -> list[Path]:
     """The files ``dataset`` reads from ``data_dir`` (present or not; for ``imagefolder``,
     the images present, since any number of them may be read)."""
-    from . import cifar, imagefolder, text
-
     data_dir = Path(data_dir)
     if dataset == "ptb":
         return [data_dir / n for n in text.PTB_FILES]

@@ -28,8 +28,11 @@ import time
 
 import torch
 
+from ..archfile import load_arch
 from ..controller import RandomPolicy
 from ..errors import ConfigError
+from ..final_stage import train_candidates
+from ..rank import SCORES, arch_text, parse_arch_line, scorer
 from .stats import kendall_tau_b, kendall_tau_b_se
 from .table import read_table
 
@@ -51,8 +54,6 @@ def policy_expectation(policy, archs: list, values: list[float]) -> dict[str, fl
 def scorers_for(search) -> list[str]:
     """The run's own scoring (when it is not the supernet alone), the supernet, then the
     training-free floors that apply to the space's networks."""
-    from ..rank import SCORES
-
     names = [n for n in SCORES if n != "run"]
     if not search.scoring.paper:
         names.insert(0, "run")
@@ -68,8 +69,6 @@ def _has_relu(search) -> bool:
 def pick(search, archs: list, of) -> tuple[dict, dict]:
     """The run's own derive on ``archs``: (the best by score, the final stage's pick among
     the best ``final_train`` trained briefly; the same when the run has no final stage)."""
-    from ..final_stage import train_candidates
-
     scored = sorted(({"arch": a, "score": of(a)[0]} for a in archs), key=lambda c: -_finite(c["score"]))
     k = search.cfg.search.final_train
     if not k:
@@ -84,9 +83,6 @@ def _finite(v: float) -> float:
 
 def measure(search, table_path, cells: int = 200, seed: int = 0, draws: int = 5, candidates: int | None = None,
             arch_column=None, metric_column=None, say=print) -> dict:
-    from ..archfile import load_arch
-    from ..rank import arch_text, parse_arch_line, scorer
-
     space = search.space
     table = read_table(table_path, space, lambda a: arch_text(space, a), lambda line: parse_arch_line(space, line),
                        arch_column, metric_column)

@@ -42,9 +42,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
+from ..archfile import load_arch
 from ..errors import DataError
+from ..rank import arch_text, parse_arch_line
+from ..runs import reopen_search
 from ..space import build_space
 from .against_table import policy_expectation
 from .stats import kendall_tau_b, percentile, spearman_rho, topk_overlap
@@ -137,9 +141,6 @@ def uniform_cells(path: Path, canon: Canon, gt: dict[str, float]) -> list[str]:
 
 
 def run_arch(run_dir: Path, canon: Canon) -> tuple[str, dict]:
-    from ..archfile import load_arch
-    from ..rank import arch_text
-
     path = Path(run_dir) / "best_arch.yaml"
     if not path.exists():
         raise CompareError(f"{run_dir} has no best_arch.yaml (not a finished search run?)")
@@ -150,10 +151,6 @@ def run_arch(run_dir: Path, canon: Canon) -> tuple[str, dict]:
 def run_policy_expectation(run_dir: Path, uniform: list[str], gt: dict[str, float]) -> dict[str, float]:
     """policy_expectation of a search run's trained policy over the ground truth's
     uniformly drawn cells (``uniform``: canonical texts)."""
-    import torch
-
-    from ..rank import parse_arch_line
-    from ..runs import reopen_search
 
     search = reopen_search(Path(run_dir), None, torch.device("cpu"))
     archs = [parse_arch_line(search.space, t) for t in uniform]

@@ -14,10 +14,12 @@ figure in the file is also drawn in "All logged figures", grouped by its prefix.
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
-from ..files import check_out, open_regular, write_atomic
 from ..errors import RunDirError, UserError, printable
+from ..files import check_out, open_regular, write_atomic
 from .page import GENERATOR, render
 from .runfolder import load_run
 
@@ -54,9 +56,6 @@ def _is_report(path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
     p = argparse.ArgumentParser(prog="python -m enas.report", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--out", help="the HTML file to write (default RUN_DIR/report.html)")

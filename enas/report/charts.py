@@ -8,6 +8,7 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from ..plots import annotate_cells
@@ -107,8 +108,6 @@ def chart(panels: list[dict], width: float = 11.0, height: float = 3.0) -> bytes
 
 def _style_axes(ax, by_epoch: bool) -> None:
     """Plain tick labels (no "+2.751e1" offset), whole epochs on an epoch axis."""
-    from matplotlib.ticker import MaxNLocator, ScalarFormatter
-
     for axis in (ax.xaxis, ax.yaxis):
         if isinstance(axis.get_major_formatter(), ScalarFormatter):
             axis.get_major_formatter().set_useOffset(False)

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from ..archfile import load_arch
 from ..checkpoint import read
+from ..config import to_dict
 from ..files import produced, read_regular
 from .charts import chart, heatmaps, img, small_multiples, xlabel
 from .runfolder import NONFINITE, Run, Series, arch_files, epochs_done
-
 
 
 def _table(rows: list[tuple[str, Any]], cls: str = "kv") -> str:
@@ -53,8 +54,6 @@ def _identity(run: Run) -> str:
     cfg = run.config
     space = cfg.get("space") or {}
     if not space and run.space is not None:
-        from ..config import to_dict
-
         space = {"name": run.space.name, "args": to_dict(run.space.args)}
     space_txt = html.escape(str(space.get("name", "?")))
     if space.get("args"):
@@ -249,8 +248,6 @@ def _draw_arch(space, arch) -> bytes | None:
 
 
 def _architecture(run: Run) -> str:
-    from ..archfile import load_arch
-
     if run.kind == "search":
         path, what = run.dir / "best_arch.yaml", "the final derive's winner (best_arch.yaml)"
         if not path.is_file():
@@ -377,7 +374,6 @@ def _headline(run: Run) -> str | None:
             return None
         figs = [(k, v) for k, v in run.result.items() if k.startswith("test_") and k != "test_loss"]
         return "; ".join(f"{html.escape(k.replace('_', ' '))} {_fmt(v)}" for k, v in figs) + " (result.json)"
-    from ..archfile import load_arch
 
     try:
         prov = load_arch(run.dir / "best_arch.yaml")[2].get("provenance") or {}

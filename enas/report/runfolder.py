@@ -15,8 +15,10 @@ from typing import Any
 import yaml
 
 from .. import safeyaml
+from ..archfile import load_arch
 from ..errors import RunDirError
 from ..files import loads_json, open_regular, read_json
+from ..space import build_space, import_space_module, run_module
 
 NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "Infinity": math.inf, "-Infinity": -math.inf,
               "NaN": math.nan}
@@ -198,8 +200,6 @@ def _read_json(path: Path) -> dict | None:
 def load_run(run_dir: Path, space_module: str | None = None) -> Run:
     """The run folder's files; its space is built with the code ``space_module`` names,
     never with code its config names (enas/space.py run_module)."""
-    from ..space import build_space, import_space_module, run_module
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a folder; `enas report` needs a search or retrain run folder")
@@ -231,8 +231,6 @@ def load_run(run_dir: Path, space_module: str | None = None) -> Run:
         for name in ("arch.yaml", "best_arch.yaml"):
             if os.path.lexists(run_dir / name):
                 try:
-                    from ..archfile import load_arch
-
                     run.space = load_arch(run_dir / name, follow=False)[0]
                 except Exception as e:  # noqa: BLE001 - the page still shows the rest
                     run.space_error = f"{name}: {e}"

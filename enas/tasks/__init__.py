@@ -49,6 +49,8 @@ Model contracts, by modality (``arch=None`` for a child, whose arch is fixed):
 """
 from __future__ import annotations
 
+import importlib
+
 from ..registry import Registry
 
 TASKS: Registry[type] = Registry("task")
@@ -56,8 +58,6 @@ TASKS: Registry[type] = Registry("task")
 
 def build_task(modality: str, *args, **kwargs):
     """Import only the modality's module (enas/tasks/<modality>.py), which registers it."""
-    import importlib
-
     if modality in ("lm", "image"):
         importlib.import_module(f".{modality}", __name__)
     return TASKS.get(modality)(*args, **kwargs)

@@ -50,8 +50,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from enas.config import from_dict
 from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
+from ..draw import draw_rnn_cell
 from ..ops import ACTIVATIONS
 from .kernels import compiled
 from .kernels.bptt import cell_bptt
@@ -393,7 +395,6 @@ class EnasRNNSpace:
     def _model_args(self, model_args) -> ModelArgs:
         if isinstance(model_args, ModelArgs):
             return model_args
-        from enas.config import from_dict
 
         return from_dict(ModelArgs, dict(model_args or {}), "model")
 
@@ -410,8 +411,6 @@ class EnasRNNSpace:
     def draw(self, arch: Mapping[str, Any], path):
         """Write a PNG of the cell (x_t, h_{t-1} -> node 0 -> ... -> avg -> h_t); returns
         the ``draw.Drawing`` (node extents)."""
-        from ..draw import draw_rnn_cell
-
         arch = with_node0(validate(self.decisions(), arch), self.args)
         N = self.args.num_nodes
         what = ("its loose ends" if self.args.output == "loose_ends" else
