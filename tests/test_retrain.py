@@ -20,7 +20,7 @@ from conftest import RNN_ARCH, retrain, run, TINY_RETRAIN, write_arch, write_ret
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Measured with this implementation (README lists them beside the paper's figures):
+# Measured with this implementation (docs/fidelity.md lists them beside the paper's figures):
 PTB_CELL_PARAMS = 24_640_000  # hidden 800, vocab 10,000, tied embeddings (paper: ~24M)
 MICRO_CELLS_PARAMS = 3_190_860  # C = 36, N = 5, 10 classes, at test time (paper: 4.6M)
 MICRO_AUX_PARAMS = 421_120  # the auxiliary head on top (training only)
@@ -228,7 +228,7 @@ def test_macro_arch_file_is_the_official_fixed_arc():
     cfg = load_retrain(ROOT / "configs/cifar10_macro_retrain.yaml", [], space)
     model = space.child(arch, from_dict(space.ModelArgs, cfg.model), num_classes=10)
     assert count_params(model) == MACRO_OFFICIAL_PARAMS
-    # README: the official child built the official way, and where ours differs
+    # docs/fidelity.md: the official child built the official way, and where ours differs
     official = official_macro_child_params(arc, 96, 24)
     assert sum(official.values()) == MACRO_OFFICIAL_BUILT_PARAMS
     with_sep = official_macro_child_params(arc, 96, 24, separable=True)
