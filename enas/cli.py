@@ -31,6 +31,7 @@ from . import __version__, distributed as dist, runlock, runs
 from .api import resolve_device
 from .archfile import load_arch
 from .config import MAX_SEED
+from .derive import derive_again
 from .errors import ArchError, ConfigError, UserError, printable
 from .evaluate.against_table import measure
 from .export import export_run
@@ -43,7 +44,6 @@ from .report import write_report
 from .retrain import evaluate_run
 from .runlog import say
 from .runs import reopen_retrain, reopen_search
-from .search import derive_again
 from .space import import_space_module
 
 
