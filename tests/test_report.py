@@ -82,6 +82,7 @@ def section(page, sid):
     return m.group(1)
 
 
+@pytest.mark.slow
 def test_search_report_has_every_section(runs, search_page):
     path, page = search_page
     assert path == runs["search"] / "report.html"
@@ -122,6 +123,7 @@ def test_search_report_has_every_section(runs, search_page):
     assert_self_contained(page)
 
 
+@pytest.mark.slow
 def test_a_report_replaces_its_own_page_and_nothing_else_without_force(runs, search_page, tmp_path):
     """A report is derived from its run: re-running replaces the page enas wrote, at the
     default path or elsewhere; any other file needs --force, a run's own files never."""
@@ -150,6 +152,7 @@ def test_a_report_replaces_its_own_page_and_nothing_else_without_force(runs, sea
     assert config.read_bytes() == kept
 
 
+@pytest.mark.slow
 def test_enas_report_command(runs, tmp_path, capsys):
     from enas.cli import main
 
@@ -163,6 +166,7 @@ def test_enas_report_command(runs, tmp_path, capsys):
     assert main(["report", str(runs["search"]), "--out", str(out), "--force"]) == 0
 
 
+@pytest.mark.slow
 def test_retrain_report(runs, tmp_path):
     page = write_report(runs["retrain"], tmp_path / "retrain.html").read_text()
     assert "enas retrain report" in page
@@ -177,6 +181,7 @@ def test_retrain_report(runs, tmp_path):
     assert_self_contained(page)
 
 
+@pytest.mark.slow
 def test_run_without_controller(runs, tmp_path):
     page = write_report(runs["random"], tmp_path / "random.html").read_text()
     curves = section(page, "curves")
@@ -186,6 +191,7 @@ def test_run_without_controller(runs, tmp_path):
     assert_self_contained(page)
 
 
+@pytest.mark.slow
 def test_unfinished_run_with_nan_and_collapse_warnings(runs, tmp_path):
     """A run cut short: no final derive, no best_arch.yaml, no checkpoint, a NaN loss,
     collapse warnings (one with its text, one flag only) and a half-written last line."""
