@@ -9,16 +9,12 @@ with what is missing: an unfinished run, a run without a controller, NaN figures
 Which figures exist is read from ``metrics.jsonl`` itself: a few headline charts pick
 the names they know (reward, baseline, entropy, loss, derived score), and every numeric
 figure in the file is also drawn in "All logged figures", grouped by its prefix.
-
-    python -m enas.report RUN_DIR [--out FILE]
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from ..errors import RunDirError, UserError, printable
+from ..errors import RunDirError, UserError
 from ..files import check_out, open_regular, write_atomic
 from .page import GENERATOR, render
 from .runfolder import load_run
@@ -54,22 +50,3 @@ def _is_report(path: Path) -> bool:
     except (OSError, UserError):
         return False
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m enas.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir")
-    p.add_argument("--out", help="the HTML file to write (default RUN_DIR/report.html)")
-    p.add_argument("--force", action="store_true", help="replace an existing report")
-    p.add_argument("--space-module", metavar="FILE", help="the Python file of the run's space, if it is your own")
-    a = p.parse_args(argv)
-    try:
-        path = write_report(Path(a.run_dir), Path(a.out) if a.out else None, a.force, a.space_module)
-    except UserError as e:
-        print(f"error: {printable(e)}", file=sys.stderr)
-        return 2
-    print(f"report written to {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
