@@ -7,11 +7,13 @@ message the command line would print); a run stopped by a signal raises
 ``enas.interrupt.StopRequested`` after writing its checkpoint::
 
     from enas import api
-    found = api.search("configs/smoke/nb201_search.yaml", data_dir="../shared/data/cifar10-subset")
+    found = api.search("configs/smoke/nb201_search.yaml")  # on the data it names (data.dir)
     found.best_arch, found.score, found.history[-1]["train_loss"]
-    final = api.retrain(found.best_arch_file, "configs/smoke/nb201_retrain.yaml",
-                        data_dir="../shared/data/cifar10-subset")
+    final = api.retrain(found.best_arch_file, "configs/smoke/nb201_retrain.yaml", data_dir="sample")
     final.test_metric, final.value
+
+``data_dir`` is ``--data-dir``: by default the config's ``data.dir`` (``data`` unless the
+config says otherwise; ``sample`` is the data that ships with enas, docs/data.md).
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ class RetrainResult:
     history: list[dict] = field(default_factory=list)  # epoch_history(run_dir)
 
 
-def search(config, *, data_dir: str | Path = "data", run_dir: str | Path | None = None,
+def search(config, *, data_dir: str | Path | None = None, run_dir: str | Path | None = None,
            overrides: Mapping[str, Any] | Sequence[str] = (), device: str = "auto",
            resume: str | Path | None = None, space_module: str | None = None) -> SearchResult:
     """Run a search (``enas search CONFIG``) or continue one (``resume=RUN_DIR``, with
@@ -106,7 +108,7 @@ def search(config, *, data_dir: str | Path = "data", run_dir: str | Path | None 
                         float(best.get("se", float("nan"))), int(best["epoch"]), epoch_history(run))
 
 
-def retrain(arch: str | Path, config, *, data_dir: str | Path = "data", run_dir: str | Path | None = None,
+def retrain(arch: str | Path, config, *, data_dir: str | Path | None = None, run_dir: str | Path | None = None,
             overrides: Mapping[str, Any] | Sequence[str] = (), device: str = "auto") -> RetrainResult:
     """Train the architecture file ``arch`` from scratch and test it (``enas retrain``)."""
     try:

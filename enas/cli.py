@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set controller.lr=1e-3 (repeatable)")
         sp.add_argument("--data-dir", default=None,
-                        help="dataset folder (downloads go here); default ./data, or the run's own on --resume")
+                        help="dataset folder (downloads go here), or 'sample' (the data that ships with enas); "
+                             "default: the config's data.dir (./data), or the run's own on --resume")
         if run_dir:
             sp.add_argument("--run-dir", default=None, help="run folder (must not exist); default runs/<config>-<time>")
         sp.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")

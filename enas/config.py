@@ -295,6 +295,10 @@ class DataSection:
     # (enas/data/cifar.py); imagefolder: DIR/train/<class>/* and DIR/val/<class>/*
     # (enas/data/imagefolder.py)
     dataset: Literal["ptb", "text", "cifar10", "cifar100", "imagefolder"]
+    # Where the data is (relative to the working directory; --data-dir overrides it):
+    # ptb and cifar10 are downloaded there when missing; "sample": the small real sample
+    # that ships with enas (cifar10, ptb: enas/data/shipped.py), for offline smoke runs.
+    dir: str = "data"
     batch_size: int = 64
     eval_batch_size: int = 64
     bptt: int = 35  # text: tokens per truncated-BPTT window (paper 3.2)
@@ -314,6 +318,8 @@ class DataSection:
     skip_bad_images: bool = False  # imagefolder: skip unreadable images instead of stopping
 
     def __post_init__(self):
+        if not self.dir.strip():
+            raise ValueError('data.dir is empty: name a folder (or "sample", the data that ships with enas)')
         for k in ("batch_size", "eval_batch_size", "bptt"):
             if getattr(self, k) < 1:
                 raise ValueError(f"data.{k} must be >= 1, got {getattr(self, k)}")

@@ -29,7 +29,7 @@ from . import distributed as dist
 from . import runlock
 from .archfile import load_arch, save_arch
 from .config import RetrainConfig, SearchConfig, dump, from_dict, load_retrain, load_search, to_dict
-from .data import record
+from .data import record, shipped
 from .errors import ConfigError, RunDirError
 from .loop import Loop
 from .retrain import Retrain
@@ -120,7 +120,7 @@ def start_search(config_path, overrides, data_dir, run_dir, device: torch.device
     """A new search, its folder made and its config and data recorded."""
     main = dist.is_main()
     cfg = dist.on_main(lambda: load_search(config_path, overrides))
-    data_dir = data_dir or "data"
+    data_dir = shipped.locate(cfg.data.dataset, data_dir or cfg.data.dir)
     search = dist.local_main_first(lambda: Search(cfg, None, data_dir, device, log=main))  # data before any folder
 
     def create():
@@ -209,7 +209,7 @@ def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: 
     main = dist.is_main()
 
     space, arch, cfg = _on_main_with_space(lambda: _arch_and_config(arch_path, config_path, overrides))
-    data_dir = data_dir or "data"
+    data_dir = shipped.locate(cfg.data.dataset, data_dir or cfg.data.dir)
     rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, None, data_dir, device, log=main))
 
     def create():

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
+from . import shipped
 from .download import fetch, make_folders, md5sum, remove_empty
 from ..errors import DataError
 from ..files import read_regular
@@ -66,7 +67,8 @@ def _missing_message(spec: Spec, data_dir: Path, why: str = "") -> str:
         f"{spec.title} not found in {data_dir}: missing {what}. Download {spec.url} (md5 {spec.md5}) "
         f"into {data_dir}; it is extracted on first use (docs/data.md, 'Without internet')."
     )
-    return f"{msg} ({why})" if why else msg
+    dataset = next((k for k, s in SPECS.items() if s is spec), "")
+    return (f"{msg} ({why})" if why else msg) + shipped.hint(dataset)
 
 
 def safe_extract(archive: Path, dest: Path) -> None:

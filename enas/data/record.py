@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError, brief
 from ..files import read_json, write_atomic
-from . import cifar, imagefolder, text
+from . import cifar, imagefolder, shipped, text
 from .download import checksum
 
 RECORD = "data.json"
@@ -109,6 +109,8 @@ def resolve(run_dir: str | Path, dataset: str, given: str | Path | None, allow_c
     """The data folder for a command that reopens ``run_dir``: ``given`` (--data-dir) or
     the recorded folder, checked against the recorded fingerprint. An accepted change is
     recorded, unless ``keep_record`` (commands that only read the run)."""
+    if given is not None:
+        given = shipped.locate(dataset, given)
     rec = read(run_dir)
     if rec is None:  # a run folder from before data.json: what the user names, else ./data
         return str(given) if given is not None else "data"

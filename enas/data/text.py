@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import shipped
 from .download import fetch as _download  # tests replace it: never touch the network
 from .download import make_folders, md5sum, remove_empty
 from ..errors import DataError
@@ -127,6 +128,7 @@ def _missing_ptb_message(data_dir: Path, missing: list[str], errors=()) -> str:
         f"and they could not be downloaded.{why}\n"
         f"Get them from {PTB_MIRROR.format(name='<name>')} or from {PTB_TARBALL} (simple-examples/data/), "
         f"and put them in {data_dir}, or pass --data-dir DIR where DIR holds them (docs/data.md, 'Without internet')."
+        + shipped.hint("ptb")
     )
 
 
@@ -149,7 +151,10 @@ def ensure_ptb(data_dir: str | Path) -> Path:
     # A present file is used as it is, but a truncated or edited copy should not pass
     # unnoticed as "PTB": say so, in one line (results on it are not comparable to the paper's).
     other = [n for n in PTB_FILES if n not in missing and md5sum(data_dir / n) != PTB_MD5[n]]
-    if other:
+    if other and data_dir.resolve() == shipped.ROOT / shipped.FOLDERS["ptb"]:
+        print(f"note: the Penn Treebank sample that ships with enas ({data_dir}; enas/data/samples/README.md): "
+              f"figures on it are not comparable with the paper's", file=sys.stderr)
+    elif other:
         print(f"note: {', '.join(other)} in {data_dir}: not the standard Penn Treebank "
               f"file{'s' if len(other) > 1 else ''} (md5 differs); used as {'they are' if len(other) > 1 else 'it is'}",
               file=sys.stderr)

@@ -37,8 +37,10 @@ COLUMNS = ["arch", "seed", "test_accuracy", "params", "seconds", "process_second
 # config keys that cannot change a result: not part of the recipe hash. nonfinite_check
 # only says where a non-finite loss is noticed (host or device); the steps taken are the
 # same either way (tests/test_loop.py checks the two give identical books); smoke only
-# changes what the console says
-_NOT_RECIPE = {"retrain": ("seed", "log_every", "checkpoint_minutes", "smoke"), "train": ("nonfinite_check",)}
+# changes what the console says; data.dir only where the data is read from (the data
+# itself is what build_truth's run folders record)
+_NOT_RECIPE = {"retrain": ("seed", "log_every", "checkpoint_minutes", "smoke"), "train": ("nonfinite_check",),
+               "data": ("dir",)}
 # keys whose default is what training did before the key existed: left out of the hash
 # while they hold it, so that a table built before them is still the same recipe
 _NEUTRAL_DEFAULTS = {"data": {"image_size": 32, "skip_bad_images": False}, "retrain": {"space_module": ""}}
