@@ -1,7 +1,7 @@
 """Write CIFAR-10 (official python batches) out as a folder of PNG images, the layout
 ``data.dataset: imagefolder`` reads, to try a search on "your own images":
 
-    python examples/make_imagefolder.py ../shared/data/cifar10-subset data/cifar10-images
+    python examples/make_imagefolder.py enas/data/samples/cifar10 data/cifar10-images
 
 OUT/train/<class>/<n>.png from the training batches and OUT/val/<class>/<n>.png from the
 test batch. OUT must not exist yet (or be empty): nothing is overwritten.

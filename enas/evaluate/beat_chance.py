@@ -27,7 +27,7 @@ search's supernet by construction when the recipe trains the shared weights unif
 weights are equal). It saves one supernet per seed and compares both derives on the same
 weights.
 
-    enas beat-chance --data-dir ../shared/data/cifar10-subset --seeds 0 1 2 3 4 --jobs 2
+    enas beat-chance --data-dir enas/data/samples/cifar10 --seeds 0 1 2 3 4 --jobs 2
 
 The ground truth (``--ground-truth``, its uniformly drawn cells ``--uniform``, its
 recipe ``--gt-config``) and the search config (``--config``) default to the NB201

@@ -6,7 +6,7 @@ its own thread budget) and writes one CSV row per (architecture, seed). Compare 
 search with it using ``enas compare``.
 
     enas ground-truth --uniform 50 --space nb201 --sample-seed 0 \\
-        --config configs/smoke/nb201_retrain.yaml --data-dir ../shared/data/cifar10-subset \\
+        --config configs/smoke/nb201_retrain.yaml --data-dir enas/data/samples/cifar10 \\
         --out benchmarks/results/nb201_ground_truth.csv --jobs 2
 
 Architectures: ``--archs FILE`` (one a line, the format ``enas rank --archs`` reads:

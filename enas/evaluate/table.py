@@ -60,7 +60,7 @@ def read_table(path, space, text_of, parse, arch_column: str | None = None,
     path = Path(path)
     if path.is_dir():
         raise DataError(f"table {path} is not a file (a folder); give the CSV of published accuracies "
-                        f"(e.g. ../shared/data/nb201/cifar10_valid.csv)")
+                        f"(cell strings and accuracies, docs/evaluation.md)")
     try:  # a regular file only (a FIFO would wait forever), refused unread when too large
         text = read_regular(path, MAX_TABLE_BYTES).decode()
     except UnicodeDecodeError:
