@@ -21,6 +21,7 @@ from ..errors import ConfigError
 NAME = "sample"
 ROOT = Path(__file__).resolve().parent / "samples"
 FOLDERS = {"cifar10": "cifar10", "ptb": "ptb"}  # data.dataset -> its folder under ROOT
+TITLES = {"cifar10": "CIFAR-10", "ptb": "Penn Treebank"}
 
 
 def locate(dataset: str, data_dir: str | Path) -> str | Path:
@@ -35,5 +36,5 @@ def locate(dataset: str, data_dir: str | Path) -> str | Path:
 
 def hint(dataset: str) -> str:
     """The sentence a failed download ends with: how to run without the full data set."""
-    return (f" To try enas offline on the small {dataset} sample that ships with it, pass --data-dir {NAME} "
-            f"(docs/data.md).") if dataset in FOLDERS else ""
+    return (f" To try enas offline on the small {TITLES[dataset]} sample that ships with it, pass --data-dir "
+            f"{NAME} or run a config of configs/smoke/ (docs/data.md).") if dataset in FOLDERS else ""

@@ -122,10 +122,10 @@ def _fetch_ptb_file(name: str, data_dir: Path, missing: list[str]) -> None:
 
 
 def _missing_ptb_message(data_dir: Path, missing: list[str], errors=()) -> str:
-    why = "".join(f"\n  tried {e}" for e in errors)
-    return (
+    why = f" (tried {'; '.join(errors)})" if errors else ""
+    return (  # one line, as every user error
         f"Penn Treebank files missing in {data_dir}: {', '.join(missing)}, "
-        f"and they could not be downloaded.{why}\n"
+        f"and they could not be downloaded{why}. "
         f"Get them from {PTB_MIRROR.format(name='<name>')} or from {PTB_TARBALL} (simple-examples/data/), "
         f"and put them in {data_dir}, or pass --data-dir DIR where DIR holds them (docs/data.md, 'Without internet')."
         + shipped.hint("ptb")
