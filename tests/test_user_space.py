@@ -1,8 +1,8 @@
 """A search space of the user's own (examples/convnet_space.py, named by ``space.module``)
-through every command, and the Python API of the README, on tiny generated image folders."""
+through every command and the Python API, on tiny generated image folders (the README's API
+example runs in tests/test_fresh_clone.py)."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,6 @@ from enas import api
 from enas.cli import main
 from enas.errors import UserError
 
-from conftest import write_cifar
 from conftest import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,17 +112,3 @@ def test_api_search_and_retrain_from_a_config_mapping(tmp_path, monkeypatch):
     final = api.retrain(found.best_arch_file, rcfg, data_dir=data, overrides=SMALL_RETRAIN, device="cpu")
     assert final.test_metric == "test_accuracy" and 0.0 <= final.value <= 1.0 and final.params > 0
     assert final.result["test_accuracy"] == final.value and final.history[-1]["epoch"] == 1
-
-
-@pytest.mark.slow
-def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
-    """The README's API example, exactly as printed, run from a folder laid out as a clone
-    (configs/) with CIFAR-10 already in data/cifar10 (generated, in the official format)."""
-    text = (ROOT / "README.md").read_text()
-    code = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S).group(1)
-    write_cifar(tmp_path / "data" / "cifar10", per_batch=500)  # the smoke config's 2,500 images
-    (tmp_path / "configs").symlink_to(ROOT / "configs")
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
-    out = capsys.readouterr().out
-    assert "best_arch.yaml" in out and "test_accuracy" in out
