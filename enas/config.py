@@ -320,6 +320,10 @@ class DataSection:
     def __post_init__(self):
         if not self.dir.strip():
             raise ValueError('data.dir is empty: name a folder (or "sample", the data that ships with enas)')
+        if Path(self.dir).is_absolute() or ".." in Path(self.dir).parts:  # a config from elsewhere
+            # must not make enas download into a folder of its choosing (docs/trust.md)
+            raise ValueError(f"data.dir {self.dir!r} is outside the working directory; a config names a folder "
+                             f"inside it (or \"sample\"): pass --data-dir DIR for a folder elsewhere")
         for k in ("batch_size", "eval_batch_size", "bptt"):
             if getattr(self, k) < 1:
                 raise ValueError(f"data.{k} must be >= 1, got {getattr(self, k)}")

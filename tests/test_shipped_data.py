@@ -73,6 +73,10 @@ def test_smoke_configs_name_the_sample_and_paper_configs_download():
         assert re.search(r"^  dir: sample\b", text_, re.M)
     with pytest.raises(ConfigError, match="data.dir is empty"):
         load_search(ROOT / "configs" / "smoke" / "ptb_search.yaml", ["data.dir=''"])
+    for outside in ("/tmp/x", "../x", "data/../../x"):  # a config cannot pick where downloads go
+        with pytest.raises(ConfigError, match="outside the working directory.*--data-dir"):
+            load_search(ROOT / "configs" / "smoke" / "ptb_search.yaml", [f"data.dir={outside}"])
+    assert load_search(ROOT / "configs" / "ptb_search.yaml", ["data.dir=data/ptb"]).data.dir == "data/ptb"
 
 
 def test_a_run_on_the_sample_reopens_without_and_with_the_name(tmp_path):
