@@ -63,6 +63,9 @@ def cmd_search(args) -> int:
     name, value, se = search.as_metric(best["score"], best["se"], task_score=bool(best.get("trained")))
     say(f"best architecture ({name.replace('_', ' ')} {value:.4g} +- {se:.2g}, after epoch {best['epoch']}): "
         f"{search.run_dir / 'best_arch.yaml'}", dist.is_main())
+    v = best.get("verdict")
+    if isinstance(v, dict) and isinstance(v.get("text"), str):  # a resumed run's checkpoint: anyone's values
+        say(f"verdict: {v['text']}", dist.is_main())
     return 0
 
 
