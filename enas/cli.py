@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="candidates per random-search derive (default the run's search.derive_samples)")
     tb.add_argument("--arch-column", default=None, help="the table's architecture column (default arch or cell)")
     tb.add_argument("--metric-column", default=None, help="the table's accuracy column (default the last)")
-    tb.add_argument("--json", action="store_true", help="print the figures as one JSON object instead of a table (null: not measured)")
+    tb.add_argument("--json", action="store_true",
+                    help="print the figures as one JSON object instead of a table (null: not measured)")
     tb.add_argument("--out", help="also write the figures as JSON")
     tb.add_argument("--force", action="store_true", help="replace an existing --out file")
     reopen(tb)

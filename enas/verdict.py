@@ -73,7 +73,8 @@ def controller_facts(search) -> dict:
         why = "no controller update was made"
     u = search.uniform_entropy
     return {"kind": cfg.controller.kind, "trained": why is None and cfg.controller.kind != "random",
-            "why_not": why, "entropy_start": _entropy(start, u, s.seed), "entropy_end": _entropy(search.policy, u, s.seed),
+            "why_not": why, "entropy_start": _entropy(start, u, s.seed),
+            "entropy_end": _entropy(search.policy, u, s.seed),
             "collapse_epochs": list(search.collapse_epochs)}
 
 
@@ -143,19 +144,21 @@ def text(ctrl: dict, cmp: dict | None, smoke: bool = False) -> str:
     else:
         first = f"The controller learned: policy entropy fell from {_pct(a)} to {_pct(b)} of uniform's, no collapse."
     if cmp is None or not math.isfinite(cmp["margin_in_se"]):
-        return first + " Whether the chosen architecture beats random ones could not be measured (too few finite scores)."
+        return first + (" Whether the chosen architecture beats random ones could not be measured (too few "
+                        "finite scores).")
     z = cmp["margin_in_se"]
     what = cmp.get("metric", "score").replace("_", " ")
     figures = (f"{what} {_num(cmp.get('chosen_metric', cmp['chosen_score']))} against "
-               f"{_num(cmp.get('random_metric', cmp['random_mean']))} for {cmp['random_draws']} random ones on the same "
-               f"validation data")
+               f"{_num(cmp.get('random_metric', cmp['random_mean']))} for {cmp['random_draws']} random ones on "
+               f"the same validation data")
     if z >= 2:
         return first + f" The chosen architecture beats random architectures on this supernet by {z:.1f} standard " \
                        f"errors ({figures})."
     if z > -2:
-        head = f"The chosen architecture is no better than random architectures on this supernet ({z:+.1f} standard errors"
+        how = "is no better than"
     else:
-        head = f"The chosen architecture scores below random architectures on this supernet ({z:+.1f} standard errors"
+        how = "scores below"
+    head = f"The chosen architecture {how} random architectures on this supernet ({z:+.1f} standard errors"
     return first + f" {head}; {figures}): the search did not help here, because {_reason(ctrl, cmp, barely, smoke)}."
 
 

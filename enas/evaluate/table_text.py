@@ -84,7 +84,8 @@ def verdict(t: dict) -> str:
     found = t.get("found_percentile", math.nan)
     if math.isfinite(found):
         against = []
-        for what, key in (("random search", "random_mean_percentile"), ("the largest ranked cell", "largest_percentile")):
+        for what, key in (("random search", "random_mean_percentile"),
+                          ("the largest ranked cell", "largest_percentile")):
             other = t.get(key, math.nan)
             if math.isfinite(other):
                 word = "beats" if found > other else "does not beat"
