@@ -33,7 +33,8 @@ from .archfile import load_arch
 from .config import MAX_SEED
 from .derive import derive_again
 from .errors import ArchError, ConfigError, UserError, printable
-from .evaluate.against_table import measure
+from .evaluate import table_text
+from .evaluate.against_table import load_tables, measure
 from .export import export_run
 from .files import check_out, produced, write_atomic
 from .interrupt import StopRequested
@@ -62,6 +63,9 @@ def cmd_search(args) -> int:
     name, value, se = search.as_metric(best["score"], best["se"], task_score=bool(best.get("trained")))
     say(f"best architecture ({name.replace('_', ' ')} {value:.4g} +- {se:.2g}, after epoch {best['epoch']}): "
         f"{search.run_dir / 'best_arch.yaml'}", dist.is_main())
+    v = best.get("verdict")
+    if isinstance(v, dict) and isinstance(v.get("text"), str):  # a resumed run's checkpoint: anyone's values
+        say(f"verdict: {v['text']}", dist.is_main())
     return 0
 
 
@@ -169,13 +173,13 @@ def cmd_table(args) -> int:
         check_out(Path(args.out), args.force, ours=lambda name: name.startswith("table"))
     search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device), [], args.allow_data_change,
                            args.space_module)
-    out = measure(search, args.table, args.cells, args.seed, args.draws, args.candidates, args.arch_column,
-                  args.metric_column)
-    for k, v in out.items():
-        print(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    tables = load_tables(search, args.table, args.arch_column, args.metric_column)
+    out = measure(search, tables, args.cells, args.seed, args.draws, args.candidates, say=say)
+    text = json.dumps(table_text.plain_json(out), indent=1, allow_nan=False) + "\n"
+    print(text if args.json else table_text.render(out), end="" if args.json else "\n")
     if args.out:
-        write_atomic(args.out, json.dumps(out, indent=1) + "\n")
-        print(f"written to {args.out}")
+        write_atomic(args.out, text)
+        say(f"written to {args.out}")
     return 0
 
 
@@ -284,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tb = sub.add_parser("table", help="measure a search run on a published table of accuracies (NAS-Bench-201)")
     tb.add_argument("run_dir")
-    tb.add_argument("--table", required=True, help="CSV of stand-alone accuracies, e.g. NAS-Bench-201's")
+    tb.add_argument("--table", default=None,
+                    help="CSV (or .csv.gz) of stand-alone accuracies of the run's space; default for nb201 runs: "
+                         "NAS-Bench-201's 200-epoch CIFAR-10 test table, then its 12-epoch one (shipped)")
     tb.add_argument("--cells", type=int, default=200, help="architectures drawn from the table to rank (default 200)")
     tb.add_argument("--seed", type=int, default=0, help="seed of those draws")
     tb.add_argument("--draws", type=int, default=5, help="random-search derives on the run's supernet (default 5)")
@@ -292,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="candidates per random-search derive (default the run's search.derive_samples)")
     tb.add_argument("--arch-column", default=None, help="the table's architecture column (default arch or cell)")
     tb.add_argument("--metric-column", default=None, help="the table's accuracy column (default the last)")
+    tb.add_argument("--json", action="store_true",
+                    help="print the figures as one JSON object instead of a table (null: not measured)")
     tb.add_argument("--out", help="also write the figures as JSON")
     tb.add_argument("--force", action="store_true", help="replace an existing --out file")
     reopen(tb)

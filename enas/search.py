@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt, distributed as dist
+from . import checkpoint as ckpt, distributed as dist, verdict
 from .bn import make_plain
 from .config import ConfigError, SearchConfig, from_dict, to_dict
 from .controller import RandomPolicy, build_policy
@@ -98,6 +98,7 @@ class Search(Derive, Loop):
         self.candidates: list[dict] = []  # the last derive's candidates, best first
         self.final: dict = {}  # the final derive's result, once the last epoch is done
         self.trained: list[dict] = []  # the final stage's trained candidates, best derive score first
+        self.collapse_epochs: list[int] = []  # the epochs that raised the collapse warning (the verdict names them)
 
     # ---- checkpoint -----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -117,6 +118,7 @@ class Search(Derive, Loop):
             "final": self.final,
             "scoring": self.scoring.state_dict(),
             "trained": self.trained,
+            "collapse_epochs": self.collapse_epochs,
             "world": dist.world(),  # informational: the state is the same for any number
         }
 
@@ -137,6 +139,10 @@ class Search(Derive, Loop):
         self.best, self.candidates, self.final = st["best"], list(st["candidates"]), st["final"]
         self.scoring.load_state_dict(st["scoring"])
         self.trained = self._trained(st["trained"])
+        epochs = st.get("collapse_epochs", [])  # absent from a checkpoint written before the verdict
+        if not (isinstance(epochs, list) and all(type(e) is int for e in epochs)):
+            raise ValueError(f"collapse_epochs is {brief(epochs)}, not a list of epochs")
+        self.collapse_epochs = epochs
 
     def _trained(self, items) -> list[dict]:
         """The final stage's trained candidates as a checkpoint holds them, whose values are
@@ -158,6 +164,11 @@ class Search(Derive, Loop):
         self.open_log(resume_offset)
         dist.decorrelate_rng()  # ranks > 0: their own dropout masks
         self.smoke_note(self.cfg.search.smoke)
+        untrained = verdict.warning(self.cfg)
+        if untrained:
+            say(untrained, self.log_enabled)
+            if self.epoch == 0 and self.step == 0 and self.phase == "shared":  # once, in a fresh run's log
+                self.log.log(0, epoch=0, **{"warning/controller": untrained})
         try:
             with self.stop:
                 while self.epoch < self.cfg.search.epochs:
@@ -180,6 +191,14 @@ class Search(Derive, Loop):
                     self.save()
                 if self.cfg.search.final_train and not self.final.get("trained"):
                     self.final = self.final_stage()
+                    self.save()
+                if "verdict" not in self.final:
+                    self.final["verdict"] = verdict.compute(self)
+                    v = self.final["verdict"]
+                    self.log.log(self.epoch, epoch=self.epoch, **{
+                        "verdict/text": v["text"], "verdict/margin_in_se": v["margin_in_se"],
+                        "verdict/entropy_start": v["entropy_start"], "verdict/entropy_end": v["entropy_end"]})
+                    self.log.text("verdict", v["text"], self.epoch)
                     self.save()
                 self.best = self.final
         finally:
@@ -290,6 +309,7 @@ class Search(Derive, Loop):
             say(msg, self.log_enabled)
             self.log.text("warning/collapse", msg, ep)
             self.log.log(ep, epoch=ep, **{"warning/collapse": 1, "warning/message": msg})
+            self.collapse_epochs.append(ep)
 
     def as_metric(self, value: float, se: float, task_score: bool = False) -> tuple[str, float, float]:
         """A score in the task's own terms: ("valid_ppl", ppl, se) or ("valid_accuracy", ...)

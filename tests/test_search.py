@@ -7,6 +7,7 @@ import yaml
 
 from enas.archfile import load_arch
 from enas.cli import main
+from enas.verdict import RANDOM_DRAWS
 
 
 def run(*argv):
@@ -141,7 +142,9 @@ def test_derive_shares_batches_rotates_them_and_ends_with_a_final_derive(tmp_pat
     assert len(derive) == 8
     firsts = [{c[1] for c in derive[:4]}, {c[1] for c in derive[4:]}]
     assert firsts == [{0}, {2}]  # shared within a derive, a new block each epoch
-    final = [c for c in calls if c[0] == 0]
+    on_all = [c for c in calls if c[0] == 0]  # the final derive's, then the verdict's random architectures
+    assert len(on_all) == 2 + RANDOM_DRAWS
+    final = on_all[:2]
     last = sorted(derive[4:], key=lambda c: -c[3][0])
     top = list(dict.fromkeys(c[2] for c in last))[:2]
     assert [c[2] for c in final] == top or [c[2] for c in final] == top[::-1]

@@ -1,14 +1,21 @@
 """Measuring on a published table (enas/evaluate): statistics, the table reader, and
 `enas table` on a tiny NB201 run with a table made up for the test."""
+import gzip
+import hashlib
 import json
 import math
+import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from enas.cli import main
-from enas.errors import DataError
-from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se, percentile
+from enas.errors import ConfigError, DataError, UserError
+from enas.evaluate import table_text
+from enas.evaluate.against_table import load_tables
+from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se, percentile, within_pairs
+from enas.evaluate.table import SHIPPED, TABLES, read_csv_bytes
 from enas.rank import arch_text
 from enas.space import build_space
 from conftest import NB201_CELLS as CELLS, read_nb201_table as read, TINY_NB201, write_cifar, write_config, write_nb201_table as write_table
@@ -55,16 +62,119 @@ def test_table_must_be_a_file(tmp_path):
         read(tmp_path)
 
 
-@pytest.mark.slow
-def test_enas_table_measures_a_run(tmp_path, capsys):
-    """A tiny NB201 search with a training-free term and a final stage, measured on a
-    made-up table of 40 cells: every scorer's tau, the found cell, random search's picks."""
+def test_kendall_tau_within_groups_pools_the_pairs_of_each_group():
+    x = [1, 2, 3, 10, 20, 30, 5]
+    y = [1, 3, 2, 1, 2, 3, 9]
+    g = [0, 0, 0, 1, 1, 1, 2]  # the last item has no partner: no pair
+    # group 0: pairs (1,2)+ (1,3)+ (2,3)-; group 1: three concordant -> (5 - 1) / 6
+    assert within_pairs(g) == 6
+    assert kendall_tau_b(x, y, g) == pytest.approx(4 / 6)
+    leave_one_out = [kendall_tau_b(np.delete(x, k), np.delete(y, k), np.delete(g, k)) for k in range(7)]
+    loo = np.array(leave_one_out)
+    assert kendall_tau_b_se(x, y, g) == pytest.approx(math.sqrt(6 / 7 * np.sum((loo - loo.mean()) ** 2)))
 
-    write_cifar(tmp_path / "data", noise=60)
-    cfg = write_config(tmp_path, TINY_NB201, "c.yaml", search={"score": {"supernet": 1.0, "params": 1.0,
-                                                                         "reference": 4}, "final_train": 1})
-    run = tmp_path / "run"
-    assert main(["search", str(cfg), "--data-dir", str(tmp_path / "data"), "--run-dir", str(run), "--device", "cpu"]) == 0
+
+@pytest.mark.parametrize("shipped, metric", list(zip(SHIPPED["nb201"], ["cifar10_test", "cifar10_valid"])))
+def test_the_shipped_nb201_tables_load_whole_and_match_their_checksums(shipped, metric):
+    data = read_csv_bytes(shipped.path)
+    assert data.decode().splitlines()[0] == f"index,cell,{metric}"
+    assert hashlib.sha256(data).hexdigest() == shipped.sha256
+    readme = (TABLES / "README.md").read_text()
+    assert shipped.sha256 in readme and hashlib.sha256(shipped.path.read_bytes()).hexdigest() in readme
+    space = build_space("nb201")
+    tables = load_tables(SimpleNamespace(space=space))  # what `enas table RUN` measures on, no --table
+    t = tables[[s.file for s in SHIPPED["nb201"]].index(shipped.file)][0]
+    assert t.metric == metric and len(t.accuracy) == 15_625
+    assert "200 epochs" in tables[0][1] and "12 epochs" in tables[1][1]  # the headline first
+
+
+def test_a_space_without_a_shipped_table_needs_table(tmp_path):
+    with pytest.raises(ConfigError, match="no table of stand-alone accuracies ships for space enas_rnn.*--table"):
+        load_tables(SimpleNamespace(space=build_space("enas_rnn")))
+    with pytest.raises(ConfigError, match="give --table"):
+        load_tables(SimpleNamespace(space=build_space("nb201")), None, "cell")
+
+
+def test_a_gzip_table_is_read_within_the_cap_and_never_through_a_link(tmp_path):
+    plain = write_table(tmp_path / "t.csv")
+    packed = tmp_path / "t.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read(packed).accuracy == read(plain).accuracy
+    cap = packed.stat().st_size + 1
+    assert plain.stat().st_size > cap
+    with pytest.raises(DataError, match=f"decompresses to more than the {cap:,} bytes"):
+        read_csv_bytes(packed, limit=cap)  # a small file that inflates past the cap stops there
+    os.symlink(packed, tmp_path / "link.csv.gz")
+    with pytest.raises(UserError, match="link"):
+        read(tmp_path / "link.csv.gz")
+    (tmp_path / "cut.csv.gz").write_bytes(packed.read_bytes()[:-12])
+    with pytest.raises(DataError, match="truncated"):
+        read(tmp_path / "cut.csv.gz")
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="not a readable gzip"):
+        read(tmp_path / "bad.csv.gz")
+
+
+def _figures(**kw):
+    """One table's figures as measure() returns them, with chosen values."""
+    t = {"table": "/x/nb201_cifar10_test_200ep.csv.gz", "title": "NAS-Bench-201, 200 epochs (headline)",
+         "metric": "cifar10_test", "table_rows": 15625, "cells": 200, "within_pairs": 1500,
+         "tau_run": 0.61, "tau_run_se": 0.03, "tau_run_within": 0.2, "tau_run_within_se": 0.05,
+         "tau_supernet": 0.27, "tau_supernet_se": 0.05, "tau_supernet_within": 0.1, "tau_supernet_within_se": 0.06,
+         "tau_params": 0.59, "tau_params_se": 0.03, "tau_naswot": 0.655, "tau_naswot_se": 0.03,
+         "tau_naswot_within": math.nan, "tau_naswot_within_se": math.nan,
+         "found_accuracy": 93.76, "found_percentile": 98.9, "largest_percentile": 97.0,
+         "policy_mean_percentile": 70.0, "uniform_mean_percentile": 50.0, "policy_ess": 12.0,
+         "random_percentiles": [78.0, 92.0], "random_mean_percentile": 85.0}
+    t.update(kw)
+    return t
+
+
+def test_the_table_verdict_in_plain_words():
+    v = table_text.verdict(_figures())
+    assert "the found cell beats random search (98.9 vs 85.0) and beats the largest ranked cell (98.9 vs 97.0)" in v
+    assert "the supernet ranks below the parameter-count floor by 5.5 standard errors" in v
+    assert "the run's score does not rank above every training-free floor (tau 0.610, the best floor 0.655)" in v
+    v = table_text.verdict(_figures(found_percentile=60.0, tau_supernet=0.62, tau_run=0.7))
+    assert "does not beat random search (60.0 vs 85.0) and does not beat the largest ranked cell" in v
+    assert "level with the parameter-count floor (under 2 standard errors apart" in v
+    assert "the run's score ranks above every training-free floor" in v
+
+
+def test_enas_table_prints_an_aligned_table_and_strict_json():
+    out = {"run": "runs/r", "cells": 200, "seed": 0, "found": "|x|", "random_candidates": 8,
+           "random_picks": ["|a|", "|b|"], "tables": [_figures(), _figures(title="12 epochs (early training)")]}
+    text = table_text.render(out)
+    rows = [ln for ln in text.splitlines() if ln[:30].strip() and ln[30:31] == " " and ln[31:].strip()]
+    taus = [ln for ln in rows if "+-" in ln]
+    pcts = [ln for ln in rows if "+-" not in ln and "Kendall" not in ln]
+    assert len(taus) == 8 and len(pcts) == 8, text
+    for block in (taus, pcts):  # every figure's decimal point in one column
+        assert len({ln.index(".", 30) for ln in block}) == 1, text
+    assert {ln.index("+-") for ln in taus} == {37}
+    assert text.count("verdict: ") == 2 and text.index("(headline)") < text.index("(early training)")
+    assert "naswot (floor)               0.655 +- 0.030        n/a" in text
+    parsed = json.loads(json.dumps(table_text.plain_json(out), allow_nan=False))
+    assert parsed["tables"][0]["tau_naswot_within"] is None and parsed["tables"][0]["tau_run"] == 0.61
+
+
+@pytest.fixture(scope="module")
+def tiny_nb201_run(tmp_path_factory):
+    """A tiny finished NB201 search with a training-free term and a final stage."""
+    root = tmp_path_factory.mktemp("nb201run")
+    write_cifar(root / "data", noise=60)
+    cfg = write_config(root, TINY_NB201, "c.yaml", search={"score": {"supernet": 1.0, "params": 1.0,
+                                                                     "reference": 4}, "final_train": 1})
+    run = root / "run"
+    assert main(["search", str(cfg), "--data-dir", str(root / "data"), "--run-dir", str(run), "--device", "cpu"]) == 0
+    return root, run
+
+
+@pytest.mark.slow
+def test_enas_table_measures_a_run(tiny_nb201_run, capsys):
+    """The run measured on a made-up table of 40 cells: every scorer's tau, the found cell,
+    random search's picks."""
+    root, run = tiny_nb201_run
     space = build_space("nb201")
     from enas.controller import RandomPolicy
     import torch
@@ -75,14 +185,29 @@ def test_enas_table_measures_a_run(tmp_path, capsys):
 
     found = arch_text(space, load_arch(run / "best_arch.yaml")[1])
     texts = [found] + [t for t in texts if t != found][:39]
-    write_table(tmp_path / "t.csv", [(i, t, float(i)) for i, t in enumerate(texts)])
-    out = tmp_path / "m.json"
-    assert main(["table", str(run), "--table", str(tmp_path / "t.csv"), "--cells", "20", "--draws", "2",
+    write_table(root / "t.csv", [(i, t, float(i)) for i, t in enumerate(texts)])
+    out = root / "m.json"
+    assert main(["table", str(run), "--table", str(root / "t.csv"), "--cells", "20", "--draws", "2",
                  "--candidates", "3", "--out", str(out), "--device", "cpu"]) == 0
     m = json.loads(out.read_text())
+    assert m["found"] == found and len(m["random_picks"]) == 2 and m["random_candidates"] == 3
+    [t] = m["tables"]
     for name in ("run", "supernet", "params", "synflow", "naswot"):
-        assert -1.0 <= m[f"tau_{name}"] <= 1.0 and m[f"tau_{name}_se"] >= 0, name
-    assert m["found"] == found and m["found_accuracy"] == 0.0 and m["found_percentile"] == pytest.approx(1.25)
-    assert len(m["random_percentiles"]) == 2 and m["random_candidates"] == 3
-    assert 0 < m["policy_ess"] <= 20
-    assert "tau_params=" in capsys.readouterr().out
+        assert -1.0 <= t[f"tau_{name}"] <= 1.0 and t[f"tau_{name}_se"] >= 0, name
+    assert t["found_accuracy"] == 0.0 and t["found_percentile"] == pytest.approx(1.25)
+    assert len(t["random_percentiles"]) == 2
+    assert 0 < t["policy_ess"] <= 20
+    printed = capsys.readouterr().out
+    assert "parameter count (floor)" in printed and "verdict: the found cell" in printed
+
+
+@pytest.mark.slow
+def test_enas_table_without_table_measures_on_both_shipped_tables(tiny_nb201_run, capsys):
+    _, run = tiny_nb201_run
+    assert main(["table", str(run), "--cells", "12", "--draws", "1", "--candidates", "2", "--json",
+                 "--device", "cpu"]) == 0
+    m = json.loads(capsys.readouterr().out)  # stdout is the JSON object alone
+    assert [t["metric"] for t in m["tables"]] == ["cifar10_test", "cifar10_valid"]
+    for t in m["tables"]:
+        assert t["table_rows"] == 15_625 and t["cells"] == 12 and 0 <= t["found_percentile"] <= 100
+        assert "tau_supernet_within" in t and t["within_pairs"] >= 0

@@ -22,7 +22,7 @@ def rankdata(x) -> np.ndarray:
     return ranks
 
 
-def _pair_signs(x, y):
+def _pair_signs(x, y, groups=None):
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape != y.shape:
         raise ValueError("x and y must have the same length")
@@ -30,29 +30,41 @@ def _pair_signs(x, y):
     # ignores its input is -inf) order and tie as they should instead of giving NaN
     x, y = rankdata(x), rankdata(y)
     i, j = np.triu_indices(len(x), k=1)
+    if groups is not None:  # only the pairs within a group
+        g = np.asarray(groups)
+        same = g[i] == g[j]
+        i, j = i[same], j[same]
     return np.sign(x[i] - x[j]), np.sign(y[i] - y[j]), i, j
 
 
-def kendall_tau_b(x, y) -> float:
+def within_pairs(groups) -> int:
+    """The number of pairs of items in the same group."""
+    _, counts = np.unique(np.asarray(groups), return_counts=True)
+    return int(np.sum(counts * (counts - 1) // 2))
+
+
+def kendall_tau_b(x, y, groups=None) -> float:
     """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - tx) (n0 - ty)) over all
-    pairs, tx / ty the pairs tied in x / y. NaN when either side is constant or n < 2."""
+    pairs, tx / ty the pairs tied in x / y. NaN when either side is constant or n < 2.
+    ``groups``: over the pairs within a group only, pooled (e.g. the architectures of equal
+    parameter count: what a score knows beyond counting parameters)."""
     if len(x) < 2:
         if len(x) != len(y):
             raise ValueError("x and y must have the same length")
         return math.nan
-    dx, dy, _, _ = _pair_signs(x, y)
+    dx, dy, _, _ = _pair_signs(x, y, groups)
     denom = math.sqrt(float(np.count_nonzero(dx)) * float(np.count_nonzero(dy)))
     return float(np.sum(dx * dy) / denom) if denom > 0 else math.nan
 
 
-def kendall_tau_b_se(x, y) -> float:
+def kendall_tau_b_se(x, y, groups=None) -> float:
     """The jackknife standard error of ``kendall_tau_b`` (leave one item out; Efron &
     Stein 1981): how much the tau of n items would move on another draw of n items.
     Computed from the pair signs once, so it costs one tau."""
     n = len(x)
     if n < 3:
         return math.nan
-    dx, dy, i, j = _pair_signs(x, y)
+    dx, dy, i, j = _pair_signs(x, y, groups)
     prod, nx, ny = dx * dy, (dx != 0).astype(float), (dy != 0).astype(float)
     s, sx, sy = prod.sum(), nx.sum(), ny.sum()
     # per item: the sums over the pairs it is part of

