@@ -131,3 +131,51 @@ def test_budget_model_is_checked_against_the_space():
     with pytest.raises(ConfigError, match=r"search\.budget_model\.chanels"):
         budget_model_args(build_space("nb201"), {"chanels": 16})
     assert budget_model_args(build_space("enas_micro"), {"channels": 8}).channels == 8
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "cifar"
+    write_cifar(root)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shared", [{"uniform_shared": 1.0}, {"uniform_shared": 0.0}, {"fair_sampling": True}],
+                         ids=["uniform", "policy", "fair"])
+def test_a_search_under_a_budget_never_touches_a_larger_architecture(tmp_path, cifar, monkeypatch, capsys, shared):
+    """Every architecture the supernet runs (shared steps, rewards, derives, the final
+    derive) and every child the final stage trains fits search.max_params, counted on
+    NB201's network; the architecture files and `enas show` carry the budget and the count."""
+    from search_spaces import nb201
+
+    seen = []
+    forward, child = nb201.NB201Network.forward, nb201.NB201Space.child
+
+    def spy_forward(self, x, arch=None):
+        if arch is not None:
+            seen.append(dict(arch))
+        return forward(self, x, arch)
+
+    def spy_child(self, arch, *a, **k):
+        seen.append(dict(arch))
+        return child(self, arch, *a, **k)
+
+    monkeypatch.setattr(nb201.NB201Network, "forward", spy_forward)
+    monkeypatch.setattr(nb201.NB201Space, "child", spy_child)
+    limit = 400_000
+    path = write_config(tmp_path, TINY_NB201, "c.yaml", search={
+        **shared, "max_params": limit, "final_candidates": 2, "final_train": 1, "final_train_epochs": 1})
+    run = tmp_path / "run"
+    assert main(["search", str(path), "--data-dir", str(cifar), "--run-dir", str(run), "--device", "cpu"]) == 0
+    space = build_space("nb201")
+    budget = Budget(space, budget_model_args(space, {}), {"num_classes": 10, "image_size": 32}, None)
+    assert len(seen) > 20 and max(budget.count(a) for a in seen) <= limit
+    for f in [run / "best_arch.yaml", *sorted((run / "archs").glob("*.yaml"))]:
+        _, arch, doc = load_arch(f)
+        prov = doc["provenance"]
+        assert prov["max_params"] == limit and prov["params"] == budget.count(arch) <= limit, f
+    capsys.readouterr()
+    assert main(["show", str(run / "best_arch.yaml")]) == 0
+    params = load_arch(run / "best_arch.yaml")[2]["provenance"]["params"]
+    assert f"parameters: {params} (search.max_params: {limit}" in capsys.readouterr().out
