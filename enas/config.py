@@ -505,8 +505,9 @@ class SearchSection:
     # network you will retrain, whose model settings are budget_model (your retrain
     # config's model section; empty: the space's published final network, e.g. NB201's
     # C=16 with 5 cells per stage), not on this config's smaller model. Enforced by
-    # rejection: draws that do not fit are drawn again (enas/budget.py; docs/evaluation.md,
-    # "A parameter budget", says why rejection rather than a penalty or masking).
+    # rejection: draws that do not fit are drawn again, and the controller's update sees
+    # them with a reward below every draw that fits (enas/budget.py; docs/evaluation.md,
+    # "A parameter budget", has the measurement behind the choice).
     max_params: typing.Optional[int] = None
     budget_model: dict = field(default_factory=dict)
     reward_c: float = 80.0  # LM reward c / valid_ppl (paper 3.2)

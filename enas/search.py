@@ -235,10 +235,13 @@ class Search(Derive, Loop):
             # Several processes: self.gen has the same state everywhere, so every rank draws
             # the same samples; each reward is summed over the ranks' shares of the validation
             # batch (task), so the Adam step below is the same on every rank.
-            sample = self.budget.draw(lambda k: self.policy(k, generator=self.gen), c.num_aggregate, "the controller")
+            sample, refused = self.budget.draw_both(lambda k: self.policy(k, generator=self.gen), c.num_aggregate,
+                                                    "the controller")
             # all K rewards queued on the device, then read in one go (one sync per update)
             rewards = torch.stack([self._reward(a) for a in sample.archs]).tolist()
-            last = self.reinforce.step(sample, rewards)
+            last = self.reinforce.step(*self.budget.with_refused(sample, rewards, refused))
+            if refused is not None and "reward" in last:  # the epoch's mean: the rewards measured
+                last["reward"] = sum(rewards) / len(rewards)
             self.step += 1
             if "reward" in last:
                 self.ctrl_sum, self.ctrl_n = self.ctrl_sum + last["reward"], self.ctrl_n + 1

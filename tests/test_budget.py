@@ -179,3 +179,40 @@ def test_a_search_under_a_budget_never_touches_a_larger_architecture(tmp_path, c
     assert main(["show", str(run / "best_arch.yaml")]) == 0
     params = load_arch(run / "best_arch.yaml")[2]["provenance"]["params"]
     assert f"parameters: {params} (search.max_params: {limit}" in capsys.readouterr().out
+
+
+def test_refused_draws_reach_the_update_below_every_draw_that_fits():
+    space = build_space("nb201")
+    controller = Controller(space.decisions(), {}, hidden=16)
+    probe = Budget(space, small(space), {"num_classes": 10}, None)
+    limit = sorted(probe.count(a) for a in controller(20).archs)[10]
+    budget = Budget(space, small(space), {"num_classes": 10}, limit)
+    kept, refused = budget.draw_both(lambda k: controller(k, generator=torch.Generator().manual_seed(0)), 10, "it")
+    assert refused is not None and all(budget.count(a) > limit for a in refused.archs)
+    rewards = [0.5 + 0.01 * i for i in range(10)]
+    both, all_rewards = Budget.with_refused(kept, rewards, refused)
+    assert both.archs == kept.archs + refused.archs and all_rewards[:10] == rewards
+    assert all(r == pytest.approx(0.5 - 0.09) for r in all_rewards[10:])
+    assert Budget.with_refused(kept, [0.5] * 10, refused)[1][-1] == pytest.approx(0.0)  # no spread: below by |r|
+
+
+@pytest.mark.slow
+def test_the_controller_stays_under_the_budget_when_the_reward_prefers_size():
+    """REINFORCE on a reward that grows with the count (what pulls a search to the largest
+    cells) under a budget: the refused draws' penalty keeps most draws fitting."""
+    from enas.reinforce import Reinforce
+
+    space = build_space("nb201")
+    margs = budget_model_args(space, {})
+    cfg = load_search("configs/nb201_search_cpu.yaml").controller
+    torch.manual_seed(0)
+    controller = Controller(space.decisions(), {}, hidden=cfg.hidden, tanh_constant=cfg.tanh_constant,
+                            temperature=cfg.temperature)
+    rl, gen = Reinforce(controller, cfg), torch.Generator().manual_seed(0)
+    budget = Budget(space, margs, {"num_classes": 10}, 400_000)
+    for _ in range(100):
+        kept, refused = budget.draw_both(lambda k: controller(k, generator=gen), 10, "the controller")
+        rl.step(*budget.with_refused(kept, [budget.count(a) / 1e6 for a in kept.archs], refused))
+    budget.fit_rate()
+    budget.draw(lambda k: controller(k, generator=gen), 200, "the controller")
+    assert budget.fit_rate() > 0.5
