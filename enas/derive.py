@@ -39,7 +39,8 @@ class Derive:
         ep = self.epoch + 1
         prov = {"run": str(self.run_dir), "epoch": ep, "score": top["score"], "score_se": top["se"],
                 "score_is": f"{self.scoring.describe(self.task.metric)} on {_batches_text(s.derive_batches)} "
-                            f"from batch {first % self.task.num_valid_batches()}", **self.budget.provenance(top["arch"])}
+                            f"from batch {first % self.task.num_valid_batches()}",
+                **self.budget.provenance(top["arch"])}
         self.best = {"arch": top["arch"], "score": top["score"], "epoch": ep}
         if self.log_enabled:
             make_dir(self.run_dir / "archs")

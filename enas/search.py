@@ -210,8 +210,8 @@ class Search(Derive, Loop):
         with torch.no_grad():
             if s.fair_sampling:  # FairNAS: every choice of every categorical decision, once a step;
                 # under a budget, a member that does not fit is replaced by a uniform draw that does
-                archs = [[a if self.budget.fits(a) else uniform_fit(1)[0] for a in self.uniform.fair_group(generator=gen)]
-                         for _ in range(n)]
+                groups = [self.uniform.fair_group(generator=gen) for _ in range(n)]
+                archs = [[a if self.budget.fits(a) else uniform_fit(1)[0] for a in group] for group in groups]
             elif s.uniform_shared >= 1.0:  # exactly random search with weight sharing's draws
                 archs = uniform_fit(n)
             else:
@@ -240,8 +240,9 @@ class Search(Derive, Loop):
             # all K rewards queued on the device, then read in one go (one sync per update)
             rewards = torch.stack([self._reward(a) for a in sample.archs]).tolist()
             last = self.reinforce.step(*self.budget.with_refused(sample, rewards, refused))
-            if refused is not None and "reward" in last:  # the epoch's mean: the rewards measured
-                last["reward"] = sum(rewards) / len(rewards)
+            if refused is not None and "reward" in last:  # the epoch's mean: of the rewards measured
+                measured = [r for r in rewards if math.isfinite(r)]
+                last["reward"] = sum(measured) / len(measured)
             self.step += 1
             if "reward" in last:
                 self.ctrl_sum, self.ctrl_n = self.ctrl_sum + last["reward"], self.ctrl_n + 1

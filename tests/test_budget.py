@@ -179,6 +179,9 @@ def test_a_search_under_a_budget_never_touches_a_larger_architecture(tmp_path, c
     assert main(["show", str(run / "best_arch.yaml")]) == 0
     params = load_arch(run / "best_arch.yaml")[2]["provenance"]["params"]
     assert f"parameters: {params} (search.max_params: {limit}" in capsys.readouterr().out
+    if shared.get("uniform_shared") == 1.0:  # the report's architecture table, once
+        assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+        assert f"parameters (budget)</th><td>{params} of at most {limit}" in (tmp_path / "r.html").read_text()
 
 
 def test_refused_draws_reach_the_update_below_every_draw_that_fits():
