@@ -216,7 +216,7 @@ class Budget:
         arch, n = self.smallest()
         if n > self.max_params:
             raise ConfigError(f"search.max_params = {self.max_params:,}: no architecture of space {self.space.name} "
-                              f"fits; the smallest has {n:,} parameters on the network the budget counts "
+                              f"fits; the smallest it finds has {n:,} parameters on the network the budget counts "
                               f"(search.budget_model: {_model_text(self.model_args)}); raise search.max_params "
                               f"to at least {n:,} or count on a smaller search.budget_model")
 

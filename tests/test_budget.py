@@ -96,7 +96,7 @@ def test_a_budget_no_architecture_fits_is_refused_up_front(name):
     margs, kw = small(space), kwargs_of(space)
     _, smallest = Budget(space, margs, kw, None).smallest()
     Budget(space, margs, kw, smallest).check()  # the smallest fits exactly
-    with pytest.raises(ConfigError, match=r"search\.max_params = .*smallest has " + f"{smallest:,}"):
+    with pytest.raises(ConfigError, match=r"search\.max_params = .*smallest it finds has " + f"{smallest:,}"):
         Budget(space, margs, kw, smallest - 1).check()
     if name == "nb201":
         empty = {d.name: "none" for d in space.decisions()}
