@@ -143,6 +143,10 @@ def cmd_show(args) -> int:
     extras = getattr(space, "extras", None)
     lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items()]
     lines.append(space.describe(arch))
+    prov = doc.get("provenance") or {}
+    if "max_params" in prov:  # a search under a parameter budget wrote it (enas/budget.py)
+        lines.append(f"parameters: {prov.get('params')} (search.max_params: {prov['max_params']}, "
+                     f"counted on the network to retrain)")
     if doc.get("provenance"):  # the file's own text: anyone's, escape sequences included
         lines.append("provenance: " + ", ".join(f"{k}={v}" for k, v in doc["provenance"].items()))
     print(printable("\n".join(lines)))

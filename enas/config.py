@@ -510,6 +510,16 @@ class SearchSection:
     # 200-epoch accuracies correlate at about 0.9).
     final_train: int = 0
     final_train_epochs: int = 5
+    # A parameter budget (null = none): no architecture the search trains, rewards,
+    # derives or trains in its final stage has more parameters than this, counted on the
+    # network you will retrain, whose model settings are budget_model (your retrain
+    # config's model section; empty: the space's published final network, e.g. NB201's
+    # C=16 with 5 cells per stage), not on this config's smaller model. Enforced by
+    # rejection: draws that do not fit are drawn again, and the controller's update sees
+    # them with a reward below every draw that fits (enas/budget.py; docs/evaluation.md,
+    # "A parameter budget", has the measurement behind the choice).
+    max_params: typing.Optional[int] = None
+    budget_model: dict = field(default_factory=dict)
     reward_c: float = 80.0  # LM reward c / valid_ppl (paper 3.2)
     # LM: a reward starts from a zero state that its own architecture first runs over
     # this many validation tokens before the scored window (enas/tasks/lm.py reward)
@@ -552,6 +562,12 @@ class SearchSection:
                              f"derive's candidates; it cannot exceed search.final_candidates "
                              f"({self.final_candidates})")
         _at_least("search", self, 1, "final_train_epochs")
+        if self.max_params is not None and self.max_params < 1:
+            raise ValueError(f"search.max_params must be a positive number of parameters (or null for no "
+                             f"budget), got {self.max_params}")
+        if self.budget_model and self.max_params is None:
+            raise ValueError("search.budget_model sizes the network search.max_params counts; set "
+                             "search.max_params too, or remove search.budget_model")
         if self.supernet_bn == "plain" and self.eval_bn in ("recalibrate", "running"):
             raise ValueError(f"search.eval_bn: {self.eval_bn} reads BN running statistics, which "
                              "search.supernet_bn: plain does not keep; use eval_bn: batch")

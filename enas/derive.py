@@ -28,7 +28,8 @@ class Derive:
         lottery on one fixed batch across epochs); keep the best as this epoch's arch."""
         s = self.cfg.search
         with torch.no_grad():
-            sample = self.policy(s.derive_samples, generator=self.gen)
+            sample = self.budget.draw(lambda k: self.policy(k, generator=self.gen), s.derive_samples,
+                                      "the controller")
         first = self.epoch * s.derive_batches
         self.scoring.refresh(self.supernet, self.global_step, s.reward_batches, stale_ok=True)
         scored = [self.scoring.score(self.supernet, a, s.derive_batches, first) for a in sample.archs]
@@ -38,7 +39,8 @@ class Derive:
         ep = self.epoch + 1
         prov = {"run": str(self.run_dir), "epoch": ep, "score": top["score"], "score_se": top["se"],
                 "score_is": f"{self.scoring.describe(self.task.metric)} on {_batches_text(s.derive_batches)} "
-                            f"from batch {first % self.task.num_valid_batches()}"}
+                            f"from batch {first % self.task.num_valid_batches()}",
+                **self.budget.provenance(top["arch"])}
         self.best = {"arch": top["arch"], "score": top["score"], "epoch": ep}
         if self.log_enabled:
             make_dir(self.run_dir / "archs")
@@ -84,7 +86,8 @@ class Derive:
         prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
                 "score_is": f"{self.scoring.describe(self.task.metric)} on {data}",
                 "final_derive": {"candidates": len(rescored), "margin_in_se": margin, "paired": paired,
-                                 "runner_up_score": rescored[1]["score"] if len(rescored) > 1 else None}}
+                                 "runner_up_score": rescored[1]["score"] if len(rescored) > 1 else None},
+                **self.budget.provenance(win["arch"])}
         files = None
         if out is not None:
             save_arch(out, self.space, win["arch"], {**prov, **(provenance or {})})
@@ -95,7 +98,7 @@ class Derive:
             for rank, (c, path) in enumerate(zip(rescored, files), start=1):
                 save_arch(path, self.space, c["arch"], {
                     "run": str(self.run_dir), "epoch": self.epoch, "score": c["score"], "score_se": c["se"],
-                    "score_is": prov["score_is"], "final_derive_rank": rank})
+                    "score_is": prov["score_is"], "final_derive_rank": rank, **self.budget.provenance(c["arch"])})
             self.log.log(self.epoch, epoch=self.epoch, **{
                 "derive/final_score": win["score"], "derive/final_score_se": win["se"]})
             table = "\n".join(f"{c['score']:.4g} +- {c['se']:.2g} (derive {c['derive_score']:.4g}): "
@@ -164,7 +167,7 @@ class Derive:
         prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
                 "score_is": what, "final_stage": [{"score": c["score"], "derive_score": c["derive_score"],
                                                    "arch": self.space.describe(c["arch"]).splitlines()[0]}
-                                                  for c in ranked]}
+                                                  for c in ranked], **self.budget.provenance(win["arch"])}
         name, value, se = self.as_metric(win["score"], win["se"], task_score=True)
         say(f"final stage: {len(ranked)} candidates trained from scratch for {s.final_train_epochs} epochs each; "
             f"best: {name.replace('_', ' ')} {value:.4g} +- {se:.2g} on the whole validation split",

@@ -27,6 +27,7 @@ import torch
 
 from . import checkpoint as ckpt, distributed as dist, verdict
 from .bn import make_plain
+from .budget import Budget, budget_model_args
 from .config import ConfigError, SearchConfig, from_dict, to_dict
 from .controller import RandomPolicy, build_policy
 from .derive import Derive
@@ -67,6 +68,11 @@ class Search(Derive, Loop):
             recalibrate_batches=s.recalibrate_batches, amp=s.amp, channels_last=s.channels_last, aux_weight=s.aux_weight,
             shard=dist.shard(), train_batch=cfg.data.batch_size,
         )
+        # the parameter budget, counted on the network the user will retrain; refused here,
+        # before anything is built, when no architecture can fit it
+        self.budget = Budget(self.space, budget_model_args(self.space, s.budget_model), self.task.model_kwargs(),
+                             s.max_params)
+        self.budget.check()
         check_fits(lambda: self.space.supernet(self.model_args, **self.task.model_kwargs()), "supernet",
                    sizes_of("model", cfg.model), device)
         check_fits(lambda: build_policy(cfg.controller.kind, self.space, cfg.controller), "controller",
@@ -216,15 +222,21 @@ class Search(Derive, Loop):
         s = self.cfg.search
         gen = torch.Generator().manual_seed(s.seed * 1_000_003 + self.epoch + 7)
         n = self.task.num_train_batches(self.epoch)
+        # search.max_params: only architectures that fit (enas/budget.py; without a budget
+        # these are the plain draws)
+        uniform_fit = lambda k: self.budget.archs(lambda m: self.uniform(m, generator=gen).archs, k,  # noqa: E731
+                                                  "the uniform sampler")
         with torch.no_grad():
-            if s.fair_sampling:  # FairNAS: every choice of every categorical decision, once a step
-                archs = [self.uniform.fair_group(generator=gen) for _ in range(n)]
+            if s.fair_sampling:  # FairNAS: every choice of every categorical decision, once a step;
+                # under a budget, a member that does not fit is replaced by a uniform draw that does
+                groups = [self.uniform.fair_group(generator=gen) for _ in range(n)]
+                archs = [[a if self.budget.fits(a) else uniform_fit(1)[0] for a in group] for group in groups]
             elif s.uniform_shared >= 1.0:  # exactly random search with weight sharing's draws
-                archs = self.uniform(n, generator=gen).archs
+                archs = uniform_fit(n)
             else:
-                archs = self.policy(n, generator=gen).archs
+                archs = self.budget.archs(lambda m: self.policy(m, generator=gen).archs, n, "the controller")
                 if s.uniform_shared > 0.0:
-                    uniform = self.uniform(n, generator=gen).archs
+                    uniform = uniform_fit(n)
                     pick = torch.rand(n, generator=gen) < s.uniform_shared
                     archs = [u if p else a for a, u, p in zip(archs, uniform, pick.tolist())]
         desc = f"epoch {self.epoch + 1}/{self.cfg.search.epochs} shared"
@@ -242,10 +254,14 @@ class Search(Derive, Loop):
             # Several processes: self.gen has the same state everywhere, so every rank draws
             # the same samples; each reward is summed over the ranks' shares of the validation
             # batch (task), so the Adam step below is the same on every rank.
-            sample = self.policy(c.num_aggregate, generator=self.gen)
+            sample, refused = self.budget.draw_both(lambda k: self.policy(k, generator=self.gen), c.num_aggregate,
+                                                    "the controller")
             # all K rewards queued on the device, then read in one go (one sync per update)
             rewards = torch.stack([self._reward(a) for a in sample.archs]).tolist()
-            last = self.reinforce.step(sample, rewards)
+            last = self.reinforce.step(*self.budget.with_refused(sample, rewards, refused))
+            if refused is not None and "reward" in last:  # the epoch's mean: of the rewards measured
+                measured = [r for r in rewards if math.isfinite(r)]
+                last["reward"] = sum(measured) / len(measured)
             self.step += 1
             if "reward" in last:
                 self.ctrl_sum, self.ctrl_n = self.ctrl_sum + last["reward"], self.ctrl_n + 1
@@ -335,6 +351,9 @@ class Search(Derive, Loop):
         name, value, _ = self.as_metric(derived["score"], derived["se"])
         o[f"derived_{name}"] = value
         self.log.log(self.epoch, epoch=self.epoch, **{f"overview/{k}": v for k, v in o.items()})
+        fit = self.budget.fit_rate()
+        if fit is not None:  # the share of this epoch's draws that fit search.max_params
+            self.log.log(self.epoch, epoch=self.epoch, **{"budget/fit": fit})
         return o
 
     def _epoch_line(self, overview: dict, derived: dict, seconds: float) -> None:

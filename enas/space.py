@@ -196,6 +196,11 @@ class SearchSpace(Protocol):
     #                                   (tests/test_every_space.py); defaults otherwise
     #   arg_limits: dict[str, int]      the largest value of an integer Args field, the most
     #                                   items of a list one (check_arg_limits); 1024 otherwise
+    #   count_params(arch, model_args, **task_kwargs) -> int   the child's parameter count
+    #                                   without building it (search.max_params, enas/budget.py);
+    #                                   otherwise the child is built on the meta device
+    #   retrain_model: dict             ModelArgs of the network the space's paper retrains:
+    #                                   what search.max_params counts when budget_model is empty
 
 
 SPACES: Registry[type] = Registry("search space")

@@ -31,10 +31,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from enas.budget import count_by_parts
 from enas.space import SPACES, Arch, ArchError, Decision, validate
 
 from .draw import draw_chain
-from .ops import OPS, FactorizedReduce, bn, he_init, stem
+from .ops import OPS, FactorizedReduce, bn, he_init, part_params, stem
 
 MACRO_OPS = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3")
 
@@ -206,6 +207,8 @@ class EnasMacroSpace:
     arg_limits = {"num_layers": 64, "ops": 32}  # the paper: 12 layers (24 final), 6 ops
     param_free_choices = {"avg_pool_3x3", "max_pool_3x3"}
     small_model = {"channels": 4, "dropout": 0.0}  # tests/test_every_space.py
+    # what search.max_params counts by default: the official fixed-arc child
+    retrain_model = {"channels": 96, "double_channels": True}
 
     def __init__(self, args: MacroArgs | None = None):
         self.args = args if args is not None else MacroArgs()
@@ -238,6 +241,24 @@ class EnasMacroSpace:
     def child(self, arch: Arch, model_args: MacroModelArgs, num_classes: int = 10, image_size: int = 32,
               **_) -> MacroNetwork:
         return self._net(self.genotype(arch), model_args, num_classes, image_size)
+
+    def count_params(self, arch: Arch, model_args: MacroModelArgs, num_classes: int = 10, image_size: int = 32,
+                     **_) -> int:
+        """The child's parameter count without building it (search.max_params): each layer's
+        op at its width, and a factorized reduction per output read again after a
+        reduction (MacroNetwork); the rest does not depend on the arch."""
+        m, pools = model_args, pool_layers(self.args.num_layers)
+
+        def variable(a: Arch) -> int:
+            g, c, total = self.genotype(a), m.channels, 0
+            for i, op in enumerate(g.ops):
+                total += part_params(OPS.get(f"macro/{op}"), c, 1)
+                if i in pools:
+                    c_next = 2 * c if m.double_channels else c
+                    total += len(needed_after(g, i)) * part_params(FactorizedReduce, c, c_next)
+                    c = c_next
+            return total
+        return count_by_parts(self, arch, m, {"num_classes": num_classes, "image_size": image_size}, variable)
 
     def describe(self, arch: Arch) -> str:
         g = self.genotype(arch)

@@ -34,11 +34,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from enas.budget import count_by_parts
 from enas.errors import ConfigError
 from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
 from .draw import draw_cells
 from .ops import (OPS, FactorizedReduce, Identity, ReLUConvBN, bn, conv, downsampling_steps, drop_path, he_init,
+                  part_params,
                   side_after, stem)
 
 MICRO_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
@@ -305,6 +307,7 @@ class EnasMicroSpace:
     arg_limits = {"num_nodes": 32, "ops": 32}  # the paper: 5 nodes, 5 ops
     param_free_choices = {"avg_pool_3x3", "max_pool_3x3", "identity"}
     small_model = {"channels": 4, "num_cells": 1, "aux_head": True, "dropout": 0.0}  # tests/test_every_space.py
+    retrain_model = {"channels": 36, "num_cells": 5}  # what search.max_params counts by default (paper 3.3)
 
     def __init__(self, args: MicroArgs | None = None):
         self.args = args if args is not None else MicroArgs()
@@ -349,6 +352,32 @@ class EnasMicroSpace:
     def child(self, arch: Arch, model_args: MicroModelArgs, num_classes: int = 10, image_size: int = 32,
               **_) -> MicroNetwork:
         return self._net(self.genotype(arch), model_args, num_classes, image_size)
+
+    def count_params(self, arch: Arch, model_args: MicroModelArgs, num_classes: int = 10, image_size: int = 32,
+                     **_) -> int:
+        """The child's parameter count without building it (search.max_params): per cell,
+        its nodes' ops (stride 2 on a reduction cell's inputs), one C x C slice of the
+        output conv per loose end, and a factorized reduction per loose cell input of a
+        reduction cell (MicroCell); the rest of the network does not depend on the arch."""
+        m = model_args
+        n = m.num_cells
+        plan, c = [], m.channels  # (C, reduction) of each cell, as MicroNetwork builds them
+        for i in range(3 * n + 2):
+            red = i in (n, 2 * n + 1)
+            c = 2 * c if red else c
+            plan.append((c, red))
+
+        def variable(a: Arch) -> int:
+            g, total = self.genotype(a), 0
+            for c, red in plan:
+                nodes = g.cell("reduction" if red else "normal")
+                for node in nodes:
+                    for j, op in ((node.input_a, node.op_a), (node.input_b, node.op_b)):
+                        total += part_params(OPS.get(op), c, 2 if red and j < 2 else 1)
+                loose = loose_ends(nodes)
+                total += len(loose) * c * c + sum(part_params(FactorizedReduce, c, c) for i in loose if red and i < 2)
+            return total
+        return count_by_parts(self, arch, m, {"num_classes": num_classes, "image_size": image_size}, variable)
 
     def describe(self, arch: Arch) -> str:
         g = self.genotype(arch)

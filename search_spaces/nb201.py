@@ -28,10 +28,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from enas.budget import count_by_parts
 from enas.space import SPACES, Arch, ArchError, Decision, validate
 
 from .draw import draw_dag
-from .ops import OPS, Zero, bn, stem
+from .ops import OPS, Zero, bn, part_params, stem
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_NODES = 4  # node 0 = cell input, nodes 1..3 computed; node 3 is the output
@@ -206,6 +207,7 @@ class NB201Space:
     ModelArgs = NB201ModelArgs
     param_free_choices = {"none", "skip_connect", "avg_pool_3x3"}
     small_model = {"channels": 4, "cells_per_stage": 1, "dropout": 0.0}  # tests/test_every_space.py
+    retrain_model: dict = {}  # search.max_params counts NB201's network (C=16, N=5: the defaults)
     extra_keys = ("cell_string",)
 
     def __init__(self, args: NB201Args | None = None):
@@ -231,6 +233,18 @@ class NB201Space:
     def child(self, arch: Arch, model_args: NB201ModelArgs, num_classes: int = 10, image_size: int = 32,
               **_) -> NB201Network:
         return self._net(self.genotype(arch), model_args, num_classes, image_size)
+
+    def count_params(self, arch: Arch, model_args: NB201ModelArgs, num_classes: int = 10, image_size: int = 32,
+                     **_) -> int:
+        """The child's parameter count without building it (search.max_params): the network
+        around the cells, plus each cell's edge ops at its stage's width."""
+        m = model_args
+
+        def cells(a: Arch) -> int:
+            ops = [op for _, _, op in self.genotype(a).edges()]
+            return m.cells_per_stage * sum(part_params(OPS.get(op), m.channels * 2 ** stage, 1)
+                                           for stage in range(3) for op in ops)
+        return count_by_parts(self, arch, m, {"num_classes": num_classes, "image_size": image_size}, cells)
 
     # ---- text forms -------------------------------------------------------------------
     def to_text(self, arch: Arch) -> str:

@@ -17,16 +17,26 @@ architecture still says ``conv_3x3`` etc.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from enas.budget import count_on_meta
 from enas.registry import Registry
 
 OPS: Registry = Registry("op")
 
 BN_MOMENTUM = 0.1  # PyTorch convention; TF's decay 0.9 (official batch_norm)
 BN_EPS = 1e-5
+
+
+@functools.lru_cache(maxsize=4096)
+def part_params(make, *args) -> int:
+    """Parameters of the module ``make(*args)`` (an op factory of ``OPS``, a layer class):
+    the parts of a space's closed-form ``count_params``, each counted once per shape."""
+    return count_on_meta(lambda: make(*args))
 
 
 def bn(channels: int) -> nn.BatchNorm2d:

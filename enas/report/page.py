@@ -284,6 +284,8 @@ def _architecture(run: Run) -> str:
         rows.append(("score", _pm(_as_float(prov["score"]), _as_float(prov.get("score_se")))))
     if "score_is" in prov:
         rows.append(("score is", _fmt(prov["score_is"])))
+    if "max_params" in prov:  # search.max_params, counted on the network to retrain
+        rows.append(("parameters (budget)", f"{_fmt(prov.get('params'))} of at most {_fmt(prov['max_params'])}"))
     fd = prov.get("final_derive")
     if isinstance(fd, dict):
         for k, v in fd.items():

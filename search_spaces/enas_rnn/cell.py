@@ -50,6 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from enas.budget import count_by_parts
 from enas.config import from_dict
 from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
@@ -365,6 +366,7 @@ class EnasRNNSpace:
     initial_anchors: dict = {}
     param_free_choices: set = set()
     small_model = {"hidden": 8, "ar": 0.5, "tar": 0.5}  # tests/test_every_space.py
+    retrain_model = {"hidden": 800}  # the network search.max_params counts by default (enas_lm's final model)
 
     def __init__(self, args: Args | None = None):
         self.args = args if args is not None else Args()
@@ -404,6 +406,11 @@ class EnasRNNSpace:
     def child(self, arch: Mapping[str, Any], model_args, vocab_size: int, **ignored) -> RNNModel:
         arch = validate(self.decisions(), arch)
         return RNNModel(self.args, self._model_args(model_args), vocab_size, arch=arch)
+
+    def count_params(self, arch: Mapping[str, Any], model_args, vocab_size: int, **ignored) -> int:
+        """The child's parameter count (search.max_params): every node holds one H x 2H
+        matrix whatever its input and activation, so no architecture changes it."""
+        return count_by_parts(self, arch, self._model_args(model_args), {"vocab_size": vocab_size}, lambda a: 0)
 
     def loose_ends(self, arch: Mapping[str, Any]) -> list[int]:
         return output_nodes(arch, self.args.num_nodes, "loose_ends")
