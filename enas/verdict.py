@@ -89,8 +89,9 @@ def compare_with_random(search) -> dict:
     else:
         score, se = search.scoring.score(search.supernet, chosen, s.final_batches, 0)
     gen = torch.Generator().manual_seed(s.seed * 7_927 + 11)
-    with torch.no_grad():
-        archs = RandomPolicy(search.space.decisions())(RANDOM_DRAWS, generator=gen).archs
+    uniform = RandomPolicy(search.space.decisions())
+    with torch.no_grad():  # under search.max_params, random architectures that fit it, as the controller's must
+        archs = search.budget.archs(lambda k: uniform(k, generator=gen).archs, RANDOM_DRAWS, "the verdict's random draws")
     random = [search.scoring.score(search.supernet, a, s.final_batches, 0)[0] for a in archs]
     out = compare(score, se, random)
     name, value, _ = search.as_metric(score, se)
