@@ -101,7 +101,11 @@ def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, all
         meta["test"]["columns"] = columns
     else:
         size = int(task.test_x.shape[-1])
-        net = ImageClassifier(model, task.mean, task.std).eval()
+        # Weights in the standard layout: training keeps conv weights channels_last for speed
+        # (enas/tasks/image.py), which is no part of the network; torch.export.save stores a
+        # tensor that does not cover its storage contiguously as the whole storage and warns
+        # "No complete tensor found in the group!" for each one.
+        net = ImageClassifier(model, task.mean, task.std).to(memory_format=torch.contiguous_format).eval()
         raw = (task.test_x[:CHECK_EXAMPLES].float() * net.std + net.mean).contiguous()  # back to [0, 1]
         args = (raw[:2],)
         shapes = {"images": {0: torch.export.Dim("batch")}}

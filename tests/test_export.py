@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -80,7 +81,11 @@ def test_exported_file_reproduces_the_test_figure_without_enas(tmp_path, data, n
     result = json.loads((run_dir / "result.json").read_text())
     out = tmp_path / "model.pt2"
     capsys.readouterr()
-    assert run("export", run_dir, "--out", out) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run("export", run_dir, "--out", out) == 0
+    # torch.export.save warns so for a weight stored in another layout than the standard one
+    assert not [w for w in caught if "No complete tensor" in str(w.message)]
     printed = capsys.readouterr().out
     assert str(out) in printed and "differ from the run's network by at most" in printed
     got = fresh(out, data[name])
