@@ -149,7 +149,8 @@ def cmd_show(args) -> int:
     space, arch, doc = load_arch(args.arch)
     lines = [f"space: {space.name}"]
     extras, described = getattr(space, "extras", None), space.describe(arch)
-    lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items() if str(v) not in described]
+    # an extra the description already states as a line's value (NB201's cell string) is printed once
+    lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items() if f": {v}\n" not in described + "\n"]
     lines.append(described)
     if doc.get("provenance"):  # the file's own text: anyone's, escape sequences included
         lines.append("provenance: " + _rounded(doc["provenance"]))
