@@ -130,6 +130,18 @@ def _new_run_names_its_code(args) -> None:
                           "(space.module, retrain.space_module)")
 
 
+def _rounded(values: dict) -> str:
+    """``k=v, ...`` with figures as the console prints them elsewhere: a standard error
+    (a key ending in ``_se``) to 2 significant digits, any other float to 4."""
+    def text(k, v):
+        if isinstance(v, dict):
+            return "{" + _rounded(v) + "}"
+        if isinstance(v, float):
+            return f"{v:.2g}" if str(k).endswith("_se") else f"{v:.4g}"
+        return str(v)
+    return ", ".join(f"{k}={text(k, v)}" for k, v in values.items())
+
+
 def cmd_show(args) -> int:
     if args.out and Path(args.out).suffix.lower() not in DRAWING_FORMATS:
         raise ConfigError(f"--out {args.out}: a drawing is written as {', '.join(sorted(DRAWING_FORMATS))}; "
@@ -140,15 +152,16 @@ def cmd_show(args) -> int:
         import_space_module(args.space_module, "--space-module")
     space, arch, doc = load_arch(args.arch)
     lines = [f"space: {space.name}"]
-    extras = getattr(space, "extras", None)
-    lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items()]
-    lines.append(space.describe(arch))
+    extras, described = getattr(space, "extras", None), space.describe(arch)
+    # an extra the description already states as a line's value (NB201's cell string) is printed once
+    lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items() if f": {v}\n" not in described + "\n"]
+    lines.append(described)
     prov = doc.get("provenance") or {}
     if "max_params" in prov:  # a search under a parameter budget wrote it (enas/budget.py)
         lines.append(f"parameters: {prov.get('params')} (search.max_params: {prov['max_params']}, "
                      f"counted on the network to retrain)")
     if doc.get("provenance"):  # the file's own text: anyone's, escape sequences included
-        lines.append("provenance: " + ", ".join(f"{k}={v}" for k, v in doc["provenance"].items()))
+        lines.append("provenance: " + _rounded(doc["provenance"]))
     print(printable("\n".join(lines)))
     if args.out:
         draw = getattr(space, "draw", None)

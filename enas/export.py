@@ -27,7 +27,7 @@ from torch import nn
 from .errors import RunDirError
 from .files import check_out, write_atomic
 from .retrain import load_tested_weights, read_result
-from .runs import reopen_retrain
+from .runs import reopen_retrain, require_run
 
 FORMAT_VERSION = 1
 META = "enas.json"
@@ -63,6 +63,7 @@ def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, all
     """Write ``out``; return what was written and the check of its outputs against the run's."""
     run_dir, out = Path(run_dir), Path(out)
     check_out(out, force, ours=lambda name: name.endswith(".pt2"))  # a run never writes .pt2
+    require_run(run_dir, "retrain", then=f"`enas export RETRAIN_RUN --out {out}`")
     result = read_result(run_dir)
     if result is None:
         raise RunDirError(f"{run_dir} has no result.json: the retrain has not finished. Finish it with "
@@ -100,7 +101,11 @@ def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, all
         meta["test"]["columns"] = columns
     else:
         size = int(task.test_x.shape[-1])
-        net = ImageClassifier(model, task.mean, task.std).eval()
+        # Weights in the standard layout: training keeps conv weights channels_last for speed
+        # (enas/tasks/image.py), which is no part of the network; torch.export.save stores a
+        # tensor that does not cover its storage contiguously as the whole storage and warns
+        # "No complete tensor found in the group!" for each one.
+        net = ImageClassifier(model, task.mean, task.std).to(memory_format=torch.contiguous_format).eval()
         raw = (task.test_x[:CHECK_EXAMPLES].float() * net.std + net.mean).contiguous()  # back to [0, 1]
         args = (raw[:2],)
         shapes = {"images": {0: torch.export.Dim("batch")}}

@@ -97,6 +97,7 @@ class Loop:
         self._pending: list = []  # steps decided on the device, not yet read (settle)
         self.stop = GracefulStop()
         self._last_save = time.monotonic()
+        self._paced = False  # pace_note said its line
 
     # ---- state ------------------------------------------------------------------------
     def position(self) -> dict:
@@ -141,9 +142,21 @@ class Loop:
     def smoke_note(self, smoke: bool) -> None:
         """A smoke run says what it is, so its figures are not taken for a bug."""
         if smoke:
-            say(f"smoke run ({self.kind}.smoke: true): a tiny network on a little data, to check in minutes that "
-                f"everything works. Figures near chance are expected; the configs outside configs/smoke/ are the "
-                f"real runs.", self.log_enabled)
+            say(f"smoke run ({self.kind}.smoke: true): a tiny network on a little data, to check that everything "
+                f"works; after its first epoch it says how long the rest takes. Figures near chance are expected; "
+                f"the configs outside configs/smoke/ are the real runs.", self.log_enabled)
+
+    def pace_note(self, smoke: bool, seconds: float, epochs_left: int) -> None:
+        """After a smoke run's first epoch in this process: how long the rest takes at that
+        pace. Its length depends on the cell and on the machine's load more than any fixed
+        figure in a banner could say."""
+        if not smoke or self._paced:
+            return
+        self._paced = True
+        if epochs_left > 0:
+            minutes = seconds * epochs_left / 60
+            left = f"{minutes:.0f} min" if minutes >= 1 else f"{seconds * epochs_left:.0f} s"
+            say(f"at this pace the {epochs_left} epochs left take about {left}", self.log_enabled)
 
     def maybe_checkpoint(self) -> None:
         """Between two steps: on a stop signal, or when checkpoint_minutes have passed."""

@@ -243,6 +243,7 @@ class Retrain(Loop):
                     parts += [f"train {k.replace('_', ' ')} {v:.4g}" for k, v in train.items()]
                     parts += [f"{split} {m} {value:.4g}", f"lr {lr:.3g}", f"time {time.monotonic() - t0:.0f}s"]
                     say("  ".join(parts), self.log_enabled)
+                    self.pace_note(r.smoke, time.monotonic() - t0, r.epochs - self.epoch)
                 result = self._finish()
         finally:
             self.log.close()

@@ -85,9 +85,17 @@ def _writable(run_dir: Path, kind: str) -> None:
     runlock.hold(run_dir)
 
 
-def _is_run(run_dir: Path, kind: str) -> None:
+def require_run(run_dir: Path, kind: str, then: str = "use RETRAIN_RUN here") -> None:
+    """Refuse a folder that is not a ``kind`` run; a search folder given where a retrain
+    is expected gets the steps from it to one (``then``: the last of them)."""
     for name in ("config.yaml",) if kind == "search" else ("config.yaml", "arch.yaml"):
         if not os.path.lexists(run_dir / name):
+            if kind == "retrain" and os.path.lexists(run_dir / "best_arch.yaml"):
+                raise RunDirError(
+                    f"{run_dir} is a search run folder, not a retrain one: retrain the architecture it found first, "
+                    f"`enas retrain {run_dir / 'best_arch.yaml'} --config RETRAIN_CONFIG.yaml --run-dir RETRAIN_RUN` "
+                    f"(a retrain config for its space: configs/*_retrain.yaml, or configs/smoke/*_retrain.yaml "
+                    f"for a quick one), then {then}")
             raise RunDirError(f"{run_dir} is not a {kind} run folder (no {name})")
 
 
@@ -140,7 +148,7 @@ def resume_search(run_dir, overrides, data_dir, allow_change: bool, device: torc
     run_dir = Path(run_dir)
 
     def read():  # rank 0 reads the run folder (other machines need not see it)
-        _is_run(run_dir, "search")
+        require_run(run_dir, "search")
         _writable(run_dir, "search")
         cfg = _trusted(load_search(run_dir / "config.yaml", overrides, in_run=True), space_module,
                        run_dir / "config.yaml")
@@ -158,7 +166,7 @@ def reopen_search(run_dir, data_dir, device: torch.device, overrides=(), allow_d
     """A finished or stopped search, as its checkpoint left it, to read (``enas derive``,
     ``enas rank``): nothing is logged or written into the folder by it."""
     run_dir = Path(run_dir)
-    _is_run(run_dir, "search")
+    require_run(run_dir, "search")
     cfg = _trusted(load_search(run_dir / "config.yaml", list(overrides), in_run=True), space_module,
                    run_dir / "config.yaml")
     state = ckpt.load(run_dir, say)
@@ -199,7 +207,7 @@ def _on_main_with_space(read):
 
 def _retrain_files(run_dir: Path, overrides=None, space_module: str | None = None):
     """(space, arch, cfg) of a retrain run folder, from config.yaml and arch.yaml alone."""
-    _is_run(run_dir, "retrain")
+    require_run(run_dir, "retrain")
     return _arch_and_config(run_dir / "arch.yaml", run_dir / "config.yaml", overrides, True, space_module)
 
 
@@ -232,7 +240,7 @@ def resume_retrain(run_dir, overrides, data_dir, allow_change: bool, device: tor
     run_dir = Path(run_dir)
 
     def read():
-        _is_run(run_dir, "retrain")
+        require_run(run_dir, "retrain")
         _writable(run_dir, "retrain")
         space, arch, cfg = _retrain_files(run_dir, overrides, space_module)
         state = ckpt.load(run_dir, say)

@@ -192,6 +192,7 @@ class Search(Derive, Loop):
                     overview = self._overview(derived)
                     self.save()
                     self._epoch_line(overview, derived, time.monotonic() - t0)
+                    self.pace_note(self.cfg.search.smoke, time.monotonic() - t0, self.cfg.search.epochs - self.epoch)
                 if self.final.get("epoch") != self.epoch:  # a resumed finished run does not derive again
                     self.final = self.final_derive()
                     self.save()

@@ -79,6 +79,22 @@ def test_show_prints_the_cell(tmp_path, space, capsys):
     assert "node 7 <- node 1" in out and "{3, 4, 7, 9, 10, 11}" in out
 
 
+def test_show_prints_the_cell_once_and_rounds_the_figures(tmp_path, capsys):
+    """A search's best_arch.yaml: the NB201 cell string once, the score to 4 significant
+    digits and its standard error to 2, as the console prints them elsewhere."""
+    nb201 = build_space("nb201")
+    cell = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
+    prov = {"run": "runs/x", "epoch": 3, "score": 0.41234567891, "score_se": 0.0123456789,
+            "final_derive": {"candidates": 4, "margin_in_se": 1.987654321, "paired": True,
+                             "runner_up_score": 0.39876543}}
+    p = save_arch(tmp_path / "best_arch.yaml", nb201, nb201.parse_text(cell), prov)
+    assert main(["show", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(cell) == 1
+    assert "score=0.4123," in out and "score_se=0.012," in out and "margin_in_se=2," in out
+    assert "runner_up_score=0.3988" in out and "0.0123456789" not in out
+
+
 def test_show_bad_file_exits_2(tmp_path, capsys):
     assert main(["show", str(tmp_path / "none.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -176,3 +176,21 @@ def test_paired_standard_error_by_hand(tmp_path):
     assert got == pytest.approx(want) and want > 0
     assert task.paired_se(Oracle(), {"rule": "even"}, {"rule": "even"}) == 0.0
     assert task.score(Oracle(), {"rule": "even"})[0] == pytest.approx(float((y % 2 == 0).double().mean()))
+
+
+def test_a_smoke_run_says_how_long_the_rest_takes(capsys):
+    """The banner promises no fixed time (a smoke retrain's length depends on the cell and
+    the machine's load); after the first epoch the run says how long the rest takes, once."""
+    from enas.loop import Loop
+
+    loop = Loop(None, True, 1.0, 10, 10)
+    loop.smoke_note(True)
+    loop.pace_note(True, 40.0, 19)
+    loop.pace_note(True, 40.0, 18)
+    err = capsys.readouterr().err
+    assert "smoke run" in err and "in minutes" not in err
+    assert err.count("at this pace") == 1 and "the 19 epochs left take about 13 min" in err
+    quiet = Loop(None, True, 1.0, 10, 10)
+    quiet.pace_note(False, 40.0, 19)  # a real run: its epoch lines show the time
+    quiet.pace_note(True, 40.0, 0)  # nothing left
+    assert "at this pace" not in capsys.readouterr().err

@@ -224,6 +224,25 @@ def test_not_a_run_folder(tmp_path):
         write_report(tmp_path / "missing")
 
 
+def test_retrain_without_validation_split_shows_its_test_figure_once():
+    """An image retrain's final split has no validation images: result.json repeats the
+    test accuracy as valid_accuracy beside valid_is_test; the page shows one figure,
+    named for what it is."""
+    from types import SimpleNamespace
+
+    from enas.report.page import _result
+
+    rec = {"metric": "accuracy", "valid_accuracy": 0.6125, "valid_is_test": True, "test_accuracy": 0.6125,
+           "test_loss": 1.1, "params": 1000}
+    table = _result(SimpleNamespace(result=rec))
+    assert "valid_accuracy" not in table and "valid_is_test" not in table
+    assert table.count("0.6125") == 1
+    assert "test_accuracy (the retrain has no separate validation split)" in table
+    lm = {"metric": "ppl", "valid_perplexity": 120.0, "test_perplexity": 110.0, "test_loss": 4.7}
+    table = _result(SimpleNamespace(result=lm))  # an LM has its own validation text: both figures
+    assert "valid_perplexity" in table and "<th>test_perplexity</th>" in table
+
+
 def fake_search(folder, state):
     """A search run folder holding only a config, one metrics line and ``state`` as its
     checkpoint: the report's candidate table without training anything."""

@@ -545,7 +545,13 @@ def _all_figures(run: Run, drawn: set) -> str:
 def _result(run: Run) -> str:
     if run.result is None:
         return _note("No result.json: the retrain has not finished.")
-    return _table([(k, _fmt(v)) for k, v in run.result.items()])
+    rows = list(run.result.items())
+    if run.result.get("valid_is_test") is True:
+        # result.json repeats the test figure as valid_<metric> where the retrain's data
+        # has no validation split of its own: one figure, named for what it is
+        rows = [(f"{k} (the retrain has no separate validation split)" if k.startswith("test_") and k != "test_loss"
+                 else k, v) for k, v in rows if not k.startswith("valid_")]
+    return _table([(k, _fmt(v)) for k, v in rows])
 
 
 _CSS = """
