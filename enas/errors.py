@@ -76,6 +76,13 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in str(text))
 
 
+def one_line(text: str) -> str:
+    """``text`` with every control character, newline and tab included, shown as an escape:
+    a name or value from a file (a run folder's name, a metric's, a provenance string)
+    printed within a line of enas's own, which it must not end early or forge a line after."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def brief(value, limit: int = QUOTE_CHARS) -> str:
     """``repr(value)`` for a message: control characters escaped (repr does that), and at
     most ``limit`` characters of it, saying how long the whole was."""
