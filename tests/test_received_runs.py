@@ -67,7 +67,8 @@ def plant_module(tmp_path, run, section, key, name="evil"):
 # (the run, the config's key naming a module, the command)
 OPENERS = [("search", "space", "module", argv) for argv in (
     ["derive", "RUN", "--samples", "2"], ["rank", "RUN", "--samples", "2"], ["report", "RUN", "--out", "OUT"], RESUME,
-    ["table", "RUN", "--table", "OUT"])]
+    ["table", "RUN", "--table", "OUT"], ["controller-ab", "RUN", "--variant", "a=", "--epochs", "1"],
+    ["reward-noise", "RUN", "--data-dir", "OUT"])]
 OPENERS += [("retrain", "retrain", "space_module", argv) for argv in (
     ["evaluate", "RUN"], ["retrain", "--resume", "RUN"], ["report", "RUN", "--out", "OUT"])]
 
@@ -76,7 +77,8 @@ OPENERS += [("retrain", "retrain", "space_module", argv) for argv in (
 def test_opening_a_run_imports_no_code_its_config_names(received, tmp_path, capsys, kind, section, key, argv):
     run = received[0] if kind == "search" else received[2]
     code, marker = plant_module(tmp_path, run, section, key)
-    assert main(argv_for(argv, run, tmp_path) + ([] if argv[0] == "report" else CPU)) == 2
+    cpu = [] if argv[0] in ("report", "controller-ab", "reward-noise") else CPU
+    assert main(argv_for(argv, run, tmp_path) + cpu) == 2
     one_error(capsys, str(code), "--space-module")
     assert not marker.exists()
 
