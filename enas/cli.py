@@ -32,7 +32,7 @@ from .api import resolve_device
 from .archfile import load_arch
 from .config import MAX_SEED
 from .derive import derive_again
-from .errors import ArchError, ConfigError, UserError, printable
+from .errors import ArchError, ConfigError, UserError, one_line, printable
 from .evaluate.against_table import measure
 from .export import export_run
 from .files import check_out, produced, write_atomic
@@ -61,7 +61,7 @@ def cmd_search(args) -> int:
         best = search.run()
     name, value, se = search.as_metric(best["score"], best["se"], task_score=bool(best.get("trained")))
     say(f"best architecture ({name.replace('_', ' ')} {value:.4g} +- {se:.2g}, after epoch {best['epoch']}): "
-        f"{search.run_dir / 'best_arch.yaml'}", dist.is_main())
+        f"{one_line(search.run_dir / 'best_arch.yaml')}", dist.is_main())
     return 0
 
 
@@ -70,7 +70,7 @@ def cmd_derive(args) -> int:
     search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device),
                            [f"search.derive_samples={args.samples}"], args.allow_data_change, args.space_module)
     out, derived = derive_again(search, args.seed)
-    print(f"best of {args.samples} (score {derived['score']:.4g} +- {derived['se']:.2g}) written to {out}")
+    print(f"best of {args.samples} (score {derived['score']:.4g} +- {derived['se']:.2g}) written to {one_line(out)}")
     return 0
 
 
@@ -91,7 +91,7 @@ def cmd_retrain(args) -> int:
         result = rt.run()
     key = next(k for k in result if k.startswith("test_") and k != "test_loss")
     if dist.is_main():
-        print(f"{key} {result[key]:.6g}  params {result['params']:,}  ({rt.run_dir / 'result.json'})")
+        print(f"{key} {result[key]:.6g}  params {result['params']:,}  ({one_line(rt.run_dir / 'result.json')})")
     return 0
 
 
@@ -99,13 +99,13 @@ def cmd_evaluate(args) -> int:
     out = evaluate_run(reopen_retrain(args.run_dir, args.data_dir, resolve_device(args.device),
                                       args.allow_data_change, args.space_module))
     data_dir = out["data_dir"]
-    print(f"{out['metric']} {out['value']:.6g}  (recomputed from {out['weights']}, params {out['params']:,})")
+    print(f"{out['metric']} {out['value']:.6g}  (recomputed from {one_line(out['weights'])}, params {out['params']:,})")
     if out["recorded"] is None:
-        print(f"no {out['metric']} in {Path(args.run_dir) / 'result.json'} yet (unfinished run?)")
+        print(f"no {out['metric']} in {one_line(Path(args.run_dir) / 'result.json')} yet (unfinished run?)")
         return 0
     print(f"{out['metric']} {out['recorded']:.6g}  (result.json)")
     if not out["match"]:
-        print(f"MISMATCH: the recomputed figure differs from result.json (different data in {data_dir}, "
+        print(f"MISMATCH: the recomputed figure differs from result.json (different data in {one_line(data_dir)}, "
               "device or library version?)", file=sys.stderr)
         return 1
     print("match")
@@ -139,8 +139,8 @@ def cmd_show(args) -> int:
     extras = getattr(space, "extras", None)
     lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items()]
     lines.append(space.describe(arch))
-    if doc.get("provenance"):  # the file's own text: anyone's, escape sequences included
-        lines.append("provenance: " + ", ".join(f"{k}={v}" for k, v in doc["provenance"].items()))
+    if doc.get("provenance"):  # the file's own text: anyone's, escape sequences and newlines included
+        lines.append("provenance: " + ", ".join(f"{one_line(k)}={one_line(v)}" for k, v in doc["provenance"].items()))
     print(printable("\n".join(lines)))
     if args.out:
         draw = getattr(space, "draw", None)
@@ -148,7 +148,7 @@ def cmd_show(args) -> int:
             raise ArchError(f"space {space.name} has no drawing; omit --out")
         out = Path(args.out)
         write_atomic(out, produced(lambda p: draw(arch, p), out.name), replace=args.force)
-        print(f"drawing written to {printable(args.out)}")
+        print(f"drawing written to {one_line(args.out)}")
     return 0
 
 
@@ -158,8 +158,8 @@ def cmd_rank(args) -> int:
                               archs_file=args.archs, policy=args.policy, recalibrate_bn=args.recalibrate_bn,
                               out=args.out, seed=args.seed, allow_data_change=args.allow_data_change,
                               force=args.force, space_module=args.space_module, score=args.score)
-    print(summary)
-    print(f"{len(rows)} rows written to {out}")
+    print(printable(summary))
+    print(f"{len(rows)} rows written to {one_line(out)}")
     return 0
 
 
@@ -172,17 +172,17 @@ def cmd_table(args) -> int:
     out = measure(search, args.table, args.cells, args.seed, args.draws, args.candidates, args.arch_column,
                   args.metric_column)
     for k, v in out.items():
-        print(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+        print(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={one_line(v)}")
     if args.out:
         write_atomic(args.out, json.dumps(out, indent=1) + "\n")
-        print(f"written to {args.out}")
+        print(f"written to {one_line(args.out)}")
     return 0
 
 
 def cmd_export(args) -> int:
     out = export_run(Path(args.run_dir), Path(args.out), args.force, args.data_dir, args.allow_data_change)
     t = out["test"]
-    print(f"{out['kind'].replace('_', ' ')} written to {out['out']} (torch.export; runs with PyTorch alone, "
+    print(f"{out['kind'].replace('_', ' ')} written to {one_line(out['out'])} (torch.export; runs with PyTorch alone, "
           f"docs/export.md)")
     print(f"the run's {t['metric']}: {t['value']:.6g}; on a few test examples the file's outputs differ from the "
           f"run's network by at most {out['check']:.2g}")
@@ -191,7 +191,7 @@ def cmd_export(args) -> int:
 
 def cmd_report(args) -> int:
     path = write_report(Path(args.run_dir), Path(args.out) if args.out else None, args.force, args.space_module)
-    print(f"report written to {path}")
+    print(f"report written to {one_line(path)}")
     return 0
 
 

@@ -259,3 +259,35 @@ def test_a_new_run_in_a_folder_another_process_just_made_is_refused(tmp_path, ca
     finally:
         os.close(fd)
     assert [p.name for p in folder.iterdir()] == ["enas.lock"]
+
+
+# ---- what a user can name reaches the terminal escaped, on one line -----------------------
+
+FORGED = "r\x1b]0;pwned\x07\x1b[2J\nerror: forged"
+
+
+@pytest.mark.parametrize("argv", [["derive", "RUN", "--samples", "2"], ["rank", "RUN", "--samples", "2"],
+                                  ["report", "RUN"]], ids=lambda a: a[0])
+def test_a_run_folder_named_with_escapes_and_newlines_is_printed_escaped(received, tmp_path, capsys, argv):
+    run = received[0].rename(tmp_path / FORGED)
+    with open(run / "metrics.jsonl", "a") as f:  # a line the report skips and names in a note
+        f.write("not json\n")
+    assert main([str(run) if a == "RUN" else a for a in argv] + ([] if argv[0] == "report" else CPU)) == 0
+    printed = capsys.readouterr()
+    for text in (printed.out, printed.err):
+        assert "\x1b" not in text and "\x07" not in text, text
+        assert not any(line.startswith("error: forged") for line in text.splitlines()), text
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\nerror: forged" in printed.out
+
+
+def test_newlines_in_provenance_cannot_forge_a_line(received, capsys):
+    arch = received[0] / "best_arch.yaml"
+    doc = yaml.safe_load(arch.read_text())
+    doc["provenance"]["run"] = "x\nerror: forged\r\x1b[2J"
+    doc["provenance"]["x\nerror: key"] = 1
+    arch.write_text(yaml.safe_dump(doc))
+    assert main(["show", str(arch)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    assert not any(line.startswith("error:") for line in out.splitlines()), out
+    assert "x\\nerror: forged\\r\\x1b[2J" in out
