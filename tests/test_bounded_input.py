@@ -3,6 +3,7 @@ is a regular file (never a FIFO), checkpoints are checked before torch.load, met
 is streamed a capped line at a time, CIFAR batches and images have size caps; and what
 they hold reaches the terminal cut short and with its control characters escaped."""
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -233,3 +234,33 @@ def test_control_characters_from_files_are_escaped(tmp_path, capsys):
     path.write_text(yaml.safe_dump(doc))
     assert main(["show", str(path)]) == 2
     assert "\x1b" not in one_error(capsys, "\\x1b[2Jplanted")
+
+
+def _metrics_only_run(folder, names, steps=3):
+    """A folder holding only metrics.jsonl, each of ``names`` logged ``steps`` times."""
+    folder.mkdir()
+    rows = [json.dumps({"step": i, **{n: float(i * (k + 1)) for k, n in enumerate(names)}}) for i in range(steps)]
+    (folder / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_figure_names_matplotlib_would_parse_or_cannot_draw_are_drawn_literally(tmp_path, capsys):
+    names = ["shared/$\\frac{$", "shared/\udcff", "shared/\x1b[2J\nerror: forged", "$x$"]
+    run = _metrics_only_run(tmp_path / "r\x1b[2J", names)
+    assert main(["report", str(run), "--out", str(tmp_path / "page.html")]) == 0
+    page = (tmp_path / "page.html").read_text()
+    assert "\x1b" not in page and "\\x1b[2J" in page
+    printed = capsys.readouterr()
+    assert "\x1b" not in printed.out + printed.err and "Traceback" not in printed.err
+
+
+def test_a_report_draws_a_bounded_number_of_figures_and_says_so(tmp_path, monkeypatch):
+    from enas.report import page as report_page
+    drawn = []
+    real = report_page.small_multiples
+    monkeypatch.setattr(report_page, "small_multiples", lambda series: (drawn.append(len(series)), real(series))[1])
+    run = _metrics_only_run(tmp_path / "r", [f"shared/f{i}" for i in range(3000)] + [f"g{i}/x" for i in range(40)])
+    assert main(["report", str(run), "--out", str(tmp_path / "page.html")]) == 0
+    assert sum(drawn) <= 16 * 32 and max(drawn) <= 32
+    page = (tmp_path / "page.html").read_text()
+    assert "2,968 more figures of this group are not drawn" in page and "more figures are not drawn" in page
