@@ -42,7 +42,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from .asgd import WeightAverage, should_start
 from .config import ConfigError, RetrainConfig, from_dict, to_dict
-from .errors import RunDirError
+from .errors import CheckpointError, RunDirError, brief
 from .files import read_json, write_atomic
 from .loop import Loop
 from .memory import check_fits, sizes_of
@@ -323,7 +323,11 @@ def load_tested_weights(rt: Retrain):
     evaluate in: the NT-ASGD average swapped in where the run used it)."""
     best = _load_best(rt.run_dir) if rt.select_best else None
     if best is not None:
-        rt.model.load_state_dict(best["model"])
+        try:  # a file anyone may have replaced: a list, or tensors that do not fit the network
+            rt.model.load_state_dict(best["model"])
+        except ckpt.DAMAGE as e:
+            raise CheckpointError(f"{rt.run_dir / BEST} does not hold this run's network ({type(e).__name__}: "
+                                  f"{brief(str(e))}); move it away to test the last checkpoint") from None
         return BEST, contextlib.nullcontext()
     ckpt.restore(rt, ckpt.load(rt.run_dir))
     return ckpt.NAME, rt.eval_weights()

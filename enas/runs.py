@@ -53,7 +53,7 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 def _changes(state: dict, cfg, cls, allow: bool) -> list[str]:
     """Differences between the checkpoint's config and ``cfg`` (keys added to enas since
     the checkpoint count as their defaults); refused unless ``allow``."""
-    old = state["config"]
+    old = ckpt.config_of(state, None)
     try:
         old = to_dict(from_dict(cls, old))
     except ConfigError:
