@@ -172,6 +172,33 @@ def test_a_cifar_batch_larger_than_any_official_one_is_refused_unread(tmp_path):
     assert str(path) in str(e.value)
 
 
+@pytest.mark.parametrize("labels", ["lists", "floats", "too many"])
+def test_cifar_labels_are_checked_before_they_are_converted(tmp_path, monkeypatch, labels):
+    """Labels that are 600 references to one list of 60,000 numbers (a 300 KB pickle)
+    would make numpy allocate 288 MB before the shape check; they are refused first."""
+    import pickle
+    import tracemalloc
+
+    import numpy as np
+
+    from enas.data import cifar
+
+    inner = [0] * 60_000
+    value = {"lists": [inner] * 600, "floats": [0.5], "too many": inner}[labels]
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": value}, protocol=4))
+    raw = path.read_bytes()
+    monkeypatch.setattr(cifar, "read_regular", lambda p, limit: raw)  # measure what the pickle's content costs
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="one per image"):
+            cifar.load_batch(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak
+
+
 @pytest.mark.parametrize("what, says", [
     ("fifo", "not a regular file (a FIFO)"),
     ("oversized", "more than the"),
