@@ -48,6 +48,7 @@ from .loop import Loop
 from .memory import check_fits, sizes_of
 from .runlog import say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
+from .space import check_arg_limits
 from .tasks import build_task
 
 BEST = "best.pt"
@@ -83,6 +84,7 @@ class Retrain(Loop):
         super().__init__(run_dir, log, r.checkpoint_minutes, r.max_bad_steps, r.log_every)
         self.cfg, self.space, self.arch, self.device = cfg, space, arch, torch.device(device)
         check_config_space(cfg, space)
+        check_arg_limits(type(space), cfg.model, "model")  # before anything is built of it
         self.model_args = from_dict(type(space).ModelArgs, cfg.model, "model")
         n = dist.world()
         dist.require_multiple("data.eval_batch_size", cfg.data.eval_batch_size,

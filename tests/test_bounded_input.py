@@ -18,7 +18,8 @@ from enas.cli import main
 from enas.space import build_space
 from enas.errors import DataError
 
-from conftest import finished_search, make_folder, random_arch, read_nb201_table as read, TINY_PTB, write_nb201_table as write_table
+from conftest import (finished_search, make_folder, random_arch, read_nb201_table as read, tiny_nb201_config, TINY_PTB,
+                      write_arch, write_nb201_table as write_table, write_retrain_config)
 
 CPU = ["--device", "cpu"]
 
@@ -82,6 +83,40 @@ def test_space_arguments_are_bounded_before_anything_is_built(tmp_path, capsys, 
     assert main(argv) == 2
     line = one_error(capsys, f"space.args.{key}", f"at most {limit}")
     assert len(line) < 600 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("space, key", [("nb201", "cells_per_stage"), ("enas_micro", "num_cells")])
+def test_repeat_counts_of_the_network_are_bounded_before_it_is_built(tmp_path, capsys, cifar_dir, monkeypatch,
+                                                                     space, key):
+    from enas import retrain, search
+
+    def built(*a, **kw):
+        raise AssertionError("the network was built (on the meta device) before its size was checked")
+
+    monkeypatch.setattr(search, "check_fits", built)
+    monkeypatch.setattr(retrain, "check_fits", built)
+    new = ["--data-dir", str(cifar_dir), "--run-dir", str(tmp_path / "r")] + CPU
+    if space == "nb201":
+        argv = ["search", str(tiny_nb201_config(tmp_path)), "--set", f"model.{key}=100000"] + new
+    else:
+        cfg = write_retrain_config(tmp_path, "enas_micro", model={key: 100000})
+        argv = ["retrain", str(write_arch(tmp_path, "enas_micro")), "--config", str(cfg)] + new
+    assert main(argv) == 2
+    one_error(capsys, f"model.{key} = 100000", "at most")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_network_of_too_many_modules_is_refused_while_it_is_counted(monkeypatch):
+    import torch
+
+    from enas import memory
+    from enas.errors import ConfigError
+
+    space = build_space("nb201")
+    monkeypatch.setattr(memory, "MAX_MODULES", 1000)
+    with pytest.raises(ConfigError, match="more than 1,000 modules"):
+        memory.check_fits(lambda: space.supernet(space.ModelArgs(cells_per_stage=20)), "supernet",
+                          "model.cells_per_stage=20", torch.device("cpu"))
 
 
 # ---- regular files only ----------------------------------------------------------------
