@@ -93,6 +93,9 @@ def run(args) -> int:
     data_dir = record.resolve(args.run, cfg.data.dataset, None)
     gt, _, canon, _ = load_ground_truth(args.ground_truth)
     uniform = uniform_cells(args.uniform, canon, gt)
+    if not uniform:
+        raise ConfigError(f"none of the cells listed in {args.uniform} is in the ground truth {args.ground_truth}; "
+                          f"give the ground truth of this run's space and its list of uniformly drawn cells")
     means: dict[str, list[tuple[float, float]]] = {}
     for name, sets in variants:
         for seed in args.seeds:
