@@ -172,10 +172,10 @@ def cmd_table(args) -> int:
     out = measure(search, args.table, args.cells, args.seed, args.draws, args.candidates, args.arch_column,
                   args.metric_column)
     for k, v in out.items():
-        print(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={one_line(v)}")
+        print(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
     if args.out:
         write_atomic(args.out, json.dumps(out, indent=1) + "\n")
-        print(f"written to {one_line(args.out)}")
+        print(f"written to {args.out}")
     return 0
 
 
