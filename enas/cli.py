@@ -32,7 +32,7 @@ from .api import resolve_device
 from .archfile import load_arch
 from .config import MAX_SEED
 from .derive import derive_again
-from .errors import ArchError, ConfigError, UserError, one_line, printable
+from .errors import ArchError, ConfigError, UserError, printable
 from .evaluate.against_table import measure
 from .export import export_run
 from .files import check_out, produced, write_atomic
@@ -45,6 +45,7 @@ from .retrain import evaluate_run
 from .runlog import say
 from .runs import reopen_retrain, reopen_search
 from .space import import_space_module
+from .errors import one_line  # names a user chose, printed within a line
 
 
 def cmd_search(args) -> int:
@@ -61,7 +62,7 @@ def cmd_search(args) -> int:
         best = search.run()
     name, value, se = search.as_metric(best["score"], best["se"], task_score=bool(best.get("trained")))
     say(f"best architecture ({name.replace('_', ' ')} {value:.4g} +- {se:.2g}, after epoch {best['epoch']}): "
-        f"{one_line(search.run_dir / 'best_arch.yaml')}", dist.is_main())
+        f"{search.run_dir / 'best_arch.yaml'}", dist.is_main())
     return 0
 
 
