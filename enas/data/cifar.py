@@ -195,9 +195,7 @@ def class_names(spec: Spec, folder: Path) -> list[str] | None:
     list of ``num_classes`` short strings (read as strictly as the batches)."""
     path = Path(folder) / spec.names_file
     try:
-        if path.stat().st_size > 1 << 20:
-            return None
-        obj = _RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        obj = _RestrictedUnpickler(io.BytesIO(read_regular(path, 1 << 20)), encoding="latin1").load()
     except Exception:  # noqa: BLE001 - a nicety: digits stand in for missing names
         return None
     names = obj.get(spec.names_key, obj.get(spec.names_key.encode())) if isinstance(obj, dict) else None
