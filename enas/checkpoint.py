@@ -24,6 +24,7 @@ import torch
 
 from .errors import CheckpointError, brief
 from .files import loads_json, open_regular, write_atomic
+from .safeyaml import MAX_DEPTH
 
 FORMAT = 1
 NAME = "checkpoint.pt"
@@ -121,7 +122,7 @@ def load(run_dir: str | Path, say=None) -> dict:
 
 
 # what a damaged or crafted checkpoint raises deep inside load_state_dict
-_DAMAGE = (KeyError, TypeError, ValueError, IndexError, AttributeError, SyntaxError, RuntimeError, OverflowError)
+DAMAGE = (KeyError, TypeError, ValueError, IndexError, AttributeError, SyntaxError, RuntimeError, OverflowError)
 _POSITION = ("epoch", "step", "global_step", "skipped_steps", "window_count", "epoch_count")
 
 
@@ -136,7 +137,7 @@ def restore(loop, state: dict) -> None:
         loop.load_state_dict(state)
     except CheckpointError:
         raise
-    except _DAMAGE as e:
+    except DAMAGE as e:
         raise CheckpointError(f"the checkpoint in {run_dir} does not fit this run ({type(e).__name__}: "
                               f"{str(e)[:200]}); it is damaged or was not written by enas") from None
 
@@ -154,9 +155,30 @@ def _known_keys(state: dict, loop, run_dir) -> None:
                                   + "; it was edited, or written by another enas version")
 
 
+def config_of(state: dict, run_dir: Path | None) -> dict:
+    """The config a checkpoint was written with: a mapping of sections nested no deeper
+    than a config file may be (enas/safeyaml.py), so comparing it with the run's config
+    cannot recurse past Python's limit."""
+    where = f"the checkpoint in {run_dir}" if run_dir is not None else "the checkpoint"
+    cfg = state.get("config")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{where} has no valid 'config' (got {type(cfg).__name__}); it is damaged or was not "
+                              f"written by enas")
+    level, depth = [cfg], 1
+    while level:
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"{where}: its config nests deeper than {MAX_DEPTH} levels (an enas config nests "
+                                  f"4); it is damaged or crafted")
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x)
+                 if isinstance(v, (dict, list, tuple))]
+        depth += 1
+    return cfg
+
+
 def check(state: dict, run_dir: Path | None) -> None:
     """The position, the metrics offset and the random state hold sane values."""
     where = f"the checkpoint in {run_dir}" if run_dir is not None else "the checkpoint"
+    config_of(state, run_dir)
     pos = state.get("position")
     if not isinstance(pos, dict):
         raise CheckpointError(f"{where} has no valid 'position'; it is damaged or was not written by enas")

@@ -46,6 +46,7 @@ from .retrain import evaluate_run
 from .runlog import say
 from .runs import reopen_retrain, reopen_search
 from .space import import_space_module
+from .errors import one_line  # names a user chose, printed within a line
 
 
 def cmd_search(args) -> int:
@@ -74,7 +75,7 @@ def cmd_derive(args) -> int:
     search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device),
                            [f"search.derive_samples={args.samples}"], args.allow_data_change, args.space_module)
     out, derived = derive_again(search, args.seed)
-    print(f"best of {args.samples} (score {derived['score']:.4g} +- {derived['se']:.2g}) written to {out}")
+    print(f"best of {args.samples} (score {derived['score']:.4g} +- {derived['se']:.2g}) written to {one_line(out)}")
     return 0
 
 
@@ -95,7 +96,7 @@ def cmd_retrain(args) -> int:
         result = rt.run()
     key = next(k for k in result if k.startswith("test_") and k != "test_loss")
     if dist.is_main():
-        print(f"{key} {result[key]:.6g}  params {result['params']:,}  ({rt.run_dir / 'result.json'})")
+        print(f"{key} {result[key]:.6g}  params {result['params']:,}  ({one_line(rt.run_dir / 'result.json')})")
     return 0
 
 
@@ -103,13 +104,13 @@ def cmd_evaluate(args) -> int:
     out = evaluate_run(reopen_retrain(args.run_dir, args.data_dir, resolve_device(args.device),
                                       args.allow_data_change, args.space_module))
     data_dir = out["data_dir"]
-    print(f"{out['metric']} {out['value']:.6g}  (recomputed from {out['weights']}, params {out['params']:,})")
+    print(f"{out['metric']} {out['value']:.6g}  (recomputed from {one_line(out['weights'])}, params {out['params']:,})")
     if out["recorded"] is None:
-        print(f"no {out['metric']} in {Path(args.run_dir) / 'result.json'} yet (unfinished run?)")
+        print(f"no {out['metric']} in {one_line(Path(args.run_dir) / 'result.json')} yet (unfinished run?)")
         return 0
     print(f"{out['metric']} {out['recorded']:.6g}  (result.json)")
     if not out["match"]:
-        print(f"MISMATCH: the recomputed figure differs from result.json (different data in {data_dir}, "
+        print(f"MISMATCH: the recomputed figure differs from result.json (different data in {one_line(data_dir)}, "
               "device or library version?)", file=sys.stderr)
         return 1
     print("match")
@@ -138,8 +139,8 @@ def _rounded(values: dict) -> str:
             return "{" + _rounded(v) + "}"
         if isinstance(v, float):
             return f"{v:.2g}" if str(k).endswith("_se") else f"{v:.4g}"
-        return str(v)
-    return ", ".join(f"{k}={text(k, v)}" for k, v in values.items())
+        return one_line(v)
+    return ", ".join(f"{one_line(k)}={text(k, v)}" for k, v in values.items())
 
 
 def cmd_show(args) -> int:
@@ -158,9 +159,9 @@ def cmd_show(args) -> int:
     lines.append(described)
     prov = doc.get("provenance") or {}
     if "max_params" in prov:  # a search under a parameter budget wrote it (enas/budget.py)
-        lines.append(f"parameters: {prov.get('params')} (search.max_params: {prov['max_params']}, "
-                     f"counted on the network to retrain)")
-    if doc.get("provenance"):  # the file's own text: anyone's, escape sequences included
+        count, budget = one_line(prov.get("params")), one_line(prov["max_params"])
+        lines.append(f"parameters: {count} (search.max_params: {budget}, counted on the network to retrain)")
+    if doc.get("provenance"):  # the file's own text: anyone's, escape sequences and newlines included
         lines.append("provenance: " + _rounded(doc["provenance"]))
     print(printable("\n".join(lines)))
     if args.out:
@@ -169,7 +170,7 @@ def cmd_show(args) -> int:
             raise ArchError(f"space {space.name} has no drawing; omit --out")
         out = Path(args.out)
         write_atomic(out, produced(lambda p: draw(arch, p), out.name), replace=args.force)
-        print(f"drawing written to {printable(args.out)}")
+        print(f"drawing written to {one_line(args.out)}")
     return 0
 
 
@@ -179,8 +180,8 @@ def cmd_rank(args) -> int:
                               archs_file=args.archs, policy=args.policy, recalibrate_bn=args.recalibrate_bn,
                               out=args.out, seed=args.seed, allow_data_change=args.allow_data_change,
                               force=args.force, space_module=args.space_module, score=args.score)
-    print(summary)
-    print(f"{len(rows)} rows written to {out}")
+    print(printable(summary))
+    print(f"{len(rows)} rows written to {one_line(out)}")
     return 0
 
 
@@ -203,7 +204,7 @@ def cmd_table(args) -> int:
 def cmd_export(args) -> int:
     out = export_run(Path(args.run_dir), Path(args.out), args.force, args.data_dir, args.allow_data_change)
     t = out["test"]
-    print(f"{out['kind'].replace('_', ' ')} written to {out['out']} (torch.export; runs with PyTorch alone, "
+    print(f"{out['kind'].replace('_', ' ')} written to {one_line(out['out'])} (torch.export; runs with PyTorch alone, "
           f"docs/export.md)")
     print(f"the run's {t['metric']}: {t['value']:.6g}; on a few test examples the file's outputs differ from the "
           f"run's network by at most {out['check']:.2g}")
@@ -212,7 +213,7 @@ def cmd_export(args) -> int:
 
 def cmd_report(args) -> int:
     path = write_report(Path(args.run_dir), Path(args.out) if args.out else None, args.force, args.space_module)
-    print(f"report written to {path}")
+    print(f"report written to {one_line(path)}")
     return 0
 
 

@@ -27,12 +27,16 @@ class Derive:
         batches, a different block each epoch (a fair comparison within a derive, no
         lottery on one fixed batch across epochs); keep the best as this epoch's arch."""
         s = self.cfg.search
+        before = self.gen.get_state()
         with torch.no_grad():
             sample = self.budget.draw(lambda k: self.policy(k, generator=self.gen), s.derive_samples,
                                       "the controller")
         first = self.epoch * s.derive_batches
         self.scoring.refresh(self.supernet, self.global_step, s.reward_batches, stale_ok=True)
-        scored = [self.scoring.score(self.supernet, a, s.derive_batches, first) for a in sample.archs]
+        scored = []
+        for a in sample.archs:
+            self.stop_if_requested(lambda: self.gen.set_state(before))  # the same candidates on resume
+            scored.append(self.scoring.score(self.supernet, a, s.derive_batches, first))
         ranked = sorted(range(len(scored)), key=lambda i: _sort_key(scored[i][0]))
         self.candidates = [{"arch": sample.archs[i], "score": scored[i][0], "se": scored[i][1]} for i in ranked]
         top = self.candidates[0]
@@ -70,6 +74,7 @@ class Derive:
         self.scoring.refresh(self.supernet, self.global_step, s.reward_batches)
         rescored = []
         for c in top:
+            self.stop_if_requested()  # the final derive runs again on resume
             value, se = self.scoring.score(self.supernet, c["arch"], s.final_batches, 0)
             rescored.append({"arch": c["arch"], "score": value, "se": se, "derive_score": c["score"]})
         rescored.sort(key=lambda c: _sort_key(c["score"]))

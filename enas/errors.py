@@ -8,6 +8,8 @@ with code 2: never a traceback. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import re
+
 
 class UserError(Exception):
     """Base of the errors a user can fix; ``str()`` is the whole message."""
@@ -71,9 +73,27 @@ class FileRefused(UserError, OSError):
 QUOTE_CHARS = 200
 
 
+# Printable ASCII is always shown as it is; any other character is shown only if Python
+# calls it printable (not a control character, a lone surrogate, a bidirectional override).
+_SUSPECT = re.compile(r"[^\x20-\x7e\n\t]")
+_SUSPECT_IN_LINE = re.compile(r"[^\x20-\x7e]")
+
+
+def _escape(match: re.Match) -> str:
+    c = match.group()
+    return c if c.isprintable() else repr(c)[1:-1]
+
+
 def printable(text: str) -> str:
     """``text`` with every control character but newline and tab shown as an escape."""
-    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in str(text))
+    return _SUSPECT.sub(_escape, str(text))
+
+
+def one_line(text) -> str:
+    """``text`` with every control character, newline and tab included, shown as an escape:
+    a name or value from a file (a run folder's name, a metric's, a provenance string)
+    printed within a line of enas's own, which it must not end early or forge a line after."""
+    return _SUSPECT_IN_LINE.sub(_escape, str(text))
 
 
 def brief(value, limit: int = QUOTE_CHARS) -> str:

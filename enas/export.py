@@ -77,7 +77,10 @@ def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, all
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # outlives the swap
     model.load_state_dict(state)
     model.eval()
-    test_key = next(k for k in result if k.startswith("test_") and k != "test_loss")
+    test_key = next((k for k in result if k.startswith("test_") and k != "test_loss"), None)
+    if test_key is None:
+        raise RunDirError(f"{run_dir / 'result.json'} holds no test figure (test_accuracy or test_perplexity); "
+                          f"`enas evaluate {run_dir}` recomputes it from the saved weights")
     meta = {"format": "enas-export", "format_version": FORMAT_VERSION, "torch": torch.__version__,
             "space": rt.space.name, "arch": json.loads(json.dumps(dict(rt.arch), default=str)),
             "run": str(run_dir.resolve()), "weights": weights,

@@ -171,6 +171,17 @@ class Loop:
         if due:
             self.save()
 
+    def stop_if_requested(self, undo: Callable[[], None] | None = None) -> None:
+        """Within a long piece of work that a resume redoes whole (a derive of thousands of
+        candidates takes minutes): on a stop signal, ``undo()`` what it changed so far,
+        checkpoint, stop. Several processes decide together between steps instead
+        (maybe_checkpoint): one rank leaving a derive alone would strand the others."""
+        if self.stop.requested and dist.world() == 1:
+            if undo is not None:
+                undo()
+            self.save()
+            raise StopRequested(self.stop.signum, self.resume_command())
+
     # ---- one pass of SGD --------------------------------------------------------------
     def sgd_pass(self, task, model, opt, grad_clip: float, arch_at: Callable[[int], object], desc: str,
                  on_step: Callable[[], None] | None = None, prefix: str = "train", check: str = "host") -> dict:

@@ -42,12 +42,13 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from .asgd import WeightAverage, should_start
 from .config import ConfigError, RetrainConfig, from_dict, to_dict
-from .errors import RunDirError
+from .errors import CheckpointError, RunDirError, brief
 from .files import read_json, write_atomic
 from .loop import Loop
 from .memory import check_fits, sizes_of
 from .runlog import say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
+from .space import check_arg_limits
 from .tasks import build_task
 
 BEST = "best.pt"
@@ -83,6 +84,7 @@ class Retrain(Loop):
         super().__init__(run_dir, log, r.checkpoint_minutes, r.max_bad_steps, r.log_every)
         self.cfg, self.space, self.arch, self.device = cfg, space, arch, torch.device(device)
         check_config_space(cfg, space)
+        check_arg_limits(type(space), cfg.model, "model")  # before anything is built of it
         self.model_args = from_dict(type(space).ModelArgs, cfg.model, "model")
         n = dist.world()
         dist.require_multiple("data.eval_batch_size", cfg.data.eval_batch_size,
@@ -324,7 +326,11 @@ def load_tested_weights(rt: Retrain):
     evaluate in: the NT-ASGD average swapped in where the run used it)."""
     best = _load_best(rt.run_dir) if rt.select_best else None
     if best is not None:
-        rt.model.load_state_dict(best["model"])
+        try:  # a file anyone may have replaced: a list, or tensors that do not fit the network
+            rt.model.load_state_dict(best["model"])
+        except ckpt.DAMAGE as e:
+            raise CheckpointError(f"{rt.run_dir / BEST} does not hold this run's network ({type(e).__name__}: "
+                                  f"{brief(str(e))}); move it away to test the last checkpoint") from None
         return BEST, contextlib.nullcontext()
     ckpt.restore(rt, ckpt.load(rt.run_dir))
     return ckpt.NAME, rt.eval_weights()

@@ -53,7 +53,7 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 def _changes(state: dict, cfg, cls, allow: bool) -> list[str]:
     """Differences between the checkpoint's config and ``cfg`` (keys added to enas since
     the checkpoint count as their defaults); refused unless ``allow``."""
-    old = state["config"]
+    old = ckpt.config_of(state, None)
     try:
         old = to_dict(from_dict(cls, old))
     except ConfigError:
@@ -99,8 +99,9 @@ def require_run(run_dir: Path, kind: str, then: str = "use RETRAIN_RUN here") ->
             raise RunDirError(f"{run_dir} is not a {kind} run folder (no {name})")
 
 
-def _trusted(cfg, given: str | None, where: Path):
-    """A run's config with its space's module replaced by the one the command line names
+def trusted(cfg, given: str | None, where: Path):
+    """A run's config (read with ``in_run``) with its space's module replaced by the one
+    the command line names
     (refused if the run's config names one and the command line does not)."""
     if isinstance(cfg, SearchConfig):
         module = run_module(cfg.space.module, given, where, "space.module")
@@ -150,7 +151,7 @@ def resume_search(run_dir, overrides, data_dir, allow_change: bool, device: torc
     def read():  # rank 0 reads the run folder (other machines need not see it)
         require_run(run_dir, "search")
         _writable(run_dir, "search")
-        cfg = _trusted(load_search(run_dir / "config.yaml", overrides, in_run=True), space_module,
+        cfg = trusted(load_search(run_dir / "config.yaml", overrides, in_run=True), space_module,
                        run_dir / "config.yaml")
         state = ckpt.load(run_dir, say)
         diffs = _changes(state, cfg, SearchConfig, allow_change)
@@ -167,7 +168,7 @@ def reopen_search(run_dir, data_dir, device: torch.device, overrides=(), allow_d
     ``enas rank``): nothing is logged or written into the folder by it."""
     run_dir = Path(run_dir)
     require_run(run_dir, "search")
-    cfg = _trusted(load_search(run_dir / "config.yaml", list(overrides), in_run=True), space_module,
+    cfg = trusted(load_search(run_dir / "config.yaml", list(overrides), in_run=True), space_module,
                    run_dir / "config.yaml")
     state = ckpt.load(run_dir, say)
     data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say, keep_record=True)
@@ -185,7 +186,7 @@ def _arch_and_config(arch_path, config_path, overrides, in_run: bool = False, sp
     ``in_run``: both are files of a run folder, whose module is only ever ``space_module``."""
     cfg = load_retrain(config_path, overrides, in_run=in_run)
     if in_run:
-        cfg = _trusted(cfg, space_module, Path(config_path))
+        cfg = trusted(cfg, space_module, Path(config_path))
     import_space_module(cfg.retrain.space_module, "retrain.space_module")
     space, arch, _ = load_arch(arch_path, follow=not in_run)
     from_dict(type(space).ModelArgs, cfg.model, "model")  # the model section fits this space

@@ -40,7 +40,7 @@ from .reinforce import Reinforce
 from .runlog import progress, say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .scoring import Scoring
-from .space import ArchError, build_space, validate
+from .space import ArchError, build_space, check_arg_limits, validate
 from .tasks import build_task
 
 
@@ -54,6 +54,7 @@ class Search(Derive, Loop):
         super().__init__(run_dir, log, s.checkpoint_minutes, s.max_bad_steps, s.log_every)
         self.cfg, self.device = cfg, device
         self.space = build_space(cfg.space.name, cfg.space.args, cfg.space.module)
+        check_arg_limits(type(self.space), cfg.model, "model")  # before anything is built of it
         self.model_args = from_dict(type(self.space).ModelArgs, cfg.model, "model")
         dist.require_multiple("data.batch_size", cfg.data.batch_size,
                               "each process trains on an equal share of every minibatch")

@@ -201,6 +201,8 @@ class SearchSpace(Protocol):
     #                                   otherwise the child is built on the meta device
     #   retrain_model: dict             ModelArgs of the network the space's paper retrains:
     #                                   what search.max_params counts when budget_model is empty
+    #   model_limits: dict[str, int]    the same for ModelArgs fields that repeat cells or
+    #                                   layers (widths are left to the memory check)
 
 
 SPACES: Registry[type] = Registry("search space")
@@ -297,19 +299,25 @@ def build_space(name: str, args: Mapping[str, Any] | None = None, module: str = 
 # supernet) before any memory check can see a network: ``num_nodes: 1000000`` would build
 # a million decisions first. Each space declares the largest value of each integer
 # argument and the longest list it takes (``arg_limits``); an argument it does not name
-# is held to DEFAULT_ARG_LIMIT.
+# is held to DEFAULT_ARG_LIMIT. The ``model`` section's widths are left to the memory check
+# (enas/memory.py counts parameters on the meta device, at no cost whatever the width); its
+# repeat counts, which that count pays for module by module (``cells_per_stage: 100000``
+# built for minutes into gigabytes), are bounded by the space's ``model_limits``.
 DEFAULT_ARG_LIMIT = 1024
 
 
-def check_arg_limits(cls, args: Mapping[str, Any]) -> None:
+def check_arg_limits(cls, args: Mapping[str, Any], section: str = "space.args") -> None:
     """Every integer argument at most, and every list argument at most as long as, the
-    space's limit for it; the error names the key, the value and the limit."""
-    limits = getattr(cls, "arg_limits", {})
+    space's limit for it; the error names the key, the value and the limit. ``section``
+    "model": the ``model`` section, bounded by the space's ``model_limits`` alone."""
+    limits = getattr(cls, "arg_limits" if section == "space.args" else "model_limits", {})
     for key, value in args.items():
-        limit = limits.get(key, DEFAULT_ARG_LIMIT)
+        limit = limits.get(key, DEFAULT_ARG_LIMIT if section == "space.args" else None)
+        if limit is None:
+            continue
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limit:
-            raise ConfigError(f"space.args.{key} = {brief(value)} is more than space {cls.name} allows "
+            raise ConfigError(f"{section}.{key} = {brief(value)} is more than space {cls.name} allows "
                               f"(at most {limit:,})")
         if isinstance(value, (list, tuple, dict, str)) and len(value) > limit:
-            raise ConfigError(f"space.args.{key} holds {len(value):,} items, more than space {cls.name} allows "
+            raise ConfigError(f"{section}.{key} holds {len(value):,} items, more than space {cls.name} allows "
                               f"(at most {limit:,})")

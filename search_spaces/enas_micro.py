@@ -305,6 +305,7 @@ class EnasMicroSpace:
     Args = MicroArgs
     ModelArgs = MicroModelArgs
     arg_limits = {"num_nodes": 32, "ops": 32}  # the paper: 5 nodes, 5 ops
+    model_limits = {"num_cells": 16}  # the paper: 5 per stage (17 cells); a supernet cell is ~900 modules
     param_free_choices = {"avg_pool_3x3", "max_pool_3x3", "identity"}
     small_model = {"channels": 4, "num_cells": 1, "aux_head": True, "dropout": 0.0}  # tests/test_every_space.py
     retrain_model = {"channels": 36, "num_cells": 5}  # what search.max_params counts by default (paper 3.3)

@@ -208,6 +208,7 @@ class NB201Space:
     param_free_choices = {"none", "skip_connect", "avg_pool_3x3"}
     small_model = {"channels": 4, "cells_per_stage": 1, "dropout": 0.0}  # tests/test_every_space.py
     retrain_model: dict = {}  # search.max_params counts NB201's network (C=16, N=5: the defaults)
+    model_limits = {"cells_per_stage": 32}  # NB201: 5 (17 cells); a supernet cell is ~230 modules
     extra_keys = ("cell_string",)
 
     def __init__(self, args: NB201Args | None = None):

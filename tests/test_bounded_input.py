@@ -3,6 +3,7 @@ is a regular file (never a FIFO), checkpoints are checked before torch.load, met
 is streamed a capped line at a time, CIFAR batches and images have size caps; and what
 they hold reaches the terminal cut short and with its control characters escaped."""
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,8 @@ from enas.cli import main
 from enas.space import build_space
 from enas.errors import DataError
 
-from conftest import finished_search, make_folder, random_arch, read_nb201_table as read, TINY_PTB, write_nb201_table as write_table
+from conftest import (finished_search, make_folder, random_arch, read_nb201_table as read, tiny_nb201_config, TINY_PTB,
+                      write_arch, write_nb201_table as write_table, write_retrain_config)
 
 CPU = ["--device", "cpu"]
 
@@ -81,6 +83,40 @@ def test_space_arguments_are_bounded_before_anything_is_built(tmp_path, capsys, 
     assert main(argv) == 2
     line = one_error(capsys, f"space.args.{key}", f"at most {limit}")
     assert len(line) < 600 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("space, key", [("nb201", "cells_per_stage"), ("enas_micro", "num_cells")])
+def test_repeat_counts_of_the_network_are_bounded_before_it_is_built(tmp_path, capsys, cifar_dir, monkeypatch,
+                                                                     space, key):
+    from enas import retrain, search
+
+    def built(*a, **kw):
+        raise AssertionError("the network was built (on the meta device) before its size was checked")
+
+    monkeypatch.setattr(search, "check_fits", built)
+    monkeypatch.setattr(retrain, "check_fits", built)
+    new = ["--data-dir", str(cifar_dir), "--run-dir", str(tmp_path / "r")] + CPU
+    if space == "nb201":
+        argv = ["search", str(tiny_nb201_config(tmp_path)), "--set", f"model.{key}=100000"] + new
+    else:
+        cfg = write_retrain_config(tmp_path, "enas_micro", model={key: 100000})
+        argv = ["retrain", str(write_arch(tmp_path, "enas_micro")), "--config", str(cfg)] + new
+    assert main(argv) == 2
+    one_error(capsys, f"model.{key} = 100000", "at most")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_network_of_too_many_modules_is_refused_while_it_is_counted(monkeypatch):
+    import torch
+
+    from enas import memory
+    from enas.errors import ConfigError
+
+    space = build_space("nb201")
+    monkeypatch.setattr(memory, "MAX_MODULES", 1000)
+    with pytest.raises(ConfigError, match="more than 1,000 modules"):
+        memory.check_fits(lambda: space.supernet(space.ModelArgs(cells_per_stage=20)), "supernet",
+                          "model.cells_per_stage=20", torch.device("cpu"))
 
 
 # ---- regular files only ----------------------------------------------------------------
@@ -171,6 +207,33 @@ def test_a_cifar_batch_larger_than_any_official_one_is_refused_unread(tmp_path):
     assert str(path) in str(e.value)
 
 
+@pytest.mark.parametrize("labels", ["lists", "floats", "too many"])
+def test_cifar_labels_are_checked_before_they_are_converted(tmp_path, monkeypatch, labels):
+    """Labels that are 600 references to one list of 60,000 numbers (a 300 KB pickle)
+    would make numpy allocate 288 MB before the shape check; they are refused first."""
+    import pickle
+    import tracemalloc
+
+    import numpy as np
+
+    from enas.data import cifar
+
+    inner = [0] * 60_000
+    value = {"lists": [inner] * 600, "floats": [0.5], "too many": inner}[labels]
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": value}, protocol=4))
+    raw = path.read_bytes()
+    monkeypatch.setattr(cifar, "read_regular", lambda p, limit: raw)  # measure what the pickle's content costs
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="one per image"):
+            cifar.load_batch(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak
+
+
 @pytest.mark.parametrize("what, says", [
     ("fifo", "not a regular file (a FIFO)"),
     ("oversized", "more than the"),
@@ -233,3 +296,33 @@ def test_control_characters_from_files_are_escaped(tmp_path, capsys):
     path.write_text(yaml.safe_dump(doc))
     assert main(["show", str(path)]) == 2
     assert "\x1b" not in one_error(capsys, "\\x1b[2Jplanted")
+
+
+def _metrics_only_run(folder, names, steps=3):
+    """A folder holding only metrics.jsonl, each of ``names`` logged ``steps`` times."""
+    folder.mkdir()
+    rows = [json.dumps({"step": i, **{n: float(i * (k + 1)) for k, n in enumerate(names)}}) for i in range(steps)]
+    (folder / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_figure_names_matplotlib_would_parse_or_cannot_draw_are_drawn_literally(tmp_path, capsys):
+    names = ["shared/$\\frac{$", "shared/\udcff", "shared/\x1b[2J\nerror: forged", "$x$"]
+    run = _metrics_only_run(tmp_path / "r\x1b[2J", names)
+    assert main(["report", str(run), "--out", str(tmp_path / "page.html")]) == 0
+    page = (tmp_path / "page.html").read_text()
+    assert "\x1b" not in page and "\\x1b[2J" in page
+    printed = capsys.readouterr()
+    assert "\x1b" not in printed.out + printed.err and "Traceback" not in printed.err
+
+
+def test_a_report_draws_a_bounded_number_of_figures_and_says_so(tmp_path, monkeypatch):
+    from enas.report import page as report_page
+    drawn = []
+    real = report_page.small_multiples
+    monkeypatch.setattr(report_page, "small_multiples", lambda series: (drawn.append(len(series)), real(series))[1])
+    run = _metrics_only_run(tmp_path / "r", [f"shared/f{i}" for i in range(3000)] + [f"g{i}/x" for i in range(40)])
+    assert main(["report", str(run), "--out", str(tmp_path / "page.html")]) == 0
+    assert sum(drawn) <= 16 * 32 and max(drawn) <= 32
+    page = (tmp_path / "page.html").read_text()
+    assert "2,968 more figures of this group are not drawn" in page and "more figures are not drawn" in page

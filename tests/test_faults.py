@@ -119,6 +119,47 @@ def test_mid_epoch_resume_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_confi
     assert_same_run(ref, part)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["_derive", "final_derive"])
+def test_a_stop_signal_during_a_derive_stops_it_and_the_resume_equals_uninterrupted(
+        tmp_path, ptb_dir, tiny_ptb_config, monkeypatch, where):
+    """SIGTERM while a derive scores its candidates (an epoch's, or the final one): the run
+    stops after the candidate in hand, not after all of them, and a resume derives again
+    as if nothing had happened."""
+    from enas import derive, scoring
+
+    cfg = tiny_ptb_config({"search": {"epochs": 1, "derive_samples": 30, "final_candidates": 10}})
+    ref = tmp_path / "ref"
+    assert main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(ref), "--device", "cpu"]) == 0
+
+    inside, scored = [], []
+    real_score, real_step = scoring.Scoring.score, getattr(derive.Derive, where)
+
+    def step(self, *a, **kw):  # the derive, with the search in hand
+        inside.append(self)
+        try:
+            return real_step(self, *a, **kw)
+        finally:
+            inside.pop()
+
+    def score(self, supernet, arch, *a, **kw):
+        if inside:
+            if not scored:  # the signal arrives while the first candidate is scored
+                inside[-1].stop.signum = signal.SIGTERM
+            scored.append(arch)
+        return real_score(self, supernet, arch, *a, **kw)
+
+    monkeypatch.setattr(derive.Derive, where, step)
+    monkeypatch.setattr(scoring.Scoring, "score", score)
+    part = tmp_path / "part"
+    code = main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(part), "--device", "cpu"])
+    assert code == 128 + signal.SIGTERM
+    assert len(scored) == 1  # not the other 29 (or 9) candidates
+    monkeypatch.undo()
+    assert main(["search", "--resume", str(part), "--data-dir", str(ptb_dir), "--device", "cpu"]) == 0
+    assert_same_run(ref, part)
+
+
 def test_nan_steps_are_skipped_counted_and_stop_the_run(tmp_path, ptb_dir, tiny_ptb_config, monkeypatch, capsys):
     from enas.tasks import lm
 

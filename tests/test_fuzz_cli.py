@@ -352,3 +352,74 @@ def test_fuzz_a_second_writer_stops_at_once(finished_runs, capsys, command, aliv
         finally:
             holder.kill()
             holder.wait()
+
+
+# ---- the evaluation tools -------------------------------------------------------------
+
+GT_HEADER = "arch,seed,test_accuracy,params,seconds,process_seconds,test_loss,epochs,space,recipe,run_dir\n"
+CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+def hostile(kind: str, path: Path, outside: Path, size: int) -> Path:
+    """A file of ``kind`` at ``path`` (or the device itself), made to hang, exhaust or break a reader."""
+    if kind == "device":
+        return Path("/dev/zero")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link outside":
+        os.symlink(outside / "precious.txt", path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes({
+            "empty": b"",
+            "header only": GT_HEADER.encode(),
+            "deep nesting": b"arch,test_accuracy\n" + b"{a: " + b"[" * size + b"]" * size + b"},0.5\n",
+            "aliases": b"arch,test_accuracy,score\n\"{" + BOMB.replace("\n", ", ").encode() + b"}\",0.5,0.5\n",
+            "huge numbers": f"arch,test_accuracy,seed,score\n{CELL},{'9' * size},{'9' * size},1e{size}\n".encode(),
+            "NUL bytes": f"arch,test_accuracy,score\n{CELL}\0,0.5,0.5\n".encode(),
+            "long field": b"arch,test_accuracy,score\n\"" + b"a" * (2**17 + size) + b"\",0.5,0.5\n",
+            "binary": bytes(range(256)) * (1 + size % 64),
+        }[kind])
+    return path
+
+
+TOOLS = {  # each tool with the hostile file H in the place it reads a file a user names
+    "compare": ["compare", "H"],
+    "compare --rank": ["compare", "GT", "--rank", "H"],
+    "table": ["table", "RUN", "--table", "H", "--device", "cpu"],
+    "ground-truth --archs": ["ground-truth", "--archs", "H", "--config", "CFG", "--out", "TMP/gt.csv", "--list-only"],
+    "ground-truth --config": ["ground-truth", "--uniform", "2", "--config", "H", "--out", "TMP/gt.csv",
+                              "--list-only"],
+    "ground-truth --out": ["ground-truth", "--uniform", "2", "--config", "CFG", "--out", "H", "--list-only"],
+    "beat-chance": ["beat-chance", "--data-dir", "TMP", "--ground-truth", "H", "--work", "TMP/work"],
+    "controller-ab": ["controller-ab", "RUN", "--variant", "a=", "--epochs", "1", "--ground-truth", "H"],
+    "reward-noise": ["reward-noise", "H", "--data-dir", "TMP"],
+}
+KINDS = ["device", "fifo", "link outside", "folder", "empty", "header only", "deep nesting", "aliases",
+         "huge numbers", "NUL bytes", "long field", "binary"]
+
+
+@FUZZ
+@given(tool=st.sampled_from(sorted(TOOLS)), kind=st.sampled_from(KINDS), size=st.integers(33, 5000))
+@example(tool="compare", kind="device", size=33)  # read with a plain open: gigabytes of zeros
+@example(tool="compare", kind="fifo", size=33)  # waited for a writer forever
+def test_fuzz_evaluation_tools_answer_hostile_files_in_one_line(finished_runs, capsys, tool, kind, size):
+    with fresh(finished_runs) as (tmp, run, retrain, outside):
+        (tmp / "gt.csv").unlink(missing_ok=True)
+        gt = tmp / "ok.csv"
+        gt.write_text(GT_HEADER + f"{CELL},0,0.5,1,1,1,1,1,nb201,r,x\n")
+        cfg = tmp / "r.yaml"
+        cfg.write_text(yaml.safe_dump({"model": {"channels": 4, "cells_per_stage": 1}, "data": {"dataset": "cifar10"},
+                                       "retrain": {"epochs": 1}}))
+        h = hostile(kind, tmp / "hostile.csv", outside, size)
+        if tool == "reward-noise" and kind not in ("device", "fifo", "link outside"):
+            h = run  # a run folder with its config replaced
+            remove(run / "config.yaml")
+            hostile(kind, run / "config.yaml", outside, size)
+        fill = {"H": str(h), "GT": str(gt), "RUN": str(run), "CFG": str(cfg)}
+        argv = [fill.get(a, a.replace("TMP", str(tmp))) for a in TOOLS[tool]]
+        before = snapshot(outside)
+        code, err = cli(capsys, argv)
+        assert_clean(code, err)
+        assert snapshot(outside) == before

@@ -1,5 +1,7 @@
 """Files from anyone: YAML bombs, repeated keys and values that would hang are refused
 with one line naming the file or key, exit code 2, and nothing written."""
+import sys
+
 import pytest
 import yaml
 
@@ -115,7 +117,16 @@ CRAFTED = [
     ("an unknown position key", lambda s: s["position"].__setitem__("planted", 1), "unknown position key 'planted'"),
     ("a crafted trained candidate", lambda s: s.__setitem__("trained", [{"arch": "x" * 10**5, "score": 1.0}]),
      "a trained candidate is {'arch': 'xxx"),
+    ("a config nested deeply", lambda s: s["config"].__setitem__("deep", _nested(5_000)), "config"),
+    ("a config of the wrong type", lambda s: s.__setitem__("config", [1, 2]), "config"),
 ]
+
+
+def _nested(depth):
+    out = []
+    for _ in range(depth):
+        out = [out]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +148,12 @@ def test_crafted_checkpoints_are_refused_in_one_line(tmp_path, capsys, stopped_s
     (run / "checkpoint.prev.pt").unlink(missing_ok=True)
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     tamper(state)
-    torch.save(state, run / "checkpoint.pt")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # torch.save recurses into a nested value
+    try:
+        torch.save(state, run / "checkpoint.pt")
+    finally:
+        sys.setrecursionlimit(limit)
     before = {p.name: p.stat().st_size for p in run.iterdir() if p.is_file()}
     for argv in (["search", "--resume", str(run), "--set", "search.epochs=2"], ["derive", str(run)]):
         code = main(argv + ["--device", "cpu"] + (["--allow-config-change"] if "--resume" in argv else []))
@@ -196,5 +212,36 @@ def test_damaged_result_json_is_named(capsys, retrained, content):
         errors = [line for line in err.splitlines() if not line.startswith("note:")]
         assert str(path) in err and "move it away" in err and "Traceback" not in err and len(errors) == 1
         assert path.read_text() == content  # nothing rewritten
+    finally:
+        path.write_text(good)
+
+
+@pytest.mark.parametrize("weights", [[1, 2, 3], {"weight": "x"}, "text"], ids=["list", "wrong-values", "text"])
+def test_weights_that_are_not_a_network_are_named(capsys, retrained, weights):
+    import torch
+
+    path = retrained / "best.pt"
+    good = path.read_bytes()
+    torch.save(weights, path)
+    try:
+        assert main(["evaluate", str(retrained), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip()
+        errors = [line for line in err.splitlines() if not line.startswith("note:")]
+        assert "best.pt" in err and "Traceback" not in err and len(errors) == 1, err
+    finally:
+        path.write_bytes(good)
+
+
+@pytest.mark.parametrize("content", ['{"params": 904}', '{"test_perplexity": "x"}'], ids=["no-metric", "text-figure"])
+def test_export_of_a_result_without_its_test_metric_is_one_line(capsys, retrained, tmp_path, content):
+    path = retrained / "result.json"
+    good = path.read_text()
+    path.write_text(content)
+    try:
+        assert main(["export", str(retrained), "--out", str(tmp_path / "m.pt2")]) == 2
+        err = capsys.readouterr().err.strip()
+        errors = [line for line in err.splitlines() if not line.startswith("note:")]
+        assert "result.json" in err and "Traceback" not in err and len(errors) == 1, err
+        assert not (tmp_path / "m.pt2").exists()
     finally:
         path.write_text(good)

@@ -67,7 +67,8 @@ def plant_module(tmp_path, run, section, key, name="evil"):
 # (the run, the config's key naming a module, the command)
 OPENERS = [("search", "space", "module", argv) for argv in (
     ["derive", "RUN", "--samples", "2"], ["rank", "RUN", "--samples", "2"], ["report", "RUN", "--out", "OUT"], RESUME,
-    ["table", "RUN", "--table", "OUT"])]
+    ["table", "RUN", "--table", "OUT"], ["controller-ab", "RUN", "--variant", "a=", "--epochs", "1"],
+    ["reward-noise", "RUN", "--data-dir", "OUT"])]
 OPENERS += [("retrain", "retrain", "space_module", argv) for argv in (
     ["evaluate", "RUN"], ["retrain", "--resume", "RUN"], ["report", "RUN", "--out", "OUT"])]
 
@@ -76,7 +77,8 @@ OPENERS += [("retrain", "retrain", "space_module", argv) for argv in (
 def test_opening_a_run_imports_no_code_its_config_names(received, tmp_path, capsys, kind, section, key, argv):
     run = received[0] if kind == "search" else received[2]
     code, marker = plant_module(tmp_path, run, section, key)
-    assert main(argv_for(argv, run, tmp_path) + ([] if argv[0] == "report" else CPU)) == 2
+    cpu = [] if argv[0] in ("report", "controller-ab", "reward-noise") else CPU
+    assert main(argv_for(argv, run, tmp_path) + cpu) == 2
     one_error(capsys, str(code), "--space-module")
     assert not marker.exists()
 
@@ -257,3 +259,35 @@ def test_a_new_run_in_a_folder_another_process_just_made_is_refused(tmp_path, ca
     finally:
         os.close(fd)
     assert [p.name for p in folder.iterdir()] == ["enas.lock"]
+
+
+# ---- what a user can name reaches the terminal escaped, on one line -----------------------
+
+FORGED = "r\x1b]0;pwned\x07\x1b[2J\nerror: forged"
+
+
+@pytest.mark.parametrize("argv", [["derive", "RUN", "--samples", "2"], ["rank", "RUN", "--samples", "2"],
+                                  ["report", "RUN"]], ids=lambda a: a[0])
+def test_a_run_folder_named_with_escapes_and_newlines_is_printed_escaped(received, tmp_path, capsys, argv):
+    run = received[0].rename(tmp_path / FORGED)
+    with open(run / "metrics.jsonl", "a") as f:  # a line the report skips and names in a note
+        f.write("not json\n")
+    assert main([str(run) if a == "RUN" else a for a in argv] + ([] if argv[0] == "report" else CPU)) == 0
+    printed = capsys.readouterr()
+    for text in (printed.out, printed.err):
+        assert "\x1b" not in text and "\x07" not in text, text
+        assert not any(line.startswith("error: forged") for line in text.splitlines()), text
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\nerror: forged" in printed.out
+
+
+def test_newlines_in_provenance_cannot_forge_a_line(received, capsys):
+    arch = received[0] / "best_arch.yaml"
+    doc = yaml.safe_load(arch.read_text())
+    doc["provenance"]["run"] = "x\nerror: forged\r\x1b[2J"
+    doc["provenance"]["x\nerror: key"] = 1
+    arch.write_text(yaml.safe_dump(doc))
+    assert main(["show", str(arch)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    assert not any(line.startswith("error:") for line in out.splitlines()), out
+    assert "x\\nerror: forged\\r\\x1b[2J" in out

@@ -172,11 +172,24 @@ def load_batch(path: Path, spec: Spec = CIFAR10) -> tuple[np.ndarray, np.ndarray
         raise DataError(f"{bad} (needs 'data' [N, 3072] and '{spec.label_key}')")
     if data.dtype != np.uint8:  # pixels are bytes; a float or NaN array would be cast silently
         raise DataError(f"{path}: pixel values must be uint8 (0..255), got {data.dtype}; {again}")
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = _label_array(labels, data.shape[0])
+    if labels is None:
+        raise DataError(f"{path}: '{spec.label_key}' must be {data.shape[0]:,} integers, one per image; {again}")
     top = spec.num_classes - 1
     if labels.shape != (data.shape[0],) or labels.min(initial=0) < 0 or labels.max(initial=0) > top:
         raise DataError(f"{path}: labels do not match the images or are outside 0..{top}")
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def _label_array(labels, n: int) -> np.ndarray | None:
+    """``labels`` as int64 [n], or None: checked for shape and type before converting, since
+    a list of lists would make ``np.asarray`` allocate their product (a 3 MB pickle whose
+    60,000 labels are each a reference to one long list asks for gigabytes)."""
+    if isinstance(labels, np.ndarray):
+        ok = labels.shape == (n,) and (labels.dtype.kind in "iu" or labels.size == 0)
+    else:
+        ok = isinstance(labels, list) and len(labels) == n and all(type(x) is int for x in labels)
+    return np.asarray(labels, dtype=np.int64) if ok else None
 
 
 def class_names(spec: Spec, folder: Path) -> list[str] | None:
@@ -184,9 +197,7 @@ def class_names(spec: Spec, folder: Path) -> list[str] | None:
     list of ``num_classes`` short strings (read as strictly as the batches)."""
     path = Path(folder) / spec.names_file
     try:
-        if path.stat().st_size > 1 << 20:
-            return None
-        obj = _RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        obj = _RestrictedUnpickler(io.BytesIO(read_regular(path, 1 << 20)), encoding="latin1").load()
     except Exception:  # noqa: BLE001 - a nicety: digits stand in for missing names
         return None
     names = obj.get(spec.names_key, obj.get(spec.names_key.encode())) if isinstance(obj, dict) else None

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import safeyaml
 from ..archfile import save_arch
 from ..errors import UserError
 from ..rank import read_archs
@@ -183,7 +184,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     """Build or extend the table; user mistakes raise a UserError (one line, exit 2)."""
     try:
-        space_args = yaml.safe_load(args.space_args) or {}
+        space_args = safeyaml.load(args.space_args) or {}
         space = build_space(args.space, space_args)
         archs: list[dict] = []
         if args.archs:

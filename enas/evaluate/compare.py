@@ -34,6 +34,7 @@ Tau, rho and percentiles come from enas/evaluate/stats.py (numpy only).
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import math
@@ -45,8 +46,10 @@ import numpy as np
 import torch
 import yaml
 
+from .. import safeyaml
 from ..archfile import load_arch
-from ..errors import DataError
+from ..errors import DataError, brief, one_line
+from ..files import read_regular
 from ..rank import arch_text, parse_arch_line
 from ..runs import reopen_search
 from ..space import build_space
@@ -69,15 +72,15 @@ class Canon:
         if space_name:
             try:
                 self.space = build_space(space_name)
-            except Exception:  # noqa: BLE001 - a space that needs args: compare JSON only
+            except Exception:  # noqa: BLE001 - a space that needs args (or none of that name): compare JSON only
                 self.space = None
 
     def __call__(self, text: str) -> str:
         t = text.strip()
         if t.startswith("{"):
-            try:
-                return json.dumps(yaml.safe_load(t), sort_keys=True, separators=(",", ":"))
-            except yaml.YAMLError:
+            try:  # a cell of anyone's CSV: no aliases, no deep nesting (enas/safeyaml.py)
+                return json.dumps(safeyaml.load(t), sort_keys=True, separators=(",", ":"))
+            except (yaml.YAMLError, TypeError, ValueError):
                 return t
         parse = getattr(self.space, "parse_text", None)
         if parse is not None:
@@ -88,55 +91,99 @@ class Canon:
         return t
 
 
-def _read_csv(path: Path, need: tuple[str, ...]) -> list[dict]:
+# A ground truth or a ranking holds a row per trained or scored architecture (NB201's
+# whole table is 1.5 MB): a larger file is refused unread, as `enas table` refuses one.
+MAX_CSV_BYTES = 256 * 2**20
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The text of a regular file of at most MAX_CSV_BYTES (a device, a FIFO or a huge
+    file is refused instead of read forever or waited on)."""
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        text = read_regular(path, MAX_CSV_BYTES).decode()
     except FileNotFoundError:
         raise CompareError(f"{path} does not exist") from None
+    except UnicodeDecodeError:
+        raise CompareError(f"{path} is not a text file; give the {what}") from None
+    except OSError as e:
+        raise CompareError(f"{path}: {e.strerror or e}; give the {what}") from None
+    if "\0" in text:  # no text file holds one; csv would take it as part of a field
+        raise CompareError(f"{path}, line {text.count(chr(10), 0, text.index(chr(0))) + 1}: a NUL byte; "
+                           f"give the {what} (a text file)")
+    return text
+
+
+def _read_csv(path: Path, need: tuple[str, ...], what: str) -> list[tuple[int, dict]]:
+    """(line, row) of every row of ``path``, whose header must name ``need``; a field over
+    csv's limit, a NUL byte or a row with more fields than the header end in one line."""
+    reader = csv.DictReader(io.StringIO(_read_text(path, what)))
+    try:
+        columns = reader.fieldnames or []
+        missing = [c for c in need if c not in columns]
+        if missing:
+            raise CompareError(f"{path} has no column {brief(missing[0])} (columns: {brief(', '.join(columns))}); "
+                               f"give the {what}")
+        rows = []
+        for row in reader:
+            if None in row:
+                raise CompareError(f"{path}, line {reader.line_num}: more fields than the header's "
+                                   f"{len(columns)}")
+            rows.append((reader.line_num, row))
+    except csv.Error as e:
+        raise CompareError(f"{path}, line {reader.line_num}: {e}") from None
     if not rows:
         raise CompareError(f"{path} has no rows")
-    missing = [c for c in need if c not in rows[0]]
-    if missing:
-        raise CompareError(f"{path} has no column {missing[0]!r} (columns: {', '.join(rows[0])})")
     return rows
+
+
+def _number(path: Path, line: int, column: str, value, kind=float):
+    try:
+        x = kind(value)
+    except (TypeError, ValueError):
+        raise CompareError(f"{path}, line {line}: {column} {brief(value, 40)} is not a number") from None
+    if kind is float and not math.isfinite(x):
+        raise CompareError(f"{path}, line {line}: {column} is {x}")
+    return x
 
 
 def load_ground_truth(path: Path) -> tuple[dict[str, float], dict[int, dict[str, float]], Canon, int]:
     """(mean accuracy by arch, {seed: {arch: accuracy}}, canonicaliser, rows)."""
-    rows = _read_csv(path, ("arch", "test_accuracy"))
-    spaces = {r.get("space") for r in rows if r.get("space")}
+    rows = _read_csv(path, ("arch", "test_accuracy"), "CSV of `enas ground-truth`")
+    spaces = {r.get("space") for _, r in rows if r.get("space")}
     canon = Canon(next(iter(spaces)) if len(spaces) == 1 else None)
     by_arch: dict[str, list[float]] = {}
     by_seed: dict[int, dict[str, float]] = {}
-    n = 0
-    for r in rows:
-        try:
-            acc = float(r["test_accuracy"])
-        except (TypeError, ValueError):
-            continue  # a half-written row
-        a = canon(r["arch"])
+    seen: dict[tuple[str, int], int] = {}
+    for line, r in rows:
+        acc = _number(path, line, "test_accuracy", r["test_accuracy"])
+        a = canon(r["arch"] or "")
+        seed = _number(path, line, "seed", r["seed"], int) if r.get("seed") not in (None, "") else 0
+        if (a, seed) in seen:  # one training per (arch, seed): a second row is a copy or another recipe's
+            raise CompareError(f"{path}, line {line}: architecture {brief(a, 80)} with seed {seed} again "
+                               f"(first on line {seen[a, seed]}); keep one row per architecture and seed")
+        seen[a, seed] = line
         by_arch.setdefault(a, []).append(acc)
-        seed = int(r["seed"]) if r.get("seed") not in (None, "") else 0
         by_seed.setdefault(seed, {})[a] = acc
-        n += 1
-    return {a: statistics.mean(v) for a, v in by_arch.items()}, by_seed, canon, n
+    return {a: statistics.mean(v) for a, v in by_arch.items()}, by_seed, canon, len(rows)
 
 
 def load_rank(path: Path, canon: Canon) -> dict[str, float]:
-    rows = _read_csv(path, ("arch", "score"))
     scores: dict[str, list[float]] = {}
-    for r in rows:
-        s = float(r["score"])
-        if math.isfinite(s):
-            scores.setdefault(canon(r["arch"]), []).append(s)
+    for line, r in _read_csv(path, ("arch", "score"), "CSV of `enas rank`"):
+        try:
+            s = float(r["score"])
+        except (TypeError, ValueError):
+            raise CompareError(f"{path}, line {line}: score {brief(r['score'], 40)} is not a number") from None
+        if math.isfinite(s):  # enas rank writes nan for an architecture it could not score
+            scores.setdefault(canon(r["arch"] or ""), []).append(s)
     return {a: statistics.mean(v) for a, v in scores.items()}
 
 
 def uniform_cells(path: Path, canon: Canon, gt: dict[str, float]) -> list[str]:
     """The canonical texts of the cells listed in ``path`` (one a line, e.g. the ground
     truth's uniformly drawn cells) that ``gt`` holds, each once, in file order."""
-    texts = (canon(line.strip()) for line in Path(path).read_text().splitlines() if line.strip())
+    lines = _read_text(Path(path), "list of architectures, one a line").splitlines()
+    texts = (canon(line.strip()) for line in lines if line.strip())
     return [t for t in dict.fromkeys(texts) if t in gt]
 
 
@@ -207,7 +254,7 @@ def compare(gt_path, rank_path=None, runs=(), topk=(5, 10)) -> dict:
         a, prov = run_arch(Path(run), canon)
         out[f"run{i}_dir"] = str(run)
         out[f"run{i}_arch"] = a
-        if prov.get("score") is not None:
+        if isinstance(prov.get("score"), (int, float)):
             out[f"run{i}_search_score"] = float(prov["score"])
         if a in truth:
             others = [v for b, v in truth.items() if b != a]
@@ -232,8 +279,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     """Print the comparison; user mistakes raise a UserError (one line, exit 2)."""
     out = compare(args.ground_truth, args.rank, args.runs, args.topk)
-    for k, v in out.items():
-        print(f"{k}={fmt(v)}")
+    for k, v in out.items():  # file and folder names, arch texts: anyone's text, on one line each
+        print(f"{k}={one_line(fmt(v))}")
     if out.get("common_archs") is not None and out["common_archs"] < 2:
         print("warning: fewer than 2 architectures in both files; rank the ground truth's cells with "
               "`enas rank RUN --archs LIST` (`enas ground-truth --write-archs LIST` writes it)", file=sys.stderr)

@@ -32,6 +32,7 @@ from ..data import record
 from ..errors import ConfigError
 from ..rank import parse_arch_line
 from ..runlog import RunLog
+from ..runs import trusted
 from ..search import Search
 from .against_table import policy_expectation
 from .beat_chance import GT_CSV, GT_LIST
@@ -45,9 +46,16 @@ def variant(text: str) -> tuple[str, list[str]]:
     return name, [s for s in sets.split(",") if s]
 
 
-def train_controller(run: Path, state: dict, data_dir, sets: list[str], seed: int, epochs: int) -> Search:
-    cfg = load_search(run / "config.yaml", ["controller.kind=enas", "search.controller_warmup_epochs=0",
-                                            f"search.seed={seed}", *sets])
+def run_config(run: Path, sets: list[str], space_module: str | None):
+    """The run's config with ``sets``; its space's code is what the command line names
+    (``--space-module``), never what the run's config.yaml names (enas/runs.py trusted)."""
+    return trusted(load_search(run / "config.yaml", sets, in_run=True), space_module, run / "config.yaml")
+
+
+def train_controller(run: Path, state: dict, data_dir, sets: list[str], seed: int, epochs: int,
+                     space_module: str | None = None) -> Search:
+    cfg = run_config(run, ["controller.kind=enas", "search.controller_warmup_epochs=0", f"search.seed={seed}", *sets],
+                     space_module)
     s = Search(cfg, None, data_dir, torch.device("cpu"), log=False)
     s.supernet.load_state_dict(state["supernet"])
     s.log = RunLog(run, enabled=False)
@@ -68,6 +76,9 @@ def add_arguments(p) -> None:
     p.add_argument("--ground-truth", type=Path, default=GT_CSV, help=f"ground-truth CSV (default {GT_CSV})")
     p.add_argument("--uniform", type=Path, default=GT_LIST,
                    help=f"the ground truth's uniformly drawn cells (default {GT_LIST})")
+    p.add_argument("--space-module", metavar="FILE", default=None,
+                   help="the Python file (or module) of the run's space, if it is your own: a run folder's files "
+                        "never make enas import code")
 
 
 def run(args) -> int:
@@ -77,16 +88,19 @@ def run(args) -> int:
         if not path.is_file():
             raise ConfigError(f"{path}: no such file (run from the project's folder or name the file)")
     torch.set_num_threads(1)
+    cfg = run_config(args.run, [], args.space_module)  # before anything else is read: it names no code to run
     state = ckpt.load(args.run)
-    cfg = load_search(args.run / "config.yaml")
     data_dir = record.resolve(args.run, cfg.data.dataset, None)
     gt, _, canon, _ = load_ground_truth(args.ground_truth)
     uniform = uniform_cells(args.uniform, canon, gt)
+    if not uniform:
+        raise ConfigError(f"none of the cells listed in {args.uniform} is in the ground truth {args.ground_truth}; "
+                          f"give the ground truth of this run's space and its list of uniformly drawn cells")
     means: dict[str, list[tuple[float, float]]] = {}
     for name, sets in variants:
         for seed in args.seeds:
             t0 = time.monotonic()
-            s = train_controller(args.run, state, data_dir, sets, seed, args.epochs)
+            s = train_controller(args.run, state, data_dir, sets, seed, args.epochs, args.space_module)
             archs = [parse_arch_line(s.space, t) for t in uniform]
             pol = policy_expectation(s.policy, archs, [gt[t] for t in uniform])
             with torch.no_grad():

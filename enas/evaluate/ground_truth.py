@@ -27,7 +27,8 @@ import torch
 
 from ..config import load_retrain, to_dict
 from ..controller import RandomPolicy
-from ..errors import UserError
+from ..errors import UserError, brief
+from ..files import read_regular
 from ..rank import arch_text
 from ..space import validate
 
@@ -104,33 +105,52 @@ def recipe_hash(config: Path, overrides: list[str], space) -> tuple[str, dict]:
 
 # ---- the CSV ------------------------------------------------------------------------------
 
+MAX_CSV_BYTES = 256 * 2**20  # as enas compare reads it (compare.py)
+
+
+def read_text(path: Path) -> str:
+    """The table's text: a regular file of at most MAX_CSV_BYTES (a FIFO or a device
+    named as --out is refused, not waited on or read forever); "" if there is none."""
+    if not os.path.lexists(path):
+        return ""
+    try:
+        return read_regular(path, MAX_CSV_BYTES).decode()
+    except UnicodeDecodeError:
+        raise GroundTruthError(f"{path} is not a text file; use another --out") from None
+    except OSError as e:
+        raise GroundTruthError(f"{path}: {e.strerror or e}; use another --out") from None
+
+
 def read_rows(path: Path) -> list[dict]:
     """Complete rows of ``path`` (a half-written last line from a crash is dropped)."""
-    if not path.exists():
+    text = read_text(path)
+    if not text:
         return []
-    text = path.read_text()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # a row cut off mid-write
     rows = []
-    for r in csv.DictReader(text.splitlines()):
-        try:
-            float(r["test_accuracy"])
-            int(r["seed"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        rows.append(r)
+    try:
+        for r in csv.DictReader(text.splitlines()):
+            try:
+                float(r["test_accuracy"])
+                int(r["seed"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            rows.append(r)
+    except csv.Error as e:  # a NUL byte, a field over csv's limit
+        raise GroundTruthError(f"{path}: {e}; use another --out") from None
     return rows
 
 
 def check_header(path: Path) -> None:
     """An existing, non-empty ``path`` must be a ground-truth CSV (COLUMNS)."""
-    if not path.exists() or path.stat().st_size == 0:
+    text = read_text(path)
+    if not text:
         return
-    with open(path) as f:
-        header = f.readline().rstrip("\n").split(",")
+    header = text.split("\n", 1)[0].split(",")
     if header != COLUMNS:
-        raise GroundTruthError(f"{path} is not a ground-truth CSV of `enas ground-truth` (header {header}); "
-                               f"use another --out")
+        raise GroundTruthError(f"{path} is not a ground-truth CSV of `enas ground-truth` (header "
+                               f"{brief(header)}); use another --out")
 
 
 def prepare_csv(path: Path) -> None:

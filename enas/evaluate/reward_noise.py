@@ -50,6 +50,9 @@ def add_arguments(p) -> None:
     p.add_argument("--archs", type=int, default=20, help="architectures drawn uniformly (default 20)")
     p.add_argument("--batches", type=int, default=20, help="reward minibatches per architecture (default 20)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--space-module", metavar="FILE", default=None,
+                   help="the Python file (or module) of the run's space, if it is your own: a run folder's files "
+                        "never make enas import code")
 
 
 def run(args) -> int:
@@ -57,7 +60,7 @@ def run(args) -> int:
     if args.archs < 2 or args.batches < 2:
         raise ConfigError(f"--archs {args.archs} --batches {args.batches}: give 2 or more of each (a spread needs two)")
     t0 = time.monotonic()
-    search = reopen_search(args.run_dir, args.data_dir, torch.device("cpu"))
+    search = reopen_search(args.run_dir, args.data_dir, torch.device("cpu"), space_module=args.space_module)
     task, model = search.task, search.supernet
     if not hasattr(task, "eval_bn"):
         raise ConfigError(f"{args.run_dir}: a search of space {search.space.name}, whose reward has no BN modes; "

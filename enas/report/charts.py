@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from matplotlib.transforms import blended_transform_factory
 
+from ..errors import one_line
 from ..plots import annotate_cells
 from .runfolder import Series
 
@@ -34,6 +35,13 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def text(name) -> str:
+    """A name from metrics.jsonl as matplotlib draws it literally: on one line, control
+    characters and lone surrogates escaped (Agg cannot draw them), and ``$`` escaped
+    (matplotlib reads text between two as a formula: ``$\\frac{$`` would not parse)."""
+    return one_line(name).replace("$", r"\$")
+
+
 def img(png: bytes, alt: str) -> str:
     return (f'<img alt="{html.escape(alt)}" src="data:image/png;base64,'
             f'{base64.b64encode(png).decode("ascii")}">')
@@ -45,7 +53,7 @@ def _plot_series(ax, s: Series, label: str | None = None, err: Series | None = N
     finite = np.isfinite(y)
     style = dict(marker="o", ms=3) if len(x) <= 40 else {}
     style.update(kw)
-    line, = ax.plot(x, np.where(finite, y, np.nan), label=label or s.name, lw=1.3, **style)
+    line, = ax.plot(x, np.where(finite, y, np.nan), label=text(label or s.name), lw=1.3, **style)
     if err is not None and len(err.values) == len(s.values):
         e = np.asarray(err.values, dtype=float)
         ok = finite & np.isfinite(e)
@@ -53,7 +61,7 @@ def _plot_series(ax, s: Series, label: str | None = None, err: Series | None = N
     if (~finite).any():  # mark where the value was NaN/inf: a red x on the top edge
         t = blended_transform_factory(ax.transData, ax.transAxes)
         ax.plot(x[~finite], np.full((~finite).sum(), 0.97), "x", color="#c62828", ms=6, transform=t, clip_on=False,
-                label=f"{label or s.name}: non-finite")
+                label=f"{text(label or s.name)}: non-finite")
     return line
 
 
@@ -94,7 +102,7 @@ def chart(panels: list[dict], width: float = 11.0, height: float = 3.0) -> bytes
     for ax, p in zip(axes, panels):
         for s, label, err in p["curves"]:
             _plot_series(ax, s, label, err)
-        ax.set_title(p["title"], fontsize=10)
+        ax.set_title(text(p["title"]), fontsize=10)
         ax.set_xlabel(p.get("xlabel", ""), fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
@@ -135,7 +143,7 @@ def small_multiples(series: list[Series]) -> bytes:
     for i, s in enumerate(series):
         ax = axes[i // cols][i % cols]
         _plot_series(ax, s, s.name)
-        ax.set_title(s.name, fontsize=8)
+        ax.set_title(text(s.name), fontsize=8)
         ax.set_xlabel("epoch" if s.by_epoch else "step", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -165,9 +173,9 @@ def heatmaps(panels: list[tuple[str, list[str], np.ndarray]], epochs: list) -> b
         ax = axes[i // cols][i % cols]
         im = ax.imshow(np.ma.masked_invalid(grid), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto",
                        interpolation="nearest")
-        ax.set_title(name, fontsize=8)
-        ax.set_yticks(range(len(choices)), labels=choices, fontsize=6)
-        ax.set_xticks(ticks, labels=[str(epochs[t]) for t in ticks], fontsize=6)
+        ax.set_title(text(name), fontsize=8)
+        ax.set_yticks(range(len(choices)), labels=[text(c) for c in choices], fontsize=6)
+        ax.set_xticks(ticks, labels=[text(epochs[t]) for t in ticks], fontsize=6)
         if i // cols == rows - 1 or i + cols >= n:  # the lowest panel of each column
             ax.set_xlabel("epoch", fontsize=7)
         if annotate and grid.shape[0] <= 12:

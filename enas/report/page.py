@@ -15,6 +15,7 @@ import numpy as np
 from ..archfile import load_arch
 from ..checkpoint import read
 from ..config import to_dict
+from ..errors import one_line, printable
 from ..files import produced, read_regular
 from .charts import chart, heatmaps, img, small_multiples, xlabel
 from .runfolder import NONFINITE, Run, Series, arch_files, epochs_done
@@ -71,7 +72,7 @@ def _identity(run: Run) -> str:
               f'{html.escape(str(run.dir))}</code>)')
     headline = _headline(run)
     rows = ([("best architecture" if run.kind == "search" else "result", headline)] if headline else [])
-    rows += [("folder", f"<code>{html.escape(str(run.dir.resolve()))}</code>"),
+    rows += [("folder", f"<code>{html.escape(one_line(run.dir.resolve()))}</code>"),
             ("kind", run.kind), ("space", space_txt), ("dataset", dataset),
             ("epochs done", f"{done if done is not None else '?'} of {planned if planned is not None else '?'}"),
             ("status", status)]
@@ -183,6 +184,22 @@ def _retrain_curves(run: Run, drawn: set) -> str:
     return "\n".join(out)
 
 
+# A metrics.jsonl of a few hundred KB can name thousands of figures; drawn, they would take
+# minutes and gigabytes. An enas run logs a few dozen, in a handful of groups: the page
+# draws at most MAX_PANELS per group and MAX_GROUPS groups, and says what it left out.
+MAX_PANELS = 32
+MAX_GROUPS = 16
+
+
+def _capped(groups: dict, out: list, what: str) -> dict:
+    """The first MAX_GROUPS of ``groups``; a note in ``out`` names how many are left out."""
+    if len(groups) <= MAX_GROUPS:
+        return groups
+    out.append(_note(f"{len(groups) - MAX_GROUPS:,} more {what} are not drawn (the page draws at most "
+                     f"{MAX_GROUPS} groups)."))
+    return dict(list(groups.items())[:MAX_GROUPS])
+
+
 def _policy(run: Run) -> str:
     """Heat maps of the policy's choice probabilities over epochs, one figure per decision group."""
     rows = [r for r in run.metrics.rows if any(k.startswith("policy/") and k != "policy/entropy" for k in r)]
@@ -215,9 +232,12 @@ def _policy(run: Run) -> str:
         else:
             g.append((name, [choice], [k]))
     out = []
-    for g, decisions in groups.items():
+    for g, decisions in _capped(groups, out, "decision groups").items():
         panels = []
-        for name, labels, ks in decisions:
+        if len(decisions) > MAX_PANELS:
+            out.append(_note(f"group <code>{html.escape(one_line(g))}</code>: {len(decisions) - MAX_PANELS:,} more "
+                             f"decisions are not drawn (the page draws at most {MAX_PANELS} per group)."))
+        for name, labels, ks in decisions[:MAX_PANELS]:
             grid = np.array([[_as_float(r.get(k)) for r in rows] for k in ks], dtype=float)
             if len(labels) == 1 and np.all(grid == 1.0):  # no space to ask: a choice taken every time
                 continue
@@ -521,10 +541,13 @@ def _all_figures(run: Run, drawn: set) -> str:
     out = []
     if drawn & {s.name for s in rest}:
         out.append(_note("The figures drawn in the sections above are not drawn again here."))
-    for g, ss in groups.items():
-        out.append(f"<h3><code>{html.escape(g)}</code> <span class=\"dim\">({len(ss)} figure"
+    for g, ss in _capped(groups, out, "figures").items():
+        out.append(f"<h3><code>{html.escape(one_line(g))}</code> <span class=\"dim\">({len(ss)} figure"
                    f"{'s' * (len(ss) > 1)})</span></h3>")
-        out.append(img(small_multiples(ss), f"figures {g}"))
+        out.append(img(small_multiples(ss[:MAX_PANELS]), f"figures {one_line(g)}"))
+        if len(ss) > MAX_PANELS:
+            out.append(_note(f"{len(ss) - MAX_PANELS:,} more figures of this group are not drawn (the page draws "
+                             f"at most {MAX_PANELS} per group)."))
     if singles:
         out.append("<h3>constant figures</h3>")
         out.append(_table([(s.name, _fmt(s.values[0]) + (f' <span class="dim">(logged {len(s.values)} times)</span>'
@@ -603,7 +626,9 @@ def render(run: Run) -> str:
                    for sid, title, content in sections)
     title = f"enas {run.kind} report: {run.dir.resolve().name}"
     now = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{GENERATOR}'
+    # control characters and lone surrogates from the run's files (names, texts, the config)
+    # are shown escaped: they would reach the reader's browser, or fail to encode
+    return printable(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{GENERATOR}'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"
             f"<body><main><h1>{html.escape(title)}</h1><nav>{nav}</nav>\n{body}"

@@ -16,7 +16,7 @@ import yaml
 
 from .. import safeyaml
 from ..archfile import load_arch
-from ..errors import RunDirError
+from ..errors import RunDirError, one_line
 from ..files import loads_json, open_regular, read_json
 from ..space import build_space, import_space_module, run_module
 
@@ -191,7 +191,8 @@ def _read_json(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        print(f"note: {path} is unreadable ({getattr(e, 'strerror', None) or str(e)[:200]}); the report leaves it "
+        why = one_line(getattr(e, "strerror", None) or str(e)[:200])
+        print(f"note: {one_line(path)} is unreadable ({why}); the report leaves it "
               f"out", file=sys.stderr)
         return None
     return doc if isinstance(doc, dict) else None
@@ -214,8 +215,8 @@ def load_run(run_dir: Path, space_module: str | None = None) -> Run:
     run = Run(run_dir, kind, config, config_text, read_metrics(run_dir / "metrics.jsonl"),
               result=_read_json(run_dir / "result.json"), data=_read_json(run_dir / "data.json"))
     if run.metrics.bad_lines:
-        print(f"note: {run_dir / 'metrics.jsonl'}: {run.metrics.bad_lines:,} unreadable line(s) skipped "
-              f"(first: {run.metrics.first_bad})", file=sys.stderr)
+        print(f"note: {one_line(run_dir / 'metrics.jsonl')}: {run.metrics.bad_lines:,} unreadable line(s) skipped "
+              f"(first: {one_line(run.metrics.first_bad)})", file=sys.stderr)
     sp = config.get("space") if isinstance(config.get("space"), dict) else None
     section = sp if sp else config.get("retrain") if isinstance(config.get("retrain"), dict) else {}
     key = "space.module" if sp else "retrain.space_module"
