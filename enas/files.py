@@ -18,6 +18,7 @@ file larger than its kind may be before reading a byte of it.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -54,38 +55,41 @@ def write_atomic(path: str | Path, content: Content, keep_previous: str | Path |
                  replace: bool = True) -> Path:
     """Write ``content`` (bytes, text, or a function writing to a binary file) to ``path``.
 
-    ``keep_previous``: before the replace, the old file is hard-linked (or copied) to
-    that name, so ``path`` exists at every instant and the previous version survives
-    (checkpoint.prev.pt). ``replace=False``: never replace an existing file, even one
-    that appears while this one is written (``FileExistsError``)."""
+    ``keep_previous``: a name in the same folder; before the replace, the old file is
+    hard-linked (or copied) to it, so ``path`` exists at every instant and the previous
+    version survives (checkpoint.prev.pt). ``replace=False``: never replace an existing
+    file, even one that appears while this one is written (``FileExistsError``). Every
+    step is taken relative to one descriptor of the target's folder (``folder``), so a
+    folder swapped for a link meanwhile cannot redirect it."""
     path = Path(path)
-    if not replace and os.path.lexists(path):
-        raise FileExistsError(f"{path} already exists")
     tmp = None
     try:
-        fd, tmp = exclusive(path)
-        with os.fdopen(fd, "wb") as f:
-            if callable(content):
-                content(f)
-            else:
-                f.write(content.encode() if isinstance(content, str) else content)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous is not None and os.path.lexists(path):
-            prev = Path(keep_previous)
-            link = _fresh(prev)
+        with folder(path) as (dfd, name):
+            if not replace and _lexists_at(dfd, name):
+                raise FileExistsError(f"{path} already exists")
             try:
-                os.link(path, link, follow_symlinks=False)
-            except OSError:  # no hard links on this file system
-                shutil.copyfile(path, link, follow_symlinks=False)
-            os.replace(link, prev)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path)
-        _fsync_dir(path.parent)
-    except FileExistsError:
-        _remove(tmp)
+                fd, tmp = _exclusive_at(dfd, path)
+                with os.fdopen(fd, "wb") as f:
+                    if callable(content):
+                        content(f)
+                    else:
+                        f.write(content.encode() if isinstance(content, str) else content)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if keep_previous is not None and _lexists_at(dfd, name):
+                    _keep(dfd, name, Path(keep_previous).name)
+                if replace:
+                    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                else:
+                    _link_new(dfd, tmp, name)
+                tmp = None
+                with contextlib.suppress(OSError):  # make the rename itself durable, where the file system allows
+                    os.fsync(dfd)
+            finally:
+                if tmp is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=dfd)
+    except (FileExistsError, UserError):
         raise
     except (OSError, RuntimeError) as e:
         # torch.save reports a failed write as a RuntimeError of its zip writer ("file write
@@ -93,35 +97,58 @@ def write_atomic(path: str | Path, content: Content, keep_previous: str | Path |
         # any other RuntimeError is a bug and keeps its traceback
         if isinstance(e, RuntimeError) and not _zip_write_failure(e):
             raise
-        _remove(tmp)
         had = " (the previous version is intact)" if path.exists() else ""
         raise WriteError(f"could not write {path}: {_reason(e, path.parent)}{had}. Free space or fix the folder's "
                          "permissions, then run the command again (a stopped run continues with --resume)") from None
     return path
 
 
-def _fresh(path: Path) -> Path:
-    """A name beside ``path`` that nothing can have planted in advance."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+def _fresh() -> str:
+    """A short temporary name nothing can have planted in advance (short: a target's name
+    may already take most of the 255 bytes a name may have)."""
+    return f".enas-{secrets.token_hex(8)}.tmp"
 
 
-def exclusive(path: Path) -> tuple[int, Path]:
-    """A new, empty file beside ``path``, opened for writing; never an existing file or link."""
+def _exclusive_at(dfd: int, path: Path) -> tuple[int, str]:
     for _ in range(100):
-        tmp = _fresh(path)
+        tmp = _fresh()
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, 0o666), tmp
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, 0o666,
+                           dir_fd=dfd), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def _remove(tmp: Path | None) -> None:
-    if tmp is not None:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+def exclusive(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside ``path``, opened for writing; never an existing file or link."""
+    with folder(path) as (dfd, _):
+        fd, tmp = _exclusive_at(dfd, path)
+    return fd, path.with_name(tmp)
+
+
+def _keep(dfd: int, name: str, prev: str) -> None:
+    """``name``'s current file under the name ``prev`` as well (a hard link, else a copy)."""
+    link = _fresh()
+    try:
+        os.link(name, link, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+    except OSError:  # no hard links on this file system
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=dfd)
+        with os.fdopen(src, "rb") as s, os.fdopen(_exclusive_named(dfd, link), "wb") as d:
+            shutil.copyfileobj(s, d)
+    os.replace(link, prev, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def _exclusive_named(dfd: int, name: str) -> int:
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, 0o666, dir_fd=dfd)
+
+
+def _lexists_at(dfd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _zip_write_failure(e: RuntimeError) -> bool:
@@ -129,30 +156,120 @@ def _zip_write_failure(e: RuntimeError) -> bool:
     return "write" in msg or "inline_container" in msg
 
 
-def _link_new(tmp: Path, path: Path) -> None:
-    """Give ``tmp`` the name ``path`` only if nothing has that name (atomic with hard links)."""
+def _link_new(dfd: int, tmp: str, name: str) -> None:
+    """Give ``tmp`` the name ``name`` only if nothing has that name (atomic with hard links)."""
     try:
-        os.link(tmp, path, follow_symlinks=False)
+        os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError:  # no hard links on this file system: an exclusive create instead
-        with open(path, "xb") as f, open(tmp, "rb") as src:
-            shutil.copyfileobj(src, f)
-    tmp.unlink()
+        src = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=dfd)
+        with os.fdopen(src, "rb") as s, os.fdopen(_exclusive_named(dfd, name), "wb") as d:
+            shutil.copyfileobj(s, d)
+    os.unlink(tmp, dir_fd=dfd)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make the rename itself durable (where the file system allows)."""
+# ---- the run folder: one descriptor held for the command -----------------------------
+
+_roots: dict[str, int] = {}  # absolute path of a run folder -> its descriptor
+
+
+def hold_root(run_dir: str | Path) -> int:
+    """The run folder opened once for this command. Its own path is the user's (links in
+    it are theirs to choose); every file and folder below it is then opened relative to
+    this descriptor, one component at a time and never through a link (``folder``), so
+    swapping ``archs/`` for a link between a check and a write cannot redirect it."""
+    key = os.path.abspath(run_dir)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
+        st = os.stat(key)
+        if key in _roots and _same(os.fstat(_roots[key]), st):
+            return _roots[key]
+        fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+    except OSError as e:
+        raise RunDirError(f"cannot open run folder {run_dir}: {e.strerror or e}") from None
+    if key in _roots:  # a folder of that name held before, since removed (the Python API)
+        os.close(_roots[key])
+    _roots[key] = fd
+    return fd
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def release_roots() -> None:
+    """At the end of a command: every run folder it held."""
+    while _roots:
+        with contextlib.suppress(OSError):
+            os.close(_roots.popitem()[1])
+
+
+def _root_of(path: Path) -> tuple[str, int, list[str]] | None:
+    """(root, its descriptor, the components below it) of the held run folder ``path`` lies in."""
+    a = os.path.abspath(path)
+    best = None
+    for r, fd in _roots.items():
+        if a.startswith(r.rstrip(os.sep) + os.sep) and (best is None or len(r) > len(best[0])):
+            best = (r, fd)
+    if best is None:
+        return None
+    return best[0], best[1], a[len(best[0].rstrip(os.sep)) + 1:].split(os.sep)
+
+
+@contextlib.contextmanager
+def folder(path: str | Path):
+    """(a descriptor of ``path``'s folder, ``path``'s name). Inside a held run folder the
+    folder is reached from the run's descriptor one component at a time with
+    ``O_NOFOLLOW | O_DIRECTORY``: a link at any component is refused. Elsewhere (an
+    ``--out`` the user named) the folder is opened as the user named it."""
+    path = Path(path)
+    found = _root_of(path)
+    if found is None:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        name = path.name
+    else:
+        root, rfd, parts = found
+        fd, where = os.dup(rfd), Path(root)
+        try:
+            for part in parts[:-1]:
+                where = where / part
+                nfd = _open_dir_at(fd, part, where)
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        name = parts[-1]
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        yield fd, name
     finally:
         os.close(fd)
+
+
+def _open_dir_at(dfd: int, name: str, where: Path) -> int:
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=dfd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link_at(dfd, name):
+            raise FileRefused(where, LINK) from None
+        raise
+
+
+def _is_link_at(dfd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def single(path: Path, fd: int) -> None:
+    """A file enas writes in place (a log, the lock) has no other name: a hard link, or
+    a run copied with ``cp -al``, would carry every write into the other file too."""
+    n = os.fstat(fd).st_nlink
+    if n > 1:
+        raise FileRefused(path, f"has {n - 1} other hard link{'s' if n > 2 else ''} (a copy made with cp -al or ln?); "
+                                f"enas writes it in place, which would change the other file too: copy the run with "
+                                f"cp -r and use the copy")
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -164,7 +281,7 @@ def open_regular(path: str | Path, limit: int | None = None, follow: bool = True
     path = Path(path)
     flags = os.O_RDONLY | os.O_NONBLOCK | _CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, flags) if follow else _open_nofollow(path, flags)
     except OSError as e:
         if not follow and e.errno == errno.ELOOP:
             raise FileRefused(path, LINK) from None
@@ -182,6 +299,15 @@ def open_regular(path: str | Path, limit: int | None = None, follow: bool = True
     except BaseException:
         os.close(fd)
         raise
+
+
+def _open_nofollow(path: Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` of a run's own file: inside a held run folder, relative to its
+    descriptor with no link at any component (``folder``)."""
+    if _root_of(path) is None:
+        return os.open(path, flags, mode)
+    with folder(path) as (dfd, name):
+        return os.open(name, flags, mode, dir_fd=dfd)
 
 
 def read_regular(path: str | Path, limit: int, follow: bool = True) -> bytes:
@@ -224,7 +350,7 @@ def open_append(path: str | Path, truncate: int | None = None) -> TextIO:
     only if it is a regular file; ``truncate``: first cut it to that many bytes."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, 0o666)
+        fd = _open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise FileRefused(path, LINK) from None
@@ -233,6 +359,7 @@ def open_append(path: str | Path, truncate: int | None = None) -> TextIO:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise FileRefused(path, f"is not a regular file ({_kind(st.st_mode)})")
+        single(path, fd)
         if truncate is not None and st.st_size > truncate:
             os.ftruncate(fd, truncate)
         os.set_blocking(fd, True)
@@ -245,12 +372,27 @@ def open_append(path: str | Path, truncate: int | None = None) -> TextIO:
 def make_dir(path: str | Path) -> Path:
     """A folder of a run (``archs/``), made if missing; a link or file of that name is refused."""
     path = Path(path)
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise FileRefused(path, "is not a folder but a link or a file; enas writes no file through it") from None
+    with folder(path) as (dfd, name):
+        try:
+            os.mkdir(name, dir_fd=dfd)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                raise FileRefused(path, "is not a folder but a link or a file; enas writes no file through it") from None
     return path
+
+
+def make_parents(path: str | Path) -> None:
+    """The missing folders above a file to write (an ``--out``): inside a held run folder
+    one at a time and never through a link, elsewhere as the user named them."""
+    parent = Path(path).parent
+    found = _root_of(parent)
+    if found is None:
+        os.makedirs(parent, exist_ok=True)
+        return
+    where = Path(found[0])
+    for part in found[2]:
+        where = where / part
+        make_dir(where)
 
 
 def produced(make: Callable[[Path], Any], name: str) -> bytes:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from . import files
 from . import distributed as dist
 from . import runlock
 from .archfile import load_arch, save_arch
@@ -89,6 +90,7 @@ def _is_run(run_dir: Path, kind: str) -> None:
     for name in ("config.yaml",) if kind == "search" else ("config.yaml", "arch.yaml"):
         if not os.path.lexists(run_dir / name):
             raise RunDirError(f"{run_dir} is not a {kind} run folder (no {name})")
+    files.hold_root(run_dir)  # every file of the run is opened from here on, never through a link
 
 
 def _trusted(cfg, given: str | None, where: Path):
