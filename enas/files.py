@@ -197,6 +197,12 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def release_root(run_dir: str | Path) -> None:
+    fd = _roots.pop(os.path.abspath(run_dir), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def release_roots() -> None:
     """At the end of a command: every run folder it held."""
     while _roots:
@@ -381,18 +387,29 @@ def make_dir(path: str | Path) -> Path:
     return path
 
 
-def make_parents(path: str | Path) -> None:
-    """The missing folders above a file to write (an ``--out``): inside a held run folder
-    one at a time and never through a link, elsewhere as the user named them."""
-    parent = Path(path).parent
-    found = _root_of(parent)
+def make_dirs(path: str | Path) -> None:
+    """A folder and the missing ones above it (an ``--out``'s, a work folder): inside a
+    held run folder one at a time and never through a link, elsewhere as the user named
+    them."""
+    found = _root_of(Path(path))
     if found is None:
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(path, exist_ok=True)
         return
     where = Path(found[0])
     for part in found[2]:
         where = where / part
         make_dir(where)
+
+
+def make_parents(path: str | Path) -> None:
+    """The missing folders above a file to write."""
+    make_dirs(Path(path).parent)
+
+
+def remove(path: str | Path) -> None:
+    """Delete a file (inside a held run folder, relative to its descriptor, never through a link)."""
+    with folder(path) as (dfd, name):
+        os.unlink(name, dir_fd=dfd)
 
 
 def produced(make: Callable[[Path], Any], name: str) -> bytes:
@@ -418,18 +435,32 @@ def in_run(path: Path) -> bool:
     return any(os.path.lexists(d / n) for d in folders for n in RUN_FILES)
 
 
-def check_out(out: Path, force: bool, ours: Callable[[str], bool] = lambda name: False) -> None:
-    """Before any work, the rule of every ``--out``: a new file, or with ``force`` an
-    existing one that is not a file of a run other than this command's own outputs
-    (``ours(name)``: reports, rankings). A link there is replaced, never written through
-    (``write_atomic``)."""
+def check_out(out: Path, force: bool, ours: Callable[[str], bool] = lambda name: False,
+              option: str = "--out") -> None:
+    """Before any work, the rule of every ``--out`` (and ``--json``, ``--write-archs``): a
+    new file, or with ``force`` an existing one that is not a file of a run other than
+    this command's own outputs (``ours(name)``: reports, rankings). A link there is
+    replaced, never written through (``write_atomic``)."""
     out = Path(out)
     if out.is_dir():
-        raise RunDirError(f"--out {out} is a folder; give a file name in it")
+        raise RunDirError(f"{option} {out} is a folder; give a file name in it")
     if not os.path.lexists(out):
         return
     if in_run(out) and not ours(out.name):
-        raise RunDirError(f"--out {out} is a file of the run in {out.parent}; enas never replaces it: "
-                          f"choose another --out")
+        raise RunDirError(f"{option} {out} is a file of the run in {out.parent}; enas never replaces it: "
+                          f"choose another {option}")
     if not force:
-        raise RunDirError(f"--out {out} already exists; pass --force to replace it, or choose another name")
+        raise RunDirError(f"{option} {out} already exists; pass --force to replace it, or choose another name")
+
+
+def write_out(out: str | Path, content: Content, force: bool, ours: Callable[[str], bool] = lambda name: False,
+              option: str = "--out") -> Path:
+    """A file the user named on the command line, by the rule of ``check_out`` (call that
+    before the work too), its missing folders made, written whole."""
+    out = Path(out)
+    check_out(out, force, ours, option)
+    make_parents(out)
+    try:
+        return write_atomic(out, content, replace=force)
+    except FileExistsError:  # appeared while the command worked
+        raise RunDirError(f"{option} {out} already exists; pass --force to replace it, or choose another name") from None

@@ -125,13 +125,11 @@ def start_search(config_path, overrides, data_dir, run_dir, device: torch.device
     data_dir = data_dir or "data"
     search = dist.local_main_first(lambda: Search(cfg, None, data_dir, device, log=main))  # data before any folder
 
-    def create():
-        path = new_run_dir(run_dir, config_path)
+    def fill(path):
         dump(cfg, path / "config.yaml")
         record.write(path, cfg.data.dataset, data_dir)
-        return path
 
-    search.run_dir = dist.on_main(create)
+    search.run_dir = dist.on_main(lambda: new_run_dir(run_dir, config_path, fill=fill))
     _announce(search.run_dir, main)
     return search
 
@@ -214,16 +212,14 @@ def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: 
     data_dir = data_dir or "data"
     rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, None, data_dir, device, log=main))
 
-    def create():
-        path = new_run_dir(run_dir, config_path, kind="retrain")
+    def fill(path):
         _, _, doc = load_arch(arch_path)
         prov = {"copied_from": str(Path(arch_path).resolve()), "source_provenance": doc.get("provenance") or {}}
         dump(cfg, path / "config.yaml")
         save_arch(path / "arch.yaml", space, arch, prov)
         record.write(path, cfg.data.dataset, data_dir)
-        return path
 
-    rt.run_dir = dist.on_main(create)
+    rt.run_dir = dist.on_main(lambda: new_run_dir(run_dir, config_path, kind="retrain", fill=fill))
     _announce(rt.run_dir, main)
     return rt
 
