@@ -71,13 +71,13 @@ def read_archs(space, path) -> list[Arch]:
     except (OSError, UnicodeDecodeError) as e:
         raise ArchFileError(f"{path} is not a text file of architectures "
                             f"({getattr(e, 'strerror', None) or e})") from None
+    lines = [(n, raw) for n, raw in enumerate(text.splitlines(), start=1)
+             if raw.strip() and not raw.lstrip().startswith("#")]
+    if len(lines) > MAX_SAMPLES:  # the same limit as --samples: each is scored on the whole validation split
+        raise ArchFileError(f"{path} holds {len(lines):,} architectures, more than {MAX_SAMPLES:,}, the most one "
+                            f"ranking scores (as for --samples); split it into several lists")
     archs = []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        if len(archs) == MAX_SAMPLES:  # the same limit as --samples: each is scored on the whole validation split
-            raise ArchFileError(f"{path} holds more than {MAX_SAMPLES:,} architectures, the most one ranking scores "
-                                f"(as for --samples); split it into several lists")
+    for n, raw in lines:
         try:
             archs.append(parse_arch_line(space, raw))
         except ArchError as e:
