@@ -129,7 +129,7 @@ def test_compare_json_follows_the_out_rule(received, tmp_path, capsys):
     table = ground_truth_csv(tmp_path)
     own = run / "config.yaml"
     kept = own.read_bytes()
-    assert main(["compare", str(table), "--json", str(own), "--force"]) == 2
+    assert main(["compare", str(table), "--json", str(own)]) == 2
     one_error(capsys, str(own), "is a file of the run")
     assert own.read_bytes() == kept
     mine = tmp_path / "mine.json"
@@ -152,7 +152,7 @@ def test_ground_truth_write_archs_follows_the_out_rule(received, tmp_path, capsy
             "--list-only", "--write-archs"]
     own = run / "metrics.jsonl"
     kept = own.read_bytes()
-    assert main(argv + [str(own), "--force"]) == 2
+    assert main(argv + [str(own)]) == 2
     one_error(capsys, str(own), "is a file of the run")
     assert own.read_bytes() == kept
     mine = tmp_path / "list.txt"
