@@ -11,6 +11,9 @@ complete. If writing fails (a full disk, permissions, a read-only file system) t
 temporary file is removed, the previous file is left as it was, and a ``WriteError``
 says what happened and what to do.
 
+Inside a run folder a command holds (enas/runroot.py), every open, create, rename and
+delete is relative to one descriptor of it, with no link at any component.
+
 Reading: ``open_regular`` opens without blocking (a FIFO would wait for a writer
 forever), accepts only a regular file, refuses a symbolic link where a run folder's own
 file belongs (it could lead a read, or the next write, outside the run), and refuses a
@@ -30,11 +33,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, TextIO, Union
 
 from .errors import FileRefused, RunDirError, UserError
+from .runroot import LINK, folder, root_of, single
 
 Content = Union[bytes, str, Callable[[BinaryIO], None]]
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-LINK = ("is a symbolic link; enas follows no link among a run folder's files (it could lead outside the run): "
-        "put the file itself there")
 
 
 class WriteError(UserError, OSError):
@@ -169,115 +171,6 @@ def _link_new(dfd: int, tmp: str, name: str) -> None:
     os.unlink(tmp, dir_fd=dfd)
 
 
-# ---- the run folder: one descriptor held for the command -----------------------------
-
-_roots: dict[str, int] = {}  # absolute path of a run folder -> its descriptor
-
-
-def hold_root(run_dir: str | Path) -> int:
-    """The run folder opened once for this command. Its own path is the user's (links in
-    it are theirs to choose); every file and folder below it is then opened relative to
-    this descriptor, one component at a time and never through a link (``folder``), so
-    swapping ``archs/`` for a link between a check and a write cannot redirect it."""
-    key = os.path.abspath(run_dir)
-    try:
-        st = os.stat(key)
-        if key in _roots and _same(os.fstat(_roots[key]), st):
-            return _roots[key]
-        fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
-    except OSError as e:
-        raise RunDirError(f"cannot open run folder {run_dir}: {e.strerror or e}") from None
-    if key in _roots:  # a folder of that name held before, since removed (the Python API)
-        os.close(_roots[key])
-    _roots[key] = fd
-    return fd
-
-
-def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def release_root(run_dir: str | Path) -> None:
-    fd = _roots.pop(os.path.abspath(run_dir), None)
-    if fd is not None:
-        os.close(fd)
-
-
-def release_roots() -> None:
-    """At the end of a command: every run folder it held."""
-    while _roots:
-        with contextlib.suppress(OSError):
-            os.close(_roots.popitem()[1])
-
-
-def _root_of(path: Path) -> tuple[str, int, list[str]] | None:
-    """(root, its descriptor, the components below it) of the held run folder ``path`` lies in."""
-    a = os.path.abspath(path)
-    best = None
-    for r, fd in _roots.items():
-        if a.startswith(r.rstrip(os.sep) + os.sep) and (best is None or len(r) > len(best[0])):
-            best = (r, fd)
-    if best is None:
-        return None
-    return best[0], best[1], a[len(best[0].rstrip(os.sep)) + 1:].split(os.sep)
-
-
-@contextlib.contextmanager
-def folder(path: str | Path):
-    """(a descriptor of ``path``'s folder, ``path``'s name). Inside a held run folder the
-    folder is reached from the run's descriptor one component at a time with
-    ``O_NOFOLLOW | O_DIRECTORY``: a link at any component is refused. Elsewhere (an
-    ``--out`` the user named) the folder is opened as the user named it."""
-    path = Path(path)
-    found = _root_of(path)
-    if found is None:
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
-        name = path.name
-    else:
-        root, rfd, parts = found
-        fd, where = os.dup(rfd), Path(root)
-        try:
-            for part in parts[:-1]:
-                where = where / part
-                nfd = _open_dir_at(fd, part, where)
-                os.close(fd)
-                fd = nfd
-        except BaseException:
-            os.close(fd)
-            raise
-        name = parts[-1]
-    try:
-        yield fd, name
-    finally:
-        os.close(fd)
-
-
-def _open_dir_at(dfd: int, name: str, where: Path) -> int:
-    try:
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=dfd)
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link_at(dfd, name):
-            raise FileRefused(where, LINK) from None
-        raise
-
-
-def _is_link_at(dfd: int, name: str) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
-
-
-def single(path: Path, fd: int) -> None:
-    """A file enas writes in place (a log, the lock) has no other name: a hard link, or
-    a run copied with ``cp -al``, would carry every write into the other file too."""
-    n = os.fstat(fd).st_nlink
-    if n > 1:
-        raise FileRefused(path, f"has {n - 1} other hard link{'s' if n > 2 else ''} (a copy made with cp -al or ln?); "
-                                f"enas writes it in place, which would change the other file too: copy the run with "
-                                f"cp -r and use the copy")
-
-
 # ---- reading -------------------------------------------------------------------------
 
 
@@ -310,7 +203,7 @@ def open_regular(path: str | Path, limit: int | None = None, follow: bool = True
 def _open_nofollow(path: Path, flags: int, mode: int = 0o666) -> int:
     """``os.open`` of a run's own file: inside a held run folder, relative to its
     descriptor with no link at any component (``folder``)."""
-    if _root_of(path) is None:
+    if root_of(path) is None:
         return os.open(path, flags, mode)
     with folder(path) as (dfd, name):
         return os.open(name, flags, mode, dir_fd=dfd)
@@ -383,7 +276,8 @@ def make_dir(path: str | Path) -> Path:
             os.mkdir(name, dir_fd=dfd)
         except FileExistsError:
             if not stat.S_ISDIR(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
-                raise FileRefused(path, "is not a folder but a link or a file; enas writes no file through it") from None
+                raise FileRefused(path, "is not a folder but a link or a file; enas writes no file through "
+                                        "it") from None
     return path
 
 
@@ -391,7 +285,7 @@ def make_dirs(path: str | Path) -> None:
     """A folder and the missing ones above it (an ``--out``'s, a work folder): inside a
     held run folder one at a time and never through a link, elsewhere as the user named
     them."""
-    found = _root_of(Path(path))
+    found = root_of(Path(path))
     if found is None:
         os.makedirs(path, exist_ok=True)
         return
@@ -463,4 +357,5 @@ def write_out(out: str | Path, content: Content, force: bool, ours: Callable[[st
     try:
         return write_atomic(out, content, replace=force)
     except FileExistsError:  # appeared while the command worked
-        raise RunDirError(f"{option} {out} already exists; pass --force to replace it, or choose another name") from None
+        raise RunDirError(f"{option} {out} already exists; pass --force to replace it, or choose another "
+                          f"name") from None

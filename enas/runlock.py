@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 from .errors import FileRefused, RunBusyError, RunDirError
-from .files import LINK, hold_root, release_roots, single
+from .runroot import LINK, hold_root, release_roots, single
 
 NAME = "enas.lock"
 _held: dict[tuple[int, int], tuple[int, int]] = {}  # (device, inode) of a run folder -> (its descriptor, lock file's)

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from . import runlock
 from .errors import RunDirError, UserError, printable
-from .files import WriteError, open_append, release_root, remove
+from .files import WriteError, open_append, remove
+from .runroot import release_root
 
 # TensorBoard sorts chart groups by name: the number puts what a user looks at first on
 # top (the per-epoch overview: figures that move while a run works), and the name says

@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import files
 from . import distributed as dist
 from . import runlock
 from .archfile import load_arch, save_arch
@@ -35,6 +34,7 @@ from .errors import ConfigError, RunDirError
 from .loop import Loop
 from .retrain import Retrain
 from .runlog import new_run_dir, say
+from .runroot import hold_root
 from .search import Search
 from .space import build_space, import_space_module, run_module
 
@@ -90,7 +90,7 @@ def _is_run(run_dir: Path, kind: str) -> None:
     for name in ("config.yaml",) if kind == "search" else ("config.yaml", "arch.yaml"):
         if not os.path.lexists(run_dir / name):
             raise RunDirError(f"{run_dir} is not a {kind} run folder (no {name})")
-    files.hold_root(run_dir)  # every file of the run is opened from here on, never through a link
+    hold_root(run_dir)  # every file of the run is opened from here on, never through a link
 
 
 def _trusted(cfg, given: str | None, where: Path):

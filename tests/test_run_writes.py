@@ -144,8 +144,8 @@ def test_compare_json_follows_the_out_rule(received, tmp_path, capsys):
 def test_ground_truth_write_archs_follows_the_out_rule(received, tmp_path, capsys):
     run = received[0]
     cfg = tmp_path / "r.yaml"
-    cfg.write_text(yaml.safe_dump({"model": {"channels": 4, "cells_per_stage": 1}, "data": {"dataset": "cifar10"}, "train": {"lr": 0.05},
-                                   "retrain": {"epochs": 1}}))
+    cfg.write_text(yaml.safe_dump({"model": {"channels": 4, "cells_per_stage": 1}, "data": {"dataset": "cifar10"},
+                                   "train": {"lr": 0.05}, "retrain": {"epochs": 1}}))
     archs = tmp_path / "archs.txt"
     archs.write_text(f"{RESNET_CELL}\n")
     argv = ["ground-truth", "--archs", str(archs), "--config", str(cfg), "--out", str(tmp_path / "gt.csv"),

@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import ConfigError, UserError
-from ..files import check_out, make_dirs, open_append, write_atomic, write_out
+from ..files import check_out, make_dirs, open_append, read_json, write_atomic, write_out
 from .compare import load_ground_truth, load_rank, run_arch, run_policy_expectation, uniform_cells
 from .stats import kendall_tau_b, percentile
 
@@ -100,7 +100,7 @@ def paired_random(seed: int, source: dict, canon, args, env) -> dict:
     scores = load_rank(ranks, canon)  # finite scores only
     return {"method": "random", "seed": seed, "run": source["run"], "paired_with": source["method"],
             "collapse_warnings": 0, "entropy_first_last": None, "found_text": max(scores, key=scores.get),
-            **json.loads(timing.read_text())}
+            **read_json(timing, 2**20)}
 
 
 def one(method: str, seed: int, args, env) -> dict:
@@ -109,7 +109,7 @@ def one(method: str, seed: int, args, env) -> dict:
     info = {"method": method, "seed": seed, "run": str(run)}
     timing = args.work / f"{method}-s{seed}.json"
     if timing.exists():
-        info.update(json.loads(timing.read_text()))
+        info.update(read_json(timing, 2**20))
     if not (run / "best_arch.yaml").exists() or "search_seconds" not in info:
         sets = [x for s in SIZES + METHODS[method] + [f"search.seed={seed}"] for x in ("--set", s)]
         if run.exists():  # an interrupted search continues

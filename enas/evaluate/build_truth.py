@@ -36,7 +36,6 @@ accuracy min / median / max). No GPU needed; each worker runs with
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import os
 import shutil
 import signal
@@ -51,7 +50,7 @@ import yaml
 
 from ..archfile import save_arch
 from ..errors import UserError
-from ..files import make_dirs, open_append, read_regular, write_out
+from ..files import make_dirs, open_append, read_json, read_regular, write_out
 from ..rank import read_archs
 from ..space import build_space
 from .ground_truth import (GroundTruthError, append_row, arch_key, canonical, check_header, prepare_csv,
@@ -121,7 +120,7 @@ class Runner:
             if rc != 0 or not (run_dir / "result.json").exists():
                 tail = log.read_text().strip().splitlines()[-3:]
                 raise RuntimeError(f"enas retrain exited with {rc} ({log}): " + " | ".join(tail))
-        res = json.loads((run_dir / "result.json").read_text())
+        res = read_json(run_dir / "result.json", 2**20)
         return {"arch": text, "seed": seed, "test_accuracy": repr(float(res["test_accuracy"])),
                 "params": int(res["params"]), "seconds": round(float(res["wall_time_s"]), 1),
                 "process_seconds": round(time.monotonic() - t0, 1), "test_loss": repr(float(res["test_loss"])),

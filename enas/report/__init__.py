@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import RunDirError, UserError
+from ..errors import UserError
 from ..files import check_out, open_regular, write_out
 from .page import GENERATOR, render
 from .runfolder import load_run

@@ -17,7 +17,8 @@ import yaml
 from .. import safeyaml
 from ..archfile import load_arch
 from ..errors import RunDirError
-from ..files import hold_root, loads_json, open_regular, read_json
+from ..files import loads_json, open_regular, read_json
+from ..runroot import hold_root
 from ..space import build_space, import_space_module, run_module
 
 NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "Infinity": math.inf, "-Infinity": -math.inf,
