@@ -150,8 +150,8 @@ def _complete(dataset: str, data_dir: Path, recorded_in: Path | None) -> None:
     lead to a download into, and a temporary folder in, the folder it names)."""
     if dataset == "imagefolder":  # any number of images: the fingerprint says which changed
         return
-    for p in data_files(dataset, data_dir):
-        if not p.is_file():
-            where = f" (recorded in {recorded_in})" if recorded_in else ""
-            raise DataError(f"{p}{where} is missing: a reopened run reads its data and never downloads it; pass "
-                            f"--data-dir DIR where DIR holds the run's data")
+    missing = [p.relative_to(data_dir).as_posix() for p in data_files(dataset, data_dir) if not p.is_file()]
+    if missing:
+        where = f"{data_dir}" + (f" (recorded in {recorded_in})" if recorded_in else "")
+        raise DataError(f"the data this run used is not in {where}: {', '.join(missing)} missing; a reopened run "
+                        f"never downloads its data: pass --data-dir DIR where DIR holds the run's data")
