@@ -202,7 +202,8 @@ def cmd_table(args) -> int:
 
 
 def cmd_export(args) -> int:
-    out = export_run(Path(args.run_dir), Path(args.out), args.force, args.data_dir, args.allow_data_change)
+    out = export_run(Path(args.run_dir), Path(args.out), args.force, args.data_dir, args.allow_data_change,
+                     args.space_module)
     t = out["test"]
     print(f"{out['kind'].replace('_', ' ')} written to {one_line(out['out'])} (torch.export; runs with PyTorch alone, "
           f"docs/export.md)")

@@ -98,7 +98,7 @@ class Derive:
             save_arch(out, self.space, win["arch"], {**prov, **(provenance or {})})
         elif self.log_enabled:
             save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
-            (self.run_dir / "archs").mkdir(exist_ok=True)
+            make_dir(self.run_dir / "archs")
             files = [self.run_dir / "archs" / f"final_{rank}.yaml" for rank in range(1, len(rescored) + 1)]
             for rank, (c, path) in enumerate(zip(rescored, files), start=1):
                 save_arch(path, self.space, c["arch"], {

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import RunDirError
-from .files import check_out, write_atomic
+from .files import check_out, make_parents, write_atomic
 from .retrain import load_tested_weights, read_result
 from .runs import reopen_retrain, require_run
 
@@ -59,8 +59,10 @@ class LanguageModelStep(nn.Module):
         return logits[0], hidden
 
 
-def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, allow_data_change: bool = False) -> dict:
-    """Write ``out``; return what was written and the check of its outputs against the run's."""
+def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, allow_data_change: bool = False,
+               space_module: str | None = None) -> dict:
+    """Write ``out``; return what was written and the check of its outputs against the run's.
+    ``space_module``: the code of the run's space, if it is the user's own (--space-module)."""
     run_dir, out = Path(run_dir), Path(out)
     check_out(out, force, ours=lambda name: name.endswith(".pt2"))  # a run never writes .pt2
     require_run(run_dir, "retrain", then=f"`enas export RETRAIN_RUN --out {out}`")
@@ -69,7 +71,7 @@ def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, all
         raise RunDirError(f"{run_dir} has no result.json: the retrain has not finished. Finish it with "
                           f"`enas retrain --resume {run_dir}`, then export")
     cpu = torch.device("cpu")
-    rt = reopen_retrain(run_dir, data_dir, cpu, allow_data_change)
+    rt = reopen_retrain(run_dir, data_dir, cpu, allow_data_change, space_module)
     weights, ctx = load_tested_weights(rt)
     task, model = rt.task, rt.model
     with ctx:
@@ -122,7 +124,7 @@ def export_run(run_dir: Path, out: Path, force: bool = False, data_dir=None, all
     with torch.no_grad():
         program = torch.export.export(net, args, dynamic_shapes=shapes, strict=False)
     meta_text = json.dumps(meta, indent=1)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(out)
     write_atomic(out, lambda f: torch.export.save(program, f, extra_files={META: meta_text}))
     check = _check(out, net, task, space_is_lm, raw if not space_is_lm else None)
     return {"out": out, "kind": meta["kind"], "test": meta["test"], "check": check}

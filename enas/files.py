@@ -11,6 +11,9 @@ complete. If writing fails (a full disk, permissions, a read-only file system) t
 temporary file is removed, the previous file is left as it was, and a ``WriteError``
 says what happened and what to do.
 
+Inside a run folder a command holds (enas/runroot.py), every open, create, rename and
+delete is relative to one descriptor of it, with no link at any component.
+
 Reading: ``open_regular`` opens without blocking (a FIFO would wait for a writer
 forever), accepts only a regular file, refuses a symbolic link where a run folder's own
 file belongs (it could lead a read, or the next write, outside the run), and refuses a
@@ -18,6 +21,7 @@ file larger than its kind may be before reading a byte of it.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -29,11 +33,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, TextIO, Union
 
 from .errors import FileRefused, RunDirError, UserError
+from .runroot import LINK, folder, root_of, single
 
 Content = Union[bytes, str, Callable[[BinaryIO], None]]
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-LINK = ("is a symbolic link; enas follows no link among a run folder's files (it could lead outside the run): "
-        "put the file itself there")
 
 
 class WriteError(UserError, OSError):
@@ -54,38 +57,41 @@ def write_atomic(path: str | Path, content: Content, keep_previous: str | Path |
                  replace: bool = True) -> Path:
     """Write ``content`` (bytes, text, or a function writing to a binary file) to ``path``.
 
-    ``keep_previous``: before the replace, the old file is hard-linked (or copied) to
-    that name, so ``path`` exists at every instant and the previous version survives
-    (checkpoint.prev.pt). ``replace=False``: never replace an existing file, even one
-    that appears while this one is written (``FileExistsError``)."""
+    ``keep_previous``: a name in the same folder; before the replace, the old file is
+    hard-linked (or copied) to it, so ``path`` exists at every instant and the previous
+    version survives (checkpoint.prev.pt). ``replace=False``: never replace an existing
+    file, even one that appears while this one is written (``FileExistsError``). Every
+    step is taken relative to one descriptor of the target's folder (``folder``), so a
+    folder swapped for a link meanwhile cannot redirect it."""
     path = Path(path)
-    if not replace and os.path.lexists(path):
-        raise FileExistsError(f"{path} already exists")
     tmp = None
     try:
-        fd, tmp = exclusive(path)
-        with os.fdopen(fd, "wb") as f:
-            if callable(content):
-                content(f)
-            else:
-                f.write(content.encode() if isinstance(content, str) else content)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous is not None and os.path.lexists(path):
-            prev = Path(keep_previous)
-            link = _fresh(prev)
+        with folder(path) as (dfd, name):
+            if not replace and _lexists_at(dfd, name):
+                raise FileExistsError(f"{path} already exists")
             try:
-                os.link(path, link, follow_symlinks=False)
-            except OSError:  # no hard links on this file system
-                shutil.copyfile(path, link, follow_symlinks=False)
-            os.replace(link, prev)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path)
-        _fsync_dir(path.parent)
-    except FileExistsError:
-        _remove(tmp)
+                fd, tmp = _exclusive_at(dfd, path)
+                with os.fdopen(fd, "wb") as f:
+                    if callable(content):
+                        content(f)
+                    else:
+                        f.write(content.encode() if isinstance(content, str) else content)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if keep_previous is not None and _lexists_at(dfd, name):
+                    _keep(dfd, name, Path(keep_previous).name)
+                if replace:
+                    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                else:
+                    _link_new(dfd, tmp, name)
+                tmp = None
+                with contextlib.suppress(OSError):  # make the rename itself durable, where the file system allows
+                    os.fsync(dfd)
+            finally:
+                if tmp is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=dfd)
+    except (FileExistsError, UserError):
         raise
     except (OSError, RuntimeError) as e:
         # torch.save reports a failed write as a RuntimeError of its zip writer ("file write
@@ -93,35 +99,58 @@ def write_atomic(path: str | Path, content: Content, keep_previous: str | Path |
         # any other RuntimeError is a bug and keeps its traceback
         if isinstance(e, RuntimeError) and not _zip_write_failure(e):
             raise
-        _remove(tmp)
         had = " (the previous version is intact)" if path.exists() else ""
         raise WriteError(f"could not write {path}: {_reason(e, path.parent)}{had}. Free space or fix the folder's "
                          "permissions, then run the command again (a stopped run continues with --resume)") from None
     return path
 
 
-def _fresh(path: Path) -> Path:
-    """A name beside ``path`` that nothing can have planted in advance."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+def _fresh() -> str:
+    """A short temporary name nothing can have planted in advance (short: a target's name
+    may already take most of the 255 bytes a name may have)."""
+    return f".enas-{secrets.token_hex(8)}.tmp"
 
 
-def exclusive(path: Path) -> tuple[int, Path]:
-    """A new, empty file beside ``path``, opened for writing; never an existing file or link."""
+def _exclusive_at(dfd: int, path: Path) -> tuple[int, str]:
     for _ in range(100):
-        tmp = _fresh(path)
+        tmp = _fresh()
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, 0o666), tmp
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, 0o666,
+                           dir_fd=dfd), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def _remove(tmp: Path | None) -> None:
-    if tmp is not None:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+def exclusive(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside ``path``, opened for writing; never an existing file or link."""
+    with folder(path) as (dfd, _):
+        fd, tmp = _exclusive_at(dfd, path)
+    return fd, path.with_name(tmp)
+
+
+def _keep(dfd: int, name: str, prev: str) -> None:
+    """``name``'s current file under the name ``prev`` as well (a hard link, else a copy)."""
+    link = _fresh()
+    try:
+        os.link(name, link, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+    except OSError:  # no hard links on this file system
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=dfd)
+        with os.fdopen(src, "rb") as s, os.fdopen(_exclusive_named(dfd, link), "wb") as d:
+            shutil.copyfileobj(s, d)
+    os.replace(link, prev, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def _exclusive_named(dfd: int, name: str) -> int:
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, 0o666, dir_fd=dfd)
+
+
+def _lexists_at(dfd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _zip_write_failure(e: RuntimeError) -> bool:
@@ -129,30 +158,17 @@ def _zip_write_failure(e: RuntimeError) -> bool:
     return "write" in msg or "inline_container" in msg
 
 
-def _link_new(tmp: Path, path: Path) -> None:
-    """Give ``tmp`` the name ``path`` only if nothing has that name (atomic with hard links)."""
+def _link_new(dfd: int, tmp: str, name: str) -> None:
+    """Give ``tmp`` the name ``name`` only if nothing has that name (atomic with hard links)."""
     try:
-        os.link(tmp, path, follow_symlinks=False)
+        os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
     except FileExistsError:
         raise
     except OSError:  # no hard links on this file system: an exclusive create instead
-        with open(path, "xb") as f, open(tmp, "rb") as src:
-            shutil.copyfileobj(src, f)
-    tmp.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the rename itself durable (where the file system allows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        src = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=dfd)
+        with os.fdopen(src, "rb") as s, os.fdopen(_exclusive_named(dfd, name), "wb") as d:
+            shutil.copyfileobj(s, d)
+    os.unlink(tmp, dir_fd=dfd)
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -164,7 +180,7 @@ def open_regular(path: str | Path, limit: int | None = None, follow: bool = True
     path = Path(path)
     flags = os.O_RDONLY | os.O_NONBLOCK | _CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, flags) if follow else _open_nofollow(path, flags)
     except OSError as e:
         if not follow and e.errno == errno.ELOOP:
             raise FileRefused(path, LINK) from None
@@ -182,6 +198,15 @@ def open_regular(path: str | Path, limit: int | None = None, follow: bool = True
     except BaseException:
         os.close(fd)
         raise
+
+
+def _open_nofollow(path: Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` of a run's own file: inside a held run folder, relative to its
+    descriptor with no link at any component (``folder``)."""
+    if root_of(path) is None:
+        return os.open(path, flags, mode)
+    with folder(path) as (dfd, name):
+        return os.open(name, flags, mode, dir_fd=dfd)
 
 
 def read_regular(path: str | Path, limit: int, follow: bool = True) -> bytes:
@@ -224,7 +249,7 @@ def open_append(path: str | Path, truncate: int | None = None) -> TextIO:
     only if it is a regular file; ``truncate``: first cut it to that many bytes."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, 0o666)
+        fd = _open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise FileRefused(path, LINK) from None
@@ -233,6 +258,7 @@ def open_append(path: str | Path, truncate: int | None = None) -> TextIO:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise FileRefused(path, f"is not a regular file ({_kind(st.st_mode)})")
+        single(path, fd)
         if truncate is not None and st.st_size > truncate:
             os.ftruncate(fd, truncate)
         os.set_blocking(fd, True)
@@ -245,12 +271,39 @@ def open_append(path: str | Path, truncate: int | None = None) -> TextIO:
 def make_dir(path: str | Path) -> Path:
     """A folder of a run (``archs/``), made if missing; a link or file of that name is refused."""
     path = Path(path)
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise FileRefused(path, "is not a folder but a link or a file; enas writes no file through it") from None
+    with folder(path) as (dfd, name):
+        try:
+            os.mkdir(name, dir_fd=dfd)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                raise FileRefused(path, "is not a folder but a link or a file; enas writes no file through "
+                                        "it") from None
     return path
+
+
+def make_dirs(path: str | Path) -> None:
+    """A folder and the missing ones above it (an ``--out``'s, a work folder): inside a
+    held run folder one at a time and never through a link, elsewhere as the user named
+    them."""
+    found = root_of(Path(path))
+    if found is None:
+        os.makedirs(path, exist_ok=True)
+        return
+    where = Path(found[0])
+    for part in found[2]:
+        where = where / part
+        make_dir(where)
+
+
+def make_parents(path: str | Path) -> None:
+    """The missing folders above a file to write."""
+    make_dirs(Path(path).parent)
+
+
+def remove(path: str | Path) -> None:
+    """Delete a file (inside a held run folder, relative to its descriptor, never through a link)."""
+    with folder(path) as (dfd, name):
+        os.unlink(name, dir_fd=dfd)
 
 
 def produced(make: Callable[[Path], Any], name: str) -> bytes:
@@ -276,18 +329,33 @@ def in_run(path: Path) -> bool:
     return any(os.path.lexists(d / n) for d in folders for n in RUN_FILES)
 
 
-def check_out(out: Path, force: bool, ours: Callable[[str], bool] = lambda name: False) -> None:
-    """Before any work, the rule of every ``--out``: a new file, or with ``force`` an
-    existing one that is not a file of a run other than this command's own outputs
-    (``ours(name)``: reports, rankings). A link there is replaced, never written through
-    (``write_atomic``)."""
+def check_out(out: Path, force: bool, ours: Callable[[str], bool] = lambda name: False,
+              option: str = "--out") -> None:
+    """Before any work, the rule of every ``--out`` (and ``--json``, ``--write-archs``): a
+    new file, or with ``force`` an existing one that is not a file of a run other than
+    this command's own outputs (``ours(name)``: reports, rankings). A link there is
+    replaced, never written through (``write_atomic``)."""
     out = Path(out)
     if out.is_dir():
-        raise RunDirError(f"--out {out} is a folder; give a file name in it")
+        raise RunDirError(f"{option} {out} is a folder; give a file name in it")
     if not os.path.lexists(out):
         return
     if in_run(out) and not ours(out.name):
-        raise RunDirError(f"--out {out} is a file of the run in {out.parent}; enas never replaces it: "
-                          f"choose another --out")
+        raise RunDirError(f"{option} {out} is a file of the run in {out.parent}; enas never replaces it: "
+                          f"choose another {option}")
     if not force:
-        raise RunDirError(f"--out {out} already exists; pass --force to replace it, or choose another name")
+        raise RunDirError(f"{option} {out} already exists; pass --force to replace it, or choose another name")
+
+
+def write_out(out: str | Path, content: Content, force: bool, ours: Callable[[str], bool] = lambda name: False,
+              option: str = "--out") -> Path:
+    """A file the user named on the command line, by the rule of ``check_out`` (call that
+    before the work too), its missing folders made, written whole."""
+    out = Path(out)
+    check_out(out, force, ours, option)
+    make_parents(out)
+    try:
+        return write_atomic(out, content, replace=force)
+    except FileExistsError:  # appeared while the command worked
+        raise RunDirError(f"{option} {out} already exists; pass --force to replace it, or choose another "
+                          f"name") from None

@@ -36,7 +36,7 @@ from . import safeyaml, training_free
 from .archfile import ArchFileError
 from .config import MAX_SAMPLES, ConfigError
 from .controller import RandomPolicy
-from .files import check_out, read_regular, write_atomic
+from .files import check_out, make_parents, read_regular, write_atomic
 from .retrain import count_params as test_time_params
 from .runs import reopen_search
 from .space import Arch, ArchError, validate
@@ -71,10 +71,13 @@ def read_archs(space, path) -> list[Arch]:
     except (OSError, UnicodeDecodeError) as e:
         raise ArchFileError(f"{path} is not a text file of architectures "
                             f"({getattr(e, 'strerror', None) or e})") from None
+    lines = [(n, raw) for n, raw in enumerate(text.splitlines(), start=1)
+             if raw.strip() and not raw.lstrip().startswith("#")]
+    if len(lines) > MAX_SAMPLES:  # the same limit as --samples: each is scored on the whole validation split
+        raise ArchFileError(f"{path} holds {len(lines):,} architectures, more than {MAX_SAMPLES:,}, the most one "
+                            f"ranking scores (as for --samples); split it into several lists")
     archs = []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
+    for n, raw in lines:
         try:
             archs.append(parse_arch_line(space, raw))
         except ArchError as e:
@@ -178,5 +181,5 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     for r in rows:
         w.writerow({"arch": r["arch"], "score": repr(r["score"]), "score_se": repr(r["score_se"]),
                     "params": r["params"]})
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(path)
     write_atomic(path, buf.getvalue())

@@ -1,4 +1,4 @@
-"""One writer per run folder: an exclusive ``fcntl.flock`` on ``RUN/enas.lock``.
+"""One writer per run folder: an exclusive ``fcntl.flock`` on the run folder and ``RUN/enas.lock``.
 
 Two commands writing one run (two ``enas search --resume RUN`` started together) would
 both train and both append every metrics line. Every command that writes a run's state
@@ -21,10 +21,10 @@ import stat
 from pathlib import Path
 
 from .errors import FileRefused, RunBusyError, RunDirError
-from .files import LINK
+from .runroot import LINK, hold_root, release_roots, single
 
 NAME = "enas.lock"
-_held: dict[tuple[int, int], int] = {}  # (device, inode) of a run folder -> its lock file's descriptor
+_held: dict[tuple[int, int], tuple[int, int]] = {}  # (device, inode) of a run folder -> (its descriptor, lock file's)
 
 
 def _key(run_dir: Path) -> tuple[int, int]:
@@ -35,16 +35,38 @@ def _key(run_dir: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _busy(run_dir: Path, owner: str) -> RunBusyError:
+    return RunBusyError(f"run folder {run_dir} is being written by another enas process{owner}; one command writes a "
+                        f"run at a time: wait until it ends (or stop it), then run this again")
+
+
 def hold(run_dir: str | Path) -> None:
     """Take ``run_dir``'s lock for this process (nothing to do if it has it already), or
-    stop with a ``RunBusyError`` if another process has it."""
+    stop with a ``RunBusyError`` if another process has it. The lock is taken on the run
+    folder itself (its descriptor, held for the command: enas/files.py ``hold_root``), so
+    deleting ``enas.lock`` lets no second writer in, and on ``enas.lock`` too, which a
+    writer of an older enas holds; that file only ever has one name (not a hard link)."""
     run_dir = Path(run_dir)
     key = _key(run_dir)
     if key in _held:
         return
+    dfd = hold_root(run_dir)
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _busy(run_dir, _owner_of(run_dir)) from None
+    try:
+        fd = _lock_file(run_dir, dfd)
+    except BaseException:
+        fcntl.flock(dfd, fcntl.LOCK_UN)
+        raise
+    _held[key] = (dfd, fd)
+
+
+def _lock_file(run_dir: Path, dfd: int) -> int:
     path = run_dir / NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        fd = os.open(NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666, dir_fd=dfd)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise FileRefused(path, LINK) from None
@@ -56,15 +78,25 @@ def hold(run_dir: str | Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunBusyError(f"run folder {run_dir} is being written by another enas process{_owner(fd)}; one "
-                               f"command writes a run at a time: wait until it ends (or stop it), then run this "
-                               f"again") from None
+            raise _busy(run_dir, _owner(fd)) from None
+        single(path, fd)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
     except BaseException:
         os.close(fd)
         raise
-    _held[key] = fd
+    return fd
+
+
+def _owner_of(run_dir: Path) -> str:
+    try:
+        fd = os.open(run_dir / NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return _owner(fd)
+    finally:
+        os.close(fd)
 
 
 def _owner(fd: int) -> str:
@@ -76,12 +108,15 @@ def _owner(fd: int) -> str:
 
 
 def release(run_dir: str | Path) -> None:
-    fd = _held.pop(_key(Path(run_dir)), None)
-    if fd is not None:
-        os.close(fd)
+    held = _held.pop(_key(Path(run_dir)), None)
+    if held is not None:
+        fcntl.flock(held[0], fcntl.LOCK_UN)
+        os.close(held[1])
 
 
 def release_all() -> None:
-    """At the end of a command (the command line, the Python API): every lock it took."""
+    """At the end of a command (the command line, the Python API): every lock it took,
+    and every run folder it held open."""
     while _held:
-        os.close(_held.popitem()[1])
+        os.close(_held.popitem()[1][1])
+    release_roots()  # closing the folders' descriptors ends their locks

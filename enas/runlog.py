@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from . import runlock
 from .errors import RunDirError, UserError, printable
-from .files import WriteError, open_append
+from .files import WriteError, open_append, remove
+from .runroot import release_root
 
 # TensorBoard sorts chart groups by name: the number puts what a user looks at first on
 # top (the per-epoch overview: figures that move while a run works), and the name says
@@ -58,10 +59,15 @@ def tb_tag(name: str, value=None, kind: str = "search") -> str | None:
     return f"{TB_GROUPS[group].format(kind=kind)}/{rest}"
 
 
+CREATED = ("config.yaml", "data.json", "arch.yaml", runlock.NAME)  # what a new run's folder holds at first
+
+
 def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str | Path = "runs",
-                kind: str = "search") -> Path:
+                kind: str = "search", fill=None) -> Path:
     """A new run folder, made and locked (enas/runlock.py); a folder holding anything but
-    a lock file is a run already, and is never reused."""
+    a lock file is a run already, and is never reused. ``fill(path)`` writes its first
+    files: all or nothing, so if it fails (a full disk) the files it wrote, the lock and a
+    folder made here are removed, and the same command can simply run again."""
     def refuse():
         return RunDirError(f"run folder {path} already exists and is not empty; enas never overwrites a run. "
                            f"Choose another --run-dir, or continue that run with `enas {kind} --resume {path}`")
@@ -78,6 +84,7 @@ def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str |
         while path.exists():
             n += 1
             path = base.with_name(f"{base.name}-{n}")
+    made = not os.path.lexists(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -86,7 +93,25 @@ def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str |
     if _used(path):  # another command made its run here since the check above
         runlock.release(path)
         raise refuse()
+    if fill is not None:
+        try:
+            fill(path)
+        except BaseException:
+            _undo(path, made)
+            raise
     return path
+
+
+def _undo(path: Path, made: bool) -> None:
+    """Remove what creating the run folder ``path`` wrote (only names enas writes there)."""
+    for name in CREATED:
+        with contextlib.suppress(OSError):
+            remove(path / name)
+    runlock.release(path)
+    release_root(path)
+    if made:
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def _used(path: Path) -> bool:

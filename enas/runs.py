@@ -34,6 +34,7 @@ from .errors import ConfigError, RunDirError
 from .loop import Loop
 from .retrain import Retrain
 from .runlog import new_run_dir, say
+from .runroot import hold_root
 from .search import Search
 from .space import build_space, import_space_module, run_module
 
@@ -97,6 +98,7 @@ def require_run(run_dir: Path, kind: str, then: str = "use RETRAIN_RUN here") ->
                     f"(a retrain config for its space: configs/*_retrain.yaml, or configs/smoke/*_retrain.yaml "
                     f"for a quick one), then {then}")
             raise RunDirError(f"{run_dir} is not a {kind} run folder (no {name})")
+    hold_root(run_dir)  # every file of the run is opened from here on, never through a link
 
 
 def trusted(cfg, given: str | None, where: Path):
@@ -132,13 +134,11 @@ def start_search(config_path, overrides, data_dir, run_dir, device: torch.device
     data_dir = shipped.locate(cfg.data.dataset, data_dir or cfg.data.dir)
     search = dist.local_main_first(lambda: Search(cfg, None, data_dir, device, log=main))  # data before any folder
 
-    def create():
-        path = new_run_dir(run_dir, config_path)
+    def fill(path):
         dump(cfg, path / "config.yaml")
         record.write(path, cfg.data.dataset, data_dir)
-        return path
 
-    search.run_dir = dist.on_main(create)
+    search.run_dir = dist.on_main(lambda: new_run_dir(run_dir, config_path, fill=fill))
     _announce(search.run_dir, main)
     return search
 
@@ -221,16 +221,14 @@ def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: 
     data_dir = shipped.locate(cfg.data.dataset, data_dir or cfg.data.dir)
     rt = dist.local_main_first(lambda: Retrain(cfg, space, arch, None, data_dir, device, log=main))
 
-    def create():
-        path = new_run_dir(run_dir, config_path, kind="retrain")
+    def fill(path):
         _, _, doc = load_arch(arch_path)
         prov = {"copied_from": str(Path(arch_path).resolve()), "source_provenance": doc.get("provenance") or {}}
         dump(cfg, path / "config.yaml")
         save_arch(path / "arch.yaml", space, arch, prov)
         record.write(path, cfg.data.dataset, data_dir)
-        return path
 
-    rt.run_dir = dist.on_main(create)
+    rt.run_dir = dist.on_main(lambda: new_run_dir(run_dir, config_path, kind="retrain", fill=fill))
     _announce(rt.run_dir, main)
     return rt
 

@@ -8,9 +8,11 @@ fixed shuffled order, as CIFAR's do (``scan``). Images are found by extension
 converted to RGB and resized to S x S (``data.image_size``; the aspect ratio is not
 kept, every image fills the square) once: the uint8 tensors are cached in
 ``DIR/.enas-cache/imagefolder-<S>-<key>.pt``, where key hashes every image's relative
-path, size and modification time together with S and the decoding recipe, so a
-changed, added or removed image gives a new cache (and the old one of that size is
-deleted). A cache that cannot be written (a read-only folder) is no cache, said once;
+path, size, modification time, inode and change time together with S and the decoding
+recipe, so a changed, added or removed image gives a new cache (and the old one of that
+size is deleted). The change time is set by this machine when a file arrives (an archive
+or a copy can carry a modification time, not a change time): a cache that came with the
+images, built from other files or crafted, is never used over them. A cache that cannot be written (a read-only folder) is no cache, said once;
 one that cannot be read is rebuilt.
 
 An image Pillow cannot read stops the load with a ``DataError`` naming it (all are
@@ -130,7 +132,8 @@ def cache_key(data_dir: Path, files: dict, image_size: int) -> str:
                 st = f.stat()
             except OSError as e:
                 raise DataError(f"cannot read {f}: {e.strerror or e}") from None
-            h.update(f"{split} {y} {f.relative_to(data_dir).as_posix()} {st.st_size} {st.st_mtime_ns}\n".encode())
+            h.update(f"{split} {y} {f.relative_to(data_dir).as_posix()} {st.st_size} {st.st_mtime_ns} {st.st_ino} "
+                     f"{st.st_ctime_ns}\n".encode())
     return h.hexdigest()[:20]
 
 

@@ -119,6 +119,7 @@ def resolve(run_dir: str | Path, dataset: str, given: str | Path | None, allow_c
         raise DataError(f"{path} records no data files, so it cannot tell which folder is the run's; pass "
                         f"--data-dir DIR to name the run's data")
     data_dir = Path(given) if given is not None else Path(rec["path"])
+    _complete(dataset, data_dir, given is None and path)
     current = fingerprint(dataset, data_dir)
     diffs = differences(rec, current)
     if not diffs:
@@ -140,6 +141,19 @@ def resolve(run_dir: str | Path, dataset: str, given: str | Path | None, allow_c
         names = _brief([d.split(":")[0] for d in missing], ", ")
         raise DataError(f"the data this run used is not in {where}: {names} missing; pass --data-dir DIR where DIR "
                         f"holds the run's data")
+    flag = "--allow-data-change" if keep_record else "--allow-config-change"  # derive, rank, evaluate: their own
     raise ConfigError(f"the data in {where} differs from the data this run started with: {_brief(diffs, '; ')}. "
-                      f"Pass --data-dir DIR with the original data, or --allow-config-change to continue on this "
-                      f"data")
+                      f"Pass --data-dir DIR with the original data, or {flag} to continue on this data")
+
+
+def _complete(dataset: str, data_dir: Path, recorded_in: Path | None) -> None:
+    """A reopened run reads its data and never fetches it: every file the dataset reads
+    must be in ``data_dir`` already (a record listing only some of them would otherwise
+    lead to a download into, and a temporary folder in, the folder it names)."""
+    if dataset == "imagefolder":  # any number of images: the fingerprint says which changed
+        return
+    missing = [p.relative_to(data_dir).as_posix() for p in data_files(dataset, data_dir) if not p.is_file()]
+    if missing:
+        where = f"{data_dir}" + (f" (recorded in {recorded_in})" if recorded_in else "")
+        raise DataError(f"the data this run used is not in {where}: {', '.join(missing)} missing; a reopened run "
+                        f"never downloads its data: pass --data-dir DIR where DIR holds the run's data")

@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import ConfigError, UserError
+from ..files import check_out, make_dirs, open_append, read_json, write_atomic, write_out
 from .compare import load_ground_truth, load_rank, run_arch, run_policy_expectation, uniform_cells
 from .stats import kendall_tau_b, percentile
 
@@ -78,7 +79,7 @@ class StepFailed(UserError, RuntimeError):
 
 def sh(argv, log: Path, env=None) -> float:
     t0 = time.monotonic()
-    with open(log, "a") as f:
+    with open_append(log) as f:
         code = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0:
         raise StepFailed(f"failed ({code}): {' '.join(map(str, argv))}; see {log}")
@@ -95,11 +96,11 @@ def paired_random(seed: int, source: dict, canon, args, env) -> dict:
         seconds = sh([sys.executable, "-m", "enas", "rank", source["run"], "--samples", str(CANDIDATES),
                       "--seed", str(seed), "--out", str(ranks), "--force", "--device", "cpu"],
                      args.work / f"random-s{seed}.log", env)
-        timing.write_text(json.dumps({"search_seconds": seconds}))
+        write_atomic(timing, json.dumps({"search_seconds": seconds}))
     scores = load_rank(ranks, canon)  # finite scores only
     return {"method": "random", "seed": seed, "run": source["run"], "paired_with": source["method"],
             "collapse_warnings": 0, "entropy_first_last": None, "found_text": max(scores, key=scores.get),
-            **json.loads(timing.read_text())}
+            **read_json(timing, 2**20)}
 
 
 def one(method: str, seed: int, args, env) -> dict:
@@ -108,7 +109,7 @@ def one(method: str, seed: int, args, env) -> dict:
     info = {"method": method, "seed": seed, "run": str(run)}
     timing = args.work / f"{method}-s{seed}.json"
     if timing.exists():
-        info.update(json.loads(timing.read_text()))
+        info.update(read_json(timing, 2**20))
     if not (run / "best_arch.yaml").exists() or "search_seconds" not in info:
         sets = [x for s in SIZES + METHODS[method] + [f"search.seed={seed}"] for x in ("--set", s)]
         if run.exists():  # an interrupted search continues
@@ -117,7 +118,7 @@ def one(method: str, seed: int, args, env) -> dict:
             argv = [sys.executable, "-m", "enas", "search", str(args.config), *sets, "--data-dir", str(args.data_dir),
                     "--run-dir", str(run), "--device", "cpu"]
         info["search_seconds"] = sh(argv, log, env)
-        timing.write_text(json.dumps({"search_seconds": info["search_seconds"]}))
+        write_atomic(timing, json.dumps({"search_seconds": info["search_seconds"]}))
     ranks = run / "ranks-gt.csv"
     if not ranks.exists():
         info["rank_seconds"] = sh([sys.executable, "-m", "enas", "rank", str(run), "--archs", str(args.uniform),
@@ -137,6 +138,7 @@ def add_arguments(p) -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path("runs/beat_chance"))
     p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file (never a run's own file)")
     p.add_argument("--paired", action="store_true",
                    help="random search's derive on the recipe run's supernet (see `enas beat-chance --help`)")
     p.add_argument("--config", type=Path, default=CONFIG, help=f"search config (default {CONFIG})")
@@ -157,7 +159,9 @@ def run(args) -> int:
         if not getattr(args, opt).is_file():
             raise ConfigError(f"--{opt.replace('_', '-')} {getattr(args, opt)}: no such file (run from the "
                               f"project's folder or name the file)")
-    args.work.mkdir(parents=True, exist_ok=True)
+    if args.json:
+        check_out(args.json, args.force, option="--json")
+    make_dirs(args.work)
     args.data_dir = args.data_dir.resolve()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.monotonic()
@@ -174,7 +178,7 @@ def run(args) -> int:
     texts = [r["found_text"] if "found_text" in r else run_arch(Path(r["run"]), canon)[0] for r in results]
     missing = sorted({t for t in texts if t not in gt})
     if missing:
-        found.write_text("\n".join(missing) + "\n")
+        write_atomic(found, "\n".join(missing) + "\n")
         sh([sys.executable, "-m", "enas", "ground-truth", "--archs", str(found), "--config", str(args.gt_config),
             "--data-dir", str(args.data_dir), "--out", str(args.ground_truth), "--work-dir", "runs/ground_truth/nb201",
             "--jobs", str(args.jobs)], args.work / "ground_truth.log", env)
@@ -216,6 +220,6 @@ def run(args) -> int:
         print(line, flush=True)
     print(f"wall_minutes={(time.monotonic() - t0) / 60:.1f}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        write_out(args.json, json.dumps(results, indent=1) + "\n", args.force, option="--json")
     return 0
 

@@ -36,7 +36,6 @@ accuracy min / median / max). No GPU needed; each worker runs with
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import os
 import shutil
 import signal
@@ -52,6 +51,7 @@ import yaml
 from .. import safeyaml
 from ..archfile import save_arch
 from ..errors import UserError
+from ..files import make_dirs, open_append, read_json, read_regular, write_out
 from ..rank import read_archs
 from ..space import build_space
 from .ground_truth import (GroundTruthError, append_row, arch_key, canonical, check_header, prepare_csv,
@@ -104,7 +104,7 @@ class Runner:
             with self.lock:
                 if self.stopping:
                     raise InterruptedError
-                with open(log, "a") as f:
+                with open_append(log) as f:
                     f.write(f"$ {' '.join(cmd)}\n")
                     f.flush()
                     # own process group: a terminal's Ctrl-C reaches it through stop() only
@@ -121,7 +121,7 @@ class Runner:
             if rc != 0 or not (run_dir / "result.json").exists():
                 tail = log.read_text().strip().splitlines()[-3:]
                 raise RuntimeError(f"enas retrain exited with {rc} ({log}): " + " | ".join(tail))
-        res = json.loads((run_dir / "result.json").read_text())
+        res = read_json(run_dir / "result.json", 2**20)
         return {"arch": text, "seed": seed, "test_accuracy": repr(float(res["test_accuracy"])),
                 "params": int(res["params"]), "seconds": round(float(res["wall_time_s"]), 1),
                 "process_seconds": round(time.monotonic() - t0, 1), "test_loss": repr(float(res["test_loss"])),
@@ -178,7 +178,20 @@ def add_arguments(p) -> None:
                         "search_spaces/), so edits to the project during a long build cannot change the recipe")
     p.add_argument("--write-archs", metavar="FILE",
                    help="also write the architecture list (one a line; feed it to `enas rank --archs`)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --write-archs file that holds another list (never a run's own file)")
     p.add_argument("--list-only", action="store_true", help="print the architectures and what is left; train nothing")
+
+
+def _write_archs(path: Path, text: str, force: bool) -> None:
+    """The list, by the rule of every --out; a file that holds this very list already is
+    left as it is (extending a table reruns the same command)."""
+    try:
+        if read_regular(path, len(text.encode()) + 1).decode() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_out(path, text, force, option="--write-archs")
 
 
 def run(args) -> int:
@@ -215,8 +228,7 @@ def run(args) -> int:
             by_text[t] = a
             texts.append(t)
     if args.write_archs:
-        Path(args.write_archs).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.write_archs).write_text("".join(t + "\n" for t in texts))
+        _write_archs(Path(args.write_archs), "".join(t + "\n" for t in texts), args.force)
     check_header(out)
     rows = read_rows(out)
     other = sorted({r.get("recipe") for r in rows} - {recipe})
@@ -237,7 +249,7 @@ def run(args) -> int:
     prepare_csv(out)
     work = Path(args.work_dir) if args.work_dir else Path("runs") / "ground_truth" / out.stem
     work = work / recipe
-    work.mkdir(parents=True, exist_ok=True)
+    make_dirs(work)
     runner = Runner(space, config, args.set, str(args.data_dir), work, args.threads, engine)
 
     stopped: list[int] = []

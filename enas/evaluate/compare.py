@@ -49,7 +49,7 @@ import yaml
 from .. import safeyaml
 from ..archfile import load_arch
 from ..errors import DataError, brief, one_line
-from ..files import read_regular
+from ..files import check_out, read_regular, write_out
 from ..rank import arch_text, parse_arch_line
 from ..runs import reopen_search
 from ..space import build_space
@@ -274,10 +274,13 @@ def add_arguments(p) -> None:
     p.add_argument("--runs", nargs="+", default=[], help="search run folders (their best_arch.yaml)")
     p.add_argument("--topk", type=int, nargs="+", default=[5, 10], help="k of the top-k overlap (default 5 10)")
     p.add_argument("--json", help="also write the figures as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file (never a run's own file)")
 
 
 def run(args) -> int:
     """Print the comparison; user mistakes raise a UserError (one line, exit 2)."""
+    if args.json:
+        check_out(Path(args.json), args.force, option="--json")
     out = compare(args.ground_truth, args.rank, args.runs, args.topk)
     for k, v in out.items():  # file and folder names, arch texts: anyone's text, on one line each
         print(f"{k}={one_line(fmt(v))}")
@@ -285,7 +288,6 @@ def run(args) -> int:
         print("warning: fewer than 2 architectures in both files; rank the ground truth's cells with "
               "`enas rank RUN --archs LIST` (`enas ground-truth --write-archs LIST` writes it)", file=sys.stderr)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                               for k, v in out.items()}, indent=2) + "\n")
+        write_out(args.json, json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                         for k, v in out.items()}, indent=2) + "\n", args.force, option="--json")
     return 0

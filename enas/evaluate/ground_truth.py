@@ -28,7 +28,7 @@ import torch
 from ..config import load_retrain, to_dict
 from ..controller import RandomPolicy
 from ..errors import UserError, brief
-from ..files import read_regular
+from ..files import make_parents, open_append, read_regular, write_atomic
 from ..rank import arch_text
 from ..space import validate
 
@@ -155,21 +155,20 @@ def check_header(path: Path) -> None:
 
 def prepare_csv(path: Path) -> None:
     """Header if new; cut a half-written last line so appends start on a fresh line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(path)
     check_header(path)
     if not path.exists() or path.stat().st_size == 0:
-        path.write_text(",".join(COLUMNS) + "\n")
+        write_atomic(path, ",".join(COLUMNS) + "\n")
         return
     text = path.read_text()
     if not text.endswith("\n"):
-        with open(path, "r+") as f:
-            f.truncate(text.rfind("\n") + 1)
+        open_append(path, truncate=text.rfind("\n") + 1).close()
 
 
 def append_row(path: Path, row: dict) -> None:
     buf = io.StringIO()
     csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n").writerow({k: row.get(k, "") for k in COLUMNS})
-    with open(path, "a") as f:  # one write of one whole line
+    with open_append(path) as f:  # one write of one whole line
         f.write(buf.getvalue())
         f.flush()
         os.fsync(f.fileno())

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import RunDirError, UserError
-from ..files import check_out, open_regular, write_atomic
+from ..errors import UserError
+from ..files import check_out, open_regular, write_out
 from .page import GENERATOR, render
 from .runfolder import load_run
 
@@ -34,11 +34,7 @@ def write_report(run_dir: Path, out: Path | None = None, force: bool = False,
     force = force or _is_report(out)
     check_out(out, force, ours=lambda name: name.endswith(".html"))
     page = render(load_run(run_dir, space_module))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return write_atomic(out, page, replace=force)
-    except FileExistsError:
-        raise RunDirError(f"{out} already exists; pass --force to replace it, or --out FILE") from None
+    return write_out(out, page, force, ours=lambda name: name.endswith(".html"))
 
 
 def _is_report(path: Path) -> bool:

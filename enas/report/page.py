@@ -398,7 +398,7 @@ def _headline(run: Run) -> str | None:
         return "; ".join(f"{html.escape(k.replace('_', ' '))} {_fmt(v)}" for k, v in figs) + " (result.json)"
 
     try:
-        prov = load_arch(run.dir / "best_arch.yaml")[2].get("provenance") or {}
+        prov = load_arch(run.dir / "best_arch.yaml", follow=False)[2].get("provenance") or {}
     except Exception:  # not finished, or unreadable: the sections below say which
         return None
     score, se = _as_float(prov.get("score")), _as_float(prov.get("score_se"))

@@ -18,6 +18,7 @@ from .. import safeyaml
 from ..archfile import load_arch
 from ..errors import RunDirError, one_line
 from ..files import loads_json, open_regular, read_json
+from ..runroot import hold_root
 from ..space import build_space, import_space_module, run_module
 
 NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "Infinity": math.inf, "-Infinity": -math.inf,
@@ -204,6 +205,7 @@ def load_run(run_dir: Path, space_module: str | None = None) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a folder; `enas report` needs a search or retrain run folder")
+    hold_root(run_dir)  # its files are read from here on, never through a link (archs/ included)
     if not (run_dir / "metrics.jsonl").is_file() and not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{run_dir} is not a run folder (it has neither config.yaml nor metrics.jsonl)")
 
