@@ -3,6 +3,7 @@ configs and architectures (never ../shared)."""
 from __future__ import annotations
 
 import random
+import shutil
 import struct
 import time
 from pathlib import Path
@@ -300,6 +301,51 @@ def finished_retrain(root, data):
     assert main(["retrain", str(arch), "--config", str(cfg), "--data-dir", str(data), "--run-dir", str(run),
                  "--device", "cpu"]) == 0
     return run
+
+
+# ---- received run folders (a run someone sent you): the commands that open one
+
+CPU = ["--device", "cpu"]
+RESUME = ["search", "--resume", "RUN", "--set", "search.epochs=2", "--allow-config-change"]
+
+
+@pytest.fixture
+def received(finished_runs, tmp_path):
+    """Fresh copies of a finished search and a finished retrain, as someone sent them."""
+    run, data, retrain = finished_runs
+    return shutil.copytree(run, tmp_path / "run"), data, shutil.copytree(retrain, tmp_path / "retrain")
+
+
+def argv_for(argv, run, tmp_path):
+    return [str(run) if a == "RUN" else str(tmp_path / "out.html") if a == "OUT" else a for a in argv]
+
+
+def one_error(capsys, *says) -> str:
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("error")]  # after any progress lines
+    assert "Traceback" not in err and len(errors) == 1 and err.endswith(errors[0]), err
+    for s in says:
+        assert s in errors[0], err
+    return errors[0]
+
+
+EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
+
+
+def plant_module(tmp_path, run, section, key, name="evil"):
+    """config.yaml (and the checkpoint's copy of the config) of ``run`` name a Python file
+    that leaves a marker when it is imported."""
+    marker, code = tmp_path / f"{name}-ran", tmp_path / f"{name}.py"
+    code.write_text(EVIL.format(marker=str(marker)))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg[section][key] = str(code)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        if (run / name).exists():  # so a resume sees no config change
+            state = torch.load(run / name, weights_only=True)
+            state["config"][section][key] = str(code)
+            torch.save(state, run / name)
+    return code, marker
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from conftest import TINY_NB201, random_arch, write_cifar, write_config
 from enas.archfile import load_arch
 from enas.budget import MAX_DRAWS, Budget, budget_model_args
 from enas.cli import main
-from enas.config import ConfigError, ControllerSection, from_dict, load_search
+from enas.config import ConfigError, from_dict, load_search
 from enas.controller import Controller, RandomPolicy, Sample
 from enas.errors import UserError
 from enas.space import build_space, import_space_module

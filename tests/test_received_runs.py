@@ -9,60 +9,16 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
 
 from enas.cli import main
 from enas.data.imagefolder import image_files, load_imagefolder
 from enas.errors import DataError
 
-from conftest import CLASSES, make_folder
-
-
-CPU = ["--device", "cpu"]
-RESUME = ["search", "--resume", "RUN", "--set", "search.epochs=2", "--allow-config-change"]
-
-
-@pytest.fixture
-def received(finished_runs, tmp_path):
-    """Fresh copies of a finished search and a finished retrain, as someone sent them."""
-    run, data, retrain = finished_runs
-    return shutil.copytree(run, tmp_path / "run"), data, shutil.copytree(retrain, tmp_path / "retrain")
-
-
-def argv_for(argv, run, tmp_path):
-    return [str(run) if a == "RUN" else str(tmp_path / "out.html") if a == "OUT" else a for a in argv]
-
-
-def one_error(capsys, *says) -> str:
-    err = capsys.readouterr().err.strip()
-    errors = [line for line in err.splitlines() if line.startswith("error")]  # after any progress lines
-    assert "Traceback" not in err and len(errors) == 1 and err.endswith(errors[0]), err
-    for s in says:
-        assert s in errors[0], err
-    return errors[0]
+from conftest import CLASSES, CPU, EVIL, RESUME, argv_for, make_folder, one_error, plant_module
 
 
 # ---- no code runs that a run's own files name -------------------------------------------
-
-EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
-
-
-def plant_module(tmp_path, run, section, key, name="evil"):
-    """config.yaml (and the checkpoint's copy of the config) of ``run`` name a Python file
-    that leaves a marker when it is imported."""
-    marker, code = tmp_path / f"{name}-ran", tmp_path / f"{name}.py"
-    code.write_text(EVIL.format(marker=str(marker)))
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg[section][key] = str(code)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
-        if (run / name).exists():  # so a resume sees no config change
-            state = torch.load(run / name, weights_only=True)
-            state["config"][section][key] = str(code)
-            torch.save(state, run / name)
-    return code, marker
-
 
 # (the run, the config's key naming a module, the command)
 OPENERS = [("search", "space", "module", argv) for argv in (

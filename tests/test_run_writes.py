@@ -21,8 +21,7 @@ from enas.rank import read_archs
 from enas.space import build_space
 from search_spaces.nb201 import BEST_CIFAR10_CELL, RESNET_CELL
 
-from conftest import make_folder
-from test_received_runs import CPU, RESUME, argv_for, one_error, plant_module, received  # noqa: F401
+from conftest import CPU, RESUME, argv_for, make_folder, one_error, plant_module
 
 
 def outside_folder(tmp_path, run, name="archs"):
