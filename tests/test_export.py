@@ -125,7 +125,8 @@ def test_export_output_rules(tmp_path, data, capsys):  # noqa: F811
     assert victim.read_text() == "keep me" and not link.is_symlink() and link.stat().st_size > 1000
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
-    (unfinished / "config.yaml").write_text((run_dir / "config.yaml").read_text())
+    for name in ("config.yaml", "arch.yaml"):  # a retrain that has not written result.json yet
+        (unfinished / name).write_text((run_dir / name).read_text())
     assert run("export", unfinished, "--out", tmp_path / "x.pt2") == 2
     assert "result.json" in capsys.readouterr().err
 
