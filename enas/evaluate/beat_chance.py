@@ -44,9 +44,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import ConfigError, UserError
-from ..files import check_out, make_dirs, open_append, read_json, write_atomic, write_out
+from ..files import check_out, make_dirs, open_append, read_json, read_regular, write_atomic, write_out
 from .compare import load_ground_truth, load_rank, run_arch, run_policy_expectation, uniform_cells
 from .stats import kendall_tau_b, percentile
+
+MAX_METRICS_BYTES = 64 * 2**20  # a study's search logs a few hundred lines
 
 # the files of the committed NB201 measurement, relative to a checkout of the project
 CONFIG = Path("configs/smoke/nb201_search.yaml")
@@ -123,7 +125,8 @@ def one(method: str, seed: int, args, env) -> dict:
     if not ranks.exists():
         info["rank_seconds"] = sh([sys.executable, "-m", "enas", "rank", str(run), "--archs", str(args.uniform),
                                    "--out", str(ranks), "--device", "cpu"], log, env)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    text = read_regular(run / "metrics.jsonl", MAX_METRICS_BYTES, follow=False).decode(errors="replace")
+    rows = [json.loads(line) for line in text.splitlines()]
     info["collapse_warnings"] = sum(1 for r in rows if r.get("warning/collapse"))
     ent = [r["policy/entropy"] for r in rows if "policy/entropy" in r]
     info["entropy_first_last"] = (ent[0], ent[-1]) if ent else None

@@ -119,7 +119,10 @@ class Runner:
             if self.stopping:
                 raise InterruptedError
             if rc != 0 or not (run_dir / "result.json").exists():
-                tail = log.read_text().strip().splitlines()[-3:]
+                try:  # its own retrain's log: a few KB; bounded all the same
+                    tail = read_regular(log, 16 * 2**20, follow=False)[-4096:].decode(errors="replace").splitlines()[-3:]
+                except OSError as e:
+                    tail = [f"log unreadable: {e}"]
                 raise RuntimeError(f"enas retrain exited with {rc} ({log}): " + " | ".join(tail))
         res = read_json(run_dir / "result.json", 2**20)
         return {"arch": text, "seed": seed, "test_accuracy": repr(float(res["test_accuracy"])),

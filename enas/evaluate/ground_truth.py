@@ -160,7 +160,7 @@ def prepare_csv(path: Path) -> None:
     if not path.exists() or path.stat().st_size == 0:
         write_atomic(path, ",".join(COLUMNS) + "\n")
         return
-    text = path.read_text()
+    text = read_text(path)
     if not text.endswith("\n"):
         open_append(path, truncate=text.rfind("\n") + 1).close()
 
