@@ -21,18 +21,29 @@ with enas, the 200-epoch one first: enas/evaluate/table.py), it reports for each
 * **policy**: the mean percentile of the architectures the trained policy samples,
   estimated from the ranked cells by importance weighting (no training), with its
   effective sample size.
+
+**Under a parameter budget** (the run's ``search.max_params``) the search only ever sees
+the architectures that fit it, so it is measured among them too: the table's rows are
+counted as the search counts them (enas/budget.py, on the network to retrain), the
+ranked cells and random search's candidates are drawn among those that fit (as the
+search's own verdict draws them), and every percentile is reported twice, among all of
+the table's rows and among the rows that fit (``*_fit_percentile*``, ``fit_rows``): the
+largest cells that fit are the bar there, not the largest cell of the space. The cells
+are scored once, among those that fit; the unconstrained ranking is not measured beside
+it (it would double the scoring).
 """
 from __future__ import annotations
 
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
 from ..archfile import load_arch
 from ..controller import RandomPolicy
-from ..errors import ConfigError, printable
+from ..errors import ConfigError, DataError, printable
 from ..final_stage import train_candidates
 from ..rank import SCORES, arch_text, parse_arch_line, scorer
 from .stats import kendall_tau_b, kendall_tau_b_se, within_pairs
@@ -112,15 +123,24 @@ def measure(search, tables: list[tuple[Table, str]], cells: int = 200, seed: int
     """The run measured on each of ``tables`` (the first is the headline): the scores, the
     found cell, random search's picks and the policy are computed once, on cells drawn
     from the first table, and placed in each."""
-    space = search.space
-    first = tables[0][0]
+    space, budget = search.space, search.budget
+    limit = budget.max_params
+    fitting = [table.only(budget.fits) for table, _ in tables] if limit is not None else None
+    first = fitting[0] if fitting else tables[0][0]
+    if fitting and len(first.accuracy) < 2:
+        raise DataError(f"{len(first.accuracy)} of the {len(tables[0][0].accuracy):,} rows of table "
+                        f"{printable(first.path)} fit the run's search.max_params = {limit:,} (counted on "
+                        f"search.budget_model); nothing to rank: give a table of architectures that fit")
     if not 2 <= cells <= len(first.accuracy):
-        raise ConfigError(f"--cells must be in 2..{len(first.accuracy)} (the table's rows), got {cells}")
+        rows = "the table's rows" + (f" that fit search.max_params = {limit:,}" if fitting else "")
+        raise ConfigError(f"--cells must be in 2..{len(first.accuracy)} ({rows}), got {cells}")
     if draws < 0 or (candidates is not None and candidates < 1):
         raise ConfigError("--draws must be >= 0 and --candidates >= 1")
     texts = first.sample(cells, seed)
     archs = [first.archs[t] for t in texts]
     out: dict = {"run": str(search.run_dir), "cells": cells, "seed": seed}
+    if limit is not None:
+        out["max_params"] = limit
     values = {}
     for name in scorers_for(search):
         t0 = time.monotonic()
@@ -137,10 +157,11 @@ def measure(search, tables: list[tuple[Table, str]], cells: int = 200, seed: int
     n = candidates or search.cfg.search.derive_samples
     of = scorer(search, "run")
     picks, scored_picks = [], []
+    uniform = RandomPolicy(space.decisions())
     for d in range(draws):
         gen = torch.Generator().manual_seed(10_007 * (d + 1) + seed)
-        with torch.no_grad():
-            pool = RandomPolicy(space.decisions())(n, generator=gen).archs
+        with torch.no_grad():  # under a budget, only draws that fit (without one: the first n drawn)
+            pool = budget.archs(lambda k: uniform(k, generator=gen).archs, n, "random search's draws")
         best, final = pick(search, pool, of)
         scored_picks.append(best["arch"])
         picks.append(final["arch"])
@@ -149,23 +170,32 @@ def measure(search, tables: list[tuple[Table, str]], cells: int = 200, seed: int
     out["random_picks"] = [arch_text(space, a) for a in picks]
     params = values.get("params")
     largest = [t for t, v in zip(texts, params) if v == max(params)] if params else []
-    out["tables"] = [_on(table, title, search, texts, values, logp, found_arch, largest, picks, scored_picks)
-                     for table, title in tables]
+    placed = Placed(found_arch, largest, picks, scored_picks)
+    out["tables"] = [_on(table, title, search, texts, values, logp, placed, fitting[k] if fitting else None)
+                     for k, (table, title) in enumerate(tables)]
     return out
 
 
-def _on(table: Table, title: str, search, texts, values, logp, found_arch, largest, picks, scored_picks) -> dict:
-    """The figures of one table."""
+@dataclass
+class Placed:
+    """What ``enas table`` places in each table: the found cell, the largest ranked cells
+    (texts), random search's picks after and before the final stage."""
+
+    found: dict | None
+    largest: list
+    picks: list
+    scored_picks: list
+
+
+def _on(table: Table, title: str, search, texts, values, logp, placed: Placed, fitting: Table | None) -> dict:
+    """The figures of one table; ``fitting``: its rows that fit the run's budget, if any."""
     space = search.space
-
-    def at(arch) -> float:  # an architecture's percentile in the table (NaN if not in it)
-        text = arch_text(space, arch)
-        return table.percentile(table.accuracy[text]) if text in table.accuracy else math.nan
-
     keep = [k for k, t in enumerate(texts) if t in table.accuracy]  # a second table may lack a cell
     truth = [table.accuracy[texts[k]] for k in keep]
     t: dict = {"table": str(table.path), "title": title, "metric": table.metric, "table_rows": len(table.accuracy),
                "cells": len(keep)}
+    if fitting is not None:
+        t["fit_rows"] = len(fitting.accuracy)
     groups = [values["params"][k] for k in keep] if "params" in values else None
     if groups is not None:
         t["within_pairs"] = within_pairs(groups)
@@ -176,20 +206,37 @@ def _on(table: Table, title: str, search, texts, values, logp, found_arch, large
         if groups is not None and name != "params":
             t[f"tau_{name}_within"] = kendall_tau_b(v, truth, groups)
             t[f"tau_{name}_within_se"] = kendall_tau_b_se(v, truth, groups)
-    if found_arch is not None:
-        text = arch_text(space, found_arch)
-        t["found_accuracy"] = table.accuracy.get(text, math.nan)
-        t["found_percentile"] = at(found_arch)
+    if placed.found is not None:
+        t["found_accuracy"] = table.accuracy.get(arch_text(space, placed.found), math.nan)
+    t.update(_percentiles(table, table, search, truth, logp[keep], placed))
+    if fitting is not None:  # the same, among the rows that fit (the effective sample size is the same)
+        t.update({k.replace("percentile", "fit_percentile"): v for k, v in
+                  _percentiles(fitting, table, search, truth, logp[keep], placed).items() if k != "policy_ess"})
+    return t
+
+
+def _percentiles(among: Table, table: Table, search, truth, logp, placed: Placed) -> dict:
+    """The percentiles, among ``among``'s rows, of what ``placed`` holds and of the
+    policy's samples, the accuracies read from ``table``."""
+    space, t = search.space, {}
+
+    def at(arch) -> float:  # an architecture's percentile (NaN if not in the table)
+        text = arch_text(space, arch)
+        return among.percentile(table.accuracy[text]) if text in table.accuracy else math.nan
+
+    if placed.found is not None:
+        t["found_percentile"] = at(placed.found)
         if search.trained:  # the final stage trained the final derive's best first: its own pick
             t["found_before_final_stage_percentile"] = at(search.trained[0]["arch"])
-    if largest:
-        t["largest_percentile"] = _mean([table.percentile(table.accuracy[x]) for x in largest if x in table.accuracy])
-    pct = torch.tensor([table.percentile(x) for x in truth], dtype=torch.float64)
-    t.update(_weighted(logp[keep], pct))
-    t["random_percentiles"] = [at(a) for a in picks]
+    if placed.largest:
+        t["largest_percentile"] = _mean([among.percentile(table.accuracy[x]) for x in placed.largest
+                                         if x in table.accuracy])
+    pct = torch.tensor([among.percentile(x) for x in truth], dtype=torch.float64)
+    t.update(_weighted(logp, pct))
+    t["random_percentiles"] = [at(a) for a in placed.picks]
     t["random_mean_percentile"] = _mean(t["random_percentiles"])
     if search.cfg.search.final_train:
-        t["random_before_final_stage_percentiles"] = [at(a) for a in scored_picks]
+        t["random_before_final_stage_percentiles"] = [at(a) for a in placed.scored_picks]
         t["random_before_final_stage_mean_percentile"] = _mean(t["random_before_final_stage_percentiles"])
     return t
 

@@ -74,7 +74,16 @@ class Table:
         100 = better than every cell, 50 = the median cell."""
         below = np.searchsorted(self._sorted, value, side="left")
         above = np.searchsorted(self._sorted, value, side="right")
+        if not len(self._sorted):  # a table cut to the rows that fit a budget may hold none
+            return math.nan
         return float(100.0 * (below + 0.5 * (above - below)) / len(self._sorted))
+
+    def only(self, keep) -> "Table":
+        """The rows whose architecture ``keep(arch)`` accepts, as a table of their own: its
+        percentiles rank among those rows alone (e.g. the cells that fit a parameter budget)."""
+        accuracy = {k: v for k, v in self.accuracy.items() if keep(self.archs[k])}
+        return Table(self.path, self.metric, accuracy, {k: self.archs[k] for k in accuracy},
+                     np.sort(np.fromiter(accuracy.values(), float)))
 
     def sample(self, n: int, seed: int) -> list[str]:
         """``n`` distinct rows drawn uniformly (seeded), as arch texts."""
