@@ -2,6 +2,7 @@
 `enas table` on a tiny NB201 run with a table made up for the test."""
 import gzip
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -10,13 +11,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from enas.budget import Budget, budget_model_args
 from enas.cli import main
 from enas.errors import ConfigError, DataError, UserError
-from enas.evaluate import table_text
+from enas.evaluate import against_table, table_text
 from enas.evaluate.against_table import load_tables
 from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se, percentile, within_pairs
 from enas.evaluate.table import SHIPPED, TABLES, read_csv_bytes
-from enas.rank import arch_text
+from enas.rank import arch_text, parse_arch_line
 from enas.space import build_space
 from conftest import NB201_CELLS as CELLS, read_nb201_table as read, TINY_NB201, write_cifar, write_config, write_nb201_table as write_table
 
@@ -158,16 +160,25 @@ def test_enas_table_prints_an_aligned_table_and_strict_json():
     assert parsed["tables"][0]["tau_naswot_within"] is None and parsed["tables"][0]["tau_run"] == 0.61
 
 
-@pytest.fixture(scope="module")
-def tiny_nb201_run(tmp_path_factory):
-    """A tiny finished NB201 search with a training-free term and a final stage."""
-    root = tmp_path_factory.mktemp("nb201run")
+def _tiny_run(root, **search):
+    """A tiny finished NB201 search in root/run with a training-free term and a final stage."""
     write_cifar(root / "data", noise=60)
     cfg = write_config(root, TINY_NB201, "c.yaml", search={"score": {"supernet": 1.0, "params": 1.0,
-                                                                     "reference": 4}, "final_train": 1})
+                                                                     "reference": 4}, "final_train": 1, **search})
     run = root / "run"
     assert main(["search", str(cfg), "--data-dir", str(root / "data"), "--run-dir", str(run), "--device", "cpu"]) == 0
     return root, run
+
+
+@pytest.fixture(scope="module")
+def tiny_nb201_run(tmp_path_factory):
+    return _tiny_run(tmp_path_factory.mktemp("nb201run"))
+
+
+@pytest.fixture(scope="module")
+def tiny_nb201_budget_run(tmp_path_factory):
+    """The same under search.max_params (counted on NB201's own network, C=16, 5 cells per stage)."""
+    return _tiny_run(tmp_path_factory.mktemp("nb201budget"), max_params=BUDGET)
 
 
 @pytest.mark.slow
@@ -199,6 +210,8 @@ def test_enas_table_measures_a_run(tiny_nb201_run, capsys):
     assert 0 < t["policy_ess"] <= 20
     printed = capsys.readouterr().out
     assert "parameter count (floor)" in printed and "verdict: the found cell" in printed
+    # no budget: nothing about one, in the JSON or the text
+    assert "max_params" not in m and not any("fit" in k for k in t) and " fit" not in printed
 
 
 @pytest.mark.slow
@@ -211,3 +224,114 @@ def test_enas_table_without_table_measures_on_both_shipped_tables(tiny_nb201_run
     for t in m["tables"]:
         assert t["table_rows"] == 15_625 and t["cells"] == 12 and 0 <= t["found_percentile"] <= 100
         assert "tau_supernet_within" in t and t["within_pairs"] >= 0
+
+
+# ---- a run under search.max_params: measured among the cells that fit
+
+BUDGET = 400_000
+
+
+def _nb201_budget(max_params=BUDGET):
+    """NB201's cells counted as a search with default search.budget_model counts them (on
+    CIFAR-10's 10 classes)."""
+    space = build_space("nb201")
+    return space, Budget(space, budget_model_args(space, {}), {"num_classes": 10}, max_params)
+
+
+def _every_nb201_cell(space) -> list[dict]:
+    names = [d.name for d in space.decisions()]
+    return [dict(zip(names, ops)) for ops in itertools.product(*(d.choices for d in space.decisions()))]
+
+
+def test_9604_of_nb201s_15625_cells_fit_400000_parameters_on_its_own_network():
+    """A fact of the space, from the counting code alone (no table read): NB201's network
+    (C=16, 5 cells per stage) has at most 400,000 parameters for 9,604 of its cells."""
+    space, budget = _nb201_budget()
+    cells = _every_nb201_cell(space)
+    assert len(cells) == 15_625
+    assert sum(budget.fits(c) for c in cells) == 9_604
+
+
+def test_a_table_cut_to_the_cells_that_fit_ranks_among_them_alone(tmp_path):
+    t = read(write_table(tmp_path / "t.csv"))  # accuracies 10, 90, 50, 70; CELLS[1] (six convs) is too large
+    space, budget = _nb201_budget()
+    assert [budget.fits(parse_arch_line(space, c)) for c in CELLS] == [True, False, True, True]
+    fit = t.only(budget.fits)
+    assert sorted(fit.accuracy) == sorted(CELLS[k] for k in (0, 2, 3)) and fit.archs.keys() == fit.accuracy.keys()
+    assert t.percentile(70.0) == pytest.approx(62.5)  # among all rows: beats 2 of 4
+    assert fit.percentile(70.0) == pytest.approx(250 / 3)  # among those that fit: beats 2 of 3
+    assert sorted(fit.sample(3, seed=0)) == sorted(fit.accuracy)  # the sample is drawn among them
+    assert math.isnan(t.only(lambda a: False).percentile(70.0))  # none fits: no percentile
+
+
+def _budget_figures(**kw):
+    """_figures() as measure() returns them under a budget."""
+    fit = {"fit_rows": 9604, "found_fit_percentile": 97.5, "largest_fit_percentile": 78.0,
+           "policy_mean_fit_percentile": 80.0, "uniform_mean_fit_percentile": 50.0,
+           "random_fit_percentiles": [70.0, 90.0], "random_mean_fit_percentile": 80.0}
+    return _figures(**{**fit, **kw})
+
+
+def test_enas_table_under_a_budget_adds_the_percentiles_among_the_cells_that_fit():
+    out = {"run": "runs/r", "cells": 200, "seed": 0, "found": "|x|", "random_candidates": 8, "max_params": BUDGET,
+           "random_picks": ["|a|", "|b|"], "tables": [_budget_figures()]}
+    text = table_text.render(out)
+    assert "200 cells drawn from the table's cells that fit search.max_params = 400,000" in text
+    assert "9,604 rows fit search.max_params = 400,000" in text
+    assert "percentile among the 9,604 rows that fit" in text
+    rows = [ln for ln in text.splitlines() if ln[:30].strip() and ln[30:31] == " " and ln[31:].strip()]
+    pcts = [ln for ln in rows if "+-" not in ln and "Kendall" not in ln]
+    assert len(pcts) == 8, text  # found, largest, random, policy: among all rows, then among those that fit
+    assert len({ln.index(".", 30) for ln in pcts}) == 1, text
+    assert [ln.split()[-1] for ln in pcts if ln.lstrip().startswith("found cell")] == ["93.76)", "97.5"]
+    # the verdict compares among the cells that fit (the found cell 97.5 vs random 80.0 and the largest 78.0)
+    assert "among the cells that fit, the found cell beats random search (97.5 vs 80.0) and beats the largest " \
+           "ranked cell (97.5 vs 78.0)" in table_text.verdict(out["tables"][0])
+    without = {k: v for k, v in out.items() if k != "max_params"}
+    without["tables"] = [_figures()]
+    assert "fit" not in table_text.render(without)
+
+
+@pytest.mark.slow
+def test_enas_table_measures_a_budgeted_run_among_the_cells_that_fit(tiny_nb201_budget_run, monkeypatch, capsys):
+    """A run under search.max_params on a made-up table of every NB201 cell (random
+    accuracies): every cell scored (ranked, or a random search candidate) fits, random
+    search's picks fit, and the percentiles among the cells that fit are those among the
+    table's rows that the counting code says fit."""
+    root, run = tiny_nb201_budget_run
+    space, budget = _nb201_budget()
+    texts = [arch_text(space, c) for c in _every_nb201_cell(space)]
+    acc = [float(v) for v in np.random.default_rng(0).permutation(len(texts))]
+    write_table(root / "t.csv", list(zip(range(len(texts)), texts, acc)))
+    accuracy = dict(zip(texts, acc))
+    fitting = [accuracy[t] for t in texts if budget.fits(parse_arch_line(space, t))]
+    assert len(fitting) == 9_604
+    scored = []
+    real = against_table.scorer
+
+    def recording(search, name):
+        of = real(search, name)
+        return lambda arch: (scored.append(arch), of(arch))[1]
+
+    monkeypatch.setattr(against_table, "scorer", recording)
+    argv = ["table", str(run), "--table", str(root / "t.csv"), "--draws", "2", "--candidates", "3", "--device", "cpu"]
+    assert main(argv + ["--cells", "9605"]) == 2  # the sample is drawn among the cells that fit
+    assert "--cells must be in 2..9604 (the table's rows that fit search.max_params = 400,000)" in \
+        capsys.readouterr().err
+    out = root / "b.json"
+    assert main(argv + ["--cells", "8", "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["max_params"] == BUDGET and len(scored) >= 8 * 5 + 2 * 3
+    assert all(budget.fits(a) for a in scored)
+    assert all(budget.fits(parse_arch_line(space, p)) for p in m["random_picks"])
+    [t] = m["tables"]
+    assert t["fit_rows"] == 9_604 and t["table_rows"] == 15_625 and t["cells"] == 8
+    found = accuracy[m["found"]]
+    assert t["found_fit_percentile"] == pytest.approx(percentile(found, fitting))
+    assert t["found_percentile"] == pytest.approx(percentile(found, acc))
+    assert t["random_fit_percentiles"] == pytest.approx([percentile(accuracy[p], fitting) for p in m["random_picks"]])
+    assert len(t["random_before_final_stage_fit_percentiles"]) == 2
+    for key in ("largest_fit_percentile", "policy_mean_fit_percentile", "uniform_mean_fit_percentile",
+                "random_mean_fit_percentile", "found_before_final_stage_fit_percentile"):
+        assert 0 <= t[key] <= 100, key
+    assert t["tau_run"] is not None and 0 < t["policy_ess"] <= 8
