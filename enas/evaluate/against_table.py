@@ -28,7 +28,9 @@ counted as the search counts them (enas/budget.py, on the network to retrain), t
 ranked cells and random search's candidates are drawn among those that fit (as the
 search's own verdict draws them), and every percentile is reported twice, among all of
 the table's rows and among the rows that fit (``*_fit_percentile*``, ``fit_rows``): the
-largest cells that fit are the bar there, not the largest cell of the space. The cells
+largest cells that fit are the bar there, not the largest cell of the space. The
+policy's mean is then that of the policy truncated to what fits (the search's rejection
+sampling), the ranked cells being a uniform sample of exactly those. The cells
 are scored once, among those that fit; the unconstrained ranking is not measured beside
 it (it would double the scoring).
 """
