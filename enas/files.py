@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Callable, TextIO, Union
 
 from .errors import FileRefused, RunDirError, UserError
 from .runroot import LINK, folder, root_of, single
+from .storage import runfolder
 
 Content = Union[bytes, str, Callable[[BinaryIO], None]]
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -364,17 +365,14 @@ def produced(make: Callable[[Path], Any], name: str) -> bytes:
         return path.read_bytes()
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt")  # any of them: the folder is a run's
-
-
 def in_run(path: Path) -> bool:
     """``path`` lies in a run folder (or its ``archs/``)."""
     try:
         folder = path.parent.resolve()
     except OSError:
         return False
-    folders = [folder] + ([folder.parent] if folder.name == "archs" else [])
-    return any(os.path.lexists(d / n) for d in folders for n in RUN_FILES)
+    folders = [folder] + ([folder.parent] if folder.name == runfolder.ARCHS else [])
+    return any(runfolder.is_run(d) for d in folders)
 
 
 def check_out(out: Path, force: bool, ours: Callable[[str], bool] = lambda name: False,

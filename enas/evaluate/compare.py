@@ -53,6 +53,7 @@ from ..files import MAX_CSV_BYTES, NotText, check_out, read_text, write_out
 from ..rank import arch_text, parse_arch_line
 from ..runs import reopen_search
 from ..space import build_space
+from ..storage import runfolder
 from .against_table import policy_expectation
 from .stats import kendall_tau_b, percentile, spearman_rho, topk_overlap
 
@@ -179,7 +180,7 @@ def uniform_cells(path: Path, canon: Canon, gt: dict[str, float]) -> list[str]:
 
 
 def run_arch(run_dir: Path, canon: Canon) -> tuple[str, dict]:
-    path = Path(run_dir) / "best_arch.yaml"
+    path = Path(run_dir) / runfolder.BEST_ARCH
     if not path.exists():
         raise CompareError(f"{run_dir} has no best_arch.yaml (not a finished search run?)")
     space, arch, doc = load_arch(path)
