@@ -25,7 +25,8 @@ import torch
 
 from . import runlock, runs, safeyaml
 from .errors import ConfigError
-from .report.runfolder import read_metrics
+from .storage import runfolder
+from .storage.metrics import read_metrics
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,7 +55,7 @@ def epoch_history(run_dir: str | Path) -> list[dict]:
     architecture's figure; for a retrain, the train and validation figures), keyed without
     the ``overview/`` prefix."""
     by_epoch: dict[int, dict] = {}
-    for row in read_metrics(Path(run_dir) / "metrics.jsonl").rows:
+    for row in read_metrics(Path(run_dir) / runfolder.METRICS).rows:
         if not isinstance(row.get("epoch"), int):
             continue
         figures = {k.removeprefix("overview/"): v for k, v in row.items() if k.startswith("overview/")}
@@ -104,7 +105,7 @@ def search(config, *, data_dir: str | Path | None = None, run_dir: str | Path | 
     finally:
         runlock.release_all()
     run = Path(loop.run_dir).resolve()
-    return SearchResult(run, dict(best["arch"]), run / "best_arch.yaml", float(best["score"]),
+    return SearchResult(run, dict(best["arch"]), run / runfolder.BEST_ARCH, float(best["score"]),
                         float(best.get("se", float("nan"))), int(best["epoch"]), epoch_history(run))
 
 

@@ -26,8 +26,9 @@ from .config import to_dict
 from .errors import ArchError, ArchFileError, ConfigError, brief
 from .files import write_atomic
 from .space import build_space, validate
+from .storage import runfolder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = runfolder.ARCH_FORMAT
 _KEYS = {"format_version", "space", "arch", "description", "provenance"}
 
 

@@ -25,10 +25,11 @@ import torch
 from .errors import CheckpointError, brief
 from .files import loads_json, open_regular, write_atomic
 from .safeyaml import MAX_DEPTH
+from .storage import runfolder
 
-FORMAT = 1
-NAME = "checkpoint.pt"
-PREV = "checkpoint.prev.pt"
+FORMAT = runfolder.CHECKPOINT_FORMAT
+NAME = runfolder.CHECKPOINT
+PREV = runfolder.CHECKPOINT_PREV
 
 
 
@@ -114,7 +115,7 @@ def load(run_dir: str | Path, say=None) -> dict:
     msg = (f"{first}; using the previous checkpoint {prev.name} instead, which continues at epoch "
            f"{pos.get('epoch', 0) + 1}, {pos.get('phase', '?')} step {pos.get('step', '?')}: the work done after "
            f"it is repeated")
-    last = _last_logged_step(run_dir / "metrics.jsonl")
+    last = _last_logged_step(run_dir / runfolder.METRICS)
     if last is not None and isinstance(pos.get("global_step"), int) and last > pos["global_step"]:
         msg += f" (about {last - pos['global_step']} training steps, by metrics.jsonl)"
     (say or (lambda m: print(f"note: {m}", file=sys.stderr)))(msg)
@@ -189,7 +190,7 @@ def check(state: dict, run_dir: Path | None) -> None:
     off = state.get("metrics_offset")
     if isinstance(off, bool) or not isinstance(off, int) or off < 0:
         raise CheckpointError(f"{where}: metrics_offset = {brief(off)} is not a file offset; it is damaged")
-    metrics = Path(run_dir) / "metrics.jsonl" if run_dir is not None else None
+    metrics = Path(run_dir) / runfolder.METRICS if run_dir is not None else None
     if metrics is not None and metrics.exists():  # (other machines of a launch may not see the folder)
         size = metrics.stat().st_size
         if off > size:

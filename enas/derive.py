@@ -16,6 +16,7 @@ from .archfile import save_arch
 from .files import make_dir
 from .final_stage import train_candidates
 from .runlog import say
+from .storage import runfolder
 
 
 class Derive:
@@ -41,22 +42,22 @@ class Derive:
         self.candidates = [{"arch": sample.archs[i], "score": scored[i][0], "se": scored[i][1]} for i in ranked]
         top = self.candidates[0]
         ep = self.epoch + 1
-        prov = {"run": str(self.run_dir), "epoch": ep, "score": top["score"], "score_se": top["se"],
-                "score_is": f"{self.scoring.describe(self.task.metric)} on {_batches_text(s.derive_batches)} "
-                            f"from batch {first % self.task.num_valid_batches()}",
-                **self.budget.provenance(top["arch"])}
+        prov = runfolder.provenance(
+            self.run_dir, ep, top["score"], top["se"],
+            f"{self.scoring.describe(self.task.metric)} on {_batches_text(s.derive_batches)} "
+            f"from batch {first % self.task.num_valid_batches()}", **self.budget.provenance(top["arch"]))
         self.best = {"arch": top["arch"], "score": top["score"], "epoch": ep}
         if self.log_enabled:
-            make_dir(self.run_dir / "archs")
-            save_arch(self.run_dir / "archs" / f"epoch_{ep:03d}.yaml", self.space, top["arch"], prov)
-            save_arch(self.run_dir / "best_arch.yaml", self.space, top["arch"], prov)
+            make_dir(self.run_dir / runfolder.ARCHS)
+            save_arch(runfolder.epoch_arch(self.run_dir, ep), self.space, top["arch"], prov)
+            save_arch(self.run_dir / runfolder.BEST_ARCH, self.space, top["arch"], prov)
             self._log_policy(sample, ep)
             finite = [v for v, _ in scored if math.isfinite(v)]
             self.log.log(ep, epoch=ep, **{
                 "derive/score": top["score"], "derive/score_se": top["se"],
                 "derive/score_mean": sum(finite) / max(len(finite), 1)})
             self.log.text("derive/arch", self.space.describe(top["arch"]), ep)
-            self._draw(top["arch"], self.run_dir / "archs" / f"epoch_{ep:03d}.png", "derive/cell", ep)
+            self._draw(top["arch"], runfolder.epoch_arch(self.run_dir, ep, ".png"), "derive/cell", ep)
         return {"score": top["score"], "se": top["se"], "arch": top["arch"],
                 "entropy": float(sample.entropy.mean())}
 
@@ -88,28 +89,28 @@ class Derive:
             gap = win["score"] - rescored[1]["score"]
             margin = gap / se if se > 0 else (math.inf if gap > 0 else 0.0)
         data = f"{_batches_text(s.final_batches)} of the validation split"
-        prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
-                "score_is": f"{self.scoring.describe(self.task.metric)} on {data}",
-                "final_derive": {"candidates": len(rescored), "margin_in_se": margin, "paired": paired,
-                                 "runner_up_score": rescored[1]["score"] if len(rescored) > 1 else None},
-                **self.budget.provenance(win["arch"])}
+        prov = runfolder.provenance(
+            self.run_dir, self.epoch, win["score"], win["se"], f"{self.scoring.describe(self.task.metric)} on {data}",
+            final_derive={"candidates": len(rescored), "margin_in_se": margin, "paired": paired,
+                          "runner_up_score": rescored[1]["score"] if len(rescored) > 1 else None},
+            **self.budget.provenance(win["arch"]))
         files = None
         if out is not None:
             save_arch(out, self.space, win["arch"], {**prov, **(provenance or {})})
         elif self.log_enabled:
-            save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
-            make_dir(self.run_dir / "archs")
-            files = [self.run_dir / "archs" / f"final_{rank}.yaml" for rank in range(1, len(rescored) + 1)]
+            save_arch(self.run_dir / runfolder.BEST_ARCH, self.space, win["arch"], prov)
+            make_dir(self.run_dir / runfolder.ARCHS)
+            files = [runfolder.final_arch(self.run_dir, rank) for rank in range(1, len(rescored) + 1)]
             for rank, (c, path) in enumerate(zip(rescored, files), start=1):
-                save_arch(path, self.space, c["arch"], {
-                    "run": str(self.run_dir), "epoch": self.epoch, "score": c["score"], "score_se": c["se"],
-                    "score_is": prov["score_is"], "final_derive_rank": rank, **self.budget.provenance(c["arch"])})
+                save_arch(path, self.space, c["arch"], runfolder.provenance(
+                    self.run_dir, self.epoch, c["score"], c["se"], prov["score_is"], final_derive_rank=rank,
+                    **self.budget.provenance(c["arch"])))
             self.log.log(self.epoch, epoch=self.epoch, **{
                 "derive/final_score": win["score"], "derive/final_score_se": win["se"]})
             table = "\n".join(f"{c['score']:.4g} +- {c['se']:.2g} (derive {c['derive_score']:.4g}): "
                               f"{self.space.describe(c['arch']).splitlines()[0]}" for c in rescored)
             self.log.text("derive/final_candidates", table, self.epoch)
-            self._draw(win["arch"], self.run_dir / "best_arch.png", "derive/final_cell", self.epoch)
+            self._draw(win["arch"], self.run_dir / runfolder.BEST_ARCH_PNG, "derive/final_cell", self.epoch)
         say(self._final_message(rescored, margin, paired, data, files), self.log_enabled or out is not None)
         return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch,
                 "candidates": rescored}
@@ -169,18 +170,19 @@ class Derive:
         win = ranked[0]
         what = (f"{self.task.metric}-based reward on the whole validation split after {s.final_train_epochs} "
                 f"epochs of training from scratch")
-        prov = {"run": str(self.run_dir), "epoch": self.epoch, "score": win["score"], "score_se": win["se"],
-                "score_is": what, "final_stage": [{"score": c["score"], "derive_score": c["derive_score"],
-                                                   "arch": self.space.describe(c["arch"]).splitlines()[0]}
-                                                  for c in ranked], **self.budget.provenance(win["arch"])}
+        prov = runfolder.provenance(
+            self.run_dir, self.epoch, win["score"], win["se"], what,
+            final_stage=[{"score": c["score"], "derive_score": c["derive_score"],
+                          "arch": self.space.describe(c["arch"]).splitlines()[0]} for c in ranked],
+            **self.budget.provenance(win["arch"]))
         name, value, se = self.as_metric(win["score"], win["se"], task_score=True)
         say(f"final stage: {len(ranked)} candidates trained from scratch for {s.final_train_epochs} epochs each; "
             f"best: {name.replace('_', ' ')} {value:.4g} +- {se:.2g} on the whole validation split",
             self.log_enabled)
         if self.log_enabled:
-            save_arch(self.run_dir / "best_arch.yaml", self.space, win["arch"], prov)
+            save_arch(self.run_dir / runfolder.BEST_ARCH, self.space, win["arch"], prov)
             self.log.log(self.epoch, epoch=self.epoch, **{"derive/final_stage_score": win["score"]})
-            self._draw(win["arch"], self.run_dir / "best_arch.png", "derive/final_cell", self.epoch)
+            self._draw(win["arch"], self.run_dir / runfolder.BEST_ARCH_PNG, "derive/final_cell", self.epoch)
         return {"arch": win["arch"], "score": win["score"], "se": win["se"], "epoch": self.epoch,
                 "trained": True, "candidates": self.final.get("candidates", [])}
 
@@ -201,7 +203,7 @@ def derive_again(search, seed: int = 0) -> tuple[Path, dict]:
     n = search.cfg.search.derive_samples
     search.gen.manual_seed(seed)  # the same candidates for the same --seed
     search._derive()
-    out = search.run_dir / "archs" / f"derive-{time.strftime('%Y%m%d-%H%M%S')}-n{n}.yaml"
+    out = runfolder.derived_arch(search.run_dir, time.strftime('%Y%m%d-%H%M%S'), n)
     make_dir(out.parent)
-    derived = search.final_derive(out, {"derived_from": "checkpoint.pt", "samples": n, "seed": seed})
+    derived = search.final_derive(out, {"derived_from": runfolder.CHECKPOINT, "samples": n, "seed": seed})
     return out, derived

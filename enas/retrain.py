@@ -49,10 +49,11 @@ from .memory import check_fits, sizes_of
 from .runlog import say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .space import check_arg_limits
+from .storage import runfolder
 from .tasks import build_task
 
-BEST = "best.pt"
-RESULT = "result.json"
+BEST = runfolder.BEST
+RESULT = runfolder.RESULT
 MAX_RESULT_BYTES = 2**20  # result.json: a dozen figures
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from .errors import FileRefused, RunBusyError, RunDirError
 from .runroot import LINK, hold_root, release_roots, single
+from .storage import runfolder
 
-NAME = "enas.lock"
+NAME = runfolder.LOCK
 _held: dict[tuple[int, int], tuple[int, int]] = {}  # (device, inode) of a run folder -> (its descriptor, lock file's)
 
 

@@ -23,6 +23,7 @@ from . import runlock
 from .errors import RunDirError, UserError, printable
 from .files import WriteError, open_append, remove
 from .runroot import release_root
+from .storage import runfolder
 
 # TensorBoard sorts chart groups by name: the number puts what a user looks at first on
 # top (the per-epoch overview: figures that move while a run works), and the name says
@@ -59,7 +60,7 @@ def tb_tag(name: str, value=None, kind: str = "search") -> str | None:
     return f"{TB_GROUPS[group].format(kind=kind)}/{rest}"
 
 
-CREATED = ("config.yaml", "data.json", "arch.yaml", runlock.NAME)  # what a new run's folder holds at first
+CREATED = runfolder.CREATED  # what a new run's folder holds at first
 
 
 def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str | Path = "runs",
@@ -130,8 +131,8 @@ class RunLog:
         self.tb = None
         self.file = None
         self.failed = False
-        self.path = self.run_dir / "metrics.jsonl"
-        self.events = self.run_dir / "events.out.tfevents.*"  # TensorBoard names its file
+        self.path = self.run_dir / runfolder.METRICS
+        self.events = self.run_dir / runfolder.EVENTS  # TensorBoard names its file
         if not enabled:
             return
         with self._writing(self.path):

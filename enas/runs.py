@@ -37,6 +37,7 @@ from .runlog import new_run_dir, say
 from .runroot import hold_root
 from .search import Search
 from .space import build_space, import_space_module, run_module
+from .storage import runfolder as rf
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -89,12 +90,12 @@ def _writable(run_dir: Path, kind: str) -> None:
 def require_run(run_dir: Path, kind: str, then: str = "use RETRAIN_RUN here") -> None:
     """Refuse a folder that is not a ``kind`` run; a search folder given where a retrain
     is expected gets the steps from it to one (``then``: the last of them)."""
-    for name in ("config.yaml",) if kind == "search" else ("config.yaml", "arch.yaml"):
+    for name in (rf.CONFIG,) if kind == "search" else (rf.CONFIG, rf.ARCH):
         if not os.path.lexists(run_dir / name):
-            if kind == "retrain" and os.path.lexists(run_dir / "best_arch.yaml"):
+            if kind == "retrain" and os.path.lexists(run_dir / rf.BEST_ARCH):
                 raise RunDirError(
                     f"{run_dir} is a search run folder, not a retrain one: retrain the architecture it found first, "
-                    f"`enas retrain {run_dir / 'best_arch.yaml'} --config RETRAIN_CONFIG.yaml --run-dir RETRAIN_RUN` "
+                    f"`enas retrain {run_dir / rf.BEST_ARCH} --config RETRAIN_CONFIG.yaml --run-dir RETRAIN_RUN` "
                     f"(a retrain config for its space: configs/*_retrain.yaml, or configs/smoke/*_retrain.yaml "
                     f"for a quick one), then {then}")
             raise RunDirError(f"{run_dir} is not a {kind} run folder (no {name})")
@@ -117,7 +118,7 @@ def continue_run(loop: Loop, cfg, state: dict, diffs: list[str]):
     main = dist.is_main()
     ckpt.restore(loop, state)
     if diffs and main:
-        dump(cfg, loop.run_dir / "config.yaml")
+        dump(cfg, loop.run_dir / rf.CONFIG)
         say("config changed on resume:\n  " + "\n  ".join(diffs))
     say(f"resuming {loop.run_dir} at epoch {loop.epoch + 1}, {loop.phase} step {loop.step}"
         + (f" on {processes_line()}" if processes_line() else ""), main)
@@ -135,7 +136,7 @@ def start_search(config_path, overrides, data_dir, run_dir, device: torch.device
     search = dist.local_main_first(lambda: Search(cfg, None, data_dir, device, log=main))  # data before any folder
 
     def fill(path):
-        dump(cfg, path / "config.yaml")
+        dump(cfg, path / rf.CONFIG)
         record.write(path, cfg.data.dataset, data_dir)
 
     search.run_dir = dist.on_main(lambda: new_run_dir(run_dir, config_path, fill=fill))
@@ -151,8 +152,8 @@ def resume_search(run_dir, overrides, data_dir, allow_change: bool, device: torc
     def read():  # rank 0 reads the run folder (other machines need not see it)
         require_run(run_dir, "search")
         _writable(run_dir, "search")
-        cfg = trusted(load_search(run_dir / "config.yaml", overrides, in_run=True), space_module,
-                       run_dir / "config.yaml")
+        cfg = trusted(load_search(run_dir / rf.CONFIG, overrides, in_run=True), space_module,
+                       run_dir / rf.CONFIG)
         state = ckpt.load(run_dir, say)
         diffs = _changes(state, cfg, SearchConfig, allow_change)
         return cfg, state, diffs, record.resolve(run_dir, cfg.data.dataset, data_dir, allow_change, say)
@@ -168,8 +169,8 @@ def reopen_search(run_dir, data_dir, device: torch.device, overrides=(), allow_d
     ``enas rank``): nothing is logged or written into the folder by it."""
     run_dir = Path(run_dir)
     require_run(run_dir, "search")
-    cfg = trusted(load_search(run_dir / "config.yaml", list(overrides), in_run=True), space_module,
-                   run_dir / "config.yaml")
+    cfg = trusted(load_search(run_dir / rf.CONFIG, list(overrides), in_run=True), space_module,
+                   run_dir / rf.CONFIG)
     state = ckpt.load(run_dir, say)
     data_dir = record.resolve(run_dir, cfg.data.dataset, data_dir, allow_data_change, say, keep_record=True)
     search = Search(cfg, run_dir, data_dir, device, log=False)
@@ -209,7 +210,7 @@ def _on_main_with_space(read):
 def _retrain_files(run_dir: Path, overrides=None, space_module: str | None = None):
     """(space, arch, cfg) of a retrain run folder, from config.yaml and arch.yaml alone."""
     require_run(run_dir, "retrain")
-    return _arch_and_config(run_dir / "arch.yaml", run_dir / "config.yaml", overrides, True, space_module)
+    return _arch_and_config(run_dir / rf.ARCH, run_dir / rf.CONFIG, overrides, True, space_module)
 
 
 def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: torch.device) -> Retrain:
@@ -224,8 +225,8 @@ def start_retrain(arch_path, config_path, overrides, data_dir, run_dir, device: 
     def fill(path):
         _, _, doc = load_arch(arch_path)
         prov = {"copied_from": str(Path(arch_path).resolve()), "source_provenance": doc.get("provenance") or {}}
-        dump(cfg, path / "config.yaml")
-        save_arch(path / "arch.yaml", space, arch, prov)
+        dump(cfg, path / rf.CONFIG)
+        save_arch(path / rf.ARCH, space, arch, prov)
         record.write(path, cfg.data.dataset, data_dir)
 
     rt.run_dir = dist.on_main(lambda: new_run_dir(run_dir, config_path, kind="retrain", fill=fill))

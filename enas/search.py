@@ -41,6 +41,7 @@ from .runlog import progress, say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .scoring import Scoring
 from .space import ArchError, build_space, check_arg_limits, validate
+from .storage.runfolder import policy_groups, policy_key, policy_labels
 from .tasks import build_task
 
 
@@ -293,23 +294,22 @@ class Search(Derive, Loop):
         """Per-decision choice probabilities (metrics.jsonl; TensorBoard: one heat map per
         decision group), mean entropy and the collapse warning."""
         figs = {}
-        groups: dict[str, list] = {}
         free_mass, n_free = 0.0, 0
         free = getattr(self.space, "param_free_choices", set())
-        for d in self.space.decisions():
+        decisions = self.space.decisions()
+        for d in decisions:
             p = sample.probs[d.name].tolist()
-            labels = list(d.choices) if d.kind == "categorical" else [str(j) for j in range(d.size)]
+            labels = policy_labels(d)
             for lab, v in zip(labels, p):
-                figs[f"policy/{d.name}/{lab}"] = v
-            if d.size > 1 or d.kind == "skip":  # a decision with one choice has nothing to show
-                groups.setdefault(d.group, []).append((d.name, labels, p))
+                figs[policy_key(d.name, lab)] = v
             if d.kind == "categorical" and free & set(d.choices):
                 free_mass += sum(v for lab, v in zip(labels, p) if lab in free)
                 n_free += 1
         entropy = float(sample.entropy.mean())
         figs["policy/entropy"] = entropy
         self.log.log(ep, epoch=ep, **figs)
-        for g, rows in groups.items():
+        for g, ds in policy_groups(decisions).items():
+            rows = [(d.name, labels, sample.probs[d.name].tolist()) for d, labels in ds]
             cols = max((r[1] for r in rows), key=len)
             kind = "input" if cols[0] == "0" else "choice"
             img = heatmap([r[2] + [None] * (len(cols) - len(r[2])) for r in rows], [r[0] for r in rows], cols,

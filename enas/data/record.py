@@ -20,10 +20,11 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError, brief
 from ..files import read_json, write_atomic
+from ..storage import runfolder
 from . import cifar, imagefolder, shipped, text
 from .download import checksum
 
-RECORD = "data.json"
+RECORD = runfolder.DATA
 MAX_BYTES = 256 * 2**20  # an image folder's record names every image: ~150 bytes each
 
 

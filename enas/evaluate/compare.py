@@ -49,10 +49,11 @@ import yaml
 from .. import safeyaml
 from ..archfile import load_arch
 from ..errors import DataError, brief, one_line
-from ..files import check_out, read_regular, write_out
+from ..files import MAX_CSV_BYTES, NotText, check_out, read_text, write_out
 from ..rank import arch_text, parse_arch_line
 from ..runs import reopen_search
 from ..space import build_space
+from ..storage import runfolder
 from .against_table import policy_expectation
 from .stats import kendall_tau_b, percentile, spearman_rho, topk_overlap
 
@@ -91,26 +92,17 @@ class Canon:
         return t
 
 
-# A ground truth or a ranking holds a row per trained or scored architecture (NB201's
-# whole table is 1.5 MB): a larger file is refused unread, as `enas table` refuses one.
-MAX_CSV_BYTES = 256 * 2**20
-
-
 def _read_text(path: Path, what: str) -> str:
     """The text of a regular file of at most MAX_CSV_BYTES (a device, a FIFO or a huge
     file is refused instead of read forever or waited on)."""
     try:
-        text = read_regular(path, MAX_CSV_BYTES).decode()
+        return read_text(path, MAX_CSV_BYTES)
     except FileNotFoundError:
         raise CompareError(f"{path} does not exist") from None
-    except UnicodeDecodeError:
-        raise CompareError(f"{path} is not a text file; give the {what}") from None
+    except NotText as e:
+        raise CompareError(f"{e}; give the {what}") from None
     except OSError as e:
         raise CompareError(f"{path}: {e.strerror or e}; give the {what}") from None
-    if "\0" in text:  # no text file holds one; csv would take it as part of a field
-        raise CompareError(f"{path}, line {text.count(chr(10), 0, text.index(chr(0))) + 1}: a NUL byte; "
-                           f"give the {what} (a text file)")
-    return text
 
 
 def _read_csv(path: Path, need: tuple[str, ...], what: str) -> list[tuple[int, dict]]:
@@ -188,7 +180,7 @@ def uniform_cells(path: Path, canon: Canon, gt: dict[str, float]) -> list[str]:
 
 
 def run_arch(run_dir: Path, canon: Canon) -> tuple[str, dict]:
-    path = Path(run_dir) / "best_arch.yaml"
+    path = Path(run_dir) / runfolder.BEST_ARCH
     if not path.exists():
         raise CompareError(f"{run_dir} has no best_arch.yaml (not a finished search run?)")
     space, arch, doc = load_arch(path)

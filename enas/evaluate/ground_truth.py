@@ -28,7 +28,8 @@ import torch
 from ..config import load_retrain, to_dict
 from ..controller import RandomPolicy
 from ..errors import UserError, brief
-from ..files import make_parents, open_append, read_regular, write_atomic
+from .. import files
+from ..files import MAX_CSV_BYTES, NotText, make_parents, open_append, write_atomic
 from ..rank import arch_text
 from ..space import validate
 
@@ -105,18 +106,15 @@ def recipe_hash(config: Path, overrides: list[str], space) -> tuple[str, dict]:
 
 # ---- the CSV ------------------------------------------------------------------------------
 
-MAX_CSV_BYTES = 256 * 2**20  # as enas compare reads it (compare.py)
-
-
 def read_text(path: Path) -> str:
     """The table's text: a regular file of at most MAX_CSV_BYTES (a FIFO or a device
     named as --out is refused, not waited on or read forever); "" if there is none."""
     if not os.path.lexists(path):
         return ""
     try:
-        return read_regular(path, MAX_CSV_BYTES).decode()
-    except UnicodeDecodeError:
-        raise GroundTruthError(f"{path} is not a text file; use another --out") from None
+        return files.read_text(path, MAX_CSV_BYTES)
+    except NotText as e:
+        raise GroundTruthError(f"{e}; use another --out") from None
     except OSError as e:
         raise GroundTruthError(f"{path}: {e.strerror or e}; use another --out") from None
 

@@ -24,14 +24,13 @@ import hashlib
 import io
 import math
 import random
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import QUOTE_CHARS, DataError, brief, printable
-from ..files import read_regular
+from ..files import NotText, read_bounded
 from ..space import ArchError
 
 MAX_TABLE_BYTES = 256 * 2**20  # NB201's table is 1.5 MB; a larger file is not a table of a search space
@@ -122,19 +121,11 @@ def read_csv_bytes(path: Path, limit: int = MAX_TABLE_BYTES) -> bytes:
     """The CSV's bytes; a ``.gz`` file decompressed, refused through a link (the
     compressed file is read within ``limit`` and so is what it decompresses to: a small
     file that inflates to gigabytes stops at the cap)."""
-    if not path.name.endswith(".gz"):
-        return read_regular(path, limit)
-    packed = read_regular(path, limit, follow=False)
-    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+    gz = path.name.endswith(".gz")
     try:
-        data = inflate.decompress(packed, limit + 1)
-    except zlib.error as e:
-        raise DataError(f"table {path} is not a readable gzip file ({e})") from None
-    if len(data) > limit:
-        raise DataError(f"table {path} decompresses to more than the {limit:,} bytes a table may have")
-    if not inflate.eof:
-        raise DataError(f"table {path} is a truncated gzip file")
-    return data
+        return read_bounded(path, limit, follow=not gz, inflate=True)
+    except NotText as e:
+        raise DataError(f"table {e}") from None
 
 
 def read_shipped(shipped: Shipped, space, text_of, parse) -> Table:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..files import check_out, open_regular, write_out
+from ..storage import runfolder as rf
 from .page import GENERATOR, render
 from .runfolder import load_run
 
@@ -30,7 +31,7 @@ def write_report(run_dir: Path, out: Path | None = None, force: bool = False,
     appears complete or not at all. ``space_module``: the code of the run's space, if
     it is the user's own (a run's files never make enas import code)."""
     run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "report.html"
+    out = Path(out) if out is not None else run_dir / rf.REPORT
     force = force or _is_report(out)
     check_out(out, force, ours=lambda name: name.endswith(".html"))
     page = render(load_run(run_dir, space_module))
