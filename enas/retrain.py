@@ -100,8 +100,9 @@ class Retrain(Loop):
         # CIFAR final: "valid" is the test set (see module docstring); select nothing on it.
         self.valid_is_test = self.task.valid_is_test
         self.select_best = not self.valid_is_test
-        check_step(space, self.model_args, self.task.model_kwargs(), cfg.data, cfg.data.batch_size, cfg.model,
-                   self.device, n if self.device.type == "cpu" else 1)
+        if log or n > 1:  # a retrain that trains (a run reopened to evaluate, log=False, does not)
+            check_step(space, self.model_args, self.task.model_kwargs(), cfg.data, cfg.data.batch_size, cfg.model,
+                       self.device, n if self.device.type == "cpu" else 1)
         check_fits(lambda: space.child(arch, self.model_args, **self.task.model_kwargs()), "network",
                    sizes_of("model", cfg.model), self.device)
         torch.manual_seed(r.seed)  # the child's initial weights

@@ -82,15 +82,21 @@ def _fail_on(rank: int) -> None:
     Search._controller_phase = boom
 
 
-def _stop_on(rank: int, where: str, out: Path) -> None:
+def stop_in_derive(where: str, signal_here, scored: list, set_attr=setattr, on_score=lambda: None) -> None:
+    """Wrap ``Derive.<where>`` (``_derive`` or ``final_derive``) and ``Scoring.score``:
+    every candidate that derive scores is appended to ``scored`` (then ``on_score()``),
+    and while the first is scored a SIGTERM reaches this process if ``signal_here()``
+    (asked then: a rank is known once the run has started; the handler's flag is set,
+    as the handler would). ``set_attr``: a test's
+    monkeypatch.setattr, to undo it."""
     import signal
 
     from enas import derive, scoring
 
-    inside, scored = [], []
+    inside = []
     real_score, real_step = scoring.Scoring.score, getattr(derive.Derive, where)
 
-    def step(self, *a, **kw):
+    def step(self, *a, **kw):  # the derive, with the search in hand
         inside.append(self)
         try:
             return real_step(self, *a, **kw)
@@ -99,14 +105,14 @@ def _stop_on(rank: int, where: str, out: Path) -> None:
 
     def score(self, supernet, arch, *a, **kw):
         if inside:
-            if not scored and dist.rank() == rank:
+            if not scored and signal_here():
                 inside[-1].stop.signum = signal.SIGTERM
             scored.append(arch)
-            (out / f"scored{dist.rank()}.txt").write_text(str(len(scored)))
+            on_score()
         return real_score(self, supernet, arch, *a, **kw)
 
-    setattr(derive.Derive, where, step)
-    scoring.Scoring.score = score
+    set_attr(derive.Derive, where, step)
+    set_attr(scoring.Scoring, "score", score)
 
 
 if __name__ == "__main__":
@@ -114,7 +120,10 @@ if __name__ == "__main__":
     if "ENAS_TEST_FAIL_RANK" in os.environ:
         _fail_on(int(os.environ["ENAS_TEST_FAIL_RANK"]))
     if "ENAS_TEST_STOP_RANK" in os.environ:
-        _stop_on(int(os.environ["ENAS_TEST_STOP_RANK"]), os.environ["ENAS_TEST_STOP_IN"], out)
+        scored: list = []
+        stop_rank = int(os.environ["ENAS_TEST_STOP_RANK"])
+        stop_in_derive(os.environ["ENAS_TEST_STOP_IN"], lambda: dist.rank() == stop_rank, scored,
+                       on_score=lambda: (out / f"scored{dist.rank()}.txt").write_text(str(len(scored))))
     if mode == "step":
         result = step(sys.argv[3], sys.argv[4], out)
         torch.save(result, out / f"rank{dist.rank()}.pt")

@@ -149,6 +149,13 @@ def test_a_training_step_too_large_for_memory_is_refused_before_anything_is_buil
     assert not (tmp_path / "r").exists()
 
 
+def test_a_run_reopened_to_read_is_not_held_to_a_training_step(run, capsys, monkeypatch):
+    from enas import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1024)  # no training step fits
+    assert main(["derive", str(run), "--samples", "2"] + CPU) == 0  # scoring trains nothing
+
+
 def _kept_for_backward(model, step) -> int:
     """Bytes of the tensors autograd keeps from a forward pass for its backward, the
     parameters left out (they are counted by check_fits)."""
