@@ -39,9 +39,9 @@ from enas.errors import ConfigError
 from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 
 from .draw import draw_cells
-from .ops import (OPS, stem_activations, FactorizedReduce, Identity, ReLUConvBN, bn, conv, downsampling_steps, drop_path, he_init,
+from .ops import (OPS, FactorizedReduce, Identity, ReLUConvBN, bn, conv, downsampling_steps, drop_path, he_init,
                   part_params,
-                  side_after, stem)
+                  side_after, stem, stem_activations)
 
 MICRO_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
 CELLS = ("normal", "reduction")
