@@ -174,9 +174,12 @@ class Loop:
     def stop_if_requested(self, undo: Callable[[], None] | None = None) -> None:
         """Within a long piece of work that a resume redoes whole (a derive of thousands of
         candidates takes minutes): on a stop signal, ``undo()`` what it changed so far,
-        checkpoint, stop. Several processes decide together between steps instead
-        (maybe_checkpoint): one rank leaving a derive alone would strand the others."""
-        if self.stop.requested and dist.world() == 1:
+        checkpoint, stop. Several processes reach this at the same candidates and decide
+        together (any rank's signal stops all): one rank leaving a derive alone would
+        strand the others in their next collective."""
+        if dist.world() > 1:
+            self.stop.signum = dist.max_ints([self.stop.signum or 0])[0] or None
+        if self.stop.requested:
             if undo is not None:
                 undo()
             self.save()

@@ -7,6 +7,11 @@ torch.nn, or a machine swapping for minutes. The network is first built on PyTor
 parameter about four times (the weights, their gradients, and SGD momentum or Adam's two
 moments), so that is the floor checked here: activations come on top, which is why a
 network that passes can still run out of memory, but one that fails never could fit.
+
+The activations are checked first, from the settings alone (``check_step``): a space
+estimates the values one training step keeps for its backward pass
+(``activation_elements``), which the batch size multiplies, so ``data.batch_size:
+10000000`` is refused before any network or batch exists.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError
+from .files import read_regular
 
 COPIES = 4  # weights, gradients, two optimiser buffers
 
@@ -110,3 +116,52 @@ def check_fits(build: Callable[[], nn.Module], what: str, sizes: str, device: to
         shown = "more than 2**63 bytes" if need == float("inf") else f"{need / 2**30:,.1f} GiB"
         raise ConfigError(f"the {what} of {sizes} needs {shown} to train (its weights, gradients and optimiser "
                           f"state) and {device} has {have / 2**30:,.1f} GiB; reduce these sizes")
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory ``device`` can still give: free GPU memory, or the RAM the kernel reports
+    available (free plus reclaimable caches) for the CPU; None where there is no figure."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in read_regular("/proc/meminfo", 1 << 16).decode("ascii", "replace").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no figure, no check
+        return None
+
+
+def check_step(space, model_args, task_kwargs: dict, data, batch_size: int, model: dict, device: torch.device,
+               processes: int = 1) -> None:
+    """Raise a ConfigError naming the settings that size a step (``data`` section, the
+    ``model`` section's values) when the activations of one training step of
+    ``batch_size`` examples cannot fit in what ``device`` has available; ``processes``
+    share the device's memory (several processes on the CPU). Nothing is built: the
+    space's ``activation_elements`` is a formula. A space without one is held to its
+    input batch alone (3 x image_size^2 values an image, one a token), which catches an
+    absurd batch size, not a network too large for the device."""
+    text = "vocab_size" in task_kwargs
+    seq_len = (max(data.bptt, data.bptt_max) if data.variable_bptt else data.bptt) if text else 1
+    named = [f"data.batch_size={data.batch_size}"]
+    if text:
+        named.append(f"data.bptt={data.bptt}" + (f", data.bptt_max={data.bptt_max}" if data.variable_bptt else ""))
+    elif data.dataset == "imagefolder":
+        named.append(f"data.image_size={data.image_size}")
+    named.append(sizes_of("model", model))
+    estimate = getattr(space, "activation_elements", None)
+    if estimate is not None:
+        values, held = estimate(model_args, batch_size=batch_size, seq_len=seq_len, **task_kwargs), "activations"
+    else:
+        values, held = batch_size * (seq_len if text else 3 * task_kwargs.get("image_size", 32) ** 2), "input batch"
+    need = values * 4 * processes  # float32
+    have = available_bytes(device)
+    if have is not None and need > have:
+        who = f" in each of {processes} processes" if processes > 1 else ""
+        raise ConfigError(f"one training step with {', '.join(named)} keeps about {need / processes / 2**30:,.1f} GiB "
+                          f"of {held}{who} for its backward pass and {device} has {have / 2**30:,.1f} GiB available; "
+                          f"reduce these sizes")

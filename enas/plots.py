@@ -6,18 +6,16 @@ any thread and process.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: str, path: str | Path | None = None,
-            xlabel: str = "", ylabel: str = ""):
+def heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: str, xlabel: str = "",
+            ylabel: str = "") -> np.ndarray:
     """A rows x cols grid of probabilities in [0, 1] (None: no such choice), each cell
-    annotated when the grid is small enough to read. Written to ``path`` as PNG, or
-    returned as an RGB uint8 array [H, W, 3] when ``path`` is None."""
+    annotated when the grid is small enough to read, as an RGB uint8 array [H, W, 3] (a
+    TensorBoard image: nothing is written here)."""
     grid = np.array([[math.nan if v is None else v for v in r] for r in values], dtype=float)
     h = max(2.2, 0.32 * len(rows) + 1.4)
     w = max(4.0, 0.55 * len(cols) + 2.6)
@@ -35,13 +33,8 @@ def heatmap(values: list[list[float]], rows: list[str], cols: list[str], title: 
         annotate_cells(ax, grid, fontsize=6)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="probability")
     fig.tight_layout()
-    if path is None:
-        fig.canvas.draw()
-        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
 def annotate_cells(ax, grid, fontsize: float) -> None:

@@ -45,7 +45,7 @@ from .config import ConfigError, RetrainConfig, from_dict, to_dict
 from .errors import CheckpointError, RunDirError, brief
 from .files import read_json, write_atomic
 from .loop import Loop
-from .memory import check_fits, sizes_of
+from .memory import check_fits, check_step, sizes_of
 from .runlog import say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .space import check_arg_limits
@@ -101,6 +101,9 @@ class Retrain(Loop):
         # CIFAR final: "valid" is the test set (see module docstring); select nothing on it.
         self.valid_is_test = self.task.valid_is_test
         self.select_best = not self.valid_is_test
+        if log or n > 1:  # a retrain that trains (a run reopened to evaluate, log=False, does not)
+            check_step(space, self.model_args, self.task.model_kwargs(), cfg.data, cfg.data.batch_size, cfg.model,
+                       self.device, n if self.device.type == "cpu" else 1)
         check_fits(lambda: space.child(arch, self.model_args, **self.task.model_kwargs()), "network",
                    sizes_of("model", cfg.model), self.device)
         torch.manual_seed(r.seed)  # the child's initial weights

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import runlock
 from .errors import RunDirError, UserError, printable
-from .files import WriteError, open_append, remove
+from .files import WriteError, make_dir, make_dirs, open_append, remove
 from .runroot import release_root
 from .storage import runfolder
 
@@ -86,9 +86,10 @@ def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str |
             n += 1
             path = base.with_name(f"{base.name}-{n}")
     made = not os.path.lexists(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
+    try:  # the folders above as the user named them; the run's own folder never a link
+        make_dirs(path.parent)
+        make_dir(path)
+    except OSError as e:  # FileRefused (a link or a file at that name) is one too
         raise RunDirError(f"cannot create run folder {path}: {e.strerror or e}") from None
     runlock.hold(path)
     if _used(path):  # another command made its run here since the check above

@@ -34,7 +34,7 @@ from .derive import Derive
 from .errors import brief
 from .files import produced, write_atomic
 from .loop import Loop
-from .memory import check_fits, sizes_of
+from .memory import check_fits, check_step, sizes_of
 from .plots import heatmap
 from .reinforce import Reinforce
 from .runlog import progress, say
@@ -75,6 +75,10 @@ class Search(Derive, Loop):
         self.budget = Budget(self.space, budget_model_args(self.space, s.budget_model), self.task.model_kwargs(),
                              s.max_params)
         self.budget.check()
+        if log or dist.world() > 1:  # a search that trains (a run reopened to read, log=False, only scores)
+            check_step(self.space, self.model_args, self.task.model_kwargs(), cfg.data,
+                       cfg.data.batch_size // dist.world(), cfg.model, device,
+                       dist.world() if torch.device(device).type == "cpu" else 1)
         check_fits(lambda: self.space.supernet(self.model_args, **self.task.model_kwargs()), "supernet",
                    sizes_of("model", cfg.model), device)
         check_fits(lambda: build_policy(cfg.controller.kind, self.space, cfg.controller), "controller",

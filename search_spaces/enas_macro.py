@@ -35,7 +35,7 @@ from enas.budget import count_by_parts
 from enas.space import SPACES, Arch, ArchError, Decision, validate
 
 from .draw import draw_chain
-from .ops import OPS, FactorizedReduce, bn, he_init, part_params, stem
+from .ops import OPS, FactorizedReduce, bn, he_init, part_params, stem, stem_activations
 
 MACRO_OPS = ("conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3")
 
@@ -259,6 +259,14 @@ class EnasMacroSpace:
                     c = c_next
             return total
         return count_by_parts(self, arch, m, {"num_classes": num_classes, "image_size": image_size}, variable)
+
+    def activation_elements(self, model_args: MacroModelArgs, batch_size: int, image_size: int = 32, **_) -> int:
+        """Values one training step keeps for its backward pass (enas/memory.py), rounded up:
+        measured ~4 per layer and channel of the cells' pixel map (a wider layer after a
+        reduction has a quarter of the pixels), with room for the reductions of every
+        earlier output an architecture of many skips keeps."""
+        kept, pixels = stem_activations(model_args.channels, image_size)
+        return batch_size * (kept + 8 * self.args.num_layers * model_args.channels * pixels)
 
     def describe(self, arch: Arch) -> str:
         g = self.genotype(arch)

@@ -41,7 +41,7 @@ from enas.space import SPACES, Arch, Decision, InputAnchors, validate
 from .draw import draw_cells
 from .ops import (OPS, FactorizedReduce, Identity, ReLUConvBN, bn, conv, downsampling_steps, drop_path, he_init,
                   part_params,
-                  side_after, stem)
+                  side_after, stem, stem_activations)
 
 MICRO_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
 CELLS = ("normal", "reduction")
@@ -379,6 +379,15 @@ class EnasMicroSpace:
                 total += len(loose) * c * c + sum(part_params(FactorizedReduce, c, c) for i in loose if red and i < 2)
             return total
         return count_by_parts(self, arch, m, {"num_classes": num_classes, "image_size": image_size}, variable)
+
+    def activation_elements(self, model_args: MicroModelArgs, batch_size: int, image_size: int = 32, **_) -> int:
+        """Values one training step keeps for its backward pass (enas/memory.py), rounded up:
+        measured ~15 per node and channel of the cells' pixel map per normal cell of a stage,
+        ~13 more per node, over the three stages (tests/test_bounded_input.py checks that this
+        stays above a measured step)."""
+        m = model_args
+        kept, pixels = stem_activations(3 * m.channels, image_size)
+        return batch_size * (kept + 20 * self.args.num_nodes * (m.num_cells + 1) * m.channels * pixels)
 
     def describe(self, arch: Arch) -> str:
         g = self.genotype(arch)

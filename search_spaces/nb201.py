@@ -32,7 +32,7 @@ from enas.budget import count_by_parts
 from enas.space import SPACES, Arch, ArchError, Decision, validate
 
 from .draw import draw_dag
-from .ops import OPS, Zero, bn, part_params, stem
+from .ops import OPS, Zero, bn, part_params, stem, stem_activations
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_NODES = 4  # node 0 = cell input, nodes 1..3 computed; node 3 is the output
@@ -266,6 +266,14 @@ class NB201Space:
         if parse_cell_string(written) != arch:
             raise ArchError(f"cell_string {written!r} disagrees with the file's arch ({self.to_text(arch)}); "
                             f"fix or delete one of them")
+
+    def activation_elements(self, model_args: NB201ModelArgs, batch_size: int, image_size: int = 32, **_) -> int:
+        """Values one training step keeps for its backward pass (enas/memory.py), rounded up:
+        measured ~14 per cell and channel of the cells' pixel map, ~8 for the residual
+        reductions and the classifier."""
+        m = model_args
+        kept, pixels = stem_activations(m.channels, image_size)
+        return batch_size * (kept + (20 * m.cells_per_stage + 12) * m.channels * pixels)
 
     def describe(self, arch: Arch) -> str:
         g = self.genotype(arch)

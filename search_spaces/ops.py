@@ -80,6 +80,17 @@ def stem(c_out: int, image_size: int = 32) -> nn.Sequential:
     return nn.Sequential(*layers, conv(c_in, c_out, 3), bn(c_out))
 
 
+def stem_activations(c_out: int, image_size: int) -> tuple[int, int]:
+    """(values one image keeps in the stem for the backward pass, pixels of the map the
+    cells see): the input, then each conv's, BN's and ReLU's output. For the activation
+    estimates of the image spaces (``activation_elements``, enas/memory.py)."""
+    side, kept = image_size, 3 * image_size ** 2
+    for _ in range(downsampling_steps(image_size)):
+        side = -(-side // 2)
+        kept += 3 * c_out * side * side
+    return kept + 3 * c_out * side * side, side * side
+
+
 def he_init(module: nn.Module) -> None:
     """He-normal (fan_in) for convs and linears, BN to identity (official create_weight)."""
     for m in module.modules():

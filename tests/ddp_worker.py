@@ -5,7 +5,10 @@
 MODE ``cli``: the enas CLI on ARGS; after ``run`` returns, every rank writes its
 final weights to OUT/rank<r>.pt. MODE ``step``: ``step(config, data_dir)`` below,
 every rank writes its result to OUT/rank<r>.pt. ``ENAS_TEST_FAIL_RANK=r`` makes rank r
-raise in its first controller phase.
+raise in its first controller phase. ``ENAS_TEST_STOP_RANK=r`` with ``ENAS_TEST_STOP_IN``
+(``_derive`` or ``final_derive``): a SIGTERM reaches rank r alone while it scores that
+derive's first candidate; every rank counts the candidates it scored there in
+OUT/scored<r>.txt.
 """
 from __future__ import annotations
 
@@ -79,10 +82,48 @@ def _fail_on(rank: int) -> None:
     Search._controller_phase = boom
 
 
+def stop_in_derive(where: str, signal_here, scored: list, set_attr=setattr, on_score=lambda: None) -> None:
+    """Wrap ``Derive.<where>`` (``_derive`` or ``final_derive``) and ``Scoring.score``:
+    every candidate that derive scores is appended to ``scored`` (then ``on_score()``),
+    and while the first is scored a SIGTERM reaches this process if ``signal_here()``
+    (asked then: a rank is known once the run has started; the handler's flag is set,
+    as the handler would). ``set_attr``: a test's
+    monkeypatch.setattr, to undo it."""
+    import signal
+
+    from enas import derive, scoring
+
+    inside = []
+    real_score, real_step = scoring.Scoring.score, getattr(derive.Derive, where)
+
+    def step(self, *a, **kw):  # the derive, with the search in hand
+        inside.append(self)
+        try:
+            return real_step(self, *a, **kw)
+        finally:
+            inside.pop()
+
+    def score(self, supernet, arch, *a, **kw):
+        if inside:
+            if not scored and signal_here():
+                inside[-1].stop.signum = signal.SIGTERM
+            scored.append(arch)
+            on_score()
+        return real_score(self, supernet, arch, *a, **kw)
+
+    set_attr(derive.Derive, where, step)
+    set_attr(scoring.Scoring, "score", score)
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], Path(sys.argv[2])
     if "ENAS_TEST_FAIL_RANK" in os.environ:
         _fail_on(int(os.environ["ENAS_TEST_FAIL_RANK"]))
+    if "ENAS_TEST_STOP_RANK" in os.environ:
+        scored: list = []
+        stop_rank = int(os.environ["ENAS_TEST_STOP_RANK"])
+        stop_in_derive(os.environ["ENAS_TEST_STOP_IN"], lambda: dist.rank() == stop_rank, scored,
+                       on_score=lambda: (out / f"scored{dist.rank()}.txt").write_text(str(len(scored))))
     if mode == "step":
         result = step(sys.argv[3], sys.argv[4], out)
         torch.save(result, out / f"rank{dist.rank()}.pt")

@@ -119,6 +119,114 @@ def test_a_network_of_too_many_modules_is_refused_while_it_is_counted(monkeypatc
                           "model.cells_per_stage=20", torch.device("cpu"))
 
 
+@pytest.mark.parametrize("space, sets", [
+    ("nb201", ["data.batch_size=10000000"]),
+    ("nb201", ["model.channels=100000", "model.cells_per_stage=1"]),
+    ("enas_micro", {"channels": 100000, "num_cells": 1}),
+])
+def test_a_training_step_too_large_for_memory_is_refused_before_anything_is_built(tmp_path, capsys, cifar_dir,
+                                                                                   monkeypatch, space, sets):
+    from enas import memory, retrain, search
+
+    def built(*a, **kw):
+        raise AssertionError("a network was built before the training step's size was checked")
+
+    for module in (search, retrain):
+        monkeypatch.setattr(module, "check_fits", built)  # the meta build comes after
+    monkeypatch.setattr(type(build_space(space)), "supernet", built)
+    monkeypatch.setattr(type(build_space(space)), "child", built)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 8 * 2**30)  # the same on every machine
+    new = ["--data-dir", str(cifar_dir), "--run-dir", str(tmp_path / "r")] + CPU
+    if space == "nb201":
+        argv = ["search", str(tiny_nb201_config(tmp_path))] + [x for s in sets for x in ("--set", s)] + new
+        named = sets
+    else:
+        cfg = write_retrain_config(tmp_path, space, model=sets)
+        argv = ["retrain", str(write_arch(tmp_path, space)), "--config", str(cfg)] + new
+        named = [f"model.{k}={v}" for k, v in sets.items()]
+    assert main(argv) == 2
+    one_error(capsys, "one training step", *named, "reduce these sizes", "8.0 GiB available")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_reopened_to_read_is_not_held_to_a_training_step(run, capsys, monkeypatch):
+    from enas import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1024)  # no training step fits
+    assert main(["derive", str(run), "--samples", "2"] + CPU) == 0  # scoring trains nothing
+
+
+def _kept_for_backward(model, step) -> int:
+    """Bytes of the tensors autograd keeps from a forward pass for its backward, the
+    parameters left out (they are counted by check_fits)."""
+    import torch
+
+    seen = {(p.untyped_storage().data_ptr(), p.untyped_storage().nbytes()) for p in model.parameters()}
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key not in seen:
+            seen.add(key)
+            total += key[1]
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return total
+
+
+@pytest.mark.parametrize("space, args, model, image_size", [
+    ("enas_micro", {"num_nodes": 5}, {"channels": 8, "num_cells": 2}, 32),
+    ("enas_micro", {"num_nodes": 3}, {"channels": 8, "num_cells": 1}, 64),
+    ("enas_macro", {"num_layers": 12}, {"channels": 8}, 32),
+    ("nb201", {}, {"channels": 8, "cells_per_stage": 2}, 32),
+    ("nb201", {}, {"channels": 8, "cells_per_stage": 1}, 128),
+    ("enas_rnn", {"num_nodes": 6}, {"hidden": 16}, 0),
+])
+def test_activation_estimates_cover_a_measured_training_step(space, args, model, image_size):
+    import random
+
+    import torch
+
+    from enas.config import from_dict
+
+    sp = build_space(space, args)
+    m = from_dict(type(sp).ModelArgs, model, "model")
+    arch = random_arch(sp, random.Random(0))
+    torch.manual_seed(0)
+    batch = 2
+    if space == "enas_rnn":
+        vocab, seq = 50, 6
+        net = sp.supernet(m, vocab_size=vocab).train()
+        x = torch.randint(0, vocab, (seq, batch))
+        kept = _kept_for_backward(net, lambda: net(x, net.init_hidden(batch), arch, target=x))
+        estimate = sp.activation_elements(m, batch_size=batch, vocab_size=vocab, seq_len=seq) * 4
+    else:
+        net = sp.supernet(m, num_classes=10, image_size=image_size).train()
+        x = torch.randn(batch, 3, image_size, image_size)
+        kept = _kept_for_backward(net, lambda: net(x, arch))
+        estimate = sp.activation_elements(m, batch_size=batch, num_classes=10, image_size=image_size) * 4
+    assert kept <= estimate <= 3 * kept, (kept, estimate)
+
+
+def test_a_space_without_an_estimate_is_held_to_its_input_batch(monkeypatch):
+    import torch
+
+    from enas import memory
+    from enas.config import DataSection
+    from enas.errors import ConfigError
+
+    assert memory.available_bytes(torch.device("cpu")) > 0  # this machine's figure, before it is replaced
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**30)
+    data = DataSection(dataset="imagefolder", batch_size=100_000, image_size=64)
+    with pytest.raises(ConfigError, match=r"data.batch_size=100000, data.image_size=64, .*GiB of input batch"):
+        memory.check_step(object(), None, {"num_classes": 3, "image_size": 64}, data, 100_000, {"width": 8},
+                          torch.device("cpu"))
+    memory.check_step(object(), None, {"num_classes": 3, "image_size": 64}, data, 100, {}, torch.device("cpu"))
+
+
 # ---- regular files only ----------------------------------------------------------------
 
 

@@ -124,6 +124,24 @@ def test_failure_on_one_rank_stops_every_rank(tmp_path, ptb_dir):
     assert not (tmp_path / "dumps" / "rank0.pt").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["_derive", "final_derive"])
+def test_a_stop_signal_on_one_rank_stops_every_rank_between_derive_candidates(tmp_path, ptb_dir, where):
+    """A signal that reaches one process while the derive scores its candidates stops every
+    process after the candidate in hand (not after all of them), with a checkpoint that
+    resumes."""
+    cfg = write_config(tmp_path, TINY_PTB, "search.yaml",
+                       search={"epochs": 1, "derive_samples": 30, "final_candidates": 10})
+    run_dir, out = tmp_path / "run", tmp_path / "dumps"
+    proc = torchrun("cli", out, "search", cfg, "--data-dir", ptb_dir, "--run-dir", run_dir, "--device", "cpu",
+                    env={"ENAS_TEST_STOP_RANK": "1", "ENAS_TEST_STOP_IN": where})
+    assert proc.returncode != 0 and "stopped by signal 15; checkpoint written" in proc.stderr, proc.stderr[-3000:]
+    assert [(out / f"scored{r}.txt").read_text() for r in (0, 1)] == ["1", "1"]  # not the other 29 (or 9)
+    assert not (out / "rank0.pt").exists()  # the search did not finish
+    assert main(["search", "--resume", str(run_dir), "--data-dir", str(ptb_dir), "--device", "cpu"]) == 0
+    assert len(list((run_dir / "archs").glob("final_*.yaml"))) == 10
+
+
 def test_batch_size_must_split_evenly(tmp_path, ptb_dir, monkeypatch):
     from enas import distributed as dist
     from enas.config import ConfigError, load_search

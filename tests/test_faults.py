@@ -126,31 +126,14 @@ def test_a_stop_signal_during_a_derive_stops_it_and_the_resume_equals_uninterrup
     """SIGTERM while a derive scores its candidates (an epoch's, or the final one): the run
     stops after the candidate in hand, not after all of them, and a resume derives again
     as if nothing had happened."""
-    from enas import derive, scoring
+    from ddp_worker import stop_in_derive
 
     cfg = tiny_ptb_config({"search": {"epochs": 1, "derive_samples": 30, "final_candidates": 10}})
     ref = tmp_path / "ref"
     assert main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(ref), "--device", "cpu"]) == 0
 
-    inside, scored = [], []
-    real_score, real_step = scoring.Scoring.score, getattr(derive.Derive, where)
-
-    def step(self, *a, **kw):  # the derive, with the search in hand
-        inside.append(self)
-        try:
-            return real_step(self, *a, **kw)
-        finally:
-            inside.pop()
-
-    def score(self, supernet, arch, *a, **kw):
-        if inside:
-            if not scored:  # the signal arrives while the first candidate is scored
-                inside[-1].stop.signum = signal.SIGTERM
-            scored.append(arch)
-        return real_score(self, supernet, arch, *a, **kw)
-
-    monkeypatch.setattr(derive.Derive, where, step)
-    monkeypatch.setattr(scoring.Scoring, "score", score)
+    scored = []
+    stop_in_derive(where, lambda: True, scored, monkeypatch.setattr)
     part = tmp_path / "part"
     code = main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(part), "--device", "cpu"])
     assert code == 128 + signal.SIGTERM

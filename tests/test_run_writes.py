@@ -2,6 +2,7 @@
 swapped in between a check and the write), a hard link, a second writer that deleted the
 lock, an --out-like option of the evaluation tools, a full disk while a run is created;
 and what a reopened run reads (its data, its image cache, its architecture files)."""
+import hashlib
 import json
 import os
 import shutil
@@ -247,3 +248,89 @@ def test_deleting_the_lock_file_lets_no_second_writer_in(received, tmp_path, cap
     finally:
         holder.kill()
         holder.wait()
+
+
+# ---- writes in folders a user names: downloads, a new run's folder, the image cache ----
+
+
+class _Response:
+    """What urlopen returns, holding ``data`` (or failing as a dropped connection)."""
+
+    def __init__(self, data: bytes, fail: bool = False):
+        self.data, self.fail = data, fail
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self, n):
+        if self.fail:
+            raise ConnectionResetError("connection reset by peer")
+        data, self.data = self.data[:n], self.data[n:]
+        return data
+
+
+def test_a_download_replaces_a_link_at_its_name_and_a_dropped_one_leaves_nothing(tmp_path, monkeypatch):
+    from enas.data import download
+
+    folder, outside = tmp_path / "data", tmp_path / "outside.txt"
+    folder.mkdir()
+    outside.write_text("not yours")
+    os.symlink(outside, folder / "archive.tar.gz")
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: _Response(b"payload" * 1000))
+    download.fetch("https://example.org/a", folder / "archive.tar.gz", 5)
+    assert outside.read_text() == "not yours"
+    assert not (folder / "archive.tar.gz").is_symlink() and (folder / "archive.tar.gz").read_bytes() == b"payload" * 1000
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: _Response(b"", fail=True))
+    with pytest.raises(ConnectionResetError):  # the network's error, as before: callers name the URL
+        download.fetch("https://example.org/b", folder / "other.tar.gz", 5)
+    assert sorted(p.name for p in folder.iterdir()) == ["archive.tar.gz"]  # no temporary left behind
+
+
+def test_a_ptb_download_replaces_a_link_planted_at_its_name(tmp_path, monkeypatch):
+    from enas.data import text
+
+    data, outside = tmp_path / "ptb", tmp_path / "outside.txt"
+    data.mkdir()
+    outside.write_text("not yours")
+    names = {n: f"{n} words\n".encode() for n in text.PTB_FILES}
+    monkeypatch.setattr(text, "PTB_MD5", {n: hashlib.md5(b).hexdigest() for n, b in names.items()})
+    monkeypatch.setattr(text, "_download", lambda url, dest, timeout: dest.write_bytes(names[dest.name]))
+    os.symlink(tmp_path / "missing", data / "ptb.valid.txt")  # a dangling link: the file is missing
+    text.ensure_ptb(data)
+    assert outside.read_text() == "not yours"
+    assert not (data / "ptb.valid.txt").is_symlink() and (data / "ptb.valid.txt").read_bytes() == names["ptb.valid.txt"]
+    assert sorted(p.name for p in data.iterdir()) == sorted(text.PTB_FILES)  # no temporary folder left behind
+
+
+def test_a_new_run_folder_that_is_a_link_is_refused_and_nothing_written_through_it(tmp_path, capsys, ptb_dir):
+    from conftest import TINY_PTB, write_config
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, tmp_path / "run")
+    cfg = write_config(tmp_path, TINY_PTB, "search.yaml")
+    assert main(["search", str(cfg), "--data-dir", str(ptb_dir), "--run-dir", str(tmp_path / "run")] + CPU) == 2
+    one_error(capsys, str(tmp_path / "run"), "link")
+    assert list(outside.iterdir()) == [] and (tmp_path / "run").is_symlink()
+
+
+def test_an_image_cache_folder_swapped_for_a_link_loses_nothing_outside(tmp_path, monkeypatch):
+    from enas.data import imagefolder
+
+    data = make_folder(tmp_path / "images")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "imagefolder-8-old.pt").write_bytes(b"someone's file")
+    real = imagefolder.write_atomic
+
+    def then_swapped(path, content, *a, **kw):  # the cache written, then its folder swapped for a link
+        real(path, content, *a, **kw)
+        os.rename(path.parent, tmp_path / "moved-cache")
+        os.symlink(outside, path.parent)
+
+    monkeypatch.setattr(imagefolder, "write_atomic", then_swapped)
+    load_imagefolder(data, image_size=8)
+    assert (outside / "imagefolder-8-old.pt").read_bytes() == b"someone's file"

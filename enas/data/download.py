@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.request
 from pathlib import Path
 
-from ..files import exclusive, open_regular
+from ..files import open_regular, write_atomic
 
 
 def checksum(path: Path, algorithm: str = "md5") -> str:
@@ -22,19 +21,38 @@ def md5sum(path: Path) -> str:
     return checksum(path, "md5")
 
 
+class _NetworkError(Exception):
+    """The network's OSError, carried past write_atomic (which reports the disk's)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
 def fetch(url: str, dest: Path, timeout: float) -> None:
-    """Download ``url`` to ``dest`` through a fresh temporary file beside it (never a file
-    or link planted under a fixed name), so an interrupted download never leaves a file
-    that looks complete. Raises OSError (URLError, timeout) without a network."""
-    fd, part = exclusive(dest)
+    """Download ``url`` to ``dest`` with ``write_atomic`` (a fresh temporary file beside
+    it, opened relative to the folder, renamed over ``dest``), so an interrupted download
+    never leaves a file that looks complete and a link planted at any name is never
+    written through. Raises OSError (URLError, timeout) without a network."""
+    def copy(f) -> None:
+        try:
+            r = urllib.request.urlopen(url, timeout=timeout)
+        except OSError as e:
+            raise _NetworkError(e) from None
+        with r:
+            while True:
+                try:
+                    chunk = r.read(1 << 20)
+                except OSError as e:
+                    raise _NetworkError(e) from None
+                if not chunk:
+                    return
+                f.write(chunk)  # a full disk here is write_atomic's to report
+
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    part.replace(dest)
+        write_atomic(dest, copy)
+    except _NetworkError as e:
+        raise e.error from None
 
 
 def make_folders(folder: Path) -> list[Path]:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from ..checkpoint import read as read_checkpoint
 from ..errors import DataError
 from ..files import make_dir, open_regular, write_atomic
+from ..runroot import folder
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLITS = ("train", "val")
@@ -205,13 +206,29 @@ def _write_cache(path: Path, d: dict) -> None:
         print(f"note: cannot write an image cache in {path.parent} ({getattr(e, 'strerror', None) or e}); "
               f"the images are decoded again on every run", file=sys.stderr)
         return
-    prefix = path.name.rsplit("-", 1)[0] + "-"  # imagefolder-<S>-: older versions of this folder at this size
-    for old in path.parent.glob(prefix + "*.pt"):
-        if old != path:
-            try:
-                old.unlink()
-            except OSError:
-                pass
+    _remove_older(path)
+
+
+def _remove_older(path: Path) -> None:
+    """Delete the caches of older versions of this folder at this size
+    (``imagefolder-<S>-*.pt`` but ``path``), listed and deleted relative to one
+    descriptor of the cache folder, opened without following a link: the cache folder
+    swapped for a link meanwhile deletes nothing outside."""
+    prefix = path.name.rsplit("-", 1)[0] + "-"
+    try:
+        with folder(path.parent) as (dfd, name):
+            cache = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
+    except OSError:  # gone, or a link now: nothing to clean
+        return
+    try:
+        for entry in os.listdir(cache):
+            if entry.startswith(prefix) and entry.endswith(".pt") and entry != path.name:
+                try:
+                    os.unlink(entry, dir_fd=cache)
+                except OSError:
+                    pass
+    finally:
+        os.close(cache)
 
 
 def load_imagefolder(data_dir, image_size: int = 32, skip_bad: bool = False) -> dict:

@@ -8,8 +8,8 @@ in order of first appearance, so token ids are deterministic.
 """
 from __future__ import annotations
 
+import hashlib
 import io
-import os
 import sys
 import tarfile
 import tempfile
@@ -22,7 +22,7 @@ from . import shipped
 from .download import fetch as _download  # tests replace it: never touch the network
 from .download import make_folders, md5sum, remove_empty
 from ..errors import DataError
-from ..files import open_regular
+from ..files import open_regular, read_regular, write_atomic
 
 EOS, UNK = "<eos>", "<unk>"
 
@@ -91,34 +91,43 @@ def encode(tokens: list[str], vocab: Vocab, where: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
+# The largest PTB file (ptb.train.txt) is 5.1 MB: a download or archive member larger
+# than this is not PTB and is not read.
+PTB_FILE_LIMIT = 64 << 20
+
+
 def _fetch_ptb_file(name: str, data_dir: Path, missing: list[str]) -> None:
-    """Mirror first (small files), then the Mikolov tarball; verify md5 before moving in place."""
+    """Mirror first (small files), then the Mikolov tarball; verify md5, then write the
+    file in place with ``write_atomic`` (never through a link planted at its name). The
+    downloads go to a folder ``tempfile`` makes under a fresh random name, mode 0700:
+    nothing can be planted in it."""
     errors = []
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
         tmp = Path(tmp)
         part = tmp / name
         try:
             _download(PTB_MIRROR.format(name=name), part, TIMEOUT_S)
+            data = read_regular(part, PTB_FILE_LIMIT, follow=False)
         except OSError as e:
             errors.append(f"{PTB_MIRROR.format(name=name)}: {e}")
             tgz = tmp / "simple-examples.tgz"
             try:
                 _download(PTB_TARBALL, tgz, TIMEOUT_S)
                 with tarfile.open(tgz) as tf:
-                    member = tf.extractfile(f"./simple-examples/data/{name}")
-                    if member is None:
-                        raise OSError(f"{name} not found in the tarball")
-                    part.write_bytes(member.read())
+                    member = tf.getmember(f"./simple-examples/data/{name}")
+                    if not member.isfile() or member.size > PTB_FILE_LIMIT:
+                        raise OSError(f"{name} in the tarball is not a file of at most {PTB_FILE_LIMIT >> 20} MB")
+                    data = tf.extractfile(member).read()
             except (OSError, tarfile.TarError, KeyError) as e2:
                 errors.append(f"{PTB_TARBALL}: {e2}")
                 raise DataError(_missing_ptb_message(data_dir, missing, errors)) from None
-        got = md5sum(part)
-        if got != PTB_MD5[name]:
-            raise DataError(
-                f"downloaded {name} has md5 {got}, expected {PTB_MD5[name]}; "
-                f"not saved to {data_dir}. Place a verified copy there by hand."
-            )
-        os.replace(part, data_dir / name)
+    got = hashlib.md5(data).hexdigest()
+    if got != PTB_MD5[name]:
+        raise DataError(
+            f"downloaded {name} has md5 {got}, expected {PTB_MD5[name]}; "
+            f"not saved to {data_dir}. Place a verified copy there by hand."
+        )
+    write_atomic(data_dir / name, data)
 
 
 def _missing_ptb_message(data_dir: Path, missing: list[str], errors=()) -> str:

@@ -425,6 +425,14 @@ class EnasRNNSpace:
         return draw_rnn_cell(cell_edges(arch, N), arch["node0/activation"], output_nodes(arch, N, self.args.output),
                              path, title=f"enas_rnn cell, {N} node{'s' * (N > 1)}: " + r"$h_t$" + f" = average of {what}")
 
+    def activation_elements(self, model_args, batch_size: int, vocab_size: int, seq_len: int = 1, **_) -> int:
+        """Values one training step of ``seq_len`` x ``batch_size`` tokens keeps for its
+        backward pass (enas/memory.py), rounded up: per token ~4 H per node and ~2 per word
+        of the vocabulary (the logits and their softmax), and once a step the embedding as
+        its word-level dropout leaves it (V x H)."""
+        h, v = self._model_args(model_args).hidden, vocab_size
+        return v * h + seq_len * batch_size * (h * (5 * (self.args.num_nodes + 1) + 8) + 2 * v)
+
     def describe(self, arch: Mapping[str, Any]) -> str:
         arch = with_node0(validate(self.decisions(), arch), self.args)
         N = self.args.num_nodes
