@@ -377,7 +377,8 @@ def _reward_c(run: Run) -> float | None:
     if data.get("dataset") not in ("ptb", "text") or any(v for k, v in score.items() if k not in ("supernet",
                                                                                                       "reference")):
         return None
-    c = search.get("reward_c", 80.0)
+    lm = search.get("lm") if isinstance(search.get("lm"), dict) else search  # before search.lm: search.reward_c
+    c = lm.get("reward_c", 80.0)
     return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else None
 
 
