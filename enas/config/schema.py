@@ -90,9 +90,9 @@ class OptimSection:
     lr_min: float = 0.0  # cosine: the learning rate at the end of each period
     momentum: float = 0.0  # SGD momentum (official CIFAR: 0.9)
     nesterov: bool = False  # Nesterov momentum (official CIFAR: true)
-    # PyTorch convention: the official code adds l2 * sum(w^2), so weight_decay = 2 * l2.
+    # L2 weight decay, PyTorch's convention: the official code adds l2 * sum(w^2), so weight_decay = 2 * l2.
     weight_decay: float = 0.0
-    grad_clip: float = 0.0  # global norm; 0 = off
+    grad_clip: float = 0.0  # gradients clipped to this global norm; 0 = off
     schedule: Literal["constant", "cosine", "exp"] = "constant"  # the learning-rate schedule, per epoch
     t0: int = 10  # cosine with warm restarts: first period (epochs) (official: 10)
     t_mul: int = 2  # period multiplier (official: 2)
@@ -135,19 +135,19 @@ class PerKind:
 class ControllerSection:
     kind: Literal["enas", "random"] = "enas"  # the LSTM policy (paper 2.1), or uniform draws (random search)
     hidden: int = 64  # LSTM size: 64 CIFAR, 100 PTB (paper 3.1, 3.2)
-    init_range: float = 0.1  # uniform init (official code; enas_lm 0.01)
+    init_range: float = 0.1  # weights drawn uniformly in [-r, r] (official code; enas_lm 0.01)
     # categorical logits from the group's input embedding (h . E^T), no output head of
     # their own: enas_lm's controller; false: melodyguan's separate w_soft
     tie_heads: bool = False
     lr: float = 3.5e-4  # Adam learning rate (paper: 0.00035)
-    adam_beta1: float = 0.0  # official: Adam(beta1=0, eps=1e-3)
+    adam_beta1: float = 0.0  # Adam's first-moment decay (official: Adam(beta1=0, eps=1e-3))
     adam_beta2: float = 0.999  # Adam's second-moment decay
     adam_eps: float = 1e-3  # Adam's epsilon (official: 1e-3)
-    # logits = C * tanh(logits / T) per decision kind; 0 = no shaping.
+    # The C of logits = C * tanh(logits / T), per decision kind; 0 = no shaping.
     tanh_constant: PerKind = PerKind()
     temperature: PerKind = PerKind()  # the T of tanh_constant's formula, per decision kind; 0 = none
-    entropy_weight: float = 1e-4  # added to the reward (paper 3.1)
-    baseline_decay: float = 0.99  # moving-average baseline (paper 2.1)
+    entropy_weight: float = 1e-4  # weight of the policy's entropy, added to the reward (paper 3.1)
+    baseline_decay: float = 0.99  # decay of the reward's moving-average baseline (paper 2.1)
     updates_per_epoch: int = 30  # Adam steps per controller phase
     num_aggregate: int = 10  # samples whose gradients are averaged per Adam step
     # macro: KL(sigmoid(logit / 2) || target) penalty, as the official controller computes

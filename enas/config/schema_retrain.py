@@ -13,7 +13,7 @@ from .schema import DataSection, OptimSection
 class RetrainSection:
     """Training one architecture from scratch (paper 3.2 / 3.3 "final" models)."""
 
-    epochs: int = 10  # paper: 630 micro, 310 macro (official scripts), 3000 PTB (enas_lm)
+    epochs: int = 10  # training epochs (paper: 630 micro, 310 macro (official scripts), 3000 PTB (enas_lm)
     seed: int = 0  # seeds every generator of the retrain: the same seed, the same run
     aux_weight: float = 0.0  # auxiliary head loss weight (paper: 0.4, micro)
     # Final drop-path probability (1 - keep 0.6 -> 0.4, micro final): the model scales it
@@ -24,7 +24,7 @@ class RetrainSection:
     # start averaging the weights once the valid ppl is worse than the best of all
     # epochs before the last asgd_patience ones; evaluate with the averaged weights.
     asgd: bool = False
-    asgd_patience: int = 10  # enas_lm fixed_lib.py best_valid_ppl_threshold = 10
+    asgd_patience: int = 10  # asgd: epochs of the trigger's window (enas_lm fixed_lib.py best_valid_ppl_threshold = 10)
     # torch.compile the child for training: "on" compiles it (image models: a static
     # graph; an LM with variable BPTT recompiles per window length); "auto" is off on
     # every device until benchmarks/gpu_check.py has run the compiled child on a GPU
