@@ -75,6 +75,10 @@ def _key_text(key) -> str:
 MAX_INT = 2**53
 
 
+# Types taken as they are, and how a message names them
+PLAIN = {dict: "a mapping", bool: "true or false", str: "a string"}
+
+
 def _convert(tp, value, path: str):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -98,14 +102,11 @@ def _convert(tp, value, path: str):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"'{path}': expected a list, got {brief(value)}")
         return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"'{path}': expected a mapping, got {brief(value)}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{path}': expected true or false, got {brief(value)}")
-        return value
+    plain = dict if origin is dict else tp
+    if plain in PLAIN:
+        if not isinstance(value, plain):
+            raise ConfigError(f"'{path}': expected {PLAIN[plain]}, got {brief(value)}")
+        return dict(value) if plain is dict else value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"'{path}': expected an integer, got {brief(value)}")
@@ -123,10 +124,6 @@ def _convert(tp, value, path: str):
         if isinstance(value, int) and abs(value) > MAX_INT or not math.isfinite(value):  # nothing means inf or NaN
             raise ConfigError(f"'{path}': expected a finite number, got {brief(value)}")
         return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"'{path}': expected a string, got {brief(value)}")
-        return value
     if tp is Any:
         return value
     raise TypeError(f"config field type {tp!r} at {path} is not supported")  # programming error
