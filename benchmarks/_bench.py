@@ -55,7 +55,7 @@ def size_from_config(space: str, name: str) -> Size:
     cfg = load_search(ROOT / "configs" / ("smoke" if name == "smoke" else "") / f"{CONFIGS[space]}.yaml")
     t, d = cfg.train, cfg.data
     return Size(dict(cfg.model), d.batch_size, bptt=d.bptt if d.dataset in ("ptb", "text") else 0,
-                eval_batch=d.eval_batch_size, aux_weight=cfg.search.aux_weight, space_args=dict(cfg.space.args),
+                eval_batch=d.eval_batch_size, aux_weight=getattr(cfg.search.image, "aux_weight", 0.0), space_args=dict(cfg.space.args),
                 optim=dict(lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay),
                 grad_clip=t.grad_clip)
 

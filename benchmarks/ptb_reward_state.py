@@ -1,5 +1,5 @@
 """How the state a PTB reward starts from changes the reward (the choice behind
-``search.reward_warmup``).
+``search.lm.reward_warmup``).
 
 A controller reward is c / ppl on one validation window. This script takes a search
 run's trained supernet, samples architectures uniformly, and scores each on the same

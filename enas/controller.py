@@ -271,23 +271,6 @@ class RandomPolicy(nn.Module):
     def evaluate(self, archs):
         return self(archs=archs)
 
-    def fair_group(self, generator=None) -> list[Arch]:
-        """FairNAS's strict fairness (Chu et al., ICCV 2021): m architectures, m the most
-        choices of a categorical decision, that between them take every choice of every
-        categorical decision exactly once (a decision with fewer choices cycles through a
-        second shuffle); index and skip decisions are drawn uniformly for each."""
-        cats = [d for d in self.decisions if d.kind == "categorical"]
-        if not cats:
-            return self(1, generator=generator).archs
-        m = max(d.size for d in cats)
-        group = self(m, generator=generator).archs
-        for d in cats:
-            order: list[int] = []
-            while len(order) < m:
-                order += torch.randperm(d.size, generator=generator).tolist()
-            for k in range(m):
-                group[k][d.name] = d.choices[order[k]]
-        return group
 
 
 def build_policy(kind: str, space, cfg) -> nn.Module:

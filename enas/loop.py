@@ -279,20 +279,10 @@ class Loop:
 
     @staticmethod
     def _backward(task, model, batch, arch) -> dict:
-        """Gradients of one step: of one architecture, or summed over a list of them
-        (search.fair_sampling: FairNAS accumulates the group's gradients, then steps);
-        the figures are the group's means."""
-        if not isinstance(arch, list):
-            loss, stats = task.train_loss(model, batch, arch)
-            loss.backward()
-            return stats
-        total: dict = {}
-        for a in arch:
-            loss, stats = task.train_loss(model, batch, a)
-            loss.backward()
-            for k, v in stats.items():
-                total[k] = total.get(k, 0.0) + v / len(arch)
-        return total
+        """Gradients of one step's architecture; the task's figures of the step."""
+        loss, stats = task.train_loss(model, batch, arch)
+        loss.backward()
+        return stats
 
     @staticmethod
     def _sgd_step(opt, scale: float, found_inf: torch.Tensor | None = None) -> None:

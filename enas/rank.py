@@ -131,7 +131,7 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
     if score not in SCORES:
         raise ConfigError(f"--score {score!r} is not one of {', '.join(SCORES)}")
     run_dir = Path(run_dir)
-    search = reopen_search(run_dir, data_dir, device, ["search.eval_bn=recalibrate"] if recalibrate_bn else [],
+    search = reopen_search(run_dir, data_dir, device, ["search.image.eval_bn=recalibrate"] if recalibrate_bn else [],
                            allow_data_change, space_module)
     space = search.space
     if archs_file is not None:
@@ -162,7 +162,8 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
     _write_csv(out, rows)
     finite = [r for r in rows if math.isfinite(r["score"])]
     best = max(finite, key=lambda r: r["score"]) if finite else None
-    bn = "recalibrated per arch" if recalibrate_bn else search.cfg.search.eval_bn
+    image = search.cfg.search.image  # None: a language model, whose cell has no BN
+    bn = "recalibrated per arch" if recalibrate_bn else image.eval_bn if image else "none"
     what = {"run": search.scoring.describe(search.task.metric), "supernet": "the supernet alone"}.get(
         score, f"{score} of the untrained child")
     summary = (f"ranked {len(rows)} architectures ({source}) by {what}, on the whole validation split, "

@@ -6,11 +6,8 @@ Adam step uses the mean gradient of num_aggregate samples (official code:
 ``num_aggregate``). The baseline is updated after every sample, before that
 sample's advantage is taken (official: the loss reads the updated baseline).
 
-Two options on top of the paper (ControllerSection): ``reward_norm`` divides each
-advantage by a bias-corrected moving standard deviation of R - b, and
-``entropy_target`` raises the entropy bonus's weight while the policy's entropy
-stays below the target (the automatic temperature of soft actor-critic, Haarnoja et
-al. 2018, applied to the paper's additive bonus).
+One option on top of the paper (ControllerSection): ``reward_norm`` divides each
+advantage by a bias-corrected moving standard deviation of R - b.
 """
 from __future__ import annotations
 
@@ -37,11 +34,10 @@ class Reinforce:
         self.updates = 0
         self.dropped = 0  # samples with a non-finite reward, left out of the update
         self.sq_dev, self.n_dev = 0.0, 0  # moving mean of (R - b)^2 and its count (reward_norm)
-        self.log_boost = 0.0  # log of the entropy weight's factor (entropy_target), >= 0
 
     @property
     def entropy_weight(self) -> float:
-        return self.cfg.entropy_weight * math.exp(self.log_boost)
+        return self.cfg.entropy_weight
 
     def step(self, sample: Sample, rewards) -> dict:
         """Update the policy from one batch of rewarded samples; return logged figures."""
@@ -69,9 +65,6 @@ class Reinforce:
             "entropy_weight": self.entropy_weight,
             "dropped_rewards": self.dropped,
         }
-        if self.cfg.entropy_target > 0:
-            shortfall = (self.cfg.entropy_target - entropy) / self.cfg.entropy_target
-            self.log_boost = max(0.0, self.log_boost + self.cfg.entropy_gain * shortfall)
         if not kept:
             return stats
         idx = torch.tensor(kept)
@@ -99,7 +92,6 @@ class Reinforce:
             "updates": self.updates,
             "dropped": self.dropped,
             "sq_dev": [self.sq_dev, self.n_dev],
-            "log_boost": self.log_boost,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -110,4 +102,3 @@ class Reinforce:
         self.dropped = int(state["dropped"])
         sq_dev, n_dev = state.get("sq_dev", (0.0, 0))  # a state without them: the start values
         self.sq_dev, self.n_dev = float(sq_dev), int(n_dev)
-        self.log_boost = float(state.get("log_boost", 0.0))

@@ -28,7 +28,8 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from . import runlock
 from .archfile import load_arch, save_arch
-from .config import RetrainConfig, SearchConfig, dump, from_dict, load_retrain, load_search, to_dict
+from .config import (RetrainConfig, SearchConfig, dump, from_dict, load_retrain, load_search, to_dict,
+                     upgrade_run_config)
 from .data import record, shipped
 from .errors import ConfigError, RunDirError
 from .loop import Loop
@@ -57,6 +58,8 @@ def _changes(state: dict, cfg, cls, allow: bool) -> list[str]:
     the checkpoint count as their defaults); refused unless ``allow``."""
     old = ckpt.config_of(state, None)
     try:
+        if cls is SearchConfig and isinstance(old, dict):  # settings moved or removed since
+            old = upgrade_run_config(old, "the checkpoint's config")
         old = to_dict(from_dict(cls, old))
     except ConfigError:
         pass  # a key since removed: compare as written

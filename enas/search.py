@@ -65,10 +65,8 @@ class Search(Derive, Loop):
             raise ConfigError("train.lr_scaling applies to `enas retrain`; a search keeps its minibatch "
                               "(data.batch_size, split over the processes) and so its learning rate")
         self.task = build_task(
-            self.space.modality, cfg.data, data_dir, device, s.seed, split="search",
-            reward_c=s.reward_c, reward_warmup=s.reward_warmup, eval_bn=s.eval_bn,
-            recalibrate_batches=s.recalibrate_batches, amp=s.amp, channels_last=s.channels_last, aux_weight=s.aux_weight,
-            shard=dist.shard(), train_batch=cfg.data.batch_size,
+            self.space.modality, cfg.data, data_dir, device, s.seed, split="search", amp=s.amp,
+            **to_dict(s.task), shard=dist.shard(), train_batch=cfg.data.batch_size,  # search.lm / search.image
         )
         # the parameter budget, counted on the network the user will retrain; refused here,
         # before anything is built, when no architecture can fit it
@@ -234,11 +232,7 @@ class Search(Derive, Loop):
         uniform_fit = lambda k: self.budget.archs(lambda m: self.uniform(m, generator=gen).archs, k,  # noqa: E731
                                                   "the uniform sampler")
         with torch.no_grad():
-            if s.fair_sampling:  # FairNAS: every choice of every categorical decision, once a step;
-                # under a budget, a member that does not fit is replaced by a uniform draw that does
-                groups = [self.uniform.fair_group(generator=gen) for _ in range(n)]
-                archs = [[a if self.budget.fits(a) else uniform_fit(1)[0] for a in group] for group in groups]
-            elif s.uniform_shared >= 1.0:  # exactly random search with weight sharing's draws
+            if s.uniform_shared >= 1.0:  # exactly random search with weight sharing's draws
                 archs = uniform_fit(n)
             else:
                 archs = self.budget.archs(lambda m: self.policy(m, generator=gen).archs, n, "the controller")

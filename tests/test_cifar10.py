@@ -201,7 +201,7 @@ class TinyNet(nn.Module):
 
 def test_task_reward_score_evaluate(cifar_dir):
     torch.manual_seed(0)
-    task = ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn="batch", reward_c=80.0, aux_weight=0.4)
+    task = ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn="batch", aux_weight=0.4)
     assert task.valid_x.shape[0] == 20 and task.train_x.shape[0] == 40 and task.test_x.shape[0] == 12
     net = TinyNet()
     batch = next(task.train_batches(0))
@@ -329,7 +329,7 @@ def test_recalibrate_uses_fresh_stats_and_restores(cifar_dir):
     net.bn.running_mean.fill_(100.0)  # garbage supernet statistics
     before = {k: v.clone() for k, v in net.state_dict().items()}
     plain = ImageTask(_cfg(), cifar_dir, "cpu", seed=0)
-    recal = ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn="recalibrate", recalibrate_batches=2)
+    recal = ImageTask(_cfg(), cifar_dir, "cpu", seed=0, eval_bn="recalibrate")
     out = recal.evaluate(net, {"a": 1}, "valid")
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k

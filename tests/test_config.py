@@ -146,7 +146,7 @@ def test_ptb_search_is_enas_lms_run():
                               "weights": "pair_activation", "output": "all"}
     d, t, c, s = cfg.data, cfg.train, cfg.controller, cfg.search
     assert (d.batch_size, d.eval_batch_size, d.bptt, d.variable_bptt, d.bptt_max) == (128, 128, 35, True, 55)
-    assert (t.lr, t.schedule, t.grad_clip, s.epochs, s.reward_warmup) == (20.0, "constant", 0.1, 600, 0)
+    assert (t.lr, t.schedule, t.grad_clip, s.epochs, s.lm.reward_warmup) == (20.0, "constant", 0.1, 600, 0)
     assert (c.hidden, c.init_range, c.lr, c.entropy_weight, c.baseline_decay) == (64, 0.01, 5e-5, 1e-5, 0.999)
     assert (c.updates_per_epoch, c.num_aggregate, c.tanh_constant.index, c.temperature.categorical) == (25, 10, 2.25, 5.0)
     assert (c.adam_beta1, c.adam_eps, c.tie_heads) == (0.9, 1e-8, True)

@@ -1,5 +1,5 @@
-"""Search options beyond the paper: fair sampling, plain BN in the supernet, training-free
-terms in the score, the final stage of brief training; each on every space."""
+"""Search options beyond the paper: plain BN in the supernet, training-free terms in the
+score, the final stage of brief training; each on every space."""
 import csv
 import math
 
@@ -13,8 +13,6 @@ from enas.archfile import load_arch
 from enas.bn import make_plain
 from enas.cli import main
 from enas.config import ScoreSection
-from enas.controller import RandomPolicy
-from enas.loop import Loop
 from enas.scoring import Scoring
 from enas.space import build_space
 
@@ -22,8 +20,8 @@ TINY_MICRO = {**TINY_NB201, "space": {"name": "enas_micro", "args": {"num_nodes"
               "model": {"channels": 4, "num_cells": 1, "aux_head": False}}
 TINY_MACRO = {**TINY_NB201, "space": {"name": "enas_macro", "args": {"num_layers": 3}},
               "model": {"channels": 4}}
-OPTIONS = {"derive_samples": 3, "fair_sampling": True, "supernet_bn": "plain", "final_train": 2, "final_train_epochs": 1,
-           "score": {"supernet": 1.0, "params": 0.5, "synflow": 0.5, "reference": 4}}
+OPTIONS = {"derive_samples": 3, "supernet_bn": "plain", "final_train": 2, "final_train_epochs": 1,
+           "score": {"supernet": 1.0, "naswot": 0.5, "reference": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -33,53 +31,6 @@ def data(tmp_path_factory):
     write_cifar(root / "cifar")
     make_corpus(root / "ptb")
     return root
-
-
-def test_fair_group_takes_every_choice_of_every_categorical_decision_once():
-    for name in ("nb201", "enas_micro", "enas_macro", "enas_rnn"):
-        space = build_space(name)
-        cats = [d for d in space.decisions() if d.kind == "categorical"]
-        m = max(d.size for d in cats)
-        gen = torch.Generator().manual_seed(1)
-        group = RandomPolicy(space.decisions()).fair_group(generator=gen)
-        assert len(group) == m, name
-        for d in cats:
-            taken = [a[d.name] for a in group]
-            assert set(taken) == set(d.choices), (name, d.name)  # every choice
-            if d.size == m:
-                assert sorted(taken) == sorted(d.choices), (name, d.name)  # each exactly once
-
-
-class _Task:
-    """A task for Loop._backward: the loss of an NB201 supernet on fixed images."""
-
-    def __init__(self):
-        self.x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-
-    def train_loss(self, model, batch, arch):
-        out = model(self.x, arch)[0].pow(2).mean()
-        return out, {"loss": out.detach()}
-
-
-def test_a_fair_step_applies_the_summed_gradient_of_its_group():
-    space = build_space("nb201")
-    torch.manual_seed(0)
-    net = space.supernet(space.ModelArgs(channels=4, cells_per_stage=1), image_size=8)
-    make_plain(net)  # batch statistics, so each arch's gradient does not depend on the order
-    group = RandomPolicy(space.decisions()).fair_group(generator=torch.Generator().manual_seed(2))
-    task = _Task()
-    expected = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
-    for a in group:
-        net.zero_grad(set_to_none=True)
-        task.train_loss(net, None, a)[0].backward()
-        for n, p in net.named_parameters():
-            if p.grad is not None:
-                expected[n] += p.grad
-    net.zero_grad(set_to_none=True)
-    stats = Loop._backward(task, net, None, group)
-    for n, p in net.named_parameters():
-        assert torch.allclose(p.grad if p.grad is not None else torch.zeros_like(p), expected[n], atol=1e-6), n
-    assert stats["loss"] == pytest.approx(sum(float(task.train_loss(net, None, a)[0].detach()) for a in group) / len(group))
 
 
 def test_plain_bn_has_no_affine_parameters_or_running_statistics():
@@ -111,6 +62,16 @@ class _ScoreTask:
         return {"num_classes": 10, "image_size": 8}
 
 
+class _WithParams:
+    """Weights Scoring reads (ScoreSection's interface) with the parameter count as the
+    training-free term: the same code as naswot's, with values the test can compute."""
+
+    reference, paper = 8, False
+
+    def terms(self):
+        return {"supernet": 2.0, "params": 1.0}
+
+
 def test_scoring_standardises_each_term_and_the_paper_is_unscaled():
     space = build_space("nb201")
     ma = space.ModelArgs(channels=2, cells_per_stage=1)
@@ -118,7 +79,7 @@ def test_scoring_standardises_each_term_and_the_paper_is_unscaled():
     paper = Scoring(ScoreSection(), space, ma, _ScoreTask(), 0)
     paper.refresh(None, 0, 1)
     assert paper.score(None, arch) == (float(len(arch["node1/from0"])), 0.5)
-    both = Scoring(ScoreSection(supernet=2.0, params=1.0, reference=8), space, ma, _ScoreTask(), 0)
+    both = Scoring(_WithParams(), space, ma, _ScoreTask(), 0)
     both.refresh(None, 0, 1)
     ref = both.reference_archs()
     vals = np.array([float(len(a["node1/from0"])) for a in ref])
@@ -133,7 +94,7 @@ def test_scoring_standardises_each_term_and_the_paper_is_unscaled():
     assert value == pytest.approx(expected, rel=1e-9)
     q1, q3 = np.percentile(vals, [25, 75])
     assert se == pytest.approx(2 * 0.5 / ((q3 - q1) / 1.349), rel=1e-9)
-    again = Scoring(ScoreSection(supernet=2.0, params=1.0, reference=8), space, ma, _ScoreTask(), 0)
+    again = Scoring(_WithParams(), space, ma, _ScoreTask(), 0)
     again.load_state_dict(both.state_dict())
     assert again.score(None, arch) == pytest.approx((value, se))
     # a controller reward reads the supernet term from task.reward (the official shuffled
@@ -169,8 +130,10 @@ def test_score_needs_a_weight():
 def test_plain_bn_refuses_reward_modes_that_read_running_statistics(mode):
     from enas.config import SearchSection
 
-    with pytest.raises(ValueError, match=f"search.eval_bn: {mode} reads BN running statistics"):
-        SearchSection(supernet_bn="plain", eval_bn=mode)
+    from enas.config import ImageSearchSection
+
+    with pytest.raises(ValueError, match=f"search.image.eval_bn: {mode} reads BN running statistics"):
+        SearchSection(supernet_bn="plain", image=ImageSearchSection(eval_bn=mode))
 
 
 @pytest.mark.slow
@@ -180,7 +143,9 @@ def test_every_option_on_every_space(tmp_path, data, cfg, data_key):
     """One search per space with all options on: it finishes, the final stage's winner is
     best_arch.yaml with the best trained score, and `enas rank` scores by the run's own
     scoring and by each training-free score."""
-    path = write_config(tmp_path, cfg, "c.yaml", search=OPTIONS)
+    # naswot reads the codes of nn.ReLU modules, which the RNN cell has none of
+    opts = OPTIONS if data_key == "cifar" else {**OPTIONS, "score": {"supernet": 1.0}}
+    path = write_config(tmp_path, cfg, "c.yaml", search=opts)
     run = tmp_path / "run"
     assert main(["search", str(path), "--data-dir", str(data / data_key), "--run-dir", str(run),
                  "--device", "cpu"]) == 0
@@ -201,7 +166,7 @@ def test_every_option_on_every_space(tmp_path, data, cfg, data_key):
 def test_an_interrupted_final_stage_resumes_with_the_next_candidate(tmp_path, data):
     """A stop after the first trained candidate: the resumed run trains only the second,
     and ends with the same best_arch.yaml as an uninterrupted run."""
-    opts = {**OPTIONS, "fair_sampling": False, "supernet_bn": "standard", "score": {"supernet": 1.0}}
+    opts = {**OPTIONS, "supernet_bn": "standard", "score": {"supernet": 1.0}}
     path = write_config(tmp_path, TINY_NB201, "c.yaml", search=opts)
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(["search", str(path), "--data-dir", str(data / "cifar"), "--run-dir", str(full), "--device", "cpu"]) == 0

@@ -76,7 +76,7 @@ def test_ptb_checksum(tmp_path, monkeypatch):
 def make_task(tmp_path, **data):
     write_corpus(tmp_path)
     cfg = DataSection(dataset="text", batch_size=4, eval_batch_size=3, bptt=8, **data)
-    return LanguageModelTask(cfg, tmp_path, "cpu", seed=1, split="search", eval_bn="batch", channels_last=True)
+    return LanguageModelTask(cfg, tmp_path, "cpu", seed=1, split="search")
 
 
 def test_lm_task(tmp_path):

@@ -13,7 +13,7 @@ No cell is trained.
 
     enas controller-ab runs/bc2/recipe-s0 --epochs 5 --seeds 0 1 \\
         --variant recipe= --variant norm=controller.reward_norm=true \\
-        --variant target=controller.entropy_target=7
+        --variant fast=controller.lr=0.035
 
 A variant is ``NAME=`` followed by comma-separated ``--set`` overrides of the run's
 config (``controller.kind=enas`` always). Prints one line per variant and seed, then

@@ -1,5 +1,5 @@
 """``enas reward-noise``: how BN and dropout while scoring change a CIFAR controller reward (the choice of
-``search.eval_bn`` in the image search configs; docs/fidelity.md).
+``search.image.eval_bn`` in the image search configs; docs/fidelity.md).
 
 A controller reward is the accuracy of one sampled architecture of the supernet on one
 shuffled validation minibatch of the training batch size (enas/tasks/image.py

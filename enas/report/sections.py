@@ -13,7 +13,7 @@ import re
 
 from ..archfile import load_arch
 from ..checkpoint import read
-from ..config import ConfigError, ScoreSection, SearchSection, from_dict, to_dict
+from ..config import ConfigError, LMSearchSection, ScoreSection, from_dict, to_dict
 from ..errors import one_line
 from ..files import produced, read_regular
 from ..storage import runfolder as rf
@@ -96,12 +96,13 @@ def _reward_c(run: Run) -> float | None:
     search = run.config.get("search") if isinstance(run.config.get("search"), dict) else {}
     if data.get("dataset") not in ("ptb", "text") or not _paper_score(search.get("score")):
         return None
-    c = search.get("reward_c", _SEARCH_DEFAULTS["reward_c"])  # a key an older config.yaml may lack
+    lm = search.get("lm") if isinstance(search.get("lm"), dict) else search  # before search.lm: search.reward_c
+    c = lm.get("reward_c", _LM_DEFAULTS["reward_c"])  # a key an older config.yaml may lack
     return float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else None
 
 
-# The defaults of search.*, as the run's config.yaml leaves them out
-_SEARCH_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchSection)}
+# The defaults of search.lm.*, as the run's config.yaml leaves them out
+_LM_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LMSearchSection)}
 
 
 def _paper_score(score) -> bool:

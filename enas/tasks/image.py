@@ -24,7 +24,7 @@ fixed, consecutive ``eval_batch_size`` batches (``score``), the same for every c
 
 BN while scoring a *supernet* arch (``arch`` given) follows ``eval_bn``: ``batch``
 uses the minibatch's own statistics without touching the running averages,
-``recalibrate`` recomputes running statistics for that arch on ``recalibrate_batches``
+``recalibrate`` recomputes running statistics for that arch on ``RECALIBRATE_BATCHES``
 training batches first (then restores the supernet's), ``running`` uses the supernet's
 running averages (the official macro reward, general_child.py 691: ``_model(x,
 False)``), ``train`` is ``batch`` with dropout on (the official micro reward,
@@ -60,6 +60,9 @@ PAD = 4  # pad-4 random crop (official _pre_process)
 _BN = nn.modules.batchnorm._BatchNorm
 DATASETS = ("cifar10", "cifar100", "imagefolder")
 EVAL_BN = ("batch", "recalibrate", "running", "train")  # scoring modes (module docstring)
+# Training batches that recalibrate BN for one arch (eval_bn: recalibrate); 16 ranked no
+# better on NB201 (docs/experiments/beat-chance.md)
+RECALIBRATE_BATCHES = 4
 
 
 def load_images(data_cfg, data_dir) -> dict:
@@ -100,17 +103,17 @@ class ImageTask:
     metric = "accuracy"
 
     def __init__(self, data_cfg, data_dir, device, seed: int, split: str = "search",
-                 eval_bn: str = "batch", recalibrate_batches: int = 4, amp: str = "auto",
+                 eval_bn: str = "batch", amp: str = "auto",
                  channels_last: bool = True, aux_weight: float = 0.0, label_smoothing: float = 0.0,
                  shard: Shard | None = None, train_batch: int | None = None, **ignored):
-        # **ignored: LM-only options (reward_c, ...) so the loop builds either task alike.
+        # **ignored: LM-only options (retrain passes both tasks' settings alike).
         if split not in ("search", "final"):
             raise ValueError(f"split must be 'search' or 'final', got {split!r}")
         if eval_bn not in EVAL_BN:
             raise ValueError(f"eval_bn must be one of {EVAL_BN}, got {eval_bn!r}")
         self.cfg, self.split, self.seed = data_cfg, split, int(seed)
         self.device = torch.device(device)
-        self.eval_bn, self.recalibrate_batches = eval_bn, int(recalibrate_batches)
+        self.eval_bn = eval_bn
         self.aux_weight, self.label_smoothing = float(aux_weight), float(label_smoothing)
         cuda = self.device.type == "cuda"
         self.amp = cuda and amp in ("auto", "bf16")
@@ -278,7 +281,7 @@ class ImageTask:
                         m.momentum = None  # cumulative average over the batches
                     self._set_training(bns, True)
                     bs = self.cfg.batch_size
-                    for i in range(max(1, self.recalibrate_batches)):
+                    for i in range(RECALIBRATE_BATCHES):
                         x = self.train_x[(i * bs) % self.train_x.shape[0]:][:bs]
                         with self._autocast():
                             model(x, arch)

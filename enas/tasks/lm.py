@@ -29,8 +29,8 @@ class LanguageModelTask:
     def __init__(self, data_cfg, data_dir, device, seed: int, split: str = "search",
                  reward_c: float = 80.0, reward_warmup: int = 10, amp: str = "auto", shard: Shard | None = None,
                  train_batch: int | None = None, **ignored):
-        # **ignored: image-only options (eval_bn, channels_last, recalibrate_batches, ...)
-        # so the loop can build either task with one call.
+        # **ignored: image-only options (channels_last, aux_weight, ...): retrain passes
+        # both tasks' settings alike.
         if split not in ("search", "final"):
             raise ValueError(f"split must be 'search' or 'final', got {split!r}")
         self.cfg, self.split, self.seed = data_cfg, split, int(seed)
