@@ -127,8 +127,8 @@ class Retrain(Loop):
 
     # ---- helpers ------------------------------------------------------------------------
     def _maybe_compile(self, model):
-        # "auto" is the plain module everywhere: no GPU has run the compiled child yet
-        # (RetrainSection.compile, docs/gpu.md)
+        # "auto" is the plain module: a compiled child becomes a device's default only once
+        # benchmarks/gpu_check.py shows it correct and faster there (RetrainSection.compile, docs/gpu.md)
         if self.cfg.retrain.compile == "on":
             return torch.compile(model)  # state_dict / eval use the plain module
         return model
