@@ -23,7 +23,7 @@ import yaml
 
 from . import safeyaml
 from .config import to_dict
-from .errors import ArchError, ArchFileError, ConfigError, brief
+from .errors import ArchError, ArchFileError, ConfigError, brief, one_line
 from .files import write_atomic
 from .space import build_space, validate
 from .storage import runfolder
@@ -134,3 +134,31 @@ def _plain(x):
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
     return x
+
+
+def readable(space, arch: dict, doc: dict) -> str:
+    """What ``enas show`` prints: the space, its extras, the description, the provenance."""
+    lines = [f"space: {space.name}"]
+    extras, described = getattr(space, "extras", None), space.describe(arch)
+    # an extra the description already states as a line's value (NB201's cell string) is printed once
+    lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items() if f": {v}\n" not in described + "\n"]
+    lines.append(described)
+    prov = doc.get("provenance") or {}
+    if "max_params" in prov:  # a search under a parameter budget wrote it (enas/budget.py)
+        count, budget = one_line(prov.get("params")), one_line(prov["max_params"])
+        lines.append(f"parameters: {count} (search.max_params: {budget}, counted on the network to retrain)")
+    if doc.get("provenance"):  # the file's own text: anyone's, escape sequences and newlines included
+        lines.append("provenance: " + _rounded(doc["provenance"]))
+    return "\n".join(lines)
+
+
+def _rounded(values: dict) -> str:
+    """``k=v, ...`` with figures as the console prints them elsewhere: a standard error
+    (a key ending in ``_se``) to 2 significant digits, any other float to 4."""
+    def text(k, v):
+        if isinstance(v, dict):
+            return "{" + _rounded(v) + "}"
+        if isinstance(v, float):
+            return f"{v:.2g}" if str(k).endswith("_se") else f"{v:.4g}"
+        return one_line(v)
+    return ", ".join(f"{one_line(k)}={text(k, v)}" for k, v in values.items())

@@ -23,7 +23,7 @@ count is a sum over decisions can give (docs/evaluation.md, "A parameter budget"
 that fit, pi(a) / Z with Z = P(fit), and REINFORCE on the kept draws alone (log pi(a),
 whose extra grad log Z term the baseline cancels) is the exact gradient of the truncated
 policy's reward, an objective that does not depend on Z: measured, it lets the policy
-drift until nothing it draws fits (benchmarks/budget_enforcement.py: on a reward that
+drift until nothing it draws fits (benchmarks/studies/budget_enforcement.py: on a reward that
 grows with size, no NB201 cell out of 10,000 draws fit 400,000 parameters after 102
 updates). So the update also holds the draws refused on the way, never trained or
 scored, each rewarded below the worst kept draw by the kept rewards' spread

@@ -1,6 +1,5 @@
-"""`enas search|derive|retrain|evaluate|show|rank|table|export|report` and the evaluation tools
-(`enas ground-truth|compare|beat-chance|controller-ab|reward-noise`, enas/evaluate/)
-(thin: parse, call, report errors).
+"""`enas search|derive|retrain|evaluate|show|rank|table|export|report|ground-truth|compare`
+(thin: parse, call, report errors); each command is one row of ``COMMANDS``.
 
 A user's mistake (bad config, missing data, bad architecture file, existing run
 folder) ends with one paragraph on stderr and exit code 2, never a traceback; text that
@@ -18,7 +17,6 @@ waiting.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -29,11 +27,11 @@ import torch
 
 from . import __version__, distributed as dist, runlock, runs
 from .api import resolve_device
-from .archfile import load_arch
+from .archfile import load_arch, readable
 from .config import MAX_SEED
 from .derive import derive_again
 from .errors import ArchError, ConfigError, UserError, printable
-from .evaluate import table_text
+from .evaluate import build_truth, compare, table_text
 from .evaluate.against_table import load_tables, measure
 from .export import export_run
 from .files import check_out, produced, write_atomic
@@ -42,10 +40,10 @@ from .loop import NonFiniteError
 from .malloc import keep_freed_memory
 from .rank import SCORES, rank
 from .report import write_report
-from .retrain import evaluate_run
 from .runlog import say
 from .runs import reopen_retrain, reopen_search
 from .space import import_space_module
+from .train.retest import retest
 from .errors import one_line  # names a user chose, printed within a line
 
 
@@ -101,7 +99,7 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    out = evaluate_run(reopen_retrain(args.run_dir, args.data_dir, resolve_device(args.device),
+    out = retest(reopen_retrain(args.run_dir, args.data_dir, resolve_device(args.device),
                                       args.allow_data_change, args.space_module))
     data_dir = out["data_dir"]
     print(f"{out['metric']} {out['value']:.6g}  (recomputed from {one_line(out['weights'])}, params {out['params']:,})")
@@ -131,18 +129,6 @@ def _new_run_names_its_code(args) -> None:
                           "(space.module, retrain.space_module)")
 
 
-def _rounded(values: dict) -> str:
-    """``k=v, ...`` with figures as the console prints them elsewhere: a standard error
-    (a key ending in ``_se``) to 2 significant digits, any other float to 4."""
-    def text(k, v):
-        if isinstance(v, dict):
-            return "{" + _rounded(v) + "}"
-        if isinstance(v, float):
-            return f"{v:.2g}" if str(k).endswith("_se") else f"{v:.4g}"
-        return one_line(v)
-    return ", ".join(f"{one_line(k)}={text(k, v)}" for k, v in values.items())
-
-
 def cmd_show(args) -> int:
     if args.out and Path(args.out).suffix.lower() not in DRAWING_FORMATS:
         raise ConfigError(f"--out {args.out}: a drawing is written as {', '.join(sorted(DRAWING_FORMATS))}; "
@@ -152,18 +138,7 @@ def cmd_show(args) -> int:
     if args.space_module:
         import_space_module(args.space_module, "--space-module")
     space, arch, doc = load_arch(args.arch)
-    lines = [f"space: {space.name}"]
-    extras, described = getattr(space, "extras", None), space.describe(arch)
-    # an extra the description already states as a line's value (NB201's cell string) is printed once
-    lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items() if f": {v}\n" not in described + "\n"]
-    lines.append(described)
-    prov = doc.get("provenance") or {}
-    if "max_params" in prov:  # a search under a parameter budget wrote it (enas/budget.py)
-        count, budget = one_line(prov.get("params")), one_line(prov["max_params"])
-        lines.append(f"parameters: {count} (search.max_params: {budget}, counted on the network to retrain)")
-    if doc.get("provenance"):  # the file's own text: anyone's, escape sequences and newlines included
-        lines.append("provenance: " + _rounded(doc["provenance"]))
-    print(printable("\n".join(lines)))
+    print(printable(readable(space, arch, doc)))
     if args.out:
         draw = getattr(space, "draw", None)
         if draw is None:
@@ -218,75 +193,73 @@ def cmd_report(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="enas", description="Efficient Neural Architecture Search (Pham et al., 2018)")
-    p.add_argument("--version", action="version", version=f"enas {__version__} (torch {torch.__version__})")
-    sub = p.add_subparsers(dest="command", required=True)
+def _space_module(sp):
+    sp.add_argument("--space-module", metavar="FILE", default=None,
+                    help="the Python file (or module) of the run's space, if it is your own: a run folder's files "
+                         "never make enas import code")
 
-    def space_module(sp):
-        sp.add_argument("--space-module", metavar="FILE", default=None,
-                        help="the Python file (or module) of the run's space, if it is your own: a run folder's files "
-                             "never make enas import code")
 
-    def reopen(sp):  # commands that read an existing run folder
-        sp.add_argument("--data-dir", default=None,
-                        help="dataset folder; default: the one the run was started with (RUN_DIR/data.json)")
-        sp.add_argument("--allow-data-change", action="store_true",
-                        help="accept a --data-dir whose files differ from the run's")
-        space_module(sp)
+def _reopen(sp, device=True):  # commands that read an existing run folder
+    sp.add_argument("--data-dir", default=None,
+                    help="dataset folder; default: the one the run was started with (RUN_DIR/data.json)")
+    sp.add_argument("--allow-data-change", action="store_true",
+                    help="accept a --data-dir whose files differ from the run's")
+    _space_module(sp)
+    if device:
+        sp.add_argument("--device", default="auto")
 
-    def common(sp, run_dir=True):
-        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set controller.lr=1e-3 (repeatable)")
-        sp.add_argument("--data-dir", default=None,
-                        help="dataset folder (downloads go here), or 'sample' (the data that ships with enas); "
-                             "default: the config's data.dir (./data), or the run's own on --resume")
-        if run_dir:
-            sp.add_argument("--run-dir", default=None, help="run folder (must not exist); default runs/<config>-<time>")
-        sp.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 
-    s = sub.add_parser("search", help="run an ENAS search")
+def _common(sp, run_dir=True):
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set controller.lr=1e-3 (repeatable)")
+    sp.add_argument("--data-dir", default=None,
+                    help="dataset folder (downloads go here), or 'sample' (the data that ships with enas); "
+                         "default: the config's data.dir (./data), or the run's own on --resume")
+    if run_dir:
+        sp.add_argument("--run-dir", default=None, help="run folder (must not exist); default runs/<config>-<time>")
+    sp.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+
+
+def search_arguments(s):
     s.add_argument("config", nargs="?", help="search config YAML (configs/*_search.yaml)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue a search run from its checkpoint")
     s.add_argument("--allow-config-change", action="store_true",
                    help="on --resume: accept --set changes and a --data-dir whose files differ from the run's")
-    common(s)
-    space_module(s)
-    s.set_defaults(func=cmd_search)
+    _common(s)
+    _space_module(s)
 
-    d = sub.add_parser("derive", help="re-derive the best architecture from a search checkpoint")
+
+def derive_arguments(d):
     d.add_argument("run_dir")
     d.add_argument("--samples", type=int, default=100, help="candidates sampled from the policy (default 100)")
     d.add_argument("--seed", type=int, default=0)
-    reopen(d)
-    d.add_argument("--device", default="auto")
-    d.set_defaults(func=cmd_derive)
+    _reopen(d)
 
-    r = sub.add_parser("retrain", help="train an architecture file from scratch, then test it")
+
+def retrain_arguments(r):
     r.add_argument("arch", nargs="?", help="architecture file (best_arch.yaml, configs/archs/*.yaml)")
     r.add_argument("--config", help="retrain config YAML (configs/*_retrain.yaml)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a retrain run from its checkpoint")
     r.add_argument("--allow-config-change", action="store_true",
                    help="on --resume: accept --set changes and a --data-dir whose files differ from the run's")
-    common(r)
-    space_module(r)
-    r.set_defaults(func=cmd_retrain)
+    _common(r)
+    _space_module(r)
 
-    e = sub.add_parser("evaluate", help="recompute a retrained model's test metric and check result.json")
+
+def evaluate_arguments(e):
     e.add_argument("run_dir")
-    reopen(e)
-    e.add_argument("--device", default="auto")
-    e.set_defaults(func=cmd_evaluate)
+    _reopen(e)
 
-    sh = sub.add_parser("show", help="print an architecture file readably, optionally draw it")
+
+def show_arguments(sh):
     sh.add_argument("arch")
     sh.add_argument("--out", help="write a PNG drawing of the cell(s)")
     sh.add_argument("--force", action="store_true", help="replace an existing --out drawing (never a run's own file)")
     sh.add_argument("--space-module", metavar="FILE",
                     help="the Python file (or module) defining the architecture's space, if it is your own")
-    sh.set_defaults(func=cmd_show)
 
-    rk = sub.add_parser("rank", help="score many architectures with a search run's supernet (CSV)")
+
+def rank_arguments(rk):
     rk.add_argument("run_dir")
     src = rk.add_mutually_exclusive_group()
     src.add_argument("--archs", metavar="FILE",
@@ -301,11 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--score", default="run", choices=list(SCORES),
                     help="run: the run's own scoring (search.score); supernet: the supernet alone; params, "
                          "synflow, naswot: training-free scores of the untrained child (default run)")
-    reopen(rk)
-    rk.add_argument("--device", default="auto")
-    rk.set_defaults(func=cmd_rank)
+    _reopen(rk)
 
-    tb = sub.add_parser("table", help="measure a search run on a published table of accuracies (NAS-Bench-201)")
+
+def table_arguments(tb):
     tb.add_argument("run_dir")
     tb.add_argument("--table", default=None,
                     help="CSV (or .csv.gz) of stand-alone accuracies of the run's space; default for nb201 runs: "
@@ -321,40 +293,50 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print the figures as one JSON object instead of a table (null: not measured)")
     tb.add_argument("--out", help="also write the figures as JSON")
     tb.add_argument("--force", action="store_true", help="replace an existing --out file")
-    reopen(tb)
-    tb.add_argument("--device", default="auto")
-    tb.set_defaults(func=cmd_table)
+    _reopen(tb)
 
-    ex = sub.add_parser("export", help="write a retrained network as one file that runs without enas (torch.export)")
+
+def export_arguments(ex):
     ex.add_argument("run_dir", help="a finished retrain run folder")
     ex.add_argument("--out", required=True, help="the file to write, e.g. model.pt2")
     ex.add_argument("--force", action="store_true", help="replace an existing --out file")
-    reopen(ex)
-    ex.set_defaults(func=cmd_export)
+    _reopen(ex, device=False)
 
-    rp = sub.add_parser("report", help="write one self-contained HTML page about a search or retrain run")
+
+def report_arguments(rp):
     rp.add_argument("run_dir")
     rp.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
     rp.add_argument("--force", action="store_true", help="replace an existing report")
-    space_module(rp)
-    rp.set_defaults(func=cmd_report)
-
-    # the evaluation tools: each module holds its options and its command
-    for name, module, help_ in EVALUATION_TOOLS:
-        ev = sub.add_parser(name, help=help_)
-        mod = importlib.import_module(f".evaluate.{module}", __package__)
-        mod.add_arguments(ev)
-        ev.set_defaults(func=mod.run)
-    return p
+    _space_module(rp)
 
 
-EVALUATION_TOOLS = (  # (command, module of enas/evaluate, help)
-    ("ground-truth", "build_truth", "train architectures from scratch into a ground-truth table (CSV)"),
-    ("compare", "compare", "compare a ranking and search runs with a ground-truth table"),
-    ("beat-chance", "beat_chance", "ENAS as in the paper, the recipe and random search against a ground truth"),
-    ("controller-ab", "controller_ab", "controller options side by side on one trained supernet"),
-    ("reward-noise", "reward_noise", "how BN and dropout while scoring change an image search's reward"),
+# every command, wired one way: (name, help, add its options to a parser, run it on the parsed args)
+COMMANDS = (
+    ("search", "run an ENAS search", search_arguments, cmd_search),
+    ("derive", "re-derive the best architecture from a search checkpoint", derive_arguments, cmd_derive),
+    ("retrain", "train an architecture file from scratch, then test it", retrain_arguments, cmd_retrain),
+    ("evaluate", "recompute a retrained model's test metric and check result.json", evaluate_arguments, cmd_evaluate),
+    ("show", "print an architecture file readably, optionally draw it", show_arguments, cmd_show),
+    ("rank", "score many architectures with a search run's supernet (CSV)", rank_arguments, cmd_rank),
+    ("table", "measure a search run on a published table of accuracies (NAS-Bench-201)", table_arguments, cmd_table),
+    ("export", "write a retrained network as one file that runs without enas (torch.export)", export_arguments,
+     cmd_export),
+    ("report", "write one self-contained HTML page about a search or retrain run", report_arguments, cmd_report),
+    ("ground-truth", "train architectures from scratch into a ground-truth table (CSV)", build_truth.add_arguments,
+     build_truth.run),
+    ("compare", "compare a ranking and search runs with a ground-truth table", compare.add_arguments, compare.run),
 )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="enas", description="Efficient Neural Architecture Search (Pham et al., 2018)")
+    p.add_argument("--version", action="version", version=f"enas {__version__} (torch {torch.__version__})")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_, add_arguments, run in COMMANDS:
+        sp = sub.add_parser(name, help=help_)
+        add_arguments(sp)
+        sp.set_defaults(func=run)
+    return p
 
 
 SEVERAL_PROCESSES = ("search", "retrain")  # the commands torchrun may start several of

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -132,8 +131,8 @@ class Retrain(Loop):
 
     # ---- helpers ------------------------------------------------------------------------
     def _maybe_compile(self, model):
-        # "auto" is the plain module everywhere: no GPU has run the compiled child yet
-        # (RetrainSection.compile, docs/gpu.md)
+        # "auto" is the plain module: a compiled child becomes a device's default only once
+        # benchmarks/gpu_check.py shows it correct and faster there (RetrainSection.compile, docs/gpu.md)
         if self.cfg.retrain.compile == "on":
             return torch.compile(model)  # state_dict / eval use the plain module
         return model
@@ -349,26 +348,6 @@ def _is_figure(v) -> bool:
     except OverflowError:
         return False
     return True
-
-
-def evaluate_run(rt: Retrain) -> dict:
-    """``enas evaluate``: load the saved model of a reopened retrain (best-valid for an LM,
-    the final weights otherwise), recompute the test metric, compare it to result.json."""
-    run_dir = rt.run_dir
-    recorded = read_result(run_dir)
-    weights, ctx = load_tested_weights(rt)
-    with ctx:
-        test = rt.task.evaluate(rt.model, None, "test")
-    m = rt.task.metric
-    name = "perplexity" if m == "ppl" else m
-    out = {"metric": f"test_{name}", "value": test[m], "weights": weights, "params": count_params(rt.model),
-           "recorded": None, "match": None, "data_dir": rt.task_data_dir}
-    if recorded is not None:
-        rec = recorded.get(f"test_{name}")
-        out["recorded"] = rec
-        if rec is not None:
-            out["match"] = math.isclose(test[m], rec, rel_tol=1e-4, abs_tol=1e-6)
-    return out
 
 
 def check_config_space(cfg: RetrainConfig, space) -> None:

@@ -2,9 +2,11 @@
 configs and architectures (never ../shared)."""
 from __future__ import annotations
 
+import importlib
 import random
 import shutil
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -318,6 +320,15 @@ def received(finished_runs, tmp_path):
 
 def argv_for(argv, run, tmp_path):
     return [str(run) if a == "RUN" else str(tmp_path / "out.html") if a == "OUT" else a for a in argv]
+
+
+def study(name: str):
+    """The study script benchmarks/studies/NAME.py as a module (a folder of scripts, not a
+    package: its folder goes on the path, as running the script puts it there)."""
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks" / "studies")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
 
 
 def one_error(capsys, *says) -> str:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from enas.cli import main
 
-from conftest import TINY_PTB
+from conftest import TINY_PTB, study
 
 pytestmark = pytest.mark.slow
 # each example runs a command (seconds): no shrinking, the generated case is reported as is.
@@ -85,13 +85,14 @@ def argv_of(command, tmp, run, retrain) -> list[str]:
     return argv + (["--out", str(tmp / "report.html"), "--force"] if command.startswith("report") else [])
 
 
-def cli(capsys, argv) -> tuple[int, str]:
-    """Run one command in this process within a deadline: (exit code, stderr)."""
+def cli(capsys, argv, entry=main) -> tuple[int, str]:
+    """Run one command (``entry``: enas's, or a study's) in this process within a deadline:
+    (exit code, stderr)."""
     capsys.readouterr()
     old = signal.signal(signal.SIGALRM, deadline_handler)
     signal.alarm(DEADLINE_S)
     try:
-        code = main([str(a) for a in argv])
+        code = entry([str(a) for a in argv])
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
@@ -393,9 +394,9 @@ TOOLS = {  # each tool with the hostile file H in the place it reads a file a us
     "ground-truth --config": ["ground-truth", "--uniform", "2", "--config", "H", "--out", "TMP/gt.csv",
                               "--list-only"],
     "ground-truth --out": ["ground-truth", "--uniform", "2", "--config", "CFG", "--out", "H", "--list-only"],
-    "beat-chance": ["beat-chance", "--data-dir", "TMP", "--ground-truth", "H", "--work", "TMP/work"],
-    "controller-ab": ["controller-ab", "RUN", "--variant", "a=", "--epochs", "1", "--ground-truth", "H"],
-    "reward-noise": ["reward-noise", "H", "--data-dir", "TMP"],
+    # the study scripts (benchmarks/studies/NAME.py)
+    "beat_chance.py": ["--data-dir", "TMP", "--ground-truth", "H", "--work", "TMP/work"],
+    "reward_noise.py": ["H", "--data-dir", "TMP"],
 }
 KINDS = ["device", "fifo", "link outside", "folder", "empty", "header only", "deep nesting", "aliases",
          "huge numbers", "NUL bytes", "long field", "binary"]
@@ -414,13 +415,13 @@ def test_fuzz_evaluation_tools_answer_hostile_files_in_one_line(finished_runs, c
         cfg.write_text(yaml.safe_dump({"model": {"channels": 4, "cells_per_stage": 1}, "data": {"dataset": "cifar10"},
                                        "retrain": {"epochs": 1}}))
         h = hostile(kind, tmp / "hostile.csv", outside, size)
-        if tool == "reward-noise" and kind not in ("device", "fifo", "link outside"):
+        if tool == "reward_noise.py" and kind not in ("device", "fifo", "link outside"):
             h = run  # a run folder with its config replaced
             remove(run / "config.yaml")
             hostile(kind, run / "config.yaml", outside, size)
         fill = {"H": str(h), "GT": str(gt), "RUN": str(run), "CFG": str(cfg)}
         argv = [fill.get(a, a.replace("TMP", str(tmp))) for a in TOOLS[tool]]
         before = snapshot(outside)
-        code, err = cli(capsys, argv)
+        code, err = cli(capsys, argv, study(tool[:-3]).main if tool.endswith(".py") else main)
         assert_clean(code, err)
         assert snapshot(outside) == before

@@ -339,15 +339,3 @@ def test_user_errors_are_one_line(tmp_path, capsys):
                     "--engine", str(tmp_path)]) == 2
     assert "expected a folder holding enas/" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()  # refused before anything is written
-
-
-def test_evaluation_tools_refuse_bad_input_in_one_line(tmp_path, capsys):
-    missing = tmp_path / "missing.csv"
-    assert enas_main(["beat-chance", "--data-dir", str(tmp_path), "--ground-truth", str(missing)]) == 2
-    assert f"--ground-truth {missing}: no such file" in capsys.readouterr().err
-    assert enas_main(["beat-chance", "--data-dir", str(tmp_path), "--paired", "--methods", "paper", "random"]) == 2
-    assert "--paired needs random and recipe" in capsys.readouterr().err
-    assert enas_main(["controller-ab", str(tmp_path), "--variant", "=x"]) == 2
-    assert "--variant '=x'" in capsys.readouterr().err
-    assert enas_main(["reward-noise", str(tmp_path), "--data-dir", str(tmp_path), "--archs", "1"]) == 2
-    assert "give 2 or more" in capsys.readouterr().err

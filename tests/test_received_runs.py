@@ -15,7 +15,7 @@ from enas.cli import main
 from enas.data.imagefolder import image_files, load_imagefolder
 from enas.errors import DataError
 
-from conftest import CLASSES, CPU, EVIL, RESUME, argv_for, make_folder, one_error, plant_module
+from conftest import CLASSES, CPU, EVIL, RESUME, argv_for, make_folder, one_error, plant_module, study
 
 
 # ---- no code runs that a run's own files name -------------------------------------------
@@ -23,8 +23,7 @@ from conftest import CLASSES, CPU, EVIL, RESUME, argv_for, make_folder, one_erro
 # (the run, the config's key naming a module, the command)
 OPENERS = [("search", "space", "module", argv) for argv in (
     ["derive", "RUN", "--samples", "2"], ["rank", "RUN", "--samples", "2"], ["report", "RUN", "--out", "OUT"], RESUME,
-    ["table", "RUN", "--table", "OUT"], ["controller-ab", "RUN", "--variant", "a=", "--epochs", "1"],
-    ["reward-noise", "RUN", "--data-dir", "OUT"])]
+    ["table", "RUN", "--table", "OUT"])]
 OPENERS += [("retrain", "retrain", "space_module", argv) for argv in (
     ["evaluate", "RUN"], ["retrain", "--resume", "RUN"], ["report", "RUN", "--out", "OUT"])]
 
@@ -33,8 +32,16 @@ OPENERS += [("retrain", "retrain", "space_module", argv) for argv in (
 def test_opening_a_run_imports_no_code_its_config_names(received, tmp_path, capsys, kind, section, key, argv):
     run = received[0] if kind == "search" else received[2]
     code, marker = plant_module(tmp_path, run, section, key)
-    cpu = [] if argv[0] in ("report", "controller-ab", "reward-noise") else CPU
+    cpu = [] if argv[0] == "report" else CPU
     assert main(argv_for(argv, run, tmp_path) + cpu) == 2
+    one_error(capsys, str(code), "--space-module")
+    assert not marker.exists()
+
+
+def test_a_study_opening_a_run_imports_no_code_its_config_names(received, tmp_path, capsys):
+    run = received[0]
+    code, marker = plant_module(tmp_path, run, "space", "module")
+    assert study("reward_noise").main([str(run), "--data-dir", str(tmp_path)]) == 2
     one_error(capsys, str(code), "--space-module")
     assert not marker.exists()
 

@@ -29,7 +29,7 @@ training batches first (then restores the supernet's), ``running`` uses the supe
 running averages (the official macro reward, general_child.py 691: ``_model(x,
 False)``), ``train`` is ``batch`` with dropout on (the official micro reward,
 micro_child.py 804: ``is_training=True``). Dropout is off in the other modes; a child
-(``arch=None``) is scored in plain eval mode. `enas reward-noise` measures the
+(``arch=None``) is scored in plain eval mode. benchmarks/studies/reward_noise.py measures the
 modes (docs/experiments/cifar-reward-bn.md).
 
 Several processes (``shard``, enas/distributed.py): training minibatch i is

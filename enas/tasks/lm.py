@@ -202,7 +202,7 @@ class LanguageModelTask:
         its own architecture only. A zero state alone makes the window's first tokens
         context-free: on a trained PTB-subset supernet, one-window rewards then ranked 40
         random cells at Spearman 0.87 against their whole-split score, 0.99 with 10
-        warm-up tokens (as with 35; benchmarks/ptb_reward_state.py, docs/experiments/ptb-reward-state.md).
+        warm-up tokens (as with 35; benchmarks/studies/ptb_reward_state.py, docs/experiments/ptb-reward-state.md).
         The state is carried across the windows, so a block that would run past the end
         of the split starts earlier instead of wrapping."""
         with self._eval(model):

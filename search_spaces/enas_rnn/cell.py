@@ -23,9 +23,9 @@ Kernels (``model.kernel``): ``reference`` runs ``enas_cell`` through autograd;
 (kernels/bptt.py) and the loss with a one-pass backward (kernels/cross_entropy.py);
 ``compiled`` runs them one step at a time under ``torch.compile``, the architecture
 passed as tensors so that one graph serves every sampled cell (kernels/compiled.py; CUDA graphs on CUDA); ``auto`` is
-``fused`` on the CPU and ``reference`` elsewhere, CUDA included: no GPU has run the fast
-kernels yet, so a first GPU run takes the plainest path until benchmarks/gpu_check.py
-has measured them there (docs/gpu.md). tests/test_fast_paths.py checks the fused and
+``fused`` on the CPU and ``reference`` elsewhere, CUDA included: a fast kernel becomes a
+device's ``auto`` only once benchmarks/gpu_check.py shows it correct and faster there
+(docs/gpu.md). tests/test_fast_paths.py checks the fused and
 compiled kernels' values and gradients against ``enas_cell``.
 
 Stability (why the PTB search configs clip at 0.1, not the paper's 0.25). This

@@ -19,7 +19,7 @@ share of draws that fit (the cost of rejection: 1 / fit draws per architecture),
 count of the policy's most likely cell at the end. Also the share of uniform draws that fit,
 and the time of one count (closed form) against building the child.
 
-    python benchmarks/budget_enforcement.py --budget 400000 --updates 300
+    python benchmarks/studies/budget_enforcement.py --budget 400000 --updates 300
 
 Every figure is printed as a ``name=value`` line. No table is read: the reward is the count.
 """

@@ -1,5 +1,5 @@
-"""``enas beat-chance``: does the search beat chance? Searches of three kinds against
-your own ground truth.
+"""Does the search beat chance? Searches of three kinds against a ground truth of our own
+(the study of docs/experiments/beat-chance.md).
 
 For each seed it runs, on the same data and sizes:
 
@@ -27,11 +27,11 @@ search's supernet by construction when the recipe trains the shared weights unif
 weights are equal). It saves one supernet per seed and compares both derives on the same
 weights.
 
-    enas beat-chance --data-dir enas/data/samples/cifar10 --seeds 0 1 2 3 4 --jobs 2
+    python benchmarks/studies/beat_chance.py --data-dir enas/data/samples/cifar10 --seeds 0 1 2 3 4 --jobs 2
 
 The ground truth (``--ground-truth``, its uniformly drawn cells ``--uniform``, its
 recipe ``--gt-config``) and the search config (``--config``) default to the NB201
-files of a checkout of the project, relative to the current folder.
+files of this checkout (benchmarks/results/, configs/smoke/).
 """
 from __future__ import annotations
 
@@ -43,18 +43,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..errors import ConfigError, UserError
-from ..files import check_out, make_dirs, open_append, read_json, read_regular, write_atomic, write_out
-from .compare import load_ground_truth, load_rank, run_arch, run_policy_expectation, uniform_cells
-from .stats import kendall_tau_b, percentile
+import _study
+from enas.errors import ConfigError, UserError
+from enas.evaluate.compare import load_ground_truth, load_rank, run_arch, run_policy_expectation, uniform_cells
+from enas.evaluate.stats import kendall_tau_b, percentile
+from enas.files import check_out, make_dirs, open_append, read_json, read_regular, write_atomic, write_out
 
 MAX_METRICS_BYTES = 64 * 2**20  # a study's search logs a few hundred lines
 
-# the files of the committed NB201 measurement, relative to a checkout of the project
-CONFIG = Path("configs/smoke/nb201_search.yaml")
-GT_CSV = Path("benchmarks/results/nb201_ground_truth.csv")
-GT_LIST = Path("benchmarks/results/nb201_uniform50_seed0.txt")
-GT_CONFIG = Path("configs/smoke/nb201_retrain.yaml")
+# the files of the committed NB201 measurement, in this checkout
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs/smoke/nb201_search.yaml"
+GT_CSV = ROOT / "benchmarks/results/nb201_ground_truth.csv"
+GT_LIST = ROOT / "benchmarks/results/nb201_uniform50_seed0.txt"
+GT_CONFIG = ROOT / "configs/smoke/nb201_retrain.yaml"
 # The measurement's sizes: the children of the ground truth's recipe (16 channels, one
 # cell per stage), 3,660 / 1,000 images of the subset, 30 epochs of 30 x 10 controller
 # samples, 20 derive candidates scored on all 1,000 validation images. The derive of
@@ -76,7 +78,7 @@ CANDIDATES = 20  # random search's derive with --paired: as many as search.deriv
 
 
 class StepFailed(UserError, RuntimeError):
-    """A search, ranking or training this command started failed; its log says why."""
+    """A search, ranking or training this study started failed; its log says why."""
 
 
 def sh(argv, log: Path, env=None) -> float:
@@ -134,7 +136,7 @@ def one(method: str, seed: int, args, env) -> dict:
 
 
 def add_arguments(p) -> None:
-    """The options of ``enas beat-chance`` (the CLI makes the parser)."""
+    """The study's options."""
     p.add_argument("--data-dir", required=True, type=Path)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -143,13 +145,15 @@ def add_arguments(p) -> None:
     p.add_argument("--json", type=Path, help="write the results here too")
     p.add_argument("--force", action="store_true", help="replace an existing --json file (never a run's own file)")
     p.add_argument("--paired", action="store_true",
-                   help="random search's derive on the recipe run's supernet (see `enas beat-chance --help`)")
-    p.add_argument("--config", type=Path, default=CONFIG, help=f"search config (default {CONFIG})")
-    p.add_argument("--ground-truth", type=Path, default=GT_CSV, help=f"ground-truth CSV (default {GT_CSV})")
+                   help="random search's derive on the recipe run's supernet (see the description above)")
+    p.add_argument("--config", type=Path, default=CONFIG, help="search config (default configs/smoke/nb201_search.yaml)")
+    p.add_argument("--ground-truth", type=Path, default=GT_CSV,
+                   help="ground-truth CSV (default benchmarks/results/nb201_ground_truth.csv)")
     p.add_argument("--uniform", type=Path, default=GT_LIST,
-                   help=f"the ground truth's uniformly drawn cells, one a line (default {GT_LIST})")
+                   help="the ground truth's uniformly drawn cells, one a line "
+                        "(default benchmarks/results/nb201_uniform50_seed0.txt)")
     p.add_argument("--gt-config", type=Path, default=GT_CONFIG,
-                   help=f"the ground truth's retrain recipe (default {GT_CONFIG})")
+                   help="the ground truth's retrain recipe (default configs/smoke/nb201_retrain.yaml)")
 
 
 def run(args) -> int:
@@ -160,8 +164,7 @@ def run(args) -> int:
         raise ConfigError(f"--jobs {args.jobs}: give 1 or more")
     for opt in ("config", "ground_truth", "uniform", "gt_config"):
         if not getattr(args, opt).is_file():
-            raise ConfigError(f"--{opt.replace('_', '-')} {getattr(args, opt)}: no such file (run from the "
-                              f"project's folder or name the file)")
+            raise ConfigError(f"--{opt.replace('_', '-')} {getattr(args, opt)}: no such file; name the file")
     if args.json:
         check_out(args.json, args.force, option="--json")
     make_dirs(args.work)
@@ -226,3 +229,10 @@ def run(args) -> int:
         write_out(args.json, json.dumps(results, indent=1) + "\n", args.force, option="--json")
     return 0
 
+
+def main(argv=None) -> int:
+    return _study.main(__doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

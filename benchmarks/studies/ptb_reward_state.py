@@ -16,7 +16,7 @@ and the architecture's reward on the whole validation split (carried state over 
 window, its own architecture only), and, for ``carried``, how much a reward moves when
 only the previous architecture changes (mean absolute change relative to the reward).
 
-    python benchmarks/ptb_reward_state.py RUN_DIR --data-dir DIR [--archs 40] [--windows 8]
+    python benchmarks/studies/ptb_reward_state.py RUN_DIR --data-dir DIR [--archs 40] [--windows 8]
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""``enas reward-noise``: how BN and dropout while scoring change a CIFAR controller reward (the choice of
-``search.image.eval_bn`` in the image search configs; docs/fidelity.md).
+"""How BN and dropout while scoring change a CIFAR controller reward (the choice of
+``search.image.eval_bn`` in the image search configs; docs/fidelity.md,
+docs/experiments/cifar-reward-bn.md).
 
 A controller reward is the accuracy of one sampled architecture of the supernet on one
 shuffled validation minibatch of the training batch size (enas/tasks/image.py
@@ -26,25 +27,27 @@ reward minibatches in each mode, and prints per mode
   accuracy on the whole validation split with BN statistics recalibrated for it
   (``eval_bn: recalibrate``), the supernet's best estimate of how good it is.
 
-    enas reward-noise RUN_DIR --data-dir DIR [--archs 20] [--batches 20]
+    python benchmarks/studies/reward_noise.py RUN_DIR --data-dir DIR [--archs 20] [--batches 20]
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 import torch
 
-from ..controller import RandomPolicy
-from ..errors import ConfigError
-from ..runs import reopen_search
-from .stats import spearman_rho  # handles ties: rewards on one minibatch repeat
+import _study
+from enas.controller import RandomPolicy
+from enas.errors import ConfigError
+from enas.evaluate.stats import spearman_rho  # handles ties: rewards on one minibatch repeat
+from enas.runs import reopen_search
 
 MODES = {"batch": "enas", "running": "official macro", "train": "official micro"}
 
 
 def add_arguments(p) -> None:
-    """The options of ``enas reward-noise`` (the CLI makes the parser)."""
+    """The study's options."""
     p.add_argument("run_dir", help="a search run folder of an image space")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--archs", type=int, default=20, help="architectures drawn uniformly (default 20)")
@@ -83,3 +86,11 @@ def run(args) -> int:
     print(f"space={search.space.name} batch={task.train_batch} archs={len(archs)} batches={args.batches} "
           f"reference_mean={ref.mean():.4f} seconds={time.monotonic() - t0:.1f}")
     return 0
+
+
+def main(argv=None) -> int:
+    return _study.main(__doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

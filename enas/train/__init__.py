@@ -1,0 +1,1 @@
+"""Training machinery: the shared-weight step, schedules, retraining, memory, devices and processes."""
