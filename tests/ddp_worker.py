@@ -35,13 +35,13 @@ def step(config, data_dir, out_dir) -> dict:
     before = _cpu(s.supernet.state_dict())
     first = s.task.train_batches
     s.task.train_batches = lambda epoch: itertools.islice(first(epoch), 1)
-    s._shared_phase()
+    s.train_shared()
     after_step = _cpu(s.supernet.state_dict())
     rewards = []
     real_step = s.reinforce.step
     s.reinforce.step = lambda sample, r: (rewards.append(list(r)), real_step(sample, r))[1]
     s.phase, s.step = "controller", 0
-    s._controller_phase()
+    s.update_controller()
     return {"before": before, "after_step": after_step, "policy": _cpu(s.policy.state_dict()), "rewards": rewards,
             "baseline": s.reinforce.baseline, "adam": s.reinforce.opt.state_dict()}
 
@@ -75,8 +75,8 @@ def _fail_on(rank: int) -> None:
             raise RuntimeError(f"injected failure on rank {rank}")
         return real(self)
 
-    real = Search._controller_phase
-    Search._controller_phase = boom
+    real = Search.update_controller
+    Search.update_controller = boom
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def test_mid_epoch_resume_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_confi
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["_derive", "final_derive"])
+@pytest.mark.parametrize("where", ["epoch", "final"])
 def test_a_stop_signal_during_a_derive_stops_it_and_the_resume_equals_uninterrupted(
         tmp_path, ptb_dir, tiny_ptb_config, monkeypatch, where):
     """SIGTERM while a derive scores its candidates (an epoch's, or the final one): the run
@@ -135,7 +135,7 @@ def test_a_stop_signal_during_a_derive_stops_it_and_the_resume_equals_uninterrup
     inside, scored = [], []
     real_score, real_step = scoring.Scoring.score, getattr(derive.Derive, where)
 
-    def step(self, *a, **kw):  # the derive, with the search in hand
+    def step(self, *a, **kw):  # the derive, with its loop in hand
         inside.append(self)
         try:
             return real_step(self, *a, **kw)
@@ -145,7 +145,7 @@ def test_a_stop_signal_during_a_derive_stops_it_and_the_resume_equals_uninterrup
     def score(self, supernet, arch, *a, **kw):
         if inside:
             if not scored:  # the signal arrives while the first candidate is scored
-                inside[-1].stop.signum = signal.SIGTERM
+                inside[-1].loop.stop.signum = signal.SIGTERM
             scored.append(arch)
         return real_score(self, supernet, arch, *a, **kw)
 

@@ -62,7 +62,8 @@ def train_controller(run: Path, state: dict, data_dir, sets: list[str], seed: in
     s.epoch = cfg.search.epochs - 1  # the finished supernet; the epoch only names the progress bar
     for _ in range(epochs):
         s.step = 0
-        s._controller_phase()
+        if s.controller.trains(s.epoch, cfg.search.controller_warmup_epochs):
+            s.update_controller()
     return s
 
 
