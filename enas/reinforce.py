@@ -132,6 +132,9 @@ class ControllerUpdate:
         self.valid_cursor = 0  # the task's reward batch the next reward is measured on (the task wraps it)
         self.reward_sum, self.reward_count = 0.0, 0  # rewards of this epoch's controller phase
 
+    def start_epoch(self) -> None:
+        self.reward_sum, self.reward_count = 0.0, 0
+
     def trains(self, epoch: int, warmup_epochs: int) -> bool:
         """Whether the controller trains in ``epoch`` (not during the warm-up, not a random policy)."""
         return self.cfg.kind != "random" and epoch >= warmup_epochs and self.cfg.updates_per_epoch > 0

@@ -191,19 +191,19 @@ class Search:
             with loop.stop:
                 while loop.epoch < s.epochs:
                     t0 = time.monotonic()
-                    if loop.phase == "shared":
-                        self.train_shared()
+                    if loop.phase == "shared":  # not done yet (a resume may land in the controller phase)
+                        self.train_shared()  # one pass of shared-weight SGD on the policy's architectures
                         loop.phase, loop.step = "controller", 0
-                        self.controller.reward_sum, self.controller.reward_count = 0.0, 0
-                    if self.controller.trains(loop.epoch, s.controller_warmup_epochs):
-                        self.update_controller()
-                    derived = self.derive_epoch()
+                        self.controller.start_epoch()
+                    if self.controller.trains(loop.epoch, s.controller_warmup_epochs):  # after the warm-up
+                        self.update_controller()  # REINFORCE on rewards of the shared weights
+                    derived = self.derive_epoch()  # the policy's candidates scored, the best written
                     dist.check_in_sync("supernet and controller weights",
                                        [*self.supernet.parameters(), *self.policy.parameters()],
                                        [self.reinforce.baseline, derived.candidates[0].score])
                     loop.epoch, loop.phase, loop.step = loop.epoch + 1, "shared", 0
-                    overview = self._overview(derived)
-                    self.save()
+                    overview = self._overview(derived)  # the epoch's headline figures, logged
+                    self.save()  # the checkpoint
                     self._epoch_line(overview, derived, time.monotonic() - t0)
                     loop.pace_note(s.smoke, time.monotonic() - t0, s.epochs - loop.epoch)
                 if self.final.get("epoch") != loop.epoch:  # a resumed finished run does not derive again
