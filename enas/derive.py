@@ -27,7 +27,8 @@ from .loop import Loop
 from .plots import heatmap
 from .runlog import RunLog, say
 from .scoring import Scoring
-from .space import ArchError, validate
+from .space import ArchError, SearchSpace, validate
+from .tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +79,8 @@ def write_arch(path: Path, space, arch: dict, provenance: dict) -> None:
 
 
 class Derive:
-    def __init__(self, space, task, scoring: Scoring, budget: Budget, cfg: SearchSection, loop: Loop):
+    def __init__(self, space: SearchSpace, task: Task, scoring: Scoring, budget: Budget, cfg: SearchSection,
+                 loop: Loop):
         self.space, self.task, self.scoring, self.budget, self.cfg, self.loop = space, task, scoring, budget, cfg, loop
 
     def epoch(self, supernet, policy, gen: torch.Generator, epoch: int, global_step: int) -> Derived:

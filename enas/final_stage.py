@@ -25,6 +25,8 @@ from .derive import Candidate
 from .interrupt import GracefulStop, StopRequested
 from .loop import Loop
 from .schedule import lr_at, make_sgd, set_lr
+from .space import SearchSpace
+from .tasks import Task
 
 
 class BriefTraining(Loop):
@@ -33,7 +35,7 @@ class BriefTraining(Loop):
 
     kind = "search"
 
-    def __init__(self, model: torch.nn.Module, task, cfg: SearchConfig, epochs: int, stop: GracefulStop,
+    def __init__(self, model: torch.nn.Module, task: Task, cfg: SearchConfig, epochs: int, stop: GracefulStop,
                  run_dir, resume_command: str):
         super().__init__(run_dir, False, math.inf, cfg.search.max_bad_steps, 10**9)  # writes nothing
         self.model, self.task, self.epochs = model, task, epochs
@@ -61,7 +63,7 @@ class BriefTraining(Loop):
         return self.task.score(self.model, None, 0)
 
 
-def train_candidates(candidates: list[Candidate], done: list[Candidate], *, space, model_args, task,
+def train_candidates(candidates: list[Candidate], done: list[Candidate], *, space: SearchSpace, model_args, task: Task,
                      device: torch.device, cfg: SearchConfig, stop: GracefulStop, run_dir, resume_command: str,
                      save: Callable[[], None]) -> list[Candidate]:
     """Train ``candidates`` (best first) that ``done`` does not hold yet; ``save()`` after

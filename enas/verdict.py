@@ -113,7 +113,8 @@ def compare_with_random(search: Finished) -> dict:
     random = [search.scoring.score(search.supernet, a, s.final_batches, 0)[0] for a in archs]
     out = compare(score, se, random)
     name, value, _ = search.scoring.as_metric(score, se)
-    out.update(metric=name, chosen_metric=value, random_metric=search.scoring.as_metric(out["random_mean"], 0.0)[1],
+    random_metric = search.scoring.as_metric(out["random_mean"], 0.0)[1]
+    out.update(metric=name, chosen_metric=value, random_metric=random_metric,
                final_stage=bool(search.final.get("trained")))
     return out
 
