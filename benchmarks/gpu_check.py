@@ -221,32 +221,32 @@ def check_search(space: str, device, tiny: bool, data: Path, rep: Report) -> Non
     rep(f"{p}_steps_per_pass", n)
     rep(f"{p}_nonfinite_check", search.check)
     rep(f"{p}_amp_bf16", bool(getattr(search.task, "amp", False)))
-    t_warm = timed(search._shared_phase, device)  # warm-up pass (also timed: first-pass costs)
+    t_warm = timed(search.train_shared, device)  # warm-up pass (also timed: first-pass costs)
     rep(f"{p}_first_pass_seconds", round(t_warm, 2))
     search.epoch = 0
     search.step = 0
     syncs: list = []
     with count_syncs(device, syncs):
-        t = timed(search._shared_phase, device)
-    figs = search.epoch_sums
+        t = timed(search.train_shared, device)
+    figs = search.loop.epoch_sums
     rep(f"{p}_shared_step_ms", 1e3 * t / n)
-    losses = {kk: float(v) / max(search.epoch_count, 1) for kk, v in figs.items()}
+    losses = {kk: float(v) / max(search.loop.epoch_count, 1) for kk, v in figs.items()}
     rep(f"{p}_train_figures", losses)
-    rep(f"{p}_skipped_steps", search.skipped_steps)
+    rep(f"{p}_skipped_steps", search.loop.skipped_steps)
     rep(f"{p}_syncs_per_shared_step", syncs[0] / n if syncs else "n/a (CPU)")
     rewards: list = []
-    real_reward = search._reward
-    search._reward = lambda a: rewards.append(real_reward(a)) or rewards[-1]
+    real_reward = search.controller.reward
+    search.controller.reward = lambda net, a: rewards.append(real_reward(net, a)) or rewards[-1]
     search.phase, search.step = "controller", 0
-    t = timed(search._controller_phase, device)
-    search._reward = real_reward
+    t = timed(search.update_controller, device)
+    search.controller.reward = real_reward
     rep(f"{p}_controller_update_ms", 1e3 * t / cfg.controller.updates_per_epoch)
     rep(f"{p}_rewards_finite", finite([float(r) for r in rewards]))
-    t_derive = timed(search._derive, device)
+    t_derive = timed(search.derive_epoch, device)
     rep(f"{p}_derive_seconds", t_derive)
     rep(f"{p}_derive_score_finite", finite(search.best["score"]))
     rep(f"{p}_peak_memory_mb", peak_mb(device))
-    ok = finite(list(losses.values())) and finite([float(r) for r in rewards]) and search.skipped_steps == 0
+    ok = finite(list(losses.values())) and finite([float(r) for r in rewards]) and search.loop.skipped_steps == 0
     rep(f"{p}_finite", ok)
     # paper scale: the paper config's steps per epoch, its controller updates, one derive
     # of its size (derive time scales with the number of candidates and batches)
@@ -268,7 +268,7 @@ def check_search(space: str, device, tiny: bool, data: Path, rep: Report) -> Non
     rep(f"{p}_paper_epoch_seconds", epoch_s)
     rep(f"{p}_paper_search_minutes", epoch_s * paper.search.epochs / 60)
     if not ok:
-        raise RuntimeError(f"non-finite figures in the {space} search: {losses}, skipped {search.skipped_steps}")
+        raise RuntimeError(f"non-finite figures in the {space} search: {losses}, skipped {search.loop.skipped_steps}")
 
 
 def check_retrain(space: str, device, tiny: bool, data: Path, rep: Report, compile_mode: str) -> None:

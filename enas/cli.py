@@ -72,8 +72,8 @@ def cmd_derive(args) -> int:
     _check_seed(args.seed)
     search = reopen_search(args.run_dir, args.data_dir, resolve_device(args.device),
                            [f"search.derive_samples={args.samples}"], args.allow_data_change, args.space_module)
-    out, derived = derive_again(search, args.seed)
-    print(f"best of {args.samples} (score {derived['score']:.4g} +- {derived['se']:.2g}) written to {one_line(out)}")
+    out, rescored = derive_again(search, args.seed)
+    print(f"best of {args.samples} (score {rescored[0].score:.4g} +- {rescored[0].se:.2g}) written to {one_line(out)}")
     return 0
 
 

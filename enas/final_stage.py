@@ -16,63 +16,69 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import torch
 
-from .interrupt import StopRequested
+from .config import SearchConfig
+from .derive import Candidate
+from .interrupt import GracefulStop, StopRequested
 from .loop import Loop
 from .schedule import lr_at, make_sgd, set_lr
+from .space import SearchSpace
+from .tasks import Task
 
 
 class BriefTraining(Loop):
     """One candidate's training: the engine's SGD pass on a fresh child, no run folder.
-    A stop signal is handed to the search, which checkpoints what is finished."""
+    A stop signal is handed back to the search, which checkpoints what is finished."""
 
     kind = "search"
 
-    def __init__(self, search, arch: dict, epochs: int):
-        s = search.cfg.search
-        super().__init__(search.run_dir, False, math.inf, s.max_bad_steps, 10**9)  # writes nothing
-        self.search, self.arch, self.epochs = search, arch, epochs
-        self.stop = search.stop  # the search's signal handler sees Ctrl-C
-        self.train_cfg = dataclasses.replace(search.cfg.train, schedule="cosine", t0=epochs, t_mul=1)
+    def __init__(self, model: torch.nn.Module, task: Task, cfg: SearchConfig, epochs: int, stop: GracefulStop,
+                 run_dir, resume_command: str):
+        super().__init__(run_dir, False, math.inf, cfg.search.max_bad_steps, 10**9)  # writes nothing
+        self.model, self.task, self.epochs = model, task, epochs
+        self.stop = stop  # the search's signal handler sees Ctrl-C
+        self._resume_command = resume_command
+        self.train_cfg = dataclasses.replace(cfg.train, schedule="cosine", t0=epochs, t_mul=1)
 
     def save(self) -> None:  # nothing of a half-trained candidate is kept
         pass
 
     def resume_command(self) -> str:
-        return self.search.resume_command()
+        return self._resume_command
 
     def run(self) -> tuple[float, float]:
-        search = self.search
-        task = search.task
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(search.cfg.search.seed)  # the same initial weights for every candidate's seed
-            model = search.space.child(self.arch, search.model_args, **task.model_kwargs()).to(search.device)
-        opt = make_sgd(model.parameters(), self.train_cfg)
+        opt = make_sgd(self.model.parameters(), self.train_cfg)
         self.open_log(None)
         try:
             for epoch in range(self.epochs):
                 self.epoch, self.step = epoch, 0
                 set_lr(opt, lr_at(self.train_cfg, epoch))
-                self.sgd_pass(task, model, opt, self.train_cfg.grad_clip, lambda i: None,
+                self.sgd_pass(self.task, self.model, opt, self.train_cfg.grad_clip, lambda i: None,
                               f"final stage, epoch {epoch + 1}/{self.epochs}")
         finally:
             self.log.close()
-        return task.score(model, None, 0)
+        return self.task.score(self.model, None, 0)
 
 
-def train_candidates(search, candidates: list[dict], done: list[dict], save) -> list[dict]:
+def train_candidates(candidates: list[Candidate], done: list[Candidate], *, space: SearchSpace, model_args, task: Task,
+                     device: torch.device, cfg: SearchConfig, stop: GracefulStop, run_dir, resume_command: str,
+                     save: Callable[[], None]) -> list[Candidate]:
     """Train ``candidates`` (best first) that ``done`` does not hold yet; ``save()`` after
     each so an interruption loses at most the one in training. Returns ``done`` extended:
-    dicts with arch, score (validation accuracy after training), se and the derive's score."""
-    epochs = search.cfg.search.final_train_epochs
+    each with its validation score after training, se and the derive's score."""
+    epochs = cfg.search.final_train_epochs
     for c in candidates[len(done):]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.search.seed)  # the same initial weights for every candidate's seed
+            model = space.child(c.arch, model_args, **task.model_kwargs()).to(device)
         try:
-            value, se = BriefTraining(search, c["arch"], epochs).run()
+            value, se = BriefTraining(model, task, cfg, epochs, stop, run_dir, resume_command).run()
         except StopRequested:
             save()
             raise
-        done.append({"arch": c["arch"], "score": value, "se": se, "derive_score": c["score"]})
+        done.append(Candidate(c.arch, value, se, c.score))
         save()
     return done

@@ -79,7 +79,13 @@ class BNStats:
 class Loop:
     kind = "run"  # "search" or "retrain": names the command that resumes
 
-    def __init__(self, run_dir, log: bool, checkpoint_minutes: float, max_bad_steps: int, log_every: int):
+    def __init__(self, run_dir, log: bool, checkpoint_minutes: float, max_bad_steps: int, log_every: int,
+                 kind: str | None = None, state: Callable[[], dict] | None = None):
+        """``kind`` and ``state`` for a loop that a run holds rather than extends (a search):
+        the command that resumes it, and the whole checkpoint ``save`` writes."""
+        if kind is not None:
+            self.kind = kind
+        self._state = state
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log_enabled = log
         self.checkpoint_minutes = checkpoint_minutes
@@ -125,7 +131,7 @@ class Loop:
     def save(self) -> None:
         # Several processes: state_dict may gather shards (a task's carried state), so
         # every rank builds it; rank 0 writes it.
-        state = self.state_dict() if self.log_enabled or dist.world() > 1 else None
+        state = (self._state or self.state_dict)() if self.log_enabled or dist.world() > 1 else None
         if self.log_enabled:
             self.log.flush()
             ckpt.save(self.run_dir, state)

@@ -8,6 +8,9 @@ sample's advantage is taken (official: the loss reads the updated baseline).
 
 One option on top of the paper (ControllerSection): ``reward_norm`` divides each
 advantage by a bias-corrected moving standard deviation of R - b.
+
+``ControllerUpdate`` is a search's controller phase: ``updates_per_epoch`` such steps,
+each on rewards measured with the supernet's shared weights.
 """
 from __future__ import annotations
 
@@ -15,8 +18,12 @@ import math
 
 import torch
 
+from .budget import Budget
 from .config import ControllerSection
 from .controller import Sample
+from .loop import Loop
+from .runlog import progress
+from .scoring import Scoring
 
 
 class Reinforce:
@@ -102,3 +109,59 @@ class Reinforce:
         self.dropped = int(state["dropped"])
         sq_dev, n_dev = state.get("sq_dev", (0.0, 0))  # a state without them: the start values
         self.sq_dev, self.n_dev = float(sq_dev), int(n_dev)
+
+
+class ControllerUpdate:
+    """The controller phase of one epoch (paper 2.1: the shared weights fixed, the policy
+    trained by REINFORCE on validation rewards). It keeps where the reward stream is and
+    the rewards of this epoch's phase (both checkpointed by the search)."""
+
+    def __init__(self, policy: torch.nn.Module, reinforce: Reinforce, scoring: Scoring, budget: Budget,
+                 cfg: ControllerSection, reward_batches: int):
+        self.policy, self.reinforce, self.scoring, self.budget = policy, reinforce, scoring, budget
+        self.cfg, self.reward_batches = cfg, reward_batches
+        self.valid_cursor = 0  # the task's reward batch the next reward is measured on (the task wraps it)
+        self.reward_sum, self.reward_count = 0.0, 0  # rewards of this epoch's controller phase
+
+    def start_epoch(self) -> None:
+        self.reward_sum, self.reward_count = 0.0, 0
+
+    def trains(self, epoch: int, warmup_epochs: int) -> bool:
+        """Whether the controller trains in ``epoch`` (not during the warm-up, not a random policy)."""
+        return self.cfg.kind != "random" and epoch >= warmup_epochs and self.cfg.updates_per_epoch > 0
+
+    def reward(self, supernet, arch) -> torch.Tensor:
+        """The reward of ``arch`` (search.score; its supernet term on the task's next
+        ``search.reward_batches`` reward batches; paper 2.1: one minibatch per sample; each
+        sample of an update gets its own)."""
+        k = self.reward_batches
+        value = self.scoring.reward(supernet, arch, k, self.valid_cursor)
+        self.valid_cursor += k
+        return torch.as_tensor(value).double()
+
+    def run(self, supernet, gen: torch.Generator, loop: Loop, desc: str) -> None:
+        """The updates from ``loop.step`` on; between two, ``loop.maybe_checkpoint()``."""
+        c = self.cfg
+        self.scoring.refresh(supernet, loop.global_step, self.reward_batches)
+        bar = progress(c.updates_per_epoch, desc, loop.step, loop.log_enabled)
+        while loop.step < c.updates_per_epoch:
+            # Several processes: gen has the same state everywhere, so every rank draws the
+            # same samples; each reward is summed over the ranks' shares of the validation
+            # batch (task), so the Adam step below is the same on every rank.
+            sample, refused = self.budget.draw_both(lambda k: self.policy(k, generator=gen), c.num_aggregate,
+                                                    "the controller")
+            # all K rewards queued on the device, then read in one go (one sync per update)
+            rewards = torch.stack([self.reward(supernet, a) for a in sample.archs]).tolist()
+            last = self.reinforce.step(*self.budget.with_refused(sample, rewards, refused))
+            if refused is not None and "reward" in last:  # the epoch's mean: of the rewards measured
+                measured = [r for r in rewards if math.isfinite(r)]
+                last["reward"] = sum(measured) / len(measured)
+            loop.step += 1
+            if "reward" in last:
+                self.reward_sum, self.reward_count = self.reward_sum + last["reward"], self.reward_count + 1
+            loop.log.log(self.reinforce.updates, epoch=loop.epoch + 1,
+                         **{f"controller/{k}": v for k, v in last.items()})
+            bar.update(1)
+            bar.set_postfix(reward=f"{last.get('reward', float('nan')):.3g}")
+            loop.maybe_checkpoint()
+        bar.close()

@@ -123,6 +123,16 @@ class Scoring:
         value = self.task.reward(supernet, arch, num_batches, first) if "supernet" in self.terms else 0.0
         return self.combine(arch, value)[0]
 
+    def as_metric(self, value: float, se: float, task_score: bool = False) -> tuple[str, float, float]:
+        """A score in the task's own terms: ("valid_ppl", ppl, se) or ("valid_accuracy", ...)
+        when the score is the paper's reward (or ``task_score``: the task's, as the final
+        stage's are); ("score", value, se) for a weighted sum of standardised terms
+        (search.score), which has no unit."""
+        if not (self.paper or task_score):
+            return "score", value, se
+        v, e = self.task.as_metric(value, se)
+        return f"valid_{self.task.metric}", v, e
+
     def describe(self, metric: str) -> str:
         """What a score is, in words (architecture files' provenance)."""
         if self.paper:

@@ -1,5 +1,10 @@
-"""The ENAS search loop (paper, section 2.1): shared phase, controller phase, and the derive
-of enas/derive.py.
+"""The ENAS search loop (paper, section 2.1): per epoch, the shared weights train on the
+policy's architectures, then (after the warm-up) the controller trains on their rewards,
+then a derive scores the policy's candidates; at the end a final derive, the optional
+final stage and the verdict. ``Search`` holds the models and composes the parts: the
+shared phase (``train_shared`` below; enas/loop.py's SGD pass), the controller's update
+(enas/reinforce.py), derive (enas/derive.py), the final stage (enas/final_stage.py); its
+``loop`` (enas/loop.py) keeps the position, the run log and the checkpoints.
 
 It knows a space (decisions, supernet), a policy and a task (data, loss, reward),
 never a modality: tokens vs. images, perplexity vs. accuracy live in enas/tasks/.
@@ -28,31 +33,38 @@ import torch
 from . import checkpoint as ckpt, distributed as dist, verdict
 from .bn import make_plain
 from .budget import Budget, budget_model_args
-from .config import ConfigError, SearchConfig, from_dict, to_dict
+from .config import ConfigError, SearchConfig, SearchSection, from_dict, to_dict
 from .controller import RandomPolicy, build_policy
-from .derive import Derive
+from .derive import Candidate, Derive, Derived
 from .errors import brief
-from .files import produced, write_atomic
+from .final_stage import train_candidates
 from .loop import Loop
 from .memory import check_fits, check_step, sizes_of
-from .plots import heatmap
-from .reinforce import Reinforce
-from .runlog import progress, say
+from .reinforce import ControllerUpdate, Reinforce
+from .runlog import say
 from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
 from .scoring import Scoring
-from .space import ArchError, build_space, check_arg_limits, validate
-from .storage.runfolder import policy_groups, policy_key, policy_labels
+from .space import build_space, check_arg_limits
 from .tasks import build_task
 
 
-class Search(Derive, Loop):
+def _on_loop(name: str) -> property:
+    """An attribute of the search's loop, read and written through the search."""
+    return property(lambda self: getattr(self.loop, name), lambda self, v: setattr(self.loop, name, v))
+
+
+class Search:
     """Everything a search holds; ``state_dict`` is the checkpoint."""
 
     kind = "search"
+    # the run's folder, log, stop signal and position (epoch, phase, step) are its loop's
+    run_dir, log, log_enabled, stop = _on_loop("run_dir"), _on_loop("log"), _on_loop("log_enabled"), _on_loop("stop")
+    epoch, phase, step, global_step = _on_loop("epoch"), _on_loop("phase"), _on_loop("step"), _on_loop("global_step")
 
     def __init__(self, cfg: SearchConfig, run_dir: Path | None, data_dir, device: torch.device, log: bool = True):
         s = cfg.search
-        super().__init__(run_dir, log, s.checkpoint_minutes, s.max_bad_steps, s.log_every)
+        self.loop = Loop(run_dir, log, s.checkpoint_minutes, s.max_bad_steps, s.log_every, kind=self.kind,
+                         state=self.state_dict)
         self.cfg, self.device = cfg, device
         self.space = build_space(cfg.space.name, cfg.space.args, cfg.space.module)
         check_arg_limits(type(self.space), cfg.model, "model")  # before anything is built of it
@@ -98,22 +110,25 @@ class Search(Derive, Loop):
         self.uniform_entropy = uniform_entropy(self.space.decisions())  # nats; the policy's at the start
         self.scoring = Scoring(s.score, self.space, self.model_args, self.task, s.seed)
         self.reinforce = Reinforce(self.policy, cfg.controller)
+        self.controller = ControllerUpdate(self.policy, self.reinforce, self.scoring, self.budget, cfg.controller,
+                                           s.reward_batches)
+        self.derive = Derive(self.space, self.task, self.scoring, self.budget, s, self.loop)
         self.check = nonfinite_check(cfg.train, self.device)
         self.opt = make_sgd(self.supernet.parameters(), cfg.train, fused=self.check == "device")
         self.gen = torch.Generator().manual_seed(s.seed + 1)  # controller-phase and derive samples
-        self.phase = "shared"
-        self.valid_cursor = 0  # the task's reward batch the next reward is measured on (the task wraps it)
-        self.ctrl_sum, self.ctrl_n = 0.0, 0  # rewards of this epoch's controller phase
+        self.loop.phase = "shared"
         self.best: dict = {}
-        self.candidates: list[dict] = []  # the last derive's candidates, best first
-        self.final: dict = {}  # the final derive's result, once the last epoch is done
-        self.trained: list[dict] = []  # the final stage's trained candidates, best derive score first
+        self.candidates: list[Candidate] = []  # the last derive's candidates, best first
+        # the final derive's result once the last epoch is done: arch, score, se, epoch and its
+        # candidates as dicts (as the checkpoint holds them), then trained and verdict
+        self.final: dict = {}
+        self.trained: list[Candidate] = []  # the final stage's trained candidates, best derive score first
         self.collapse_epochs: list[int] = []  # the epochs that raised the collapse warning (the verdict names them)
 
     # ---- checkpoint -----------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            **super().state_dict(),
+            **self.loop.state_dict(),
             "config": to_dict(self.cfg),
             "supernet": self.supernet.state_dict(),
             "shared_opt": self.opt.state_dict(),
@@ -121,20 +136,23 @@ class Search(Derive, Loop):
             "reinforce": self.reinforce.state_dict(),
             "task": self.task.state_dict(),
             "rng": ckpt.rng_state(self.gen),
-            "valid_cursor": self.valid_cursor,
-            "ctrl_rewards": [self.ctrl_sum, self.ctrl_n],
+            "valid_cursor": self.controller.valid_cursor,
+            "ctrl_rewards": [self.controller.reward_sum, self.controller.reward_count],
             "best": self.best,
-            "candidates": self.candidates,
+            "candidates": [c.as_dict() for c in self.candidates],
             "final": self.final,
             "scoring": self.scoring.state_dict(),
-            "trained": self.trained,
+            "trained": [c.as_dict() for c in self.trained],
             "collapse_epochs": self.collapse_epochs,
             "world": dist.world(),  # informational: the state is the same for any number
         }
 
+    def position(self) -> dict:
+        return self.loop.position()
+
     def load_state_dict(self, st: dict) -> None:
-        self.check_kind(st)
-        self.set_position(st["position"])
+        self.loop.check_kind(st)
+        self.loop.set_position(st["position"])
         try:
             self.supernet.load_state_dict(st["supernet"])
             self.policy.load_state_dict(st["policy"])
@@ -144,211 +162,146 @@ class Search(Derive, Loop):
         self.reinforce.load_state_dict(st["reinforce"])
         self.task.load_state_dict(st["task"])
         ckpt.set_rng_state(st["rng"], self.gen)
-        self.valid_cursor = int(st["valid_cursor"])
-        self.ctrl_sum, self.ctrl_n = float(st["ctrl_rewards"][0]), int(st["ctrl_rewards"][1])
-        self.best, self.candidates, self.final = st["best"], list(st["candidates"]), st["final"]
+        self.controller.valid_cursor = int(st["valid_cursor"])
+        self.controller.reward_sum, self.controller.reward_count = (float(st["ctrl_rewards"][0]),
+                                                                    int(st["ctrl_rewards"][1]))
+        self.best, self.final = st["best"], st["final"]
+        self.candidates = [Candidate.of(c) for c in st["candidates"]]
         self.scoring.load_state_dict(st["scoring"])
-        self.trained = self._trained(st["trained"])
+        self.trained = [Candidate.trained(c, self.space.decisions()) for c in st["trained"]]
         epochs = st.get("collapse_epochs", [])  # absent from a checkpoint written before the verdict
         if not (isinstance(epochs, list) and all(type(e) is int for e in epochs)):
             raise ValueError(f"collapse_epochs is {brief(epochs)}, not a list of epochs")
         self.collapse_epochs = epochs
 
-    def _trained(self, items) -> list[dict]:
-        """The final stage's trained candidates as a checkpoint holds them, whose values are
-        anyone's: each an architecture of this space with its three figures, nothing else
-        (what the final stage and ``enas table`` read from them)."""
-        out = []
-        for c in items:
-            if not isinstance(c, dict) or set(c) != {"arch", "score", "se", "derive_score"}:
-                raise ValueError(f"a trained candidate is {brief(c)}")
-            try:
-                arch = validate(self.space.decisions(), c["arch"])
-            except ArchError as e:
-                raise ValueError(f"a trained candidate's architecture: {e}") from None
-            out.append({"arch": arch, **{k: float(c[k]) for k in ("score", "se", "derive_score")}})
-        return out
+    def save(self) -> None:
+        self.loop.save()
+
+    def open_log(self, resume_offset: int | None) -> None:
+        self.loop.open_log(resume_offset)
+
+    def resume_command(self) -> str:
+        return self.loop.resume_command()
 
     # ---- the loop ---------------------------------------------------------------------
     def run(self, resume_offset: int | None = None) -> dict:
-        self.open_log(resume_offset)
+        loop, s = self.loop, self.cfg.search
+        loop.open_log(resume_offset)
         dist.decorrelate_rng()  # ranks > 0: their own dropout masks
-        self.smoke_note(self.cfg.search.smoke)
+        self._first_notes()
+        try:
+            with loop.stop:
+                while loop.epoch < s.epochs:
+                    t0 = time.monotonic()
+                    if loop.phase == "shared":  # not done yet (a resume may land in the controller phase)
+                        self.train_shared()  # one pass of shared-weight SGD on the policy's architectures
+                        loop.phase, loop.step = "controller", 0
+                        self.controller.start_epoch()
+                    if self.controller.trains(loop.epoch, s.controller_warmup_epochs):  # after the warm-up
+                        self.update_controller()  # REINFORCE on rewards of the shared weights
+                    derived = self.derive_epoch()  # the policy's candidates scored, the best written
+                    dist.check_in_sync("supernet and controller weights",
+                                       [*self.supernet.parameters(), *self.policy.parameters()],
+                                       [self.reinforce.baseline, derived.candidates[0].score])
+                    loop.epoch, loop.phase, loop.step = loop.epoch + 1, "shared", 0
+                    overview = self._overview(derived)  # the epoch's headline figures, logged
+                    self.save()  # the checkpoint
+                    self._epoch_line(overview, derived, time.monotonic() - t0)
+                    loop.pace_note(s.smoke, time.monotonic() - t0, s.epochs - loop.epoch)
+                if self.final.get("epoch") != loop.epoch:  # a resumed finished run does not derive again
+                    self.final = self.final_derive()
+                    self.save()
+                if s.final_train and not self.final.get("trained"):
+                    self.final = self.final_stage()
+                    self.save()
+                if "verdict" not in self.final:
+                    self.final["verdict"] = self._verdict()
+                    self.save()
+                self.best = self.final
+        finally:
+            loop.log.close()
+        return self.best
+
+    def _first_notes(self) -> None:
+        """What a person should know before the first epoch: a smoke run, a controller
+        that this config never trains (in a fresh run's log too)."""
+        self.loop.smoke_note(self.cfg.search.smoke)
         untrained = verdict.warning(self.cfg)
         if untrained:
             say(untrained, self.log_enabled)
             if self.epoch == 0 and self.step == 0 and self.phase == "shared":  # once, in a fresh run's log
                 self.log.log(0, epoch=0, **{"warning/controller": untrained})
-        try:
-            with self.stop:
-                while self.epoch < self.cfg.search.epochs:
-                    t0 = time.monotonic()
-                    if self.phase == "shared":
-                        self._shared_phase()
-                        self.phase, self.step = "controller", 0
-                        self.ctrl_sum, self.ctrl_n = 0.0, 0
-                    self._controller_phase()
-                    derived = self._derive()
-                    dist.check_in_sync("supernet and controller weights",
-                                       [*self.supernet.parameters(), *self.policy.parameters()],
-                                       [self.reinforce.baseline, derived["score"]])
-                    self.epoch, self.phase, self.step = self.epoch + 1, "shared", 0
-                    overview = self._overview(derived)
-                    self.save()
-                    self._epoch_line(overview, derived, time.monotonic() - t0)
-                    self.pace_note(self.cfg.search.smoke, time.monotonic() - t0, self.cfg.search.epochs - self.epoch)
-                if self.final.get("epoch") != self.epoch:  # a resumed finished run does not derive again
-                    self.final = self.final_derive()
-                    self.save()
-                if self.cfg.search.final_train and not self.final.get("trained"):
-                    self.final = self.final_stage()
-                    self.save()
-                if "verdict" not in self.final:
-                    self.final["verdict"] = verdict.compute(self)
-                    v = self.final["verdict"]
-                    self.log.log(self.epoch, epoch=self.epoch, **{
-                        "verdict/text": v["text"], "verdict/margin_in_se": v["margin_in_se"],
-                        "verdict/entropy_start": v["entropy_start"], "verdict/entropy_end": v["entropy_end"]})
-                    self.log.text("verdict", v["text"], self.epoch)
-                    self.save()
-                self.best = self.final
-        finally:
-            self.log.close()
-        return self.best
 
-    def _shared_phase(self) -> dict:
-        """One pass over the training split, a fresh architecture per minibatch (paper: M = 1)."""
+    # ---- the parts, each on this search's models ----------------------------------------
+    def train_shared(self) -> dict:
+        """The shared phase: one pass over the training split, each minibatch on its own
+        architecture (paper: M = 1)."""
         set_lr(self.opt, lr_at(self.cfg.train, self.epoch))
-        # The policy does not change during this phase, so the epoch's architectures are
-        # drawn in one batched pass, from a generator seeded by (seed, epoch). Several
-        # processes: the policy weights and this seed are the same on every rank, so each
-        # draws the same list and minibatch i runs the same architecture everywhere (no
-        # broadcast needed; check_in_sync would catch a divergence of the weights).
-        s = self.cfg.search
-        gen = torch.Generator().manual_seed(s.seed * 1_000_003 + self.epoch + 7)
-        n = self.task.num_train_batches(self.epoch)
-        # search.max_params: only architectures that fit (enas/budget.py; without a budget
-        # these are the plain draws)
-        uniform_fit = lambda k: self.budget.archs(lambda m: self.uniform(m, generator=gen).archs, k,  # noqa: E731
-                                                  "the uniform sampler")
-        with torch.no_grad():
-            if s.uniform_shared >= 1.0:  # exactly random search with weight sharing's draws
-                archs = uniform_fit(n)
-            else:
-                archs = self.budget.archs(lambda m: self.policy(m, generator=gen).archs, n, "the controller")
-                if s.uniform_shared > 0.0:
-                    uniform = uniform_fit(n)
-                    pick = torch.rand(n, generator=gen) < s.uniform_shared
-                    archs = [u if p else a for a, u, p in zip(archs, uniform, pick.tolist())]
+        archs = shared_archs(self.cfg.search, self.epoch, self.task.num_train_batches(self.epoch), self.policy,
+                             self.uniform, self.budget)
         desc = f"epoch {self.epoch + 1}/{self.cfg.search.epochs} shared"
-        return self.sgd_pass(self.task, self.supernet, self.opt, self.cfg.train.grad_clip, archs.__getitem__,
-                             desc, prefix="shared", check=self.check)
+        return self.loop.sgd_pass(self.task, self.supernet, self.opt, self.cfg.train.grad_clip, archs.__getitem__,
+                                  desc, prefix="shared", check=self.check)
 
-    def _controller_phase(self) -> None:
-        c, s = self.cfg.controller, self.cfg.search
-        if c.kind == "random" or self.epoch < s.controller_warmup_epochs or c.updates_per_epoch == 0:
-            return
-        self.scoring.refresh(self.supernet, self.global_step, s.reward_batches)
-        bar = progress(c.updates_per_epoch, f"epoch {self.epoch + 1}/{s.epochs} controller", self.step,
-                       self.log_enabled)
-        while self.step < c.updates_per_epoch:
-            # Several processes: self.gen has the same state everywhere, so every rank draws
-            # the same samples; each reward is summed over the ranks' shares of the validation
-            # batch (task), so the Adam step below is the same on every rank.
-            sample, refused = self.budget.draw_both(lambda k: self.policy(k, generator=self.gen), c.num_aggregate,
-                                                    "the controller")
-            # all K rewards queued on the device, then read in one go (one sync per update)
-            rewards = torch.stack([self._reward(a) for a in sample.archs]).tolist()
-            last = self.reinforce.step(*self.budget.with_refused(sample, rewards, refused))
-            if refused is not None and "reward" in last:  # the epoch's mean: of the rewards measured
-                measured = [r for r in rewards if math.isfinite(r)]
-                last["reward"] = sum(measured) / len(measured)
-            self.step += 1
-            if "reward" in last:
-                self.ctrl_sum, self.ctrl_n = self.ctrl_sum + last["reward"], self.ctrl_n + 1
-            self.log.log(self.reinforce.updates, epoch=self.epoch + 1,
-                         **{f"controller/{k}": v for k, v in last.items()})
-            bar.update(1)
-            bar.set_postfix(reward=f"{last.get('reward', float('nan')):.3g}")
-            self.maybe_checkpoint()
-        bar.close()
+    def update_controller(self) -> None:
+        """The controller phase: REINFORCE updates on rewards of the shared weights."""
+        self.controller.run(self.supernet, self.gen, self.loop,
+                            f"epoch {self.epoch + 1}/{self.cfg.search.epochs} controller")
 
-    def _reward(self, arch) -> torch.Tensor:
-        """The reward of ``arch`` (search.score; its supernet term on the task's next
-        ``search.reward_batches`` reward batches; paper 2.1: one minibatch per sample; each
-        sample of an update gets its own)."""
-        k = self.cfg.search.reward_batches
-        value = self.scoring.reward(self.supernet, arch, k, self.valid_cursor)
-        self.valid_cursor += k
-        return torch.as_tensor(value).double()
+    def derive_epoch(self) -> Derived:
+        derived = self.derive.epoch(self.supernet, self.policy, self.gen, self.epoch, self.global_step)
+        self.candidates = derived.candidates
+        top = derived.candidates[0]
+        self.best = {"arch": top.arch, "score": top.score, "epoch": self.epoch + 1}
+        if derived.collapse:
+            self.collapse_epochs.append(self.epoch + 1)
+        return derived
 
-    def _draw(self, arch, png: Path, tag: str, step: int) -> None:
-        draw = getattr(self.space, "draw", None)
-        if draw is not None:  # drawn aside, then written whole (a link at png is replaced, not followed)
-            write_atomic(png, produced(lambda p: draw(arch, p), png.name))
-            self.log.image(tag, png, step)
+    def final_derive(self) -> dict:
+        """The last derive's best re-scored on more data (enas/derive.py Derive.final)."""
+        rescored = self.derive.final(self.supernet, self.candidates, self.epoch, self.global_step)
+        win = rescored[0]
+        return {"arch": win.arch, "score": win.score, "se": win.se, "epoch": self.epoch,
+                "candidates": [c.as_dict() for c in rescored]}
 
-    def _log_policy(self, sample, ep: int) -> None:
-        """Per-decision choice probabilities (metrics.jsonl; TensorBoard: one heat map per
-        decision group), mean entropy and the collapse warning."""
-        figs = {}
-        free_mass, n_free = 0.0, 0
-        free = getattr(self.space, "param_free_choices", set())
-        decisions = self.space.decisions()
-        for d in decisions:
-            p = sample.probs[d.name].tolist()
-            labels = policy_labels(d)
-            for lab, v in zip(labels, p):
-                figs[policy_key(d.name, lab)] = v
-            if d.kind == "categorical" and free & set(d.choices):
-                free_mass += sum(v for lab, v in zip(labels, p) if lab in free)
-                n_free += 1
-        entropy = float(sample.entropy.mean())
-        figs["policy/entropy"] = entropy
-        self.log.log(ep, epoch=ep, **figs)
-        for g, ds in policy_groups(decisions).items():
-            rows = [(d.name, labels, sample.probs[d.name].tolist()) for d, labels in ds]
-            cols = max((r[1] for r in rows), key=len)
-            kind = "input" if cols[0] == "0" else "choice"
-            img = heatmap([r[2] + [None] * (len(cols) - len(r[2])) for r in rows], [r[0] for r in rows], cols,
-                          f"{g}: choice probabilities after epoch {ep}", xlabel=kind)
-            self.log.image(f"policy/{g}", img, ep)
-        s = self.cfg.search
-        early = ep <= s.epochs / 2
-        warn = None
-        if n_free and free_mass / n_free > 0.8:
-            warn = f"the policy puts {free_mass / n_free:.0%} of its op probability on parameter-free ops"
-        elif early and s.entropy_floor > 0 and entropy < s.entropy_floor:
-            warn = f"policy entropy {entropy:.3g} fell below search.entropy_floor={s.entropy_floor} before the midpoint"
-        if warn:
-            msg = f"warning (epoch {ep}): {warn}; the search may be collapsing (see docs/evaluation.md)"
-            say(msg, self.log_enabled)
-            self.log.text("warning/collapse", msg, ep)
-            self.log.log(ep, epoch=ep, **{"warning/collapse": 1, "warning/message": msg})
-            self.collapse_epochs.append(ep)
+    def final_stage(self) -> dict:
+        """Train the final derive's ``search.final_train`` best candidates from scratch for
+        ``final_train_epochs`` each (enas/final_stage.py); the best on the validation split
+        becomes best_arch.yaml."""
+        todo = [Candidate.of(c) for c in self.final["candidates"][:self.cfg.search.final_train]]
+        self.trained = train_candidates(todo, self.trained, space=self.space, model_args=self.model_args,
+                                        task=self.task, device=self.device, cfg=self.cfg, stop=self.stop,
+                                        run_dir=self.run_dir, resume_command=self.resume_command(), save=self.save)
+        win = self.derive.choose_trained(self.trained, self.epoch)
+        return {"arch": win.arch, "score": win.score, "se": win.se, "epoch": self.epoch,
+                "trained": True, "candidates": self.final.get("candidates", [])}
+
+    def _verdict(self) -> dict:
+        v = verdict.compute(verdict.Finished(
+            self.cfg, self.space, self.policy, self.reinforce.updates, self.uniform_entropy, self.collapse_epochs,
+            self.final, self.scoring, self.supernet, self.budget))
+        self.log.log(self.epoch, epoch=self.epoch, **{
+            "verdict/text": v["text"], "verdict/margin_in_se": v["margin_in_se"],
+            "verdict/entropy_start": v["entropy_start"], "verdict/entropy_end": v["entropy_end"]})
+        self.log.text("verdict", v["text"], self.epoch)
+        return v
 
     def as_metric(self, value: float, se: float, task_score: bool = False) -> tuple[str, float, float]:
-        """A score in the task's own terms: ("valid_ppl", ppl, se) or ("valid_accuracy", ...)
-        when the score is the paper's reward (or ``task_score``: the task's, as the final
-        stage's are); ("score", value, se) for a weighted sum of standardised terms
-        (search.score), which has no unit."""
-        as_metric = getattr(self.task, "as_metric", None)
-        if not (self.scoring.paper or task_score) or as_metric is None:
-            return "score", value, se
-        v, e = as_metric(value, se)
-        return f"valid_{self.task.metric}", v, e
+        """A score in the task's own terms (enas/scoring.py Scoring.as_metric)."""
+        return self.scoring.as_metric(value, se, task_score)
 
-    def _overview(self, derived: dict) -> dict:
+    def _overview(self, derived: Derived) -> dict:
         """The epoch's headline figures, each of which moves while the search works
         (TensorBoard's first group, x = epoch): the shared phase's mean training figures,
         the controller phase's mean reward, the policy's entropy as a fraction of the
         uniform policy's, the derived architecture's validation figure."""
-        o = {f"train_{k}": float(v) / self.epoch_count for k, v in self.epoch_sums.items()} if self.epoch_count else {}
-        if self.ctrl_n:
-            o["reward"] = self.ctrl_sum / self.ctrl_n
+        loop, ctrl, top = self.loop, self.controller, derived.candidates[0]
+        o = {f"train_{k}": float(v) / loop.epoch_count for k, v in loop.epoch_sums.items()} if loop.epoch_count else {}
+        if ctrl.reward_count:
+            o["reward"] = ctrl.reward_sum / ctrl.reward_count
         if self.uniform_entropy > 0:
-            o["entropy_of_uniform"] = derived["entropy"] / self.uniform_entropy
-        name, value, _ = self.as_metric(derived["score"], derived["se"])
+            o["entropy_of_uniform"] = derived.entropy / self.uniform_entropy
+        name, value, _ = self.as_metric(top.score, top.se)
         o[f"derived_{name}"] = value
         self.log.log(self.epoch, epoch=self.epoch, **{f"overview/{k}": v for k, v in o.items()})
         fit = self.budget.fit_rate()
@@ -356,7 +309,7 @@ class Search(Derive, Loop):
             self.log.log(self.epoch, epoch=self.epoch, **{"budget/fit": fit})
         return o
 
-    def _epoch_line(self, overview: dict, derived: dict, seconds: float) -> None:
+    def _epoch_line(self, overview: dict, derived: Derived, seconds: float) -> None:
         """One line a person can read; every figure on it is named in docs/glossary.md."""
         parts = [f"epoch {self.epoch}/{self.cfg.search.epochs}"]
         for k, v in overview.items():
@@ -364,10 +317,31 @@ class Search(Derive, Loop):
                 parts.append(f"entropy {100 * v:.1f}% of uniform")
             elif not k.startswith("derived_"):
                 parts.append(f"{k.replace('_', ' ')} {v:.4g}")
-        name, value, se = self.as_metric(derived["score"], derived["se"])
+        name, value, se = self.as_metric(derived.candidates[0].score, derived.candidates[0].se)
         parts.append(f"derived {name.replace('_', ' ')} {value:.4g} +- {se:.2g}")
         parts.append(f"time {seconds:.0f}s")
         say("  ".join(parts), self.log_enabled)
+
+
+def shared_archs(s: SearchSection, epoch: int, n: int, policy, uniform: RandomPolicy, budget: Budget) -> list:
+    """The architectures of an epoch's ``n`` shared steps (under search.max_params, only
+    ones that fit: enas/budget.py). The policy does not change during the shared phase,
+    so they are drawn in one batched pass, from a generator seeded by (seed, epoch).
+    Several processes: the policy weights and this seed are the same on every rank, so
+    each draws the same list and minibatch i runs the same architecture everywhere (no
+    broadcast needed; check_in_sync would catch a divergence of the weights)."""
+    gen = torch.Generator().manual_seed(s.seed * 1_000_003 + epoch + 7)
+    uniform_fit = lambda k: budget.archs(lambda m: uniform(m, generator=gen).archs, k,  # noqa: E731
+                                         "the uniform sampler")
+    with torch.no_grad():
+        if s.uniform_shared >= 1.0:  # exactly random search with weight sharing's draws
+            return uniform_fit(n)
+        archs = budget.archs(lambda m: policy(m, generator=gen).archs, n, "the controller")
+        if s.uniform_shared > 0.0:
+            drawn = uniform_fit(n)
+            pick = torch.rand(n, generator=gen) < s.uniform_shared
+            archs = [u if p else a for a, u, p in zip(archs, drawn, pick.tolist())]
+        return archs
 
 
 def uniform_entropy(decisions) -> float:

@@ -21,6 +21,8 @@ among the final derive's few candidates, so a small margin is no proof either wa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -61,7 +63,23 @@ def _entropy(policy, decisions_entropy: float, seed: int) -> float:
     return float(sample.entropy.mean()) / decisions_entropy if decisions_entropy > 0 else math.nan
 
 
-def controller_facts(search) -> dict:
+@dataclass(frozen=True)
+class Finished:
+    """What the verdict reads of a finished search."""
+
+    cfg: Any  # SearchConfig
+    space: Any
+    policy: torch.nn.Module  # as trained
+    updates: int  # controller updates made
+    uniform_entropy: float  # nats: the uniform policy's
+    collapse_epochs: list[int]  # the epochs that raised the collapse warning
+    final: dict  # the final derive's result (arch, candidates; trained after a final stage)
+    scoring: Any  # enas/scoring.py Scoring: scores on the final derive's batches
+    supernet: torch.nn.Module
+    budget: Any  # enas/budget.py Budget: random draws that fit search.max_params
+
+
+def controller_facts(search: Finished) -> dict:
     """kind, whether it trained (and why not), entropy at the start and now (share of
     uniform's), the epochs with a collapse warning."""
     cfg, s = search.cfg, search.cfg.search
@@ -69,7 +87,7 @@ def controller_facts(search) -> dict:
         torch.manual_seed(s.seed + 2)  # the policy's initial weights, as Search made them
         start = build_policy(cfg.controller.kind, search.space, cfg.controller)
     why = never_trains(cfg)
-    if why is None and cfg.controller.kind != "random" and search.reinforce.updates == 0:
+    if why is None and cfg.controller.kind != "random" and search.updates == 0:
         why = "no controller update was made"
     u = search.uniform_entropy
     return {"kind": cfg.controller.kind, "trained": why is None and cfg.controller.kind != "random",
@@ -78,7 +96,7 @@ def controller_facts(search) -> dict:
             "collapse_epochs": list(search.collapse_epochs)}
 
 
-def compare_with_random(search) -> dict:
+def compare_with_random(search: Finished) -> dict:
     """The chosen architecture's score against ``RANDOM_DRAWS`` random architectures', all
     on the final derive's validation batches."""
     s = search.cfg.search
@@ -94,8 +112,9 @@ def compare_with_random(search) -> dict:
         archs = search.budget.archs(lambda k: uniform(k, generator=gen).archs, RANDOM_DRAWS, "the verdict's random draws")
     random = [search.scoring.score(search.supernet, a, s.final_batches, 0)[0] for a in archs]
     out = compare(score, se, random)
-    name, value, _ = search.as_metric(score, se)
-    out.update(metric=name, chosen_metric=value, random_metric=search.as_metric(out["random_mean"], 0.0)[1],
+    name, value, _ = search.scoring.as_metric(score, se)
+    random_metric = search.scoring.as_metric(out["random_mean"], 0.0)[1]
+    out.update(metric=name, chosen_metric=value, random_metric=random_metric,
                final_stage=bool(search.final.get("trained")))
     return out
 
@@ -178,7 +197,7 @@ def _reason(ctrl: dict, cmp: dict, barely: bool, smoke: bool) -> str:
             "search or more validation data may")
 
 
-def compute(search) -> dict:
+def compute(search: Finished) -> dict:
     """The verdict of a finished search: its text and the figures behind it."""
     ctrl = controller_facts(search)
     cmp = compare_with_random(search)

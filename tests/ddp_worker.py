@@ -6,7 +6,7 @@ MODE ``cli``: the enas CLI on ARGS; after ``run`` returns, every rank writes its
 final weights to OUT/rank<r>.pt. MODE ``step``: ``step(config, data_dir)`` below,
 every rank writes its result to OUT/rank<r>.pt. ``ENAS_TEST_FAIL_RANK=r`` makes rank r
 raise in its first controller phase. ``ENAS_TEST_STOP_RANK=r`` with ``ENAS_TEST_STOP_IN``
-(``_derive`` or ``final_derive``): a SIGTERM reaches rank r alone while it scores that
+(``epoch`` or ``final``): a SIGTERM reaches rank r alone while it scores that
 derive's first candidate; every rank counts the candidates it scored there in
 OUT/scored<r>.txt.
 """
@@ -38,13 +38,13 @@ def step(config, data_dir, out_dir) -> dict:
     before = _cpu(s.supernet.state_dict())
     first = s.task.train_batches
     s.task.train_batches = lambda epoch: itertools.islice(first(epoch), 1)
-    s._shared_phase()
+    s.train_shared()
     after_step = _cpu(s.supernet.state_dict())
     rewards = []
     real_step = s.reinforce.step
     s.reinforce.step = lambda sample, r: (rewards.append(list(r)), real_step(sample, r))[1]
     s.phase, s.step = "controller", 0
-    s._controller_phase()
+    s.update_controller()
     return {"before": before, "after_step": after_step, "policy": _cpu(s.policy.state_dict()), "rewards": rewards,
             "baseline": s.reinforce.baseline, "adam": s.reinforce.opt.state_dict()}
 
@@ -78,12 +78,12 @@ def _fail_on(rank: int) -> None:
             raise RuntimeError(f"injected failure on rank {rank}")
         return real(self)
 
-    real = Search._controller_phase
-    Search._controller_phase = boom
+    real = Search.update_controller
+    Search.update_controller = boom
 
 
 def stop_in_derive(where: str, signal_here, scored: list, set_attr=setattr, on_score=lambda: None) -> None:
-    """Wrap ``Derive.<where>`` (``_derive`` or ``final_derive``) and ``Scoring.score``:
+    """Wrap ``Derive.<where>`` (``epoch`` or ``final``) and ``Scoring.score``:
     every candidate that derive scores is appended to ``scored`` (then ``on_score()``),
     and while the first is scored a SIGTERM reaches this process if ``signal_here()``
     (asked then: a rank is known once the run has started; the handler's flag is set,
@@ -96,7 +96,7 @@ def stop_in_derive(where: str, signal_here, scored: list, set_attr=setattr, on_s
     inside = []
     real_score, real_step = scoring.Scoring.score, getattr(derive.Derive, where)
 
-    def step(self, *a, **kw):  # the derive, with the search in hand
+    def step(self, *a, **kw):  # the derive, with its loop in hand
         inside.append(self)
         try:
             return real_step(self, *a, **kw)
@@ -106,7 +106,7 @@ def stop_in_derive(where: str, signal_here, scored: list, set_attr=setattr, on_s
     def score(self, supernet, arch, *a, **kw):
         if inside:
             if not scored and signal_here():
-                inside[-1].stop.signum = signal.SIGTERM
+                inside[-1].loop.stop.signum = signal.SIGTERM
             scored.append(arch)
             on_score()
         return real_score(self, supernet, arch, *a, **kw)

@@ -125,7 +125,7 @@ def test_failure_on_one_rank_stops_every_rank(tmp_path, ptb_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["_derive", "final_derive"])
+@pytest.mark.parametrize("where", ["epoch", "final"])
 def test_a_stop_signal_on_one_rank_stops_every_rank_between_derive_candidates(tmp_path, ptb_dir, where):
     """A signal that reaches one process while the derive scores its candidates stops every
     process after the candidate in hand (not after all of them), with a checkpoint that

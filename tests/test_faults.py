@@ -120,7 +120,7 @@ def test_mid_epoch_resume_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_confi
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["_derive", "final_derive"])
+@pytest.mark.parametrize("where", ["epoch", "final"])
 def test_a_stop_signal_during_a_derive_stops_it_and_the_resume_equals_uninterrupted(
         tmp_path, ptb_dir, tiny_ptb_config, monkeypatch, where):
     """SIGTERM while a derive scores its candidates (an epoch's, or the final one): the run

@@ -109,16 +109,16 @@ def test_search_rewards_read_the_task_reward_stream():
     minibatch), each sample on the next reward_batches of the stream; derive keeps score."""
     from types import SimpleNamespace
 
-    from enas.search import Search
+    from enas.reinforce import ControllerUpdate
 
     space = build_space("nb201")
     arch = random_arch(space, __import__("random").Random(0))
     scoring = Scoring(ScoreSection(), space, space.ModelArgs(channels=2, cells_per_stage=1), _ScoreTask(), 0)
-    fake = SimpleNamespace(cfg=SimpleNamespace(search=SimpleNamespace(reward_batches=2)), scoring=scoring,
-                           supernet=None, valid_cursor=5, task=SimpleNamespace(num_valid_batches=lambda: 100))
+    update = ControllerUpdate(None, None, scoring, None, SimpleNamespace(), reward_batches=2)
+    update.valid_cursor = 5
     n = float(len(arch["node1/from0"]))
-    assert [float(Search._reward(fake, arch)) for _ in range(2)] == [n + 5, n + 7]
-    assert fake.valid_cursor == 9
+    assert [float(update.reward(None, arch)) for _ in range(2)] == [n + 5, n + 7]
+    assert update.valid_cursor == 9
 
 
 def test_score_needs_a_weight():

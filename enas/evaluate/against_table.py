@@ -45,6 +45,7 @@ import torch
 
 from ..archfile import load_arch
 from ..controller import RandomPolicy
+from ..derive import Candidate
 from ..errors import ConfigError, DataError, printable
 from ..final_stage import train_candidates
 from ..rank import SCORES, arch_text, parse_arch_line, scorer
@@ -89,15 +90,17 @@ def _has_relu(search) -> bool:
     return any(isinstance(m, torch.nn.ReLU) for m in search.supernet.modules())
 
 
-def pick(search, archs: list, of) -> tuple[dict, dict]:
+def pick(search, archs: list, of) -> tuple[Candidate, Candidate]:
     """The run's own derive on ``archs``: (the best by score, the final stage's pick among
     the best ``final_train`` trained briefly; the same when the run has no final stage)."""
-    scored = sorted(({"arch": a, "score": of(a)[0]} for a in archs), key=lambda c: -_finite(c["score"]))
+    scored = sorted((Candidate(a, *of(a)) for a in archs), key=lambda c: -_finite(c.score))
     k = search.cfg.search.final_train
     if not k:
         return scored[0], scored[0]
-    trained = train_candidates(search, scored[:k], [], lambda: None)
-    return scored[0], max(trained, key=lambda c: _finite(c["score"]))
+    trained = train_candidates(scored[:k], [], space=search.space, model_args=search.model_args, task=search.task,
+                               device=search.device, cfg=search.cfg, stop=search.stop, run_dir=search.run_dir,
+                               resume_command=search.resume_command(), save=lambda: None)
+    return scored[0], max(trained, key=lambda c: _finite(c.score))
 
 
 def _finite(v: float) -> float:
@@ -165,9 +168,9 @@ def measure(search, tables: list[tuple[Table, str]], cells: int = 200, seed: int
         with torch.no_grad():  # under a budget, only draws that fit (without one: the first n drawn)
             pool = budget.archs(lambda k: uniform(k, generator=gen).archs, n, "random search's draws")
         best, final = pick(search, pool, of)
-        scored_picks.append(best["arch"])
-        picks.append(final["arch"])
-        say(f"random search, draw {d + 1}/{draws}: {arch_text(space, final['arch'])}")
+        scored_picks.append(best.arch)
+        picks.append(final.arch)
+        say(f"random search, draw {d + 1}/{draws}: {arch_text(space, final.arch)}")
     out["random_candidates"] = n
     out["random_picks"] = [arch_text(space, a) for a in picks]
     params = values.get("params")
@@ -229,7 +232,7 @@ def _percentiles(among: Table, table: Table, search, truth, logp, placed: Placed
     if placed.found is not None:
         t["found_percentile"] = at(placed.found)
         if search.trained:  # the final stage trained the final derive's best first: its own pick
-            t["found_before_final_stage_percentile"] = at(search.trained[0]["arch"])
+            t["found_before_final_stage_percentile"] = at(search.trained[0].arch)
     if placed.largest:
         t["largest_percentile"] = _mean([among.percentile(table.accuracy[x]) for x in placed.largest
                                          if x in table.accuracy])

@@ -29,7 +29,7 @@ Task interface (enas/tasks/lm.py and enas/tasks/image.py implement it)::
     task.evaluate(model, arch, split) -> {"loss", metric} on "valid" or "test"
     task.as_metric(value, se) -> (metric, se)   # a score as the metric (c / ppl -> ppl)
     task.paired_se(model, a, b, num_batches=0, first=0) -> float
-                                         # optional: standard error of score(a) - score(b)
+                                         # standard error of score(a) - score(b)
                                          # measured on the same validation data (paired)
     task.state_dict() / load_state_dict()           # carried state (exact resume)
     task.on_bad_step()                   # optional: after a skipped non-finite step
@@ -50,8 +50,47 @@ Model contracts, by modality (``arch=None`` for a child, whose arch is fixed):
 from __future__ import annotations
 
 import importlib
+from typing import Any, ClassVar, Iterator, Protocol
+
+import torch
 
 from ..registry import Registry
+
+
+class Task(Protocol):
+    """What the search, the final stage and the retrain call on a task (the interface
+    above, as a type: enas/tasks/lm.py and image.py implement it). The optional hooks
+    (``lr_scale``, ``on_bad_step``, ``prepare_model``) are not part of it: a task
+    without them trains with neither."""
+
+    metric: ClassVar[str]
+    valid_is_test: bool
+
+    def model_kwargs(self) -> dict: ...
+
+    def num_train_batches(self, epoch: int | None = None) -> int: ...
+
+    def start_epoch(self, epoch: int) -> None: ...
+
+    def train_batches(self, epoch: int) -> Iterator[Any]: ...
+
+    def train_loss(self, model, batch, arch) -> tuple[torch.Tensor, dict]: ...
+
+    def num_valid_batches(self) -> int: ...
+
+    def score(self, model, arch, num_batches: int = 0, first: int = 0, sync: bool = True): ...
+
+    def reward(self, model, arch, num_batches: int = 1, first: int = 0) -> torch.Tensor: ...
+
+    def paired_se(self, model, arch_a, arch_b, num_batches: int = 0, first: int = 0) -> float: ...
+
+    def as_metric(self, value: float, se: float) -> tuple[float, float]: ...
+
+    def evaluate(self, model, arch, split: str) -> dict: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 TASKS: Registry[type] = Registry("task")
 
