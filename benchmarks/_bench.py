@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from enas.config import load_search
-from enas.controller import Controller
-from enas.loop import Loop
-from enas.malloc import keep_freed_memory
-from enas.space import build_space
+from enas.nas.controller import Controller
+from enas.train.loop import Loop
+from enas.train.malloc import keep_freed_memory
+from enas.nas.space import build_space
 
 SPACE_NAMES = ("enas_rnn", "enas_micro", "enas_macro", "nb201")
 VOCAB = 10_000  # PTB

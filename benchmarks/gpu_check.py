@@ -1,7 +1,7 @@
 """One prepared check of every CUDA path, run in one go when a GPU is lent.
 
 For each space at the sizes of its paper configs (configs/*_search.yaml and
-*_retrain.yaml) it runs the engine's own loops (enas/search.py, enas/retrain.py), not
+*_retrain.yaml) it runs the engine's own loops (enas/nas/search.py, enas/child/retrain.py), not
 a copy of them:
 
 * search: two shared passes (the first warms up: cuDNN autotuning, allocator), one
@@ -56,11 +56,11 @@ import torch
 from _bench import ROOT, Workload, cpu_model, median, sample_archs, setup_process, sized, timed
 from supernet_overhead import measure as overhead
 
-from enas.archfile import load_arch
+from enas.nas.archfile import load_arch
 from enas.config import load_retrain, load_search
-from enas.retrain import Retrain
-from enas.search import Search
-from enas.space import build_space
+from enas.child.retrain import Retrain
+from enas.nas.search import Search
+from enas.nas.space import build_space
 
 SPACES = {  # space -> (search config, retrain config or None, architecture for the retrain)
     "enas_micro": ("cifar10_micro_search", "cifar10_micro_retrain", "enas_micro"),

@@ -1,7 +1,7 @@
 """What weight sharing costs per training step.
 
 For each space and each of many sampled architectures: the time of one shared-phase
-step (forward, backward, clip, SGD step; enas/loop.py's sgd_pass) of the supernet
+step (forward, backward, clip, SGD step; enas/train/loop.py's sgd_pass) of the supernet
 running that architecture, against the same step of the standalone child of that
 architecture holding the same weights (copied by key) on the same batch. Supernet
 and child steps are interleaved (alternating which goes first), after a warm-up;

@@ -110,7 +110,7 @@ def report(tag: str, r: dict, lm: bool) -> None:
 
 
 def controller_rates(space_name: str, quick: bool) -> dict:
-    from enas.space import build_space
+    from enas.nas.space import build_space
 
     space = build_space(space_name, SIZES[space_name]["paper"].space_args)
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ The same runs as ``enas search`` and ``enas retrain``, with the same run folders
 config is a YAML file or a mapping of sections, and the result comes back as an object
 instead of a line on the console. A mistake raises ``enas.errors.UserError`` (the
 message the command line would print); a run stopped by a signal raises
-``enas.interrupt.StopRequested`` after writing its checkpoint::
+``enas.train.interrupt.StopRequested`` after writing its checkpoint::
 
     from enas import api
     found = api.search("configs/smoke/nb201_search.yaml")  # on the data it names (data.dir)
@@ -23,10 +23,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from . import runlock, runs, safeyaml
-from .errors import ConfigError
-from .storage import runfolder
-from .storage.metrics import read_metrics
+from enas.storage import runlock, safeyaml
+
+from enas import runs
+from enas.errors import ConfigError
+from enas.storage import runfolder
+from enas.storage.metrics import read_metrics
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,7 +9,7 @@ Commands that open an existing run (``--resume``, derive, rank, evaluate, report
 no code its files name: ``--space-module FILE`` names the code of a space of your own.
 
 ``torchrun --nproc_per_node=N -m enas search|retrain ...`` runs N processes
-(enas/distributed.py): rank 0 reads and creates the run folder and hands what it read
+(enas/train/distributed.py): rank 0 reads and creates the run folder and hands what it read
 to the others; a process that fails prints its error (prefixed with its rank) and
 exits at once, which ends the others' pending collectives instead of leaving them
 waiting.
@@ -25,26 +25,30 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, distributed as dist, runlock, runs
-from .api import resolve_device
-from .archfile import load_arch, readable
-from .config import MAX_SEED
-from .derive import derive_again
-from .errors import ArchError, ConfigError, UserError, printable
-from .evaluate import build_truth, compare, table_text
-from .evaluate.against_table import load_tables, measure
-from .export import export_run
-from .files import check_out, produced, write_atomic
-from .interrupt import StopRequested
-from .loop import NonFiniteError
-from .malloc import keep_freed_memory
-from .rank import SCORES, rank
-from .report import write_report
-from .runlog import say
-from .runs import reopen_retrain, reopen_search
-from .space import import_space_module
-from .train.retest import retest
-from .errors import one_line  # names a user chose, printed within a line
+from enas import __version__, runs
+
+from enas.train import distributed as dist
+
+from enas.storage import runlock
+from enas.api import resolve_device
+from enas.nas.archfile import load_arch, readable
+from enas.config import MAX_SEED
+from enas.nas.derive import derive_again
+from enas.errors import ArchError, ConfigError, UserError, printable
+from enas.evaluate import build_truth, compare, table_text
+from enas.evaluate.against_table import load_tables, measure
+from enas.export import export_run
+from enas.storage.files import check_out, produced, write_atomic
+from enas.train.interrupt import StopRequested
+from enas.train.loop import NonFiniteError
+from enas.train.malloc import keep_freed_memory
+from enas.evaluate.rank import SCORES, rank
+from enas.report import write_report
+from enas.storage.runlog import say
+from enas.runs import reopen_retrain, reopen_search
+from enas.nas.space import import_space_module
+from enas.child.retest import retest
+from enas.errors import one_line  # names a user chose, printed within a line
 
 
 def cmd_search(args) -> int:

@@ -47,7 +47,7 @@ class RegistryError(UserError, KeyError):
 
 
 class RunBusyError(RunDirError):
-    """Another process writes the run folder (enas/runlock.py)."""
+    """Another process writes the run folder (enas/storage/runlock.py)."""
 
 
 class UntrustedCodeError(RunDirError):

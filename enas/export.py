@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import RunDirError
-from .files import check_out, make_parents, write_atomic
-from .retrain import load_tested_weights, read_result
-from .runs import reopen_retrain, require_run
+from enas.errors import RunDirError
+from enas.storage.files import check_out, make_parents, write_atomic
+from enas.child.retrain import load_tested_weights, read_result
+from enas.runs import reopen_retrain, require_run
 
 FORMAT_VERSION = 1
 META = "enas.json"

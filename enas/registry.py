@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
-from .errors import RegistryError, brief
+from enas.errors import RegistryError, brief
 
 T = TypeVar("T")
 

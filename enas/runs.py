@@ -9,9 +9,9 @@ config with ``--set`` changes (refused unless ``allow_change``), and the recorde
 (refused if its files changed, unless ``allow_change``).
 
 A run folder is a file anyone may have edited: reopening one imports only the code the
-command line names (``space_module``, ``--space-module``; enas/space.py run_module),
+command line names (``space_module``, ``--space-module``; enas/nas/space.py run_module),
 never what its config.yaml names, and a command that writes it (a resumed search or
-retrain) holds its lock first (enas/runlock.py).
+retrain) holds its lock first (enas/storage/runlock.py).
 
 Several processes (torchrun): rank 0 alone reads and writes the folder and hands what it
 read to the others (``dist.on_main``), so the folder may live on rank 0's machine only.
@@ -24,21 +24,21 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from . import distributed as dist
-from . import runlock
-from .archfile import load_arch, save_arch
-from .config import (RetrainConfig, SearchConfig, dump, from_dict, load_retrain, load_search, to_dict,
+from enas.storage import checkpoint as ckpt
+from enas.train import distributed as dist
+from enas.storage import runlock
+from enas.nas.archfile import load_arch, save_arch
+from enas.config import (RetrainConfig, SearchConfig, dump, from_dict, load_retrain, load_search, to_dict,
                      upgrade_run_config)
-from .data import record, shipped
-from .errors import ConfigError, RunDirError
-from .loop import Loop
-from .retrain import Retrain
-from .runlog import new_run_dir, say
-from .runroot import hold_root
-from .search import Search
-from .space import build_space, import_space_module, run_module
-from .storage import runfolder as rf
+from enas.data import record, shipped
+from enas.errors import ConfigError, RunDirError
+from enas.train.loop import Loop
+from enas.child.retrain import Retrain
+from enas.storage.runlog import new_run_dir, say
+from enas.storage.runroot import hold_root
+from enas.nas.search import Search
+from enas.nas.space import build_space, import_space_module, run_module
+from enas.storage import runfolder as rf
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -1,6 +1,6 @@
 """A search space of your own: depth, width and kernel size of a small conv net.
 
-This file is a complete, commented example of the protocol in enas/space.py. Name it in
+This file is a complete, commented example of the protocol in enas/nas/space.py. Name it in
 a search config (``space.module: convnet_space.py``, relative to the config) and
 ``enas search``, ``derive``, ``rank``, ``report`` and TensorBoard work for it unchanged;
 name it in a retrain config (``retrain.space_module``) to retrain an exported
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 import torch.nn.functional as F
 
-from enas.space import SPACES, Arch, Decision, validate
+from enas.nas.space import SPACES, Arch, Decision, validate
 from search_spaces.ops import downsampling_steps
 
 

@@ -16,12 +16,12 @@ import torch
 import yaml
 from PIL import Image
 
-from enas.archfile import arch_to_yaml, save_arch
+from enas.nas.archfile import arch_to_yaml, save_arch
 from enas.cli import main
 from enas.data.cifar import CIFAR10 as C10
 from enas.evaluate.table import read_table
-from enas.rank import arch_text, parse_arch_line
-from enas.space import build_space
+from enas.evaluate.rank import arch_text, parse_arch_line
+from enas.nas.space import build_space
 from search_spaces.enas_micro import ENAS_MICRO_CELL
 
 
@@ -87,7 +87,7 @@ def tiny_ptb_config(tmp_path):
 
 def random_arch(space, rng):
     """A uniformly random architecture of ``space`` (rng: random.Random); skip bits p = 0.4."""
-    from enas.space import validate
+    from enas.nas.space import validate
 
     arch = {}
     for d in space.decisions():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from enas import distributed as dist
+from enas.train import distributed as dist
 
 
 def _cpu(sd: dict) -> dict:
@@ -30,7 +30,7 @@ def step(config, data_dir, out_dir) -> dict:
     """One shared step on the first minibatch, then one controller phase (no files).
     Under torchrun each rank computes its share; in one process the whole batch."""
     from enas.config import load_search
-    from enas.search import Search
+    from enas.nas.search import Search
 
     device = dist.setup(torch.device("cpu"))
     s = Search(load_search(config), Path(out_dir), data_dir, device, log=False)
@@ -50,8 +50,8 @@ def step(config, data_dir, out_dir) -> dict:
 
 
 def _dump_after_run(out: Path) -> None:
-    from enas.retrain import Retrain
-    from enas.search import Search
+    from enas.child.retrain import Retrain
+    from enas.nas.search import Search
 
     def wrap(cls, models):
         real = cls.run
@@ -71,7 +71,7 @@ def _dump_after_run(out: Path) -> None:
 
 
 def _fail_on(rank: int) -> None:
-    from enas.search import Search
+    from enas.nas.search import Search
 
     def boom(self):
         if dist.rank() == rank:
@@ -91,7 +91,7 @@ def stop_in_derive(where: str, signal_here, scored: list, set_attr=setattr, on_s
     monkeypatch.setattr, to undo it."""
     import signal
 
-    from enas import derive, scoring
+    from enas.nas import derive, scoring
 
     inside = []
     real_score, real_step = scoring.Scoring.score, getattr(derive.Derive, where)

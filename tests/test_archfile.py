@@ -2,9 +2,9 @@
 import pytest
 import yaml
 
-from enas.archfile import ArchFileError, arch_to_yaml, load_arch, save_arch
+from enas.nas.archfile import ArchFileError, arch_to_yaml, load_arch, save_arch
 from enas.cli import main
-from enas.space import build_space
+from enas.nas.space import build_space
 from search_spaces.enas_rnn import ENAS_PTB_CELL
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from enas.loop import Loop
+from enas.train.loop import Loop
 
 # benchmarks/ is a folder of scripts, not a package: load its harness by path
 _spec = importlib.util.spec_from_file_location("_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "_bench.py")

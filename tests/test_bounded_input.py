@@ -13,9 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from enas.archfile import arch_to_yaml
+from enas.nas.archfile import arch_to_yaml
 from enas.cli import main
-from enas.space import build_space
+from enas.nas.space import build_space
 from enas.errors import DataError
 
 from conftest import (finished_search, make_folder, random_arch, read_nb201_table as read, tiny_nb201_config, TINY_PTB,
@@ -88,7 +88,8 @@ def test_space_arguments_are_bounded_before_anything_is_built(tmp_path, capsys, 
 @pytest.mark.parametrize("space, key", [("nb201", "cells_per_stage"), ("enas_micro", "num_cells")])
 def test_repeat_counts_of_the_network_are_bounded_before_it_is_built(tmp_path, capsys, cifar_dir, monkeypatch,
                                                                      space, key):
-    from enas import retrain, search
+    from enas.child import retrain
+    from enas.nas import search
 
     def built(*a, **kw):
         raise AssertionError("the network was built (on the meta device) before its size was checked")
@@ -109,7 +110,7 @@ def test_repeat_counts_of_the_network_are_bounded_before_it_is_built(tmp_path, c
 def test_a_network_of_too_many_modules_is_refused_while_it_is_counted(monkeypatch):
     import torch
 
-    from enas import memory
+    from enas.train import memory
     from enas.errors import ConfigError
 
     space = build_space("nb201")
@@ -126,7 +127,9 @@ def test_a_network_of_too_many_modules_is_refused_while_it_is_counted(monkeypatc
 ])
 def test_a_training_step_too_large_for_memory_is_refused_before_anything_is_built(tmp_path, capsys, cifar_dir,
                                                                                    monkeypatch, space, sets):
-    from enas import memory, retrain, search
+    from enas.train import memory
+    from enas.child import retrain
+    from enas.nas import search
 
     def built(*a, **kw):
         raise AssertionError("a network was built before the training step's size was checked")
@@ -150,7 +153,7 @@ def test_a_training_step_too_large_for_memory_is_refused_before_anything_is_buil
 
 
 def test_a_run_reopened_to_read_is_not_held_to_a_training_step(run, capsys, monkeypatch):
-    from enas import memory
+    from enas.train import memory
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1024)  # no training step fits
     assert main(["derive", str(run), "--samples", "2"] + CPU) == 0  # scoring trains nothing
@@ -214,7 +217,7 @@ def test_activation_estimates_cover_a_measured_training_step(space, args, model,
 def test_a_space_without_an_estimate_is_held_to_its_input_batch(monkeypatch):
     import torch
 
-    from enas import memory
+    from enas.train import memory
     from enas.config import DataSection
     from enas.errors import ConfigError
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from conftest import TINY_NB201, random_arch, write_cifar, write_config
-from enas.archfile import load_arch
-from enas.budget import MAX_DRAWS, Budget, budget_model_args
+from enas.nas.archfile import load_arch
+from enas.nas.budget import MAX_DRAWS, Budget, budget_model_args
 from enas.cli import main
 from enas.config import ConfigError, from_dict, load_search
-from enas.controller import Controller, RandomPolicy, Sample
+from enas.nas.controller import Controller, RandomPolicy, Sample
 from enas.errors import UserError
-from enas.space import build_space, import_space_module
-from enas.training_free import count_params
+from enas.nas.space import build_space, import_space_module
+from enas.nas.training_free import count_params
 
 import_space_module(str(Path(__file__).resolve().parents[1] / "examples" / "convnet_space.py"))
 NAMES = ["nb201", "enas_micro", "enas_macro", "enas_rnn", "convnet"]
@@ -202,7 +202,7 @@ def test_refused_draws_reach_the_update_below_every_draw_that_fits():
 def test_the_controller_stays_under_the_budget_when_the_reward_prefers_size():
     """REINFORCE on a reward that grows with the count (what pulls a search to the largest
     cells) under a budget: the refused draws' penalty keeps most draws fitting."""
-    from enas.reinforce import Reinforce
+    from enas.nas.reinforce import Reinforce
 
     space = build_space("nb201")
     margs = budget_model_args(space, {})

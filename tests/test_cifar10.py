@@ -20,7 +20,8 @@ from enas.config import DataSection
 from enas.data import cifar
 from enas.data.cifar import CIFAR10 as C10
 from enas.errors import DataError
-from enas.tasks.image import PAD, ImageTask, augment
+from enas.data.images import PAD, augment
+from enas.tasks.image import ImageTask
 from conftest import N_PER_BATCH, write_cifar
 
 # ---------------------------------------------------------------------- loading

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from enas.space import InputAnchors, validate
+from enas.nas.space import InputAnchors, validate
 from search_spaces.enas_macro import MACRO_OPS, EnasMacroSpace, MacroArgs, MacroModelArgs, pool_layers
 from search_spaces.enas_micro import (
     ENAS_MICRO_CELL,

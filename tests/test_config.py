@@ -121,7 +121,7 @@ def test_shipped_configs_load():
     from pathlib import Path
 
     from enas.config import from_dict, load_search
-    from enas.space import build_space
+    from enas.nas.space import build_space
 
     root = Path(__file__).resolve().parents[1] / "configs"
     files = sorted(root.glob("*search*.yaml")) + sorted((root / "smoke").glob("*search*.yaml"))

@@ -181,7 +181,7 @@ def test_paired_standard_error_by_hand(tmp_path):
 def test_a_smoke_run_says_how_long_the_rest_takes(capsys):
     """The banner promises no fixed time (a smoke retrain's length depends on the cell and
     the machine's load); after the first epoch the run says how long the rest takes, once."""
-    from enas.loop import Loop
+    from enas.train.loop import Loop
 
     loop = Loop(None, True, 1.0, 10, 10)
     loop.smoke_note(True)

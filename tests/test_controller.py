@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from enas.config import ControllerSection, PerKind
-from enas.controller import Controller, RandomPolicy
-from enas.reinforce import Reinforce
-from enas.space import ArchError, Decision, validate
+from enas.nas.controller import Controller, RandomPolicy
+from enas.nas.reinforce import Reinforce
+from enas.nas.space import ArchError, Decision, validate
 
 OPS = ("a", "b", "c")
 
@@ -265,8 +265,8 @@ def test_macro_config_lets_one_op_dominate():
     from pathlib import Path
 
     from enas.config import load_search
-    from enas.controller import build_policy
-    from enas.space import build_space
+    from enas.nas.controller import build_policy
+    from enas.nas.space import build_space
 
     root = Path(__file__).resolve().parents[1]
     for name in ("cifar10_macro_search.yaml", "smoke/cifar10_macro_search.yaml"):

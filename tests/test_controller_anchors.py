@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from enas.config import PerKind
-from enas.controller import Controller
-from enas.space import Decision, InputAnchors
+from enas.nas.controller import Controller
+from enas.nas.space import Decision, InputAnchors
 from search_spaces.enas_macro import EnasMacroSpace, MacroArgs
 from search_spaces.enas_micro import EnasMicroSpace, MicroArgs
 from search_spaces.enas_rnn import Args, EnasRNNSpace

@@ -143,9 +143,9 @@ def test_a_stop_signal_on_one_rank_stops_every_rank_between_derive_candidates(tm
 
 
 def test_batch_size_must_split_evenly(tmp_path, ptb_dir, monkeypatch):
-    from enas import distributed as dist
+    from enas.train import distributed as dist
     from enas.config import ConfigError, load_search
-    from enas.search import Search
+    from enas.nas.search import Search
 
     monkeypatch.setattr(dist, "world", lambda: 2)
     cfg = load_search(write_config(tmp_path, TINY_PTB, "odd.yaml", data={"batch_size": 3}))
@@ -154,7 +154,7 @@ def test_batch_size_must_split_evenly(tmp_path, ptb_dir, monkeypatch):
 
 
 def test_shards_cover_the_batch_once():
-    from enas.distributed import Shard
+    from enas.train.distributed import Shard
 
     x = torch.arange(24).reshape(4, 6)
     assert torch.equal(torch.cat([Shard(r, 2).take(x, 1) for r in (0, 1)], 1), x)  # LM: columns

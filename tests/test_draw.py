@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from enas.archfile import load_arch
-from enas.space import build_space
+from enas.nas.archfile import load_arch
+from enas.nas.space import build_space
 from search_spaces.draw import Diagram, _figure, _save
 from search_spaces.enas_rnn import ENAS_PTB_CELL, output_nodes
 

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from enas.space import validate
+from enas.nas.space import validate
 from search_spaces.enas_rnn import ENAS_PTB_CELL, Args, EnasRNNSpace, ModelArgs
 
 from conftest import random_arch
@@ -70,7 +70,7 @@ def test_enas_lm_cell_file_is_its_readme_arc():
     --fixed_arc, (input, activation) for nodes 1..8 in the order tanh, relu, sigmoid, identity."""
     from pathlib import Path
 
-    from enas.archfile import load_arch
+    from enas.nas.archfile import load_arch
 
     space, arch, _ = load_arch(Path(__file__).resolve().parents[1] / "configs/archs/enas_lm_ptb.yaml")
     codes = [int(c) for c in "0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2".split()]

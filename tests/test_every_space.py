@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from enas.archfile import load_arch, save_arch
+from enas.nas.archfile import load_arch, save_arch
 from enas.config import PerKind, from_dict
-from enas.controller import Controller
-from enas.space import _plugins, build_space, import_space_module, space_class
+from enas.nas.controller import Controller
+from enas.nas.space import _plugins, build_space, import_space_module, space_class
 
 from conftest import random_arch, randomize_bn
 
@@ -121,7 +121,7 @@ def test_drawing(name, tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_controller_samples_valid_archs_and_rescores_them_exactly(name):
-    from enas.space import validate
+    from enas.nas.space import validate
 
     space, _, _ = setup(name)
     torch.manual_seed(0)

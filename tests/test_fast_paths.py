@@ -6,7 +6,7 @@
 * search_spaces/enas_rnn/kernels/compiled.py (the compiled kernel): one step with the
   architecture as tensors, eager and under torch.compile, against ``enas_cell``.
 * search_spaces/enas_rnn/kernels/cross_entropy.py: the LM loss against F.cross_entropy.
-* enas/malloc.py: the allocator setting that makes them pay on CPU is applied.
+* enas/train/malloc.py: the allocator setting that makes them pay on CPU is applied.
 """
 import random
 
@@ -216,7 +216,7 @@ def test_token_cross_entropy_refuses_second_backward():
 def test_keep_freed_memory_applies_and_can_be_switched_off(monkeypatch):
     import platform
 
-    from enas.malloc import keep_freed_memory
+    from enas.train.malloc import keep_freed_memory
 
     monkeypatch.setenv("ENAS_KEEP_FREED_MEMORY", "0")
     assert keep_freed_memory() is False

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from enas import checkpoint as ckpt
+from enas.storage import checkpoint as ckpt
 from enas.cli import main
 
 from conftest import FAST_CKPT, TINY_PTB, TINY_RETRAIN, wait_for, write_arch
@@ -95,7 +95,7 @@ def test_sigterm_checkpoints_prints_resume_and_exits_nonzero(tmp_path, ptb_dir, 
 @pytest.mark.slow
 def test_mid_epoch_resume_equals_uninterrupted(tmp_path, ptb_dir, tiny_ptb_config, monkeypatch):
     """In-process: stop inside the shared phase of epoch 2 (step 3), resume, compare."""
-    from enas import loop
+    from enas.train import loop
 
     cfg = tiny_ptb_config({"search": {"epochs": 2}})
     ref = tmp_path / "ref"
@@ -185,7 +185,7 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", torn)
-    from enas.files import WriteError
+    from enas.storage.files import WriteError
 
     with pytest.raises(WriteError, match="checkpoint.pt: No space left on device .the previous version is intact"):
         ckpt.save(tmp_path, {"x": torch.zeros(3)})
@@ -325,7 +325,7 @@ def test_kill_9_retrain_then_resume_matches_uninterrupted(tmp_path, ptb_dir, see
 def test_torch_zip_writer_on_a_full_disk_is_a_write_error(tmp_path, monkeypatch):
     """On a really full disk torch.save fails in its zip writer with "unexpected pos" (seen
     on a 400 KB tmpfs), not with "write failed": still a clean WriteError, no .tmp left."""
-    from enas.files import WriteError
+    from enas.storage.files import WriteError
 
     ckpt.save(tmp_path, {"x": torch.ones(3)})
 
@@ -363,7 +363,7 @@ def test_full_disk_while_logging_stops_cleanly_and_resumes(tmp_path, ptb_dir, ti
                                                            capsys, where):
     """metrics.jsonl or TensorBoard cannot write: exit 2 naming the file and how to resume;
     the resumed run's log equals an uninterrupted run's (the torn tail is truncated)."""
-    from enas import runlog
+    from enas.storage import runlog
 
     from torch.utils.tensorboard import SummaryWriter
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from enas.config import load_retrain, load_search
-from enas.retrain import Retrain
-from enas.space import build_space
+from enas.child.retrain import Retrain
+from enas.nas.space import build_space
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CUDA = torch.device("cuda")

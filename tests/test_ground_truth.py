@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from enas.archfile import save_arch
+from enas.nas.archfile import save_arch
 from enas.cli import main as enas_main
 from enas.evaluate import compare as cr
 from enas.evaluate import ground_truth as gt
 from enas.evaluate import stats
 from enas.evaluate.against_table import policy_expectation
-from enas.space import Decision, build_space, validate
+from enas.nas.space import Decision, build_space, validate
 from search_spaces.nb201 import BEST_CIFAR10_CELL, RESNET_CELL
 from conftest import write_cifar
 
@@ -42,7 +42,7 @@ def test_uniform_cells_are_canonical_known_and_listed_once(tmp_path):
 def test_policy_expectation_weights_cells_by_their_policy_probability():
     import torch
 
-    from enas.controller import RandomPolicy, Sample
+    from enas.nas.controller import RandomPolicy, Sample
 
     space = build_space("nb201")
     archs = [space.parse_text(t) for t in (RESNET_CELL, BEST_CIFAR10_CELL, ZERO_CELL)]

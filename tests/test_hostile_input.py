@@ -5,9 +5,9 @@ import sys
 import pytest
 import yaml
 
-from enas.archfile import arch_to_yaml
+from enas.nas.archfile import arch_to_yaml
 from enas.cli import main
-from enas.space import build_space
+from enas.nas.space import build_space
 
 from conftest import finished_retrain, finished_search, make_corpus, random_arch, TINY_PTB
 
@@ -79,7 +79,7 @@ def test_configs_refused_before_any_run_folder(tmp_path, capsys, ptb_dir, text, 
 
 
 def test_files_enas_writes_never_hold_aliases(tmp_path):
-    from enas import safeyaml
+    from enas.storage import safeyaml
 
     shared = [1, 2]
     assert safeyaml.load(safeyaml.dump({"a": shared, "b": shared})) == {"a": [1, 2], "b": [1, 2]}

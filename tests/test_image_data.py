@@ -21,8 +21,9 @@ from enas.config import DataSection, from_dict
 from enas.data import cifar, imagefolder, record
 from enas.data.imagefolder import load_imagefolder
 from enas.errors import ConfigError, DataError
-from enas.space import build_space
-from enas.tasks.image import ImageTask, load_images
+from enas.nas.space import build_space
+from enas.data.images import load_images
+from enas.tasks.image import ImageTask
 from conftest import CLASSES, colour, make_folder, py2_pickle, random_arch, write_png
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The guarded SGD pass (enas/loop.py sgd_pass) on a hand-made task, with the non-finite
+"""The guarded SGD pass (enas/train/loop.py sgd_pass) on a hand-made task, with the non-finite
 check on the host (a sync per step) and on the device (fused SGD skips the step, read
 every log_every steps): the step's learning-rate scale acts after clipping, a skipped step
 leaves weights, momentum and BN statistics untouched, and both keep the same books."""
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from enas.loop import Loop, NonFiniteError
+from enas.train.loop import Loop, NonFiniteError
 
 
 class Task:

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from enas.archfile import ArchFileError, load_arch, save_arch
+from enas.nas.archfile import ArchFileError, load_arch, save_arch
 from enas.cli import main
-from enas.controller import RandomPolicy
-from enas.space import ArchError, build_space
+from enas.nas.controller import RandomPolicy
+from enas.nas.space import ArchError, build_space
 from conftest import randomize_bn, tiny_nb201_config
 from search_spaces.nb201 import (
     BEST_CIFAR10_CELL,
@@ -250,9 +250,9 @@ def test_random_baseline_never_updates_and_is_uniform(tmp_path, cifar_dir, capsy
 
 
 def test_collapse_warning_fires_on_a_policy_forced_to_skips(tmp_path, cifar_dir, capsys, monkeypatch):
-    import enas.search
+    import enas.nas.search
 
-    real = enas.search.build_policy
+    real = enas.nas.search.build_policy
     push = torch.tensor([-100.0, 100.0, -100.0, -100.0, -100.0])  # op order: NB201_OPS, skip_connect second
 
     def forced(kind, space, cfg):
@@ -260,7 +260,7 @@ def test_collapse_warning_fires_on_a_policy_forced_to_skips(tmp_path, cifar_dir,
         policy.heads["op"].register_forward_hook(lambda mod, inp, out: out + push)
         return policy
 
-    monkeypatch.setattr(enas.search, "build_policy", forced)
+    monkeypatch.setattr(enas.nas.search, "build_policy", forced)
     run_dir = tmp_path / "c"
     cfg = tiny_nb201_config(tmp_path, {"controller": {"updates_per_epoch": 1}})
     assert run("search", cfg, "--data-dir", cifar_dir, "--run-dir", run_dir, "--device", "cpu") == 0

@@ -8,9 +8,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enas.archfile import ArchFileError, arch_to_yaml, load_arch
+from enas.nas.archfile import ArchFileError, arch_to_yaml, load_arch
 from enas.config import ConfigError, SearchConfig, apply_overrides, from_dict, load_search
-from enas.space import build_space
+from enas.nas.space import build_space
 from search_spaces.enas_rnn import ENAS_PTB_CELL
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

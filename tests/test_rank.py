@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from enas.archfile import ArchFileError
+from enas.nas.archfile import ArchFileError
 from enas.cli import main
-from enas.rank import read_archs
-from enas.space import build_space
+from enas.evaluate.rank import read_archs
+from enas.nas.space import build_space
 from search_spaces.nb201 import BEST_CIFAR10_CELL, RESNET_CELL
 from conftest import write_cifar
 from conftest import tiny_nb201_config

@@ -25,6 +25,6 @@ def test_unknown_suggests_close_name():
 
 def test_space_registry_lists_spaces():
     import search_spaces  # noqa: F401
-    from enas.space import SPACES
+    from enas.nas.space import SPACES
 
     assert "enas_rnn" in SPACES

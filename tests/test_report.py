@@ -11,7 +11,7 @@ import yaml
 from conftest import make_corpus, random_arch, TINY_PTB, write_config
 from enas.cli import main
 from enas.report import write_report
-from enas.runlog import RunDirError
+from enas.storage.runlog import RunDirError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY_RETRAIN = {"model": {"hidden": 8, "init_range": 0.1}, "train": {"lr": 5.0, "grad_clip": 0.25},
@@ -259,7 +259,7 @@ def fake_search(folder, state):
 def archs(n):
     import random
 
-    from enas.space import build_space
+    from enas.nas.space import build_space
 
     space, rng, out = build_space("enas_rnn", {"num_nodes": 4}), random.Random(0), []
     while len(out) < n:

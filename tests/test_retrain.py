@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from enas.archfile import load_arch
+from enas.nas.archfile import load_arch
 from enas.config import from_dict, load_retrain
-from enas.asgd import should_start as asgd_should_start
-from enas.retrain import Retrain, count_params, drop_path_at
-from enas.space import build_space, validate
+from enas.train.asgd import should_start as asgd_should_start
+from enas.child.retrain import Retrain, count_params, drop_path_at
+from enas.nas.space import build_space, validate
 from search_spaces.enas_macro import MACRO_OPS
 from search_spaces.enas_micro import ENAS_MICRO_CELL
 from search_spaces.enas_rnn import ENAS_PTB_CELL
@@ -254,7 +254,7 @@ def test_shipped_retrain_configs_load(cfg, arch):
 @pytest.mark.slow
 def test_stop_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data, monkeypatch):
     """A stop signal inside an epoch checkpoints at that step; the resumed run ends equal."""
-    from enas.loop import Loop
+    from enas.train.loop import Loop
 
     full = retrain(tmp_path, data, "enas_micro", tmp_path / "full")
     real = Loop.maybe_checkpoint

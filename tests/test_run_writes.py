@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
-from enas import archfile
+from enas.nas import archfile
 from enas.cli import main
 from enas.data.imagefolder import load_imagefolder
-from enas.files import WriteError
+from enas.storage.files import WriteError
 from enas.evaluate import ground_truth as gt
-from enas.rank import read_archs
-from enas.space import build_space
+from enas.evaluate.rank import read_archs
+from enas.nas.space import build_space
 from search_spaces.nb201 import BEST_CIFAR10_CELL, RESNET_CELL
 
 from conftest import CPU, RESUME, argv_for, make_folder, one_error, plant_module

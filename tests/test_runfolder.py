@@ -1,5 +1,5 @@
 """enas/storage/runfolder.py: one schema for every file of a run folder; and the one
-bounded text reader of enas/files.py that compare, ground truth and the table share."""
+bounded text reader of enas/storage/files.py that compare, ground truth and the table share."""
 import gzip
 import importlib
 import json
@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from enas.errors import UserError
-from enas.files import NotText, read_bounded, read_text
+from enas.storage.text import NotText, read_bounded, read_text
 from enas.report import write_report
 from enas.report.page import candidate_rows
 from enas.report.runfolder import load_run
-from enas.space import Decision
+from enas.nas.space import Decision
 from enas.storage import runfolder as rf
 
 
@@ -52,7 +52,9 @@ def test_the_file_names_are_the_ones_old_runs_hold():
 
 
 def test_the_low_level_modules_take_their_names_and_versions_from_the_schema():
-    from enas import archfile, checkpoint, files, retrain, runlock, runlog
+    from enas.nas import archfile
+    from enas.storage import checkpoint, files, runlock, runlog
+    from enas.child import retrain
     from enas.data import record
     assert (checkpoint.NAME, checkpoint.PREV, checkpoint.FORMAT) == (rf.CHECKPOINT, rf.CHECKPOINT_PREV,
                                                                    rf.CHECKPOINT_FORMAT)

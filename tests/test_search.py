@@ -5,9 +5,9 @@ import pytest
 import torch
 import yaml
 
-from enas.archfile import load_arch
+from enas.nas.archfile import load_arch
 from enas.cli import main
-from enas.verdict import RANDOM_DRAWS
+from enas.nas.verdict import RANDOM_DRAWS
 
 
 def run(*argv):

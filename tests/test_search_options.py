@@ -9,12 +9,12 @@ import torch
 import yaml
 
 from conftest import make_corpus, random_arch, TINY_NB201, TINY_PTB, write_cifar, write_config
-from enas.archfile import load_arch
-from enas.bn import make_plain
+from enas.nas.archfile import load_arch
+from enas.train.bn import make_plain
 from enas.cli import main
 from enas.config import ScoreSection
-from enas.scoring import Scoring
-from enas.space import build_space
+from enas.nas.scoring import Scoring
+from enas.nas.space import build_space
 
 TINY_MICRO = {**TINY_NB201, "space": {"name": "enas_micro", "args": {"num_nodes": 3}},
               "model": {"channels": 4, "num_cells": 1, "aux_head": False}}
@@ -109,7 +109,7 @@ def test_search_rewards_read_the_task_reward_stream():
     minibatch), each sample on the next reward_batches of the stream; derive keeps score."""
     from types import SimpleNamespace
 
-    from enas.reinforce import ControllerUpdate
+    from enas.nas.reinforce import ControllerUpdate
 
     space = build_space("nb201")
     arch = random_arch(space, __import__("random").Random(0))
@@ -171,7 +171,7 @@ def test_an_interrupted_final_stage_resumes_with_the_next_candidate(tmp_path, da
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(["search", str(path), "--data-dir", str(data / "cifar"), "--run-dir", str(full), "--device", "cpu"]) == 0
 
-    from enas import final_stage
+    from enas.nas import final_stage
 
     calls = []
     original = final_stage.BriefTraining.run
@@ -179,7 +179,7 @@ def test_an_interrupted_final_stage_resumes_with_the_next_candidate(tmp_path, da
     def stop_on_second(self):
         calls.append(1)
         if len(calls) == 2:
-            from enas.interrupt import StopRequested
+            from enas.train.interrupt import StopRequested
 
             raise StopRequested(2, "resume")
         return original(self)

@@ -11,15 +11,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from enas.budget import Budget, budget_model_args
+from enas.nas.budget import Budget, budget_model_args
 from enas.cli import main
 from enas.errors import ConfigError, DataError, UserError
 from enas.evaluate import against_table, table_text
 from enas.evaluate.against_table import load_tables
 from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se, percentile, within_pairs
 from enas.evaluate.table import SHIPPED, TABLES, read_csv_bytes
-from enas.rank import arch_text, parse_arch_line
-from enas.space import build_space
+from enas.evaluate.rank import arch_text, parse_arch_line
+from enas.nas.space import build_space
 from conftest import NB201_CELLS as CELLS, read_nb201_table as read, TINY_NB201, write_cifar, write_config, write_nb201_table as write_table
 
 
@@ -187,12 +187,12 @@ def test_enas_table_measures_a_run(tiny_nb201_run, capsys):
     random search's picks."""
     root, run = tiny_nb201_run
     space = build_space("nb201")
-    from enas.controller import RandomPolicy
+    from enas.nas.controller import RandomPolicy
     import torch
 
     archs = RandomPolicy(space.decisions())(60, generator=torch.Generator().manual_seed(0)).archs
     texts = list(dict.fromkeys(arch_text(space, a) for a in archs))[:40]
-    from enas.archfile import load_arch
+    from enas.nas.archfile import load_arch
 
     found = arch_text(space, load_arch(run / "best_arch.yaml")[1])
     texts = [found] + [t for t in texts if t != found][:39]

@@ -125,7 +125,7 @@ def test_reward_depends_on_its_own_architecture_only(tmp_path):
     space = EnasRNNSpace()
     model = space.supernet(ModelArgs(hidden=12), **task.model_kwargs())
     g = torch.Generator().manual_seed(0)
-    from enas.controller import RandomPolicy
+    from enas.nas.controller import RandomPolicy
 
     a, b, c = RandomPolicy(space.decisions())(3, generator=g).archs
     rewards = []

@@ -1,4 +1,4 @@
-"""Training-free scores (enas/training_free.py), each against a case computed by hand,
+"""Training-free scores (enas/nas/training_free.py), each against a case computed by hand,
 and on every space's small child."""
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from enas import training_free as tf
+from enas.nas import training_free as tf
 from enas.errors import ConfigError
 from conftest import write_cifar
 
@@ -67,8 +67,8 @@ def test_every_score_on_every_space(name, tmp_path, ptb_dir):
     """Each score is finite and repeatable for a space's small child; naswot where the
     network has ReLU modules, and a one-line error where it has none (the RNN cell)."""
     from enas.config import DataSection
-    from enas.controller import RandomPolicy
-    from enas.space import build_space
+    from enas.nas.controller import RandomPolicy
+    from enas.nas.space import build_space
     from enas.tasks import build_task
 
     space = build_space(name)

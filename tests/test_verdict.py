@@ -1,11 +1,11 @@
-"""The verdict every search ends with (enas/verdict.py): the controller in words, the
+"""The verdict every search ends with (enas/nas/verdict.py): the controller in words, the
 chosen architecture against random ones on the same supernet, and the warning of a
 config whose controller never trains."""
 import math
 
 import pytest
 
-from enas import verdict
+from enas.nas import verdict
 from enas.cli import main
 from enas.config import load_search
 from conftest import TINY_NB201, write_cifar, write_config

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from enas import runlock
+from enas.storage import runlock
 from enas.errors import UserError, printable
 
 

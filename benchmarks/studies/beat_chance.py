@@ -47,7 +47,7 @@ import _study
 from enas.errors import ConfigError, UserError
 from enas.evaluate.compare import load_ground_truth, load_rank, run_arch, run_policy_expectation, uniform_cells
 from enas.evaluate.stats import kendall_tau_b, percentile
-from enas.files import check_out, make_dirs, open_append, read_json, read_regular, write_atomic, write_out
+from enas.storage.files import check_out, make_dirs, open_append, read_json, read_regular, write_atomic, write_out
 
 MAX_METRICS_BYTES = 64 * 2**20  # a study's search logs a few hundred lines
 

@@ -6,7 +6,7 @@ the count, scaled to [0, 1]: the pull toward large cells that a supernet's and m
 training-free scores have), on NAS-Bench-201 cells counted on NB201's network (C=16, 5
 cells per stage), under a budget:
 
-* ``rejection``: enas/budget.py's draws and update: only cells that fit are rewarded, and
+* ``rejection``: enas/nas/budget.py's draws and update: only cells that fit are rewarded, and
   the update also holds the draws refused on the way with the lowest reward of those kept;
 * ``rejection_fit_only``: the same draws, the update on the kept draws alone;
 * ``penalty``: MnasNet's reward (Tan et al., CVPR 2019), R * (params / budget)^w with
@@ -31,13 +31,13 @@ import time
 
 import torch
 
-from enas.budget import Budget, budget_model_args
+from enas.nas.budget import Budget, budget_model_args
 from enas.config import load_search
-from enas.controller import Controller, RandomPolicy
+from enas.nas.controller import Controller, RandomPolicy
 from enas.errors import UserError
-from enas.reinforce import Reinforce
-from enas.space import build_space
-from enas.training_free import count_params
+from enas.nas.reinforce import Reinforce
+from enas.nas.space import build_space
+from enas.nas.training_free import count_params
 
 
 def emit(name: str, value) -> None:

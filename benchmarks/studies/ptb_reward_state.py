@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from enas.controller import RandomPolicy
+from enas.nas.controller import RandomPolicy
 from enas.data.text import get_window
 from enas.runs import reopen_search
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 import _study
-from enas.controller import RandomPolicy
+from enas.nas.controller import RandomPolicy
 from enas.errors import ConfigError
 from enas.evaluate.stats import spearman_rho  # handles ties: rewards on one minibatch repeat
 from enas.runs import reopen_search

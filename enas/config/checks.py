@@ -2,9 +2,9 @@
 (the loader turns it into one ConfigError line)."""
 from __future__ import annotations
 
-from ..errors import brief
+from enas.errors import brief
 
-# Seeds: the generators are seeded with seed * 1,000,003 + epoch (enas/search.py), which must
+# Seeds: the generators are seeded with seed * 1,000,003 + epoch (enas/nas/search.py), which must
 # stay a 64-bit integer; numpy takes seeds below 2**32.
 MAX_SEED = 2**32 - 1
 

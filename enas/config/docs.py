@@ -16,9 +16,9 @@ import textwrap
 import tokenize
 import typing
 
-from .schema import (ControllerSection, DataSection, ImageSearchSection, LMSearchSection, OptimSection, PerKind,
+from enas.config.schema import (ControllerSection, DataSection, ImageSearchSection, LMSearchSection, OptimSection, PerKind,
                      ScoreSection, SearchConfig, SearchSection, SpaceSection)
-from .schema_retrain import RetrainConfig, RetrainSection
+from enas.config.schema_retrain import RetrainConfig, RetrainSection
 
 COMMAND = "python -m enas.config.docs > docs/config.md"
 

@@ -20,12 +20,12 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from .. import safeyaml
-from ..errors import ConfigError, brief, printable
-from ..files import write_atomic
-from .moved import refuse_old_keys, upgrade_run_config
-from .schema import TASK_SECTIONS, SearchConfig
-from .schema_retrain import RetrainConfig
+from enas.storage import safeyaml
+from enas.errors import ConfigError, brief, printable
+from enas.storage.files import write_atomic
+from enas.config.moved import refuse_old_keys, upgrade_run_config
+from enas.config.schema import TASK_SECTIONS, SearchConfig
+from enas.config.schema_retrain import RetrainConfig
 
 # ---------------------------------------------------------------------------
 # generic strict conversion: plain dict -> frozen dataclass
@@ -281,7 +281,7 @@ def _check_kind(cls, data: dict, path) -> None:
 
 def load_search(path, overrides=None, in_run: bool = False) -> SearchConfig:
     """Load and check a search config. Its ``space.args`` and ``model`` sections belong to
-    the space and are checked when the space is built (enas/space.py build_space, the
+    the space and are checked when the space is built (enas/nas/space.py build_space, the
     space's ModelArgs), before any data is read or run folder made."""
     return load(SearchConfig, path, overrides, in_run)
 

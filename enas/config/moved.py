@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 
-from ..errors import ConfigError, brief
-from .schema import TASK_OF_DATASET, TASK_TEXT
+from enas.errors import ConfigError, brief
+from enas.config.schema import TASK_OF_DATASET, TASK_TEXT
 
 # search.<key> -> search.<task>.<key>: settings of one task
 MOVED = {"reward_c": "lm", "reward_warmup": "lm", "aux_weight": "image", "eval_bn": "image",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from .checks import at_least, check_seed, fraction, positive
+from enas.config.checks import at_least, check_seed, fraction, positive
 
 # Architectures sampled at once (derive, rank): each one is scored on validation data, so
 # this many already take hours, and the samples are drawn in one batch of tensors.
@@ -32,7 +32,7 @@ class SpaceSection:
     name: str  # the registered search space (enas_rnn, enas_micro, enas_macro, nb201, or your own)
     args: dict = field(default_factory=dict)  # the space's own arguments, checked against its Args
     # A space of your own: the Python file (or importable module) that registers it
-    # (enas/space.py import_space_module); empty for the built-in and installed spaces.
+    # (enas/nas/space.py import_space_module); empty for the built-in and installed spaces.
     module: str = ""
 
 
@@ -152,7 +152,7 @@ class ControllerSection:
     num_aggregate: int = 10  # samples whose gradients are averaged per Adam step
     # macro: KL(sigmoid(logit / 2) || target) penalty, as the official controller computes
     # it (paper 2.2 says KL(p_skip || target)); the sampled skip rate settles near 0.31 at
-    # 0.4, the official behaviour, and near 0.40 at 0.45 (enas/controller.py _skip)
+    # 0.4, the official behaviour, and near 0.40 at 0.45 (enas/nas/controller.py _skip)
     skip_target: float = 0.4
     skip_weight: float = 0.0  # macro: weight of the skip-rate penalty in the loss (official macro: 0.8)
     # Advantages divided by a moving standard deviation of R - b (the baseline's
@@ -179,9 +179,9 @@ class ScoreSection:
     """How a search scores an architecture (rewards, derive, ``enas rank``): the weight
     of each term. The supernet alone (the default) is the paper's reward, unscaled.
     With any other weight, every term is standardised over ``reference`` uniformly drawn
-    architectures (median and interquartile range, enas/scoring.py; the supernet's again
+    architectures (median and interquartile range, enas/nas/scoring.py; the supernet's again
     at each controller phase, as its weights change) and the score is the weighted sum. The training-free
-    term is enas/training_free.py's, computed on the untrained child."""
+    term is enas/nas/training_free.py's, computed on the untrained child."""
 
     supernet: float = 1.0  # the shared weights' reward on validation data (the paper's score)
     naswot: float = 0.0  # NASWOT (Mellor et al. 2021) of the untrained child (docs/evaluation.md)
@@ -278,7 +278,7 @@ class SearchSection:
     # config's model section; empty: the space's published final network, e.g. NB201's
     # C=16 with 5 cells per stage), not on this config's smaller model. Enforced by
     # rejection: draws that do not fit are drawn again, and the controller's update sees
-    # them with a reward below every draw that fits (enas/budget.py; docs/evaluation.md,
+    # them with a reward below every draw that fits (enas/nas/budget.py; docs/evaluation.md,
     # "A parameter budget", has the measurement behind the choice).
     max_params: typing.Optional[int] = None
     budget_model: dict = field(default_factory=dict)  # the model section max_params counts on (see max_params)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .checks import at_least, check_seed, fraction, positive
-from .schema import DataSection, OptimSection
+from enas.config.checks import at_least, check_seed, fraction, positive
+from enas.config.schema import DataSection, OptimSection
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from . import shipped
-from .download import fetch, make_folders, md5sum, remove_empty
-from ..errors import DataError
-from ..files import read_regular
+from enas.data import shipped
+from enas.data.download import fetch, make_folders, md5sum, remove_empty
+from enas.errors import DataError
+from enas.storage.files import read_regular
 
 TIMEOUT_S = 15.0
 # The largest official batch file (CIFAR-100's train: 50,000 images of 3,072 bytes) with

@@ -5,7 +5,7 @@ import hashlib
 import urllib.request
 from pathlib import Path
 
-from ..files import open_regular, write_atomic
+from enas.storage.files import open_regular, write_atomic
 
 
 def checksum(path: Path, algorithm: str = "md5") -> str:

@@ -39,10 +39,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..checkpoint import read as read_checkpoint
-from ..errors import DataError
-from ..files import make_dir, open_regular, write_atomic
-from ..runroot import folder
+from enas.storage.checkpoint import read as read_checkpoint
+from enas.errors import DataError
+from enas.storage.files import make_dir, open_regular, write_atomic
+from enas.storage.runroot import folder
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLITS = ("train", "val")
@@ -199,7 +199,7 @@ def _read_cache(path: Path, key: str) -> dict | None:
 
 
 def _write_cache(path: Path, d: dict) -> None:
-    try:  # a fresh temporary per write: ranks may write at once (enas/files.py)
+    try:  # a fresh temporary per write: ranks may write at once (enas/storage/files.py)
         make_dir(path.parent)
         write_atomic(path, lambda f: torch.save(d, f))
     except OSError as e:

@@ -18,11 +18,11 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import ConfigError, DataError, brief
-from ..files import read_json, write_atomic
-from ..storage import runfolder
-from . import cifar, imagefolder, shipped, text
-from .download import checksum
+from enas.errors import ConfigError, DataError, brief
+from enas.storage.files import read_json, write_atomic
+from enas.storage import runfolder
+from enas.data import cifar, imagefolder, shipped, text
+from enas.data.download import checksum
 
 RECORD = runfolder.DATA
 MAX_BYTES = 256 * 2**20  # an image folder's record names every image: ~150 bytes each

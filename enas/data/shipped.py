@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
+from enas.errors import ConfigError
 
 NAME = "sample"
 ROOT = Path(__file__).resolve().parent / "samples"

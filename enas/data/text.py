@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from . import shipped
-from .download import fetch as _download  # tests replace it: never touch the network
-from .download import make_folders, md5sum, remove_empty
-from ..errors import DataError
-from ..files import open_regular, read_regular, write_atomic
+from enas.data import shipped
+from enas.data.download import fetch as _download  # tests replace it: never touch the network
+from enas.data.download import make_folders, md5sum, remove_empty
+from enas.errors import DataError
+from enas.storage.files import open_regular, read_regular, write_atomic
 
 EOS, UNK = "<eos>", "<unk>"
 

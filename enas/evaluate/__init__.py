@@ -8,5 +8,5 @@ NAS-Bench-201's); ``against_table`` measures a search run on one (``enas table``
 each of those two command modules exposes ``add_arguments(parser)`` and ``run(args)``,
 which enas/cli.py lists with the other commands. One-off studies built on these pieces
 are scripts in benchmarks/studies/. (``enas evaluate``, which tests a retrained model
-again, is enas/train/retest.py.)
+again, is enas/child/retest.py.)
 """

@@ -24,7 +24,7 @@ with enas, the 200-epoch one first: enas/evaluate/table.py), it reports for each
 
 **Under a parameter budget** (the run's ``search.max_params``) the search only ever sees
 the architectures that fit it, so it is measured among them too: the table's rows are
-counted as the search counts them (enas/budget.py, on the network to retrain), the
+counted as the search counts them (enas/nas/budget.py, on the network to retrain), the
 ranked cells and random search's candidates are drawn among those that fit (as the
 search's own verdict draws them), and every percentile is reported twice, among all of
 the table's rows and among the rows that fit (``*_fit_percentile*``, ``fit_rows``): the
@@ -43,14 +43,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..archfile import load_arch
-from ..controller import RandomPolicy
-from ..derive import Candidate
-from ..errors import ConfigError, DataError, printable
-from ..final_stage import train_candidates
-from ..rank import SCORES, arch_text, parse_arch_line, scorer
-from .stats import kendall_tau_b, kendall_tau_b_se, within_pairs
-from .table import SHIPPED, Table, read_shipped, read_table
+from enas.nas.archfile import load_arch
+from enas.nas.controller import RandomPolicy
+from enas.nas.derive import Candidate
+from enas.errors import ConfigError, DataError, printable
+from enas.nas.final_stage import train_candidates
+from enas.evaluate.rank import SCORES, arch_text, parse_arch_line, scorer
+from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se, within_pairs
+from enas.evaluate.table import SHIPPED, Table, read_shipped, read_table
 
 
 def policy_expectation(policy, archs: list, values: list[float]) -> dict[str, float]:

@@ -48,13 +48,13 @@ from pathlib import Path
 
 import yaml
 
-from .. import safeyaml
-from ..archfile import save_arch
-from ..errors import UserError
-from ..files import make_dirs, open_append, read_json, read_regular, write_out
-from ..rank import read_archs
-from ..space import build_space
-from .ground_truth import (GroundTruthError, append_row, arch_key, canonical, check_header, prepare_csv,
+from enas.storage import safeyaml
+from enas.nas.archfile import save_arch
+from enas.errors import UserError
+from enas.storage.files import make_dirs, open_append, read_json, read_regular, write_out
+from enas.evaluate.rank import read_archs
+from enas.nas.space import build_space
+from enas.evaluate.ground_truth import (GroundTruthError, append_row, arch_key, canonical, check_header, prepare_csv,
                            read_rows, recipe_hash, sample_uniform, shown, todo)
 
 

@@ -46,16 +46,17 @@ import numpy as np
 import torch
 import yaml
 
-from .. import safeyaml
-from ..archfile import load_arch
-from ..errors import DataError, brief, one_line
-from ..files import MAX_CSV_BYTES, NotText, check_out, read_text, write_out
-from ..rank import arch_text, parse_arch_line
-from ..runs import reopen_search
-from ..space import build_space
-from ..storage import runfolder
-from .against_table import policy_expectation
-from .stats import kendall_tau_b, percentile, spearman_rho, topk_overlap
+from enas.storage import safeyaml
+from enas.nas.archfile import load_arch
+from enas.errors import DataError, brief, one_line
+from enas.storage.files import check_out, write_out
+from enas.storage.text import MAX_CSV_BYTES, NotText, read_text
+from enas.evaluate.rank import arch_text, parse_arch_line
+from enas.runs import reopen_search
+from enas.nas.space import build_space
+from enas.storage import runfolder
+from enas.evaluate.against_table import policy_expectation
+from enas.evaluate.stats import kendall_tau_b, percentile, spearman_rho, topk_overlap
 
 
 class CompareError(DataError):
@@ -79,7 +80,7 @@ class Canon:
     def __call__(self, text: str) -> str:
         t = text.strip()
         if t.startswith("{"):
-            try:  # a cell of anyone's CSV: no aliases, no deep nesting (enas/safeyaml.py)
+            try:  # a cell of anyone's CSV: no aliases, no deep nesting (enas/storage/safeyaml.py)
                 return json.dumps(safeyaml.load(t), sort_keys=True, separators=(",", ":"))
             except (yaml.YAMLError, TypeError, ValueError):
                 return t

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_retrain, to_dict
-from ..controller import RandomPolicy
-from ..errors import UserError, brief
-from .. import files
-from ..files import MAX_CSV_BYTES, NotText, make_parents, open_append, write_atomic
-from ..rank import arch_text
-from ..space import validate
+from enas.config import load_retrain, to_dict
+from enas.nas.controller import RandomPolicy
+from enas.errors import UserError, brief
+from enas.storage import text as bounded
+from enas.storage.files import make_parents, open_append, write_atomic
+from enas.storage.text import MAX_CSV_BYTES, NotText
+from enas.evaluate.rank import arch_text
+from enas.nas.space import validate
 
 COLUMNS = ["arch", "seed", "test_accuracy", "params", "seconds", "process_seconds", "test_loss", "epochs",
            "space", "recipe", "run_dir"]
@@ -112,7 +113,7 @@ def read_text(path: Path) -> str:
     if not os.path.lexists(path):
         return ""
     try:
-        return files.read_text(path, MAX_CSV_BYTES)
+        return bounded.read_text(path, MAX_CSV_BYTES)
     except NotText as e:
         raise GroundTruthError(f"{e}; use another --out") from None
     except OSError as e:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import QUOTE_CHARS, DataError, brief, printable
-from ..files import NotText, read_bounded
-from ..space import ArchError
+from enas.errors import QUOTE_CHARS, DataError, brief, printable
+from enas.storage.text import NotText, read_bounded
+from enas.nas.space import ArchError
 
 MAX_TABLE_BYTES = 256 * 2**20  # NB201's table is 1.5 MB; a larger file is not a table of a search space
 TABLES = Path(__file__).parent / "tables"
@@ -95,7 +95,7 @@ class Table:
 def read_table(path, space, text_of, parse, arch_column: str | None = None,
                metric_column: str | None = None) -> Table:
     """Read ``path`` for ``space``: ``parse(line) -> arch`` and ``text_of(arch) -> text``
-    (enas/rank.py's forms) give every row one canonical text."""
+    (enas/evaluate/rank.py's forms) give every row one canonical text."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"table {path} is not a file (a folder); give the CSV of published accuracies "

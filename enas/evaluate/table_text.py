@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..errors import printable
+from enas.errors import printable
 
 NAMES = {"run": "run's score", "supernet": "supernet alone", "params": "parameter count (floor)",
          "synflow": "synflow (floor)", "naswot": "naswot (floor)"}

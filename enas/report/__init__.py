@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
-from ..files import check_out, open_regular, write_out
-from ..storage import runfolder as rf
-from .page import GENERATOR, render
-from .runfolder import load_run
+from enas.errors import UserError
+from enas.storage.files import check_out, open_regular, write_out
+from enas.storage import runfolder as rf
+from enas.report.page import GENERATOR, render
+from enas.report.runfolder import load_run
 
 
 def write_report(run_dir: Path, out: Path | None = None, force: bool = False,
@@ -27,7 +27,7 @@ def write_report(run_dir: Path, out: Path | None = None, force: bool = False,
 
     Default output: ``RUN_DIR/report.html``. A report enas wrote is replaced (it is
     derived from the run, not data); any other existing file only with ``force``, and
-    never a file of a run other than a report (enas/files.py check_out). The file
+    never a file of a run other than a report (enas/storage/files.py check_out). The file
     appears complete or not at all. ``space_module``: the code of the run's space, if
     it is the user's own (a run's files never make enas import code)."""
     run_dir = Path(run_dir)

@@ -11,9 +11,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from ..errors import one_line
-from ..plots import annotate_cells
-from .runfolder import Series
+from enas.errors import one_line
+from enas.plots import annotate_cells
+from enas.report.runfolder import Series
 
 _CHART_DPI = 100
 # matplotlib fits the y-axis to the data, so a curve that moves by 0.04% fills the panel
@@ -123,7 +123,7 @@ def _style_axes(ax, by_epoch: bool) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-# the x-axis of each group's figures (enas.runlog.TB_GROUPS names the same axes)
+# the x-axis of each group's figures (enas.storage.runlog.TB_GROUPS names the same axes)
 _AXES = {"controller": "controller update", "shared": "shared step", "train": "training step"}
 
 

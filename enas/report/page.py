@@ -10,13 +10,13 @@ import re
 
 import numpy as np
 
-from ..errors import one_line, printable
-from ..storage import runfolder as rf
-from .charts import chart, heatmaps, img, small_multiples, xlabel
-from .runfolder import Run, Series
-from .sections import (_architecture, _candidates, _identity, _result, _verdict, _warnings,
+from enas.errors import one_line, printable
+from enas.storage import runfolder as rf
+from enas.report.charts import chart, heatmaps, img, small_multiples, xlabel
+from enas.report.runfolder import Run, Series
+from enas.report.sections import (_architecture, _candidates, _identity, _result, _verdict, _warnings,
                        candidate_rows)
-from .text import _fmt, _note, _pm, _table
+from enas.report.text import _fmt, _note, _pm, _table
 
 __all__ = ["GENERATOR", "render", "candidate_rows", "_fmt", "_note", "_pm", "_result", "_table"]
 

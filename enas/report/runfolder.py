@@ -12,14 +12,14 @@ from typing import Any
 
 import yaml
 
-from .. import safeyaml
-from ..archfile import load_arch
-from ..errors import RunDirError, one_line
-from ..files import read_json
-from ..runroot import hold_root
-from ..space import build_space, import_space_module, run_module
-from ..storage import runfolder as rf
-from ..storage.metrics import Metrics, Series, read_metrics
+from enas.storage import safeyaml
+from enas.nas.archfile import load_arch
+from enas.errors import RunDirError, one_line
+from enas.storage.files import read_json
+from enas.storage.runroot import hold_root
+from enas.nas.space import build_space, import_space_module, run_module
+from enas.storage import runfolder as rf
+from enas.storage.metrics import Metrics, Series, read_metrics
 
 __all__ = ["Run", "Series", "Metrics", "load_run", "epochs_done", "arch_files"]
 MAX_JSON = 2**20  # result.json, data.json: a dozen figures, a list of data files
@@ -69,7 +69,7 @@ def _read_json(path: Path) -> dict | None:
 
 def load_run(run_dir: Path, space_module: str | None = None) -> Run:
     """The run folder's files; its space is built with the code ``space_module`` names,
-    never with code its config names (enas/space.py run_module)."""
+    never with code its config names (enas/nas/space.py run_module)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a folder; `enas report` needs a search or retrain run folder")

@@ -11,15 +11,15 @@ import math
 import os
 import re
 
-from ..archfile import load_arch
-from ..checkpoint import read
-from ..config import ConfigError, LMSearchSection, ScoreSection, from_dict, to_dict
-from ..errors import one_line
-from ..files import produced, read_regular
-from ..storage import runfolder as rf
-from .charts import img
-from .runfolder import Run, arch_files, epochs_done
-from .text import _fmt, _note, _pm, _table
+from enas.nas.archfile import load_arch
+from enas.storage.checkpoint import read
+from enas.config import ConfigError, LMSearchSection, ScoreSection, from_dict, to_dict
+from enas.errors import one_line
+from enas.storage.files import produced, read_regular
+from enas.storage import runfolder as rf
+from enas.report.charts import img
+from enas.report.runfolder import Run, arch_files, epochs_done
+from enas.report.text import _fmt, _note, _pm, _table
 
 
 def _identity(run: Run) -> str:
@@ -125,7 +125,7 @@ def _score_unit(run: Run) -> str:
 
 def _verdict(run: Run) -> str:
     """The search's verdict in plain words, as the search wrote it when it finished
-    (metrics.jsonl ``verdict/text``; enas/verdict.py)."""
+    (metrics.jsonl ``verdict/text``; enas/nas/verdict.py)."""
     said = run.metrics.texts.get("verdict/text")
     if not said:
         return _note("No verdict yet: a search writes it when it finishes (did the controller learn, does the "

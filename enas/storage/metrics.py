@@ -8,8 +8,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import loads_json, open_regular
-from .runfolder import NONFINITE
+from enas.storage.files import loads_json, open_regular
+from enas.storage.runfolder import NONFINITE
 
 _SKIP_KEYS = {"step", "epoch"}
 # The longest line enas writes holds every choice probability of one derive (a few KB
@@ -29,7 +29,7 @@ class Series:
     def by_epoch(self) -> bool:
         """One value per epoch (derive, policy, per-epoch validation): plot against epoch.
         What the training loops log every few steps stays on the step axis, however few
-        rows a short run has (enas.runlog.TB_GROUPS names those groups "..._by_step")."""
+        rows a short run has (enas.storage.runlog.TB_GROUPS names those groups "..._by_step")."""
         if self.name.split("/")[0] in _BY_STEP:
             return False
         return all(e is not None for e in self.epochs) and len(set(self.epochs)) == len(self.epochs)

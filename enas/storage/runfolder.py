@@ -3,8 +3,8 @@ code that reads it and the version of its format (``FILES``); the paths of the
 architecture files a search writes; the provenance an architecture file carries; the
 names under which the policy's choice probabilities go to ``metrics.jsonl``.
 
-The mechanism stays where it is (enas/files.py reads and writes without links,
-enas/runroot.py holds the folder, enas/checkpoint.py, enas/runlog.py, enas/archfile.py
+The mechanism stays where it is (enas/storage/files.py reads and writes without links,
+enas/storage/runroot.py holds the folder, enas/storage/checkpoint.py, enas/storage/runlog.py, enas/nas/archfile.py
 the formats); this module is the schema they share, and the one place that knows the
 file names. It imports nothing of enas, so every layer may use it.
 
@@ -59,34 +59,34 @@ class RunFile:
     holds: str
 
 
-_ARCH_VERSION = f"format_version: {ARCH_FORMAT} (enas/archfile.py)"
+_ARCH_VERSION = f"format_version: {ARCH_FORMAT} (enas/nas/archfile.py)"
 FILES = (
     RunFile(CONFIG, KINDS, "enas.config.dump", "enas.config.load", "the config schema (enas/config.py): unknown "
             "keys refused, a missing key takes its default", "the resolved config, every default written out"),
-    RunFile(METRICS, KINDS, "enas.runlog.RunLog.log", "enas.storage.metrics.read_metrics", "none: one JSON "
+    RunFile(METRICS, KINDS, "enas.storage.runlog.RunLog.log", "enas.storage.metrics.read_metrics", "none: one JSON "
             "object of figures a line, keyed by figure name", "every logged figure, with step and epoch"),
-    RunFile(CHECKPOINT, KINDS, "enas.checkpoint.save", "enas.checkpoint.load",
-            f"format: {CHECKPOINT_FORMAT} (enas/checkpoint.py)", "weights, optimisers, positions, random "
+    RunFile(CHECKPOINT, KINDS, "enas.storage.checkpoint.save", "enas.storage.checkpoint.load",
+            f"format: {CHECKPOINT_FORMAT} (enas/storage/checkpoint.py)", "weights, optimisers, positions, random "
             "states, derive candidates (a search)"),
-    RunFile(CHECKPOINT_PREV, KINDS, "enas.checkpoint.save", "enas.checkpoint.load", "as checkpoint.pt",
+    RunFile(CHECKPOINT_PREV, KINDS, "enas.storage.checkpoint.save", "enas.storage.checkpoint.load", "as checkpoint.pt",
             "the checkpoint before the last"),
     RunFile(DATA, KINDS, "enas.data.record.write", "enas.data.record.read", "none: path and files",
             "the data folder and a fingerprint of its files"),
-    RunFile(LOCK, KINDS, "enas.runlock.hold", "enas.runlock.hold", "none: empty", "one writer at a time"),
-    RunFile(EVENTS, KINDS, "enas.runlog.RunLog.log", "tensorboard", "TensorBoard's", "the same figures"),
-    RunFile(BEST_ARCH, ("search",), "enas.derive.Derive.final", "enas.archfile.load_arch", _ARCH_VERSION,
+    RunFile(LOCK, KINDS, "enas.storage.runlock.hold", "enas.storage.runlock.hold", "none: empty", "one writer at a time"),
+    RunFile(EVENTS, KINDS, "enas.storage.runlog.RunLog.log", "tensorboard", "TensorBoard's", "the same figures"),
+    RunFile(BEST_ARCH, ("search",), "enas.nas.derive.Derive.final", "enas.nas.archfile.load_arch", _ARCH_VERSION,
             "the winner, with its provenance"),
-    RunFile(f"{ARCHS}/epoch_NNN.yaml", ("search",), "enas.derive.Derive.epoch", "enas.archfile.load_arch",
+    RunFile(f"{ARCHS}/epoch_NNN.yaml", ("search",), "enas.nas.derive.Derive.epoch", "enas.nas.archfile.load_arch",
             _ARCH_VERSION, "the architecture derived at epoch NNN"),
-    RunFile(f"{ARCHS}/final_R.yaml", ("search",), "enas.derive.Derive.final", "enas.archfile.load_arch",
+    RunFile(f"{ARCHS}/final_R.yaml", ("search",), "enas.nas.derive.Derive.final", "enas.nas.archfile.load_arch",
             _ARCH_VERSION, "the final derive's candidate of rank R"),
-    RunFile(f"{ARCHS}/derive-TIME-nN.yaml", ("search",), "enas.derive.derive_again", "enas.archfile.load_arch",
+    RunFile(f"{ARCHS}/derive-TIME-nN.yaml", ("search",), "enas.nas.derive.derive_again", "enas.nas.archfile.load_arch",
             _ARCH_VERSION, "the winner of an `enas derive`"),
-    RunFile(ARCH, ("retrain",), "enas.runs.start_retrain", "enas.archfile.load_arch", _ARCH_VERSION,
+    RunFile(ARCH, ("retrain",), "enas.runs.start_retrain", "enas.nas.archfile.load_arch", _ARCH_VERSION,
             "the architecture trained"),
-    RunFile(RESULT, ("retrain",), "enas.retrain.Retrain._finish", "enas.retrain.read_result",
+    RunFile(RESULT, ("retrain",), "enas.child.retrain.Retrain._finish", "enas.child.retrain.read_result",
             "none: figures by name", "test_accuracy or test_perplexity, params, ..."),
-    RunFile(BEST, ("retrain",), "enas.retrain.Retrain._save_best", "enas.retrain.load_tested_weights",
+    RunFile(BEST, ("retrain",), "enas.child.retrain.Retrain._save_best", "enas.child.retrain.load_tested_weights",
             f"format: {CHECKPOINT_FORMAT}", "the weights at the best validation figure"),
     RunFile(REPORT, KINDS, "enas.report.write_report", "a browser", "none", "the HTML report"),
 )
@@ -132,7 +132,7 @@ def arch_files(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 # ---- provenance of an architecture file ------------------------------------------------
-# Written by derive (enas/derive.py), read by the report. Every key but run and epoch is
+# Written by derive (enas/nas/derive.py), read by the report. Every key but run and epoch is
 # optional: files of older runs lack the later ones.
 
 

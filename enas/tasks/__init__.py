@@ -1,6 +1,6 @@
 """Modalities: what the search loop trains and how it scores an architecture.
 
-The loop in enas/search.py never mentions tokens, images, perplexity or accuracy;
+The loop in enas/nas/search.py never mentions tokens, images, perplexity or accuracy;
 a task (language modelling, image classification) supplies data, loss and reward.
 Each space names its modality (``SearchSpace.modality``); ``build_task`` picks the
 matching task.
@@ -54,7 +54,7 @@ from typing import Any, ClassVar, Iterator, Protocol
 
 import torch
 
-from ..registry import Registry
+from enas.registry import Registry
 
 
 class Task(Protocol):

@@ -32,7 +32,7 @@ micro_child.py 804: ``is_training=True``). Dropout is off in the other modes; a 
 (``arch=None``) is scored in plain eval mode. benchmarks/studies/reward_noise.py measures the
 modes (docs/experiments/cifar-reward-bn.md).
 
-Several processes (``shard``, enas/distributed.py): training minibatch i is
+Several processes (``shard``, enas/train/distributed.py): training minibatch i is
 ``perm[i*G:(i+1)*G]`` of the global batch G (``train_batch``), same permutation and
 augmentation draws on every rank, and this process trains on its equal contiguous
 share; validation and test batches are split likewise and the sums (loss, correct,
@@ -50,52 +50,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data import cifar
-from ..data.imagefolder import load_imagefolder
-from ..errors import DataError
-from ..distributed import Shard
-from . import TASKS
+from enas.data.images import PAD, augment, load_images
+from enas.errors import DataError
+from enas.train.distributed import Shard
+from enas.tasks import TASKS
 
-PAD = 4  # pad-4 random crop (official _pre_process)
 _BN = nn.modules.batchnorm._BatchNorm
-DATASETS = ("cifar10", "cifar100", "imagefolder")
 EVAL_BN = ("batch", "recalibrate", "running", "train")  # scoring modes (module docstring)
 # Training batches that recalibrate BN for one arch (eval_bn: recalibrate); 16 ranked no
 # better on NB201 (docs/experiments/beat-chance.md)
 RECALIBRATE_BATCHES = 4
-
-
-def load_images(data_cfg, data_dir) -> dict:
-    """-> {"train_x": uint8 [N, 3, S, S], "train_y": int64 [N], "test_x", "test_y", "num_classes"}."""
-    if data_cfg.dataset in cifar.SPECS:
-        return cifar.load(cifar.SPECS[data_cfg.dataset], data_dir)
-    if data_cfg.dataset == "imagefolder":
-        return load_imagefolder(data_dir, data_cfg.image_size, data_cfg.skip_bad_images)
-    raise DataError(f"the image task reads {', '.join(DATASETS)}; data.dataset is {data_cfg.dataset!r}")
-
-
-def augment(x, ox, oy, flip, cy, cx, cutout: int):
-    """Batched crop + flip + cutout. x: [B, C, H, W] -> [B, C, H, W].
-
-    ox, oy in [0, 2 * PAD]: crop offsets into the zero-padded image; flip: bool [B];
-    cy, cx in [0, H), [0, W): the cutout square's top-left corner, uniform over the image
-    as in the official models.py 91-100 (so the square is clipped at the bottom and right
-    borders, and covers 16 x 16 px only when the corner is at most H - 16, W - 16)."""
-    B, C, H, W = x.shape
-    xp = F.pad(x, (PAD, PAD, PAD, PAD)).permute(0, 2, 3, 1)  # [B, H+8, W+8, C]
-    ar_h = torch.arange(H, device=x.device)
-    ar_w = torch.arange(W, device=x.device)
-    rows = oy[:, None] + ar_h  # [B, H]
-    cols = torch.where(flip[:, None], ox[:, None] + (W - 1 - ar_w), ox[:, None] + ar_w)  # [B, W]
-    out = xp[torch.arange(B, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    out = out.permute(0, 3, 1, 2)  # [B, C, H, W], channels_last in memory
-    if cutout > 0:
-        top, left = cy[:, None], cx[:, None]
-        in_r = (ar_h >= top) & (ar_h < top + cutout)  # [B, H]
-        in_c = (ar_w >= left) & (ar_w < left + cutout)  # [B, W]
-        keep = ~(in_r[:, :, None] & in_c[:, None, :])  # [B, H, W]
-        out = out * keep[:, None].to(out.dtype)
-    return out
 
 
 @TASKS.register("image")
@@ -392,7 +356,7 @@ class ImageTask:
     # ------------------------------------------------------------------ training-free scores
 
     def probe_input(self, kind: str, n: int) -> torch.Tensor:
-        """Inputs for a training-free score (enas/training_free.py): ``constant``, n images
+        """Inputs for a training-free score (enas/nas/training_free.py): ``constant``, n images
         of ones (synflow); ``data``, the first n training images without augmentation."""
         if kind == "constant":
             return torch.ones(n, *self.train_x.shape[1:], device=self.device)

@@ -15,10 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data.text import batchify, get_window, load_corpus, window_starts
-from ..distributed import Shard
-from ..errors import DataError
-from . import TASKS
+from enas.data.text import batchify, get_window, load_corpus, window_starts
+from enas.train.distributed import Shard
+from enas.errors import DataError
+from enas.tasks import TASKS
 
 
 @TASKS.register("lm")
@@ -40,7 +40,7 @@ class LanguageModelTask:
         self.amp = amp == "bf16" or (amp == "auto" and self.device.type == "cuda")
         corpus = load_corpus(data_cfg.dataset, data_dir)
         self.vocab = corpus.vocab
-        # Several processes (enas/distributed.py): the streams are laid out for the global
+        # Several processes (enas/train/distributed.py): the streams are laid out for the global
         # batch (train_batch columns; eval_batch_size for valid/test) and this process keeps
         # its equal share of the columns; _run sums the figures over the processes.
         self.shard = shard or Shard()
@@ -264,7 +264,7 @@ class LanguageModelTask:
     # ------------------------------------------------------------------ resume
 
     def probe_input(self, kind: str, n: int) -> torch.Tensor:
-        """Inputs for a training-free score (enas/training_free.py): ``constant``, n streams
+        """Inputs for a training-free score (enas/nas/training_free.py): ``constant``, n streams
         of token 0 (synflow, whose absolute weights make any row a positive input);
         ``data``, the first window of n training streams. [bptt, n] int64."""
         n = min(n, self.train_data.size(1))

@@ -39,10 +39,10 @@ from typing import Callable
 
 import torch
 
-from .config import ConfigError, from_dict
-from .controller import Sample
-from .errors import UserError
-from .space import Arch, validate
+from enas.config import ConfigError, from_dict
+from enas.nas.controller import Sample
+from enas.errors import UserError
+from enas.nas.space import Arch, validate
 
 MAX_DRAWS = 1000  # draws per architecture wanted before giving up (a fit rate under 0.1%)
 CACHE = 200_000  # counts kept (NB201 has 15,625 cells; larger spaces repeat less)
@@ -52,7 +52,7 @@ DESCENT_STARTS = 4  # random starts of the smallest-architecture search
 def count_on_meta(build: Callable[[], torch.nn.Module]) -> int:
     """Parameters of the network ``build()`` makes, built on the meta device (shapes only),
     the auxiliary head left out; the global random state is left as it was."""
-    from .training_free import count_params
+    from enas.nas.training_free import count_params
 
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         return count_params(build())

@@ -32,14 +32,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import safeyaml, training_free
-from .archfile import ArchFileError
-from .config import MAX_SAMPLES, ConfigError
-from .controller import RandomPolicy
-from .files import check_out, make_parents, read_regular, write_atomic
-from .retrain import count_params as test_time_params
-from .runs import reopen_search
-from .space import Arch, ArchError, validate
+from enas.storage import safeyaml
+
+from enas.nas import training_free
+from enas.nas.archfile import ArchFileError
+from enas.config import MAX_SAMPLES, ConfigError
+from enas.nas.controller import RandomPolicy
+from enas.storage.files import check_out, make_parents, read_regular, write_atomic
+from enas.child.retrain import count_params as test_time_params
+from enas.runs import reopen_search
+from enas.nas.space import Arch, ArchError, validate
 
 
 def arch_text(space, arch: Arch) -> str:
@@ -102,7 +104,7 @@ def scorer(search, name: str):
     """``arch -> (score, standard error)`` by ``name``: ``run``, the run's own scoring
     (search.score: the supernet's, or with training-free terms); ``supernet``, the
     supernet's alone; or a training-free score of the untrained child
-    (enas/training_free.py; its standard error is 0: it is exact for the seed)."""
+    (enas/nas/training_free.py; its standard error is 0: it is exact for the seed)."""
     if name not in SCORES:
         raise ConfigError(f"--score {name!r} is not one of {', '.join(SCORES)}")
     if name == "run":
@@ -119,7 +121,7 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
          score: str = "run") -> tuple[Path, list[dict], str]:
     """Score the requested architectures; write the CSV; return (path, rows, summary).
     An existing ``out`` is replaced only with ``force``, and never a file of a run but an
-    earlier ranking (enas/files.py check_out)."""
+    earlier ranking (enas/storage/files.py check_out)."""
     if out is not None:
         check_out(Path(out), force, ours=lambda name: name.startswith("ranks"))
     if archs_file is not None and (samples is not None or policy):
@@ -175,7 +177,7 @@ def rank(run_dir, data_dir, device, samples: int | None = None, archs_file=None,
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    """Whole or not at all (enas/files.py)."""
+    """Whole or not at all (enas/storage/files.py)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["arch", "score", "score_se", "params"], lineterminator="\n")
     w.writeheader()

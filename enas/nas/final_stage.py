@@ -20,13 +20,13 @@ from typing import Callable
 
 import torch
 
-from .config import SearchConfig
-from .derive import Candidate
-from .interrupt import GracefulStop, StopRequested
-from .loop import Loop
-from .schedule import lr_at, make_sgd, set_lr
-from .space import SearchSpace
-from .tasks import Task
+from enas.config import SearchConfig
+from enas.nas.derive import Candidate
+from enas.train.interrupt import GracefulStop, StopRequested
+from enas.train.loop import Loop
+from enas.train.schedule import lr_at, make_sgd, set_lr
+from enas.nas.space import SearchSpace
+from enas.tasks import Task
 
 
 class BriefTraining(Loop):

@@ -19,11 +19,11 @@ import matplotlib.image as mpimg
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from . import runlock
-from .errors import RunDirError, UserError, printable
-from .files import WriteError, make_dir, make_dirs, open_append, remove
-from .runroot import release_root
-from .storage import runfolder
+from enas.storage import runlock
+from enas.errors import RunDirError, UserError, printable
+from enas.storage.files import WriteError, make_dir, make_dirs, open_append, remove
+from enas.storage.runroot import release_root
+from enas.storage import runfolder
 
 # TensorBoard sorts chart groups by name: the number puts what a user looks at first on
 # top (the per-epoch overview: figures that move while a run works), and the name says
@@ -65,7 +65,7 @@ CREATED = runfolder.CREATED  # what a new run's folder holds at first
 
 def new_run_dir(run_dir: str | Path | None, config_path: str | Path, root: str | Path = "runs",
                 kind: str = "search", fill=None) -> Path:
-    """A new run folder, made and locked (enas/runlock.py); a folder holding anything but
+    """A new run folder, made and locked (enas/storage/runlock.py); a folder holding anything but
     a lock file is a run already, and is never reused. ``fill(path)`` writes its first
     files: all or nothing, so if it fails (a full disk) the files it wrote, the lock and a
     folder made here are removed, and the same command can simply run again."""

@@ -9,7 +9,7 @@ run. The lock belongs to the open file, so it dies with its process however that
 process id, for the message only.
 
 ``derive``, ``rank``, ``report`` and ``evaluate`` read a run and add at most a file of
-their own beside its state, replaced whole (enas/files.py): they take no lock, so a
+their own beside its state, replaced whole (enas/storage/files.py): they take no lock, so a
 report of a running search works.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import FileRefused, RunBusyError, RunDirError
-from .runroot import LINK, hold_root, release_roots, single
-from .storage import runfolder
+from enas.errors import FileRefused, RunBusyError, RunDirError
+from enas.storage.runroot import LINK, hold_root, release_roots, single
+from enas.storage import runfolder
 
 NAME = runfolder.LOCK
 _held: dict[tuple[int, int], tuple[int, int]] = {}  # (device, inode) of a run folder -> (its descriptor, lock file's)
@@ -44,7 +44,7 @@ def _busy(run_dir: Path, owner: str) -> RunBusyError:
 def hold(run_dir: str | Path) -> None:
     """Take ``run_dir``'s lock for this process (nothing to do if it has it already), or
     stop with a ``RunBusyError`` if another process has it. The lock is taken on the run
-    folder itself (its descriptor, held for the command: enas/files.py ``hold_root``), so
+    folder itself (its descriptor, held for the command: enas/storage/files.py ``hold_root``), so
     deleting ``enas.lock`` lets no second writer in, and on ``enas.lock`` too, which a
     writer of an older enas holds; that file only ever has one name (not a hard link)."""
     run_dir = Path(run_dir)

@@ -18,7 +18,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import FileRefused, RunDirError
+from enas.errors import FileRefused, RunDirError
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 LINK = ("is a symbolic link; enas follows no link among a run folder's files (it could lead outside the run): "

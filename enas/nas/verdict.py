@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .controller import RandomPolicy, build_policy
+from enas.nas.controller import RandomPolicy, build_policy
 
 RANDOM_DRAWS = 8  # a few: one scored validation pass each (the final derive scores 5-20 candidates)
 ENTROPY_SAMPLES = 64  # architectures whose mean entropy stands for the policy's
@@ -74,9 +74,9 @@ class Finished:
     uniform_entropy: float  # nats: the uniform policy's
     collapse_epochs: list[int]  # the epochs that raised the collapse warning
     final: dict  # the final derive's result (arch, candidates; trained after a final stage)
-    scoring: Any  # enas/scoring.py Scoring: scores on the final derive's batches
+    scoring: Any  # enas/nas/scoring.py Scoring: scores on the final derive's batches
     supernet: torch.nn.Module
-    budget: Any  # enas/budget.py Budget: random draws that fit search.max_params
+    budget: Any  # enas/nas/budget.py Budget: random draws that fit search.max_params
 
 
 def controller_facts(search: Finished) -> dict:

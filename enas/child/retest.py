@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..retrain import Retrain, count_params, load_tested_weights, read_result
+from enas.child.retrain import Retrain, count_params, load_tested_weights, read_result
 
 
 def retest(rt: Retrain) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import yaml
 
-from .files import read_regular
+from enas.storage.files import read_regular
 
 MAX_BYTES = 4 * 2**20  # the largest shipped file is a few KB; a run's config.yaml too
 MAX_DEPTH = 32  # an enas file nests 4 levels (controller.tanh_constant.index)

@@ -21,12 +21,12 @@ from typing import Any
 
 import yaml
 
-from . import safeyaml
-from .config import to_dict
-from .errors import ArchError, ArchFileError, ConfigError, brief, one_line
-from .files import write_atomic
-from .space import build_space, validate
-from .storage import runfolder
+from enas.storage import safeyaml
+from enas.config import to_dict
+from enas.errors import ArchError, ArchFileError, ConfigError, brief, one_line
+from enas.storage.files import write_atomic
+from enas.nas.space import build_space, validate
+from enas.storage import runfolder
 
 FORMAT_VERSION = runfolder.ARCH_FORMAT
 _KEYS = {"format_version", "space", "arch", "description", "provenance"}
@@ -51,7 +51,7 @@ def arch_to_yaml(space, arch: dict, provenance: dict | None = None) -> str:
 
 
 def save_arch(path: str | Path, space, arch: dict, provenance: dict | None = None) -> Path:
-    """Write whole or not at all (enas/files.py)."""
+    """Write whole or not at all (enas/storage/files.py)."""
     return write_atomic(path, arch_to_yaml(space, arch, provenance))
 
 
@@ -144,7 +144,7 @@ def readable(space, arch: dict, doc: dict) -> str:
     lines += [f"{k}: {v}" for k, v in (extras(arch) if extras else {}).items() if f": {v}\n" not in described + "\n"]
     lines.append(described)
     prov = doc.get("provenance") or {}
-    if "max_params" in prov:  # a search under a parameter budget wrote it (enas/budget.py)
+    if "max_params" in prov:  # a search under a parameter budget wrote it (enas/nas/budget.py)
         count, budget = one_line(prov.get("params")), one_line(prov["max_params"])
         lines.append(f"parameters: {count} (search.max_params: {budget}, counted on the network to retrain)")
     if doc.get("provenance"):  # the file's own text: anyone's, escape sequences and newlines included

@@ -2,7 +2,7 @@
 
 A search space declares an ordered list of decisions with stable names
 (``node3/input``, ``normal/node2/a/op``, ``layer5/skips``); an architecture is a
-plain dict keyed by those names. The controller (enas/controller.py) only ever
+plain dict keyed by those names. The controller (enas/nas/controller.py) only ever
 sees this list, so it never needs to know whether it designs an RNN or a CNN
 (NNI's "every choice has a label" contract; ENAS paper, section 2).
 
@@ -46,9 +46,9 @@ from typing import Any, ClassVar, Mapping, Protocol, Sequence, Union
 
 import torch.nn as nn
 
-from .config import ConfigError, from_dict, is_module_path
-from .errors import QUOTE_CHARS, ArchError, RegistryError, UntrustedCodeError, brief
-from .registry import Registry, unknown_message
+from enas.config import ConfigError, from_dict, is_module_path
+from enas.errors import QUOTE_CHARS, ArchError, RegistryError, UntrustedCodeError, brief
+from enas.registry import Registry, unknown_message
 
 ArchValue = Union[str, int, list]
 Arch = dict  # {decision name: str (categorical) | int (index) | sorted list[int] (skip)}
@@ -197,7 +197,7 @@ class SearchSpace(Protocol):
     #   arg_limits: dict[str, int]      the largest value of an integer Args field, the most
     #                                   items of a list one (check_arg_limits); 1024 otherwise
     #   count_params(arch, model_args, **task_kwargs) -> int   the child's parameter count
-    #                                   without building it (search.max_params, enas/budget.py);
+    #                                   without building it (search.max_params, enas/nas/budget.py);
     #                                   otherwise the child is built on the meta device
     #   retrain_model: dict             ModelArgs of the network the space's paper retrains:
     #                                   what search.max_params counts when budget_model is empty
@@ -300,7 +300,7 @@ def build_space(name: str, args: Mapping[str, Any] | None = None, module: str = 
 # a million decisions first. Each space declares the largest value of each integer
 # argument and the longest list it takes (``arg_limits``); an argument it does not name
 # is held to DEFAULT_ARG_LIMIT. The ``model`` section's widths are left to the memory check
-# (enas/memory.py counts parameters on the meta device, at no cost whatever the width); its
+# (enas/train/memory.py counts parameters on the meta device, at no cost whatever the width); its
 # repeat counts, which that count pays for module by module (``cells_per_stage: 100000``
 # built for minutes into gigabytes), are bounded by the space's ``model_limits``.
 DEFAULT_ARG_LIMIT = 1024

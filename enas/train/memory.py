@@ -21,8 +21,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .errors import ConfigError
-from .files import read_regular
+from enas.errors import ConfigError
+from enas.storage.files import read_regular
 
 COPIES = 4  # weights, gradients, two optimiser buffers
 

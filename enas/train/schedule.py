@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .config import OptimSection
+from enas.config import OptimSection
 
 
 def lr_at(cfg: OptimSection, epoch: int) -> float:

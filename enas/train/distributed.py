@@ -29,8 +29,8 @@ from typing import Callable, Iterable, TypeVar
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError
-from .errors import UserError
+from enas.config import ConfigError
+from enas.errors import UserError
 
 T = TypeVar("T")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")

@@ -1,7 +1,7 @@
 """Derive (paper, section 2.1: "we sample several models from the trained policy ... and
 keep the one with the highest reward on a single minibatch of validation data"): score a
 sample of the policy's architectures on the same validation batches each epoch, re-score
-the best at the end on more data, and, after the final stage (enas/final_stage.py) has
+the best at the end on more data, and, after the final stage (enas/nas/final_stage.py) has
 trained the best few from scratch, choose among those. ``derive_again`` is ``enas derive``.
 
 ``Derive`` receives what it reads (space, task, scoring, budget, the search settings and
@@ -17,20 +17,20 @@ from pathlib import Path
 
 import torch
 
-from .archfile import save_arch
-from .budget import Budget
-from .config import SearchSection
-from .controller import Sample
-from .errors import brief
-from .files import make_dir, produced, write_atomic
-from .loop import Loop
-from .plots import heatmap
-from .runlog import RunLog, say
-from .scoring import Scoring
-from .space import ArchError, SearchSpace, validate
-from .storage import runfolder
-from .storage.runfolder import policy_groups, policy_key, policy_labels
-from .tasks import Task
+from enas.nas.archfile import save_arch
+from enas.nas.budget import Budget
+from enas.config import SearchSection
+from enas.nas.controller import Sample
+from enas.errors import brief
+from enas.storage.files import make_dir, produced, write_atomic
+from enas.train.loop import Loop
+from enas.plots import heatmap
+from enas.storage.runlog import RunLog, say
+from enas.nas.scoring import Scoring
+from enas.nas.space import ArchError, SearchSpace, validate
+from enas.storage import runfolder
+from enas.storage.runfolder import policy_groups, policy_key, policy_labels
+from enas.tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)

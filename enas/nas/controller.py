@@ -1,6 +1,6 @@
 """The generic LSTM policy over a space's decision list (paper, sections 2.1-2.4).
 
-It knows three decision kinds (enas/space.py), never a particular space. One
+It knows three decision kinds (enas/nas/space.py), never a particular space. One
 batched pass samples K architectures at once (the LSTM runs on [K, H]) and returns
 each sample's exact log-probability and entropy; ``evaluate`` feeds given choices
 back through the same code and must return the same numbers (tested).
@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import PerKind
-from .space import Arch, Decision, InputAnchors, input_anchors
+from enas.config import PerKind
+from enas.nas.space import Arch, Decision, InputAnchors, input_anchors
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Controller(nn.Module):
         """Sample ``num_samples`` architectures, or score the given ``archs``: one LSTM step
         per decision, in the space's order; after each, the chosen value's embedding (or
         the chosen anchors) is the next input (paper 2.1-2.3). Anchor steps where the
-        space declares them (enas/space.py)."""
+        space declares them (enas/nas/space.py)."""
         K = len(archs) if archs is not None else num_samples
         H = self.go.shape[1]
         h = c = torch.zeros(K, H)  # LSTM state [K, H]

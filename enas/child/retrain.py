@@ -18,7 +18,7 @@ best-validation weights (LM), ``result.json`` the test metric that ``enas evalua
 recomputes. Resume is exact on CPU: data order and BPTT lengths come from (seed,
 epoch), dropout from the RNG state in the checkpoint.
 
-Several processes (torchrun; enas/distributed.py, docs/distributed.md):
+Several processes (torchrun; enas/train/distributed.py, docs/distributed.md):
 ``data.batch_size`` is per process, the global batch ``batch_size x processes``; each
 epoch's permutation (or the LM's streams) is the same on every rank and each takes its
 share of every global batch; gradients are averaged, so the weights stay identical.
@@ -37,19 +37,19 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from . import distributed as dist
-from .asgd import WeightAverage, should_start
-from .config import ConfigError, RetrainConfig, from_dict, to_dict
-from .errors import CheckpointError, RunDirError, brief
-from .files import read_json, write_atomic
-from .loop import Loop
-from .memory import check_fits, check_step, sizes_of
-from .runlog import say
-from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
-from .space import check_arg_limits
-from .storage import runfolder
-from .tasks import build_task
+from enas.storage import checkpoint as ckpt
+from enas.train import distributed as dist
+from enas.train.asgd import WeightAverage, should_start
+from enas.config import ConfigError, RetrainConfig, from_dict, to_dict
+from enas.errors import CheckpointError, RunDirError, brief
+from enas.storage.files import read_json, write_atomic
+from enas.train.loop import Loop
+from enas.train.memory import check_fits, check_step, sizes_of
+from enas.storage.runlog import say
+from enas.train.schedule import lr_at, make_sgd, nonfinite_check, set_lr
+from enas.nas.space import check_arg_limits
+from enas.storage import runfolder
+from enas.tasks import build_task
 
 BEST = runfolder.BEST
 RESULT = runfolder.RESULT

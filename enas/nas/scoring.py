@@ -2,7 +2,7 @@
 
 The paper scores an architecture by the supernet alone: its accuracy (images) or
 c / perplexity (text) on validation data with the shared weights. ``search.score``
-(config.ScoreSection) can add training-free terms (enas/training_free.py), which see
+(config.ScoreSection) can add training-free terms (enas/nas/training_free.py), which see
 the untrained child instead. Terms on different scales are made comparable by
 standardising each over ``reference`` uniformly drawn architectures, robustly:
 z = (value - median) / (IQR / 1.349) (the interquartile range over 1.349 is the
@@ -28,8 +28,8 @@ import math
 import numpy as np
 import torch
 
-from . import training_free
-from .controller import RandomPolicy
+from enas.nas import training_free
+from enas.nas.controller import RandomPolicy
 
 MAX_CACHED = 200_000  # training-free values kept per run (a float each; a search scores far fewer)
 # A standardised term is clipped to +-Z_CLIP: an untrained child whose output does not

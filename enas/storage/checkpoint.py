@@ -1,6 +1,6 @@
 """Atomic checkpoints and exact resume.
 
-A checkpoint is written whole or not at all (enas/files.py), and the previous one is
+A checkpoint is written whole or not at all (enas/storage/files.py), and the previous one is
 kept as ``checkpoint.prev.pt`` (a hard link, so ``checkpoint.pt`` never disappears):
 a kill or a full disk at any moment leaves a complete ``checkpoint.pt``, and a torn one
 falls back to the previous. Loading uses ``torch.load(weights_only=True)``: plain
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CheckpointError, brief
-from .files import loads_json, open_regular, write_atomic
-from .safeyaml import MAX_DEPTH
-from .storage import runfolder
+from enas.errors import CheckpointError, brief
+from enas.storage.files import loads_json, open_regular, write_atomic
+from enas.storage.safeyaml import MAX_DEPTH
+from enas.storage import runfolder
 
 FORMAT = runfolder.CHECKPOINT_FORMAT
 NAME = runfolder.CHECKPOINT
@@ -158,7 +158,7 @@ def _known_keys(state: dict, loop, run_dir) -> None:
 
 def config_of(state: dict, run_dir: Path | None) -> dict:
     """The config a checkpoint was written with: a mapping of sections nested no deeper
-    than a config file may be (enas/safeyaml.py), so comparing it with the run's config
+    than a config file may be (enas/storage/safeyaml.py), so comparing it with the run's config
     cannot recurse past Python's limit."""
     where = f"the checkpoint in {run_dir}" if run_dir is not None else "the checkpoint"
     cfg = state.get("config")

@@ -7,7 +7,7 @@ checkpoints and goes on. ``sgd_pass`` is one pass over the training split with a
 non-finite guard: a step whose gradient norm is not finite is skipped and counted,
 and ``max_bad_steps`` in a row stop the run with the last good checkpoint intact.
 
-Under torchrun (enas/distributed.py) every process runs this loop in lockstep on its
+Under torchrun (enas/train/distributed.py) every process runs this loop in lockstep on its
 shard of each minibatch: gradients (and the logged figures) are averaged over the
 processes before clipping, so all of them apply the same update and take the same
 skip decision; the stop / checkpoint decision is agreed at ``maybe_checkpoint``
@@ -23,11 +23,11 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint as ckpt
-from . import distributed as dist
-from .interrupt import GracefulStop, StopRequested
-from .runlog import RunLog, progress, say
-from .schedule import fill_momentum
+from enas.storage import checkpoint as ckpt
+from enas.train import distributed as dist
+from enas.train.interrupt import GracefulStop, StopRequested
+from enas.storage.runlog import RunLog, progress, say
+from enas.train.schedule import fill_momentum
 
 
 class NonFiniteError(RuntimeError):

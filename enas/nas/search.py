@@ -2,9 +2,9 @@
 policy's architectures, then (after the warm-up) the controller trains on their rewards,
 then a derive scores the policy's candidates; at the end a final derive, the optional
 final stage and the verdict. ``Search`` holds the models and composes the parts: the
-shared phase (``train_shared`` below; enas/loop.py's SGD pass), the controller's update
-(enas/reinforce.py), derive (enas/derive.py), the final stage (enas/final_stage.py); its
-``loop`` (enas/loop.py) keeps the position, the run log and the checkpoints.
+shared phase (``train_shared`` below; enas/train/loop.py's SGD pass), the controller's update
+(enas/nas/reinforce.py), derive (enas/nas/derive.py), the final stage (enas/nas/final_stage.py); its
+``loop`` (enas/train/loop.py) keeps the position, the run log and the checkpoints.
 
 It knows a space (decisions, supernet), a policy and a task (data, loss, reward),
 never a modality: tokens vs. images, perplexity vs. accuracy live in enas/tasks/.
@@ -15,7 +15,7 @@ resumed run continues exactly: the architectures of a shared phase come from a
 generator seeded by (seed, epoch), data order from the task's (seed, epoch)
 generator, and every other random state is in the checkpoint.
 
-Several processes (torchrun; enas/distributed.py, docs/distributed.md): ``data.batch_size`` stays the global minibatch, each process trains on
+Several processes (torchrun; enas/train/distributed.py, docs/distributed.md): ``data.batch_size`` stays the global minibatch, each process trains on
 its equal share of it with the same architecture, and the averaged gradient is the
 single-process gradient (exact for the RNN space; BN normalises per share, see
 docs/distributed.md). Rewards and derive scores are summed over the shares of each validation
@@ -30,22 +30,26 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt, distributed as dist, verdict
-from .bn import make_plain
-from .budget import Budget, budget_model_args
-from .config import ConfigError, SearchConfig, SearchSection, from_dict, to_dict
-from .controller import RandomPolicy, build_policy
-from .derive import Candidate, Derive, Derived
-from .errors import brief
-from .final_stage import train_candidates
-from .loop import Loop
-from .memory import check_fits, check_step, sizes_of
-from .reinforce import ControllerUpdate, Reinforce
-from .runlog import say
-from .schedule import lr_at, make_sgd, nonfinite_check, set_lr
-from .scoring import Scoring
-from .space import build_space, check_arg_limits
-from .tasks import build_task
+from enas.storage import checkpoint as ckpt
+
+from enas.train import distributed as dist
+
+from enas.nas import verdict
+from enas.train.bn import make_plain
+from enas.nas.budget import Budget, budget_model_args
+from enas.config import ConfigError, SearchConfig, SearchSection, from_dict, to_dict
+from enas.nas.controller import RandomPolicy, build_policy
+from enas.nas.derive import Candidate, Derive, Derived
+from enas.errors import brief
+from enas.nas.final_stage import train_candidates
+from enas.train.loop import Loop
+from enas.train.memory import check_fits, check_step, sizes_of
+from enas.nas.reinforce import ControllerUpdate, Reinforce
+from enas.storage.runlog import say
+from enas.train.schedule import lr_at, make_sgd, nonfinite_check, set_lr
+from enas.nas.scoring import Scoring
+from enas.nas.space import build_space, check_arg_limits
+from enas.tasks import build_task
 
 
 def _on_loop(name: str) -> property:
@@ -258,7 +262,7 @@ class Search:
         return derived
 
     def final_derive(self) -> dict:
-        """The last derive's best re-scored on more data (enas/derive.py Derive.final)."""
+        """The last derive's best re-scored on more data (enas/nas/derive.py Derive.final)."""
         rescored = self.derive.final(self.supernet, self.candidates, self.epoch, self.global_step)
         win = rescored[0]
         return {"arch": win.arch, "score": win.score, "se": win.se, "epoch": self.epoch,
@@ -266,7 +270,7 @@ class Search:
 
     def final_stage(self) -> dict:
         """Train the final derive's ``search.final_train`` best candidates from scratch for
-        ``final_train_epochs`` each (enas/final_stage.py); the best on the validation split
+        ``final_train_epochs`` each (enas/nas/final_stage.py); the best on the validation split
         becomes best_arch.yaml."""
         todo = [Candidate.of(c) for c in self.final["candidates"][:self.cfg.search.final_train]]
         self.trained = train_candidates(todo, self.trained, space=self.space, model_args=self.model_args,
@@ -287,7 +291,7 @@ class Search:
         return v
 
     def as_metric(self, value: float, se: float, task_score: bool = False) -> tuple[str, float, float]:
-        """A score in the task's own terms (enas/scoring.py Scoring.as_metric)."""
+        """A score in the task's own terms (enas/nas/scoring.py Scoring.as_metric)."""
         return self.scoring.as_metric(value, se, task_score)
 
     def _overview(self, derived: Derived) -> dict:
@@ -325,7 +329,7 @@ class Search:
 
 def shared_archs(s: SearchSection, epoch: int, n: int, policy, uniform: RandomPolicy, budget: Budget) -> list:
     """The architectures of an epoch's ``n`` shared steps (under search.max_params, only
-    ones that fit: enas/budget.py). The policy does not change during the shared phase,
+    ones that fit: enas/nas/budget.py). The policy does not change during the shared phase,
     so they are drawn in one batched pass, from a generator seeded by (seed, epoch).
     Several processes: the policy weights and this seed are the same on every rank, so
     each draws the same list and minibatch i runs the same architecture everywhere (no

@@ -18,12 +18,12 @@ import math
 
 import torch
 
-from .budget import Budget
-from .config import ControllerSection
-from .controller import Sample
-from .loop import Loop
-from .runlog import progress
-from .scoring import Scoring
+from enas.nas.budget import Budget
+from enas.config import ControllerSection
+from enas.nas.controller import Sample
+from enas.train.loop import Loop
+from enas.storage.runlog import progress
+from enas.nas.scoring import Scoring
 
 
 class Reinforce:

@@ -5,7 +5,7 @@ initialisation, with one forward (and for synflow one backward), so it costs abo
 one training step and needs no supernet. They are the floors a weight-sharing ranking
 has to beat (a supernet that ranks no better than counting parameters has not shown
 that its training helps) and, in a search, optional terms of the score
-(``search.score``, enas/scoring.py).
+(``search.score``, enas/nas/scoring.py).
 
 * ``params``: the number of parameters of the test-time child (the floor every
   NAS-Bench-201 study reports; about Kendall tau 0.3 against its table).
@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .errors import ConfigError
+from enas.errors import ConfigError
 
 NASWOT_BATCH = 64  # inputs per naswot code matrix (Mellor et al. use 128; 64 halves the cost)
 

@@ -1,0 +1,1 @@
+"""The derived architecture as a network of its own: retrained from scratch and tested."""
