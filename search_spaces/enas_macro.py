@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from enas.budget import count_by_parts
-from enas.space import SPACES, Arch, ArchError, Decision, validate
+from enas.nas.budget import count_by_parts
+from enas.nas.space import SPACES, Arch, ArchError, Decision, validate
 
 from .draw import draw_chain
 from .ops import OPS, FactorizedReduce, bn, he_init, part_params, stem, stem_activations
@@ -261,7 +261,7 @@ class EnasMacroSpace:
         return count_by_parts(self, arch, m, {"num_classes": num_classes, "image_size": image_size}, variable)
 
     def activation_elements(self, model_args: MacroModelArgs, batch_size: int, image_size: int = 32, **_) -> int:
-        """Values one training step keeps for its backward pass (enas/memory.py), rounded up:
+        """Values one training step keeps for its backward pass (enas/train/memory.py), rounded up:
         measured ~4 per layer and channel of the cells' pixel map (a wider layer after a
         reduction has a quarter of the pixels), with room for the reductions of every
         earlier output an architecture of many skips keeps."""

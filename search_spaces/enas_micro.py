@@ -34,9 +34,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from enas.budget import count_by_parts
+from enas.nas.budget import count_by_parts
 from enas.errors import ConfigError
-from enas.space import SPACES, Arch, Decision, InputAnchors, validate
+from enas.nas.space import SPACES, Arch, Decision, InputAnchors, validate
 
 from .draw import draw_cells
 from .ops import (OPS, FactorizedReduce, Identity, ReLUConvBN, bn, conv, downsampling_steps, drop_path, he_init,
@@ -381,7 +381,7 @@ class EnasMicroSpace:
         return count_by_parts(self, arch, m, {"num_classes": num_classes, "image_size": image_size}, variable)
 
     def activation_elements(self, model_args: MicroModelArgs, batch_size: int, image_size: int = 32, **_) -> int:
-        """Values one training step keeps for its backward pass (enas/memory.py), rounded up:
+        """Values one training step keeps for its backward pass (enas/train/memory.py), rounded up:
         measured ~15 per node and channel of the cells' pixel map per normal cell of a stage,
         ~13 more per node, over the three stages (tests/test_bounded_input.py checks that this
         stays above a measured step)."""

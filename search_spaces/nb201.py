@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from enas.budget import count_by_parts
-from enas.space import SPACES, Arch, ArchError, Decision, validate
+from enas.nas.budget import count_by_parts
+from enas.nas.space import SPACES, Arch, ArchError, Decision, validate
 
 from .draw import draw_dag
 from .ops import OPS, Zero, bn, part_params, stem, stem_activations
@@ -268,7 +268,7 @@ class NB201Space:
                             f"fix or delete one of them")
 
     def activation_elements(self, model_args: NB201ModelArgs, batch_size: int, image_size: int = 32, **_) -> int:
-        """Values one training step keeps for its backward pass (enas/memory.py), rounded up:
+        """Values one training step keeps for its backward pass (enas/train/memory.py), rounded up:
         measured ~14 per cell and channel of the cells' pixel map, ~8 for the residual
         reductions and the classifier."""
         m = model_args

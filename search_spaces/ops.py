@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from enas.budget import count_on_meta
+from enas.nas.budget import count_on_meta
 from enas.registry import Registry
 
 OPS: Registry = Registry("op")
@@ -83,7 +83,7 @@ def stem(c_out: int, image_size: int = 32) -> nn.Sequential:
 def stem_activations(c_out: int, image_size: int) -> tuple[int, int]:
     """(values one image keeps in the stem for the backward pass, pixels of the map the
     cells see): the input, then each conv's, BN's and ReLU's output. For the activation
-    estimates of the image spaces (``activation_elements``, enas/memory.py)."""
+    estimates of the image spaces (``activation_elements``, enas/train/memory.py)."""
     side, kept = image_size, 3 * image_size ** 2
     for _ in range(downsampling_steps(image_size)):
         side = -(-side // 2)

@@ -50,9 +50,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from enas.budget import count_by_parts
+from enas.nas.budget import count_by_parts
 from enas.config import from_dict
-from enas.space import SPACES, Arch, Decision, InputAnchors, validate
+from enas.nas.space import SPACES, Arch, Decision, InputAnchors, validate
 
 from ..draw import draw_rnn_cell
 from ..ops import ACTIVATIONS
@@ -427,7 +427,7 @@ class EnasRNNSpace:
 
     def activation_elements(self, model_args, batch_size: int, vocab_size: int, seq_len: int = 1, **_) -> int:
         """Values one training step of ``seq_len`` x ``batch_size`` tokens keeps for its
-        backward pass (enas/memory.py), rounded up: per token ~4 H per node and ~2 per word
+        backward pass (enas/train/memory.py), rounded up: per token ~4 H per node and ~2 per word
         of the vocabulary (the logits and their softmax), and once a step the embedding as
         its word-level dropout leaves it (V x H)."""
         h, v = self._model_args(model_args).hidden, vocab_size
