@@ -42,7 +42,7 @@ from enas.train import distributed as dist
 from enas.train.asgd import WeightAverage, should_start
 from enas.config import ConfigError, RetrainConfig, from_dict, to_dict
 from enas.errors import CheckpointError, RunDirError, brief
-from enas.storage.files import read_json, write_atomic
+from enas.storage.files import read_json_if_any, write_atomic
 from enas.train.loop import Loop
 from enas.train.memory import check_fits, check_step, sizes_of
 from enas.storage.runlog import say
@@ -308,14 +308,11 @@ def read_result(run_dir: Path) -> dict | None:
     """``result.json`` of a retrain run, or None before it is written; a file that is not
     a JSON object with a numeric test figure (truncated, edited) is an error naming it."""
     path = Path(run_dir) / RESULT
-    if not os.path.lexists(path):
+    rec = read_json_if_any(path, MAX_RESULT_BYTES, lambda e: RunDirError(
+        f"{path} is unreadable ({type(e).__name__}: {getattr(e, 'strerror', None) or e}); move it away: "
+        f"`enas evaluate {run_dir}` recomputes the test figure from the saved weights"))
+    if rec is None:
         return None
-    try:
-        rec = read_json(path, MAX_RESULT_BYTES)
-    except (OSError, ValueError) as e:
-        why = getattr(e, "strerror", None) or e
-        raise RunDirError(f"{path} is unreadable ({type(e).__name__}: {why}); move it away: "
-                          f"`enas evaluate {run_dir}` recomputes the test figure from the saved weights") from None
     figures = {k: v for k, v in rec.items() if k.startswith("test_")} if isinstance(rec, dict) else {}
     if not isinstance(rec, dict) or not all(_is_figure(v) for v in figures.values()):
         raise RunDirError(f"{path} is not a result file of enas (a JSON object of figures); move it away: "

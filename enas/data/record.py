@@ -15,11 +15,10 @@ and is refused rather than downloaded into), and a record of no files is refused
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from enas.errors import ConfigError, DataError, brief
-from enas.storage.files import read_json, write_atomic
+from enas.storage.files import read_json_if_any, write_atomic
 from enas.storage import runfolder
 from enas.data import cifar, imagefolder, shipped, text
 from enas.data.download import checksum
@@ -64,13 +63,10 @@ def write(run_dir: str | Path, dataset: str, data_dir: str | Path) -> dict:
 def read(run_dir: str | Path) -> dict | None:
     """The run's record, or None for a run folder that has none."""
     path = Path(run_dir) / RECORD
-    if not os.path.lexists(path):
+    rec = read_json_if_any(path, MAX_BYTES, lambda e: DataError(
+        f"{path} is unreadable ({getattr(e, 'strerror', None) or e}); pass --data-dir DIR to name the run's data"))
+    if rec is None:
         return None
-    try:
-        rec = read_json(path, MAX_BYTES)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is unreadable ({getattr(e, 'strerror', None) or e}); pass --data-dir DIR to name "
-                        f"the run's data") from None
     ok = (isinstance(rec, dict) and isinstance(rec.get("path"), str) and len(rec["path"]) <= 4096
           and isinstance(rec.get("files"), dict)
           and all(isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("sha256"), str)

@@ -234,6 +234,17 @@ def read_json(path: str | Path, limit: int, follow: bool = False) -> Any:
     return loads_json(read_regular(path, limit, follow))
 
 
+def read_json_if_any(path: Path, limit: int, refuse: Callable[[OSError | ValueError], Exception]) -> Any:
+    """``read_json`` of a file a run may not have yet: None where there is none; a file
+    that cannot be read or parsed raises ``refuse(error)`` (the caller's one line)."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        return read_json(path, limit)
+    except (OSError, ValueError) as e:
+        raise refuse(e) from None
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
