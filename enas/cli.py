@@ -375,6 +375,9 @@ def _run(args) -> int:
         return args.func(args)
     except dist.PeerError as e:  # another rank failed and printed why
         return e.code
+    except BrokenPipeError:  # the reader went away (`enas show ... | head`): not an error of enas
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except UserError as e:
         print(f"{tag()}error: {printable(e)}", file=sys.stderr)
         return 2

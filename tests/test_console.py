@@ -194,3 +194,22 @@ def test_a_smoke_run_says_how_long_the_rest_takes(capsys):
     quiet.pace_note(False, 40.0, 19)  # a real run: its epoch lines show the time
     quiet.pace_note(True, 40.0, 0)  # nothing left
     assert "at this pace" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_reader_that_goes_away_ends_a_command_without_a_traceback():
+    """`enas show ARCH | head`: the pipe closes before enas has written; enas ends as a
+    shell expects (128 + SIGPIPE), with nothing on stderr."""
+    import os
+    import subprocess
+
+    arch = Path(__file__).parent.parent / "configs" / "archs" / "enas_ptb.yaml"
+    r, w = os.pipe()
+    os.close(r)  # no reader: the first write fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "enas", "show", str(arch)], stdout=w, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
