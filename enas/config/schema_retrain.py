@@ -26,9 +26,9 @@ class RetrainSection:
     asgd: bool = False
     asgd_patience: int = 10  # asgd: epochs of the trigger's window (enas_lm fixed_lib.py best_valid_ppl_threshold = 10)
     # torch.compile the child for training: "on" compiles it (image models: a static
-    # graph; an LM with variable BPTT recompiles per window length); "auto" is off on
-    # every device until benchmarks/gpu_check.py has run the compiled child on a GPU
-    # and benchmarks/RESULTS.md records it (docs/gpu.md).
+    # graph; an LM with variable BPTT recompiles per window length); "auto" is the plain
+    # module: compiling becomes a device's default only once benchmarks/gpu_check.py shows
+    # the compiled child correct and faster there (docs/gpu.md).
     compile: Literal["auto", "on", "off"] = "auto"
     # Several CUDA processes: image children normalise with BN statistics of the whole
     # global batch (SyncBatchNorm). PyTorch has no CPU SyncBatchNorm: on CPU each process
