@@ -230,7 +230,7 @@ def test_a_full_disk_while_a_run_is_created_leaves_nothing(tmp_path, capsys, ptb
     assert not folder.exists()  # the same command can simply run again
 
 
-HOLD = ("import sys, time\nfrom enas import runlock\nrunlock.hold(sys.argv[1])\nprint('held', flush=True)\n"
+HOLD = ("import sys, time\nfrom enas.storage import runlock\nrunlock.hold(sys.argv[1])\nprint('held', flush=True)\n"
         "time.sleep(600)\n")
 
 
