@@ -163,7 +163,7 @@ def test_enas_table_prints_an_aligned_table_and_strict_json():
 def _tiny_run(root, **search):
     """A tiny finished NB201 search in root/run with a training-free term and a final stage."""
     write_cifar(root / "data", noise=60)
-    cfg = write_config(root, TINY_NB201, "c.yaml", search={"score": {"supernet": 1.0, "params": 1.0,
+    cfg = write_config(root, TINY_NB201, "c.yaml", search={"score": {"supernet": 1.0, "naswot": 1.0,
                                                                      "reference": 4}, "final_train": 1, **search})
     run = root / "run"
     assert main(["search", str(cfg), "--data-dir", str(root / "data"), "--run-dir", str(run), "--device", "cpu"]) == 0
