@@ -397,6 +397,8 @@ TOOLS = {  # each tool with the hostile file H in the place it reads a file a us
     # the study scripts (benchmarks/studies/NAME.py)
     "beat_chance.py": ["--data-dir", "TMP", "--ground-truth", "H", "--work", "TMP/work"],
     "reward_noise.py": ["H", "--data-dir", "TMP"],
+    "proxy_ceiling.py": ["RUN", "--ground-truth", "H", "--cells", "GT"],
+    "proxy_ceiling.py --cells": ["RUN", "--ground-truth", "GT", "--cells", "H"],
 }
 KINDS = ["device", "fifo", "link outside", "folder", "empty", "header only", "deep nesting", "aliases",
          "huge numbers", "NUL bytes", "long field", "binary"]
@@ -422,6 +424,7 @@ def test_fuzz_evaluation_tools_answer_hostile_files_in_one_line(finished_runs, c
         fill = {"H": str(h), "GT": str(gt), "RUN": str(run), "CFG": str(cfg)}
         argv = [fill.get(a, a.replace("TMP", str(tmp))) for a in TOOLS[tool]]
         before = snapshot(outside)
-        code, err = cli(capsys, argv, study(tool[:-3]).main if tool.endswith(".py") else main)
+        script = tool.split()[0]
+        code, err = cli(capsys, argv, study(script[:-3]).main if script.endswith(".py") else main)
         assert_clean(code, err)
         assert snapshot(outside) == before
