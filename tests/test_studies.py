@@ -17,6 +17,16 @@ from conftest import one_error, study, tiny_nb201_config, write_cifar
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def nb201_run(tmp_path):
+    """A finished one-epoch NB201 search on tiny images: (run, data)."""
+    data = tmp_path / "cifar"
+    write_cifar(data)
+    run = tmp_path / "run"
+    cfg = tiny_nb201_config(tmp_path, {"search": {"epochs": 1}})
+    assert main(["search", str(cfg), "--data-dir", str(data), "--run-dir", str(run), "--device", "cpu"]) == 0
+    return run, data
+
+
 def test_beat_chance_refuses_bad_input_in_one_line(tmp_path, capsys):
     beat_chance = study("beat_chance")
     missing = tmp_path / "missing.csv"
@@ -43,11 +53,7 @@ def test_reward_noise_refuses_bad_input_in_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_reward_noise_measures_each_bn_mode_of_an_image_search(tmp_path, capsys):
-    data = tmp_path / "cifar"
-    write_cifar(data)
-    run = tmp_path / "run"
-    cfg = tiny_nb201_config(tmp_path, {"search": {"epochs": 1}})
-    assert main(["search", str(cfg), "--data-dir", str(data), "--run-dir", str(run), "--device", "cpu"]) == 0
+    run, data = nb201_run(tmp_path)
     capsys.readouterr()
     assert study("reward_noise").main([str(run), "--data-dir", str(data), "--archs", "3", "--batches", "2"]) == 0
     out = capsys.readouterr().out
@@ -86,11 +92,7 @@ CELLS = [f"|{a}~0|+|{b}~0|{c}~1|+|nor_conv_3x3~0|skip_connect~1|{d}~2|"  # 21 di
 
 @pytest.mark.slow
 def test_proxy_ceiling_measures_a_run_against_the_shipped_tables(tmp_path, capsys):
-    data = tmp_path / "cifar"
-    write_cifar(data)
-    run = tmp_path / "run"
-    cfg = tiny_nb201_config(tmp_path, {"search": {"epochs": 1}})
-    assert main(["search", str(cfg), "--data-dir", str(data), "--run-dir", str(run), "--device", "cpu"]) == 0
+    run, data = nb201_run(tmp_path)
     gt = tmp_path / "gt.csv"
     gt.write_text("arch,seed,test_accuracy\n" + "".join(f"{c},0,{i / 100}\n" for i, c in enumerate(CELLS)))
     listed = tmp_path / "cells.txt"
