@@ -143,6 +143,22 @@ def test_the_table_verdict_in_plain_words():
     assert "the run's score ranks above every training-free floor" in v
 
 
+def test_final_candidates_are_read_from_a_checkpoint_as_hostile_values():
+    space = build_space("nb201")
+    good = parse_arch_line(space, CELLS[0])
+    final = {"candidates": [{"arch": good}, {"arch": "|x|"}, 5, {"arch": {"node1/from0": "rm -rf"}}, {}]}
+    assert against_table.final_candidates(SimpleNamespace(space=space, final=final)) == [good]
+    for final in ({}, {"candidates": None}, {"candidates": 7}, []):
+        assert against_table.final_candidates(SimpleNamespace(space=space, final=final)) == []
+
+
+def test_enas_table_says_where_the_best_final_candidate_stood_in_the_runs_order():
+    out = {"run": "runs/r", "cells": 200, "seed": 0, "found": "|x|", "random_candidates": 8, "random_picks": [],
+           "tables": [_figures(candidates_percentiles=[88.5, 99.5, 96.3], candidates_best_percentile=99.5)]}
+    [row] = [ln for ln in table_text.render(out).splitlines() if "best final candidate" in ln]
+    assert row.split("candidate", 1)[1].split() == ["99.5", "(number", "2", "of", "3", "in", "the", "run's", "order)"]
+
+
 def test_enas_table_prints_an_aligned_table_and_strict_json():
     out = {"run": "runs/r", "cells": 200, "seed": 0, "found": "|x|", "random_candidates": 8,
            "random_picks": ["|a|", "|b|"], "tables": [_figures(), _figures(title="12 epochs (early training)")]}
@@ -224,6 +240,10 @@ def test_enas_table_without_table_measures_on_both_shipped_tables(tiny_nb201_run
     for t in m["tables"]:
         assert t["table_rows"] == 15_625 and t["cells"] == 12 and 0 <= t["found_percentile"] <= 100
         assert "tau_supernet_within" in t and t["within_pairs"] >= 0
+        # where the final stage chose from: the final derive's candidates, its own pick among them
+        each = t["candidates_percentiles"]
+        assert each and t["candidates_best_percentile"] == max(each)
+        assert t["found_before_final_stage_percentile"] in each
 
 
 # ---- a run under search.max_params: measured among the cells that fit

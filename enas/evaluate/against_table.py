@@ -51,6 +51,7 @@ from enas.nas.final_stage import train_candidates
 from enas.evaluate.rank import SCORES, arch_text, parse_arch_line, scorer
 from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se, within_pairs
 from enas.evaluate.table import SHIPPED, Table, read_shipped, read_table
+from enas.nas.space import ArchError, validate
 
 
 def policy_expectation(policy, archs: list, values: list[float]) -> dict[str, float]:
@@ -175,7 +176,7 @@ def measure(search, tables: list[tuple[Table, str]], cells: int = 200, seed: int
     out["random_picks"] = [arch_text(space, a) for a in picks]
     params = values.get("params")
     largest = [t for t, v in zip(texts, params) if v == max(params)] if params else []
-    placed = Placed(found_arch, largest, picks, scored_picks)
+    placed = Placed(found_arch, largest, picks, scored_picks, final_candidates(search))
     out["tables"] = [_on(table, title, search, texts, values, logp, placed, fitting[k] if fitting else None)
                      for k, (table, title) in enumerate(tables)]
     return out
@@ -190,6 +191,21 @@ class Placed:
     largest: list
     picks: list
     scored_picks: list
+    candidates: list  # the final derive's, in the run's order
+
+
+def final_candidates(search) -> list:
+    """The final derive's candidates (the checkpoint's, in the order of the run's score):
+    where the final stage chose from. An entry that is not an architecture of the space is
+    left out (a checkpoint's values are anyone's)."""
+    entries = search.final.get("candidates") if isinstance(search.final, dict) else None
+    out = []
+    for c in entries if isinstance(entries, list) else []:
+        try:
+            out.append(validate(search.space.decisions(), c.get("arch") if isinstance(c, dict) else None))
+        except ArchError:
+            continue
+    return out
 
 
 def _on(table: Table, title: str, search, texts, values, logp, placed: Placed, fitting: Table | None) -> dict:
@@ -238,6 +254,10 @@ def _percentiles(among: Table, table: Table, search, truth, logp, placed: Placed
                                          if x in table.accuracy])
     pct = torch.tensor([among.percentile(x) for x in truth], dtype=torch.float64)
     t.update(_weighted(logp, pct))
+    if placed.candidates:
+        t["candidates_percentiles"] = [at(a) for a in placed.candidates]
+        t["candidates_best_percentile"] = max((p for p in t["candidates_percentiles"] if math.isfinite(p)),
+                                              default=math.nan)
     t["random_percentiles"] = [at(a) for a in placed.picks]
     t["random_mean_percentile"] = _mean(t["random_percentiles"])
     if search.cfg.search.final_train:

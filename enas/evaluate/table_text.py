@@ -88,6 +88,11 @@ def _placed(t: dict, key, found_note: str, policy_note: str) -> list[str]:
         lines.append(_row("found cell", f"{_pct(t[key('found_percentile')])}{found_note}"))
     if key("found_before_final_stage_percentile") in t:
         lines.append(_row("  before the final stage", _pct(t[key("found_before_final_stage_percentile")])))
+    if key("candidates_percentiles") in t:
+        each = t[key("candidates_percentiles")]
+        best = t[key("candidates_best_percentile")]
+        at = f"  (number {each.index(best) + 1} of {len(each)} in the run's order)" if best in each else ""
+        lines.append(_row("  best final candidate", f"{_pct(best)}{at}"))
     if key("largest_percentile") in t:
         lines.append(_row("largest of the ranked cells", _pct(t[key("largest_percentile")])))
     if t[key("random_percentiles")]:
