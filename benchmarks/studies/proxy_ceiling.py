@@ -26,15 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _study  # noqa: E402
-
-from enas.errors import DataError  # noqa: E402
-from enas.evaluate.against_table import load_tables  # noqa: E402
-from enas.evaluate.compare import load_ground_truth, uniform_cells  # noqa: E402
-from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se  # noqa: E402
-from enas.nas import training_free  # noqa: E402
-from enas.runs import reopen_search  # noqa: E402
+import _study
+from enas.errors import DataError
+from enas.evaluate.against_table import load_tables
+from enas.evaluate.compare import load_ground_truth, uniform_cells
+from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se
+from enas.nas import training_free
+from enas.runs import reopen_search
 
 DRAWS = 5000  # best-of-k draws: the mean percentile to about 0.3 points
 

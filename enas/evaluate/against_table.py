@@ -199,10 +199,10 @@ def final_candidates(search) -> list:
     where the final stage chose from. An entry that is not an architecture of the space is
     left out (a checkpoint's values are anyone's)."""
     entries = search.final.get("candidates") if isinstance(search.final, dict) else None
-    out = []
+    decisions, out = search.space.decisions(), []
     for c in entries if isinstance(entries, list) else []:
         try:
-            out.append(validate(search.space.decisions(), c.get("arch") if isinstance(c, dict) else None))
+            out.append(validate(decisions, c.get("arch") if isinstance(c, dict) else None))
         except ArchError:
             continue
     return out
