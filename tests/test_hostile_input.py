@@ -1,5 +1,6 @@
 """Files from anyone: YAML bombs, repeated keys and values that would hang are refused
 with one line naming the file or key, exit code 2, and nothing written."""
+import random
 import sys
 
 import pytest
@@ -117,9 +118,33 @@ CRAFTED = [
     ("an unknown position key", lambda s: s["position"].__setitem__("planted", 1), "unknown position key 'planted'"),
     ("a crafted trained candidate", lambda s: s.__setitem__("trained", [{"arch": "x" * 10**5, "score": 1.0}]),
      "a trained candidate is {'arch': 'xxx"),
+    ("a crafted final candidate", lambda s: s["final"]["candidates"].append({"arch": "|x|", "score": 1.0, "se": 0.1,
+                                                                             "derive_score": 1.0}),
+     "a final derive candidate's architecture"),
+    ("a crafted final result", lambda s: s.__setitem__("final", {"arch": [1], "candidates": 5}),
+     "the final derive's result is"),
+    ("a crafted derive candidate", lambda s: s.__setitem__("candidates", [{"arch": {}, "score": "x", "se": 0}]),
+     "a derive candidate's architecture"),
     ("a config nested deeply", lambda s: s["config"].__setitem__("deep", _nested(5_000)), "config"),
     ("a config of the wrong type", lambda s: s.__setitem__("config", [1, 2]), "config"),
 ]
+
+
+def test_the_final_derive_of_a_checkpoint_is_validated_once_at_load():
+    from enas.nas.derive import checked_final
+
+    space = build_space("nb201")
+    decisions = space.decisions()
+    arch = random_arch(space, random.Random(0))
+    cand = {"arch": arch, "score": 1.5, "se": 0.1, "derive_score": 1.2}
+    final = {"arch": arch, "score": 1.5, "se": 0.1, "epoch": 3, "candidates": [cand], "trained": True,
+             "verdict": {"text": "ok"}}
+    assert checked_final(final, decisions) == final and checked_final({}, decisions) == {}
+    for bad in ([], {"candidates": []}, {**final, "planted": 1}, {**final, "candidates": [{**cand, "x": 1}]},
+                {**final, "candidates": [{**cand, "arch": {"node1/from0": "rm -rf"}}]}, {**final, "epoch": 3.0},
+                {**final, "trained": "yes"}, {**final, "verdict": "fine"}, {**final, "candidates": {"a": 1}}):
+        with pytest.raises(ValueError):
+            checked_final(bad, decisions)
 
 
 def _nested(depth):

@@ -143,15 +143,6 @@ def test_the_table_verdict_in_plain_words():
     assert "the run's score ranks above every training-free floor" in v
 
 
-def test_final_candidates_are_read_from_a_checkpoint_as_hostile_values():
-    space = build_space("nb201")
-    good = parse_arch_line(space, CELLS[0])
-    final = {"candidates": [{"arch": good}, {"arch": "|x|"}, 5, {"arch": {"node1/from0": "rm -rf"}}, {}]}
-    assert against_table.final_candidates(SimpleNamespace(space=space, final=final)) == [good]
-    for final in ({}, {"candidates": None}, {"candidates": 7}, []):
-        assert against_table.final_candidates(SimpleNamespace(space=space, final=final)) == []
-
-
 def test_enas_table_says_where_the_best_final_candidate_stood_in_the_runs_order():
     out = {"run": "runs/r", "cells": 200, "seed": 0, "found": "|x|", "random_candidates": 8, "random_picks": [],
            "tables": [_figures(candidates_percentiles=[88.5, 99.5, 96.3], candidates_best_percentile=99.5)]}

@@ -51,7 +51,6 @@ from enas.nas.final_stage import train_candidates
 from enas.evaluate.rank import SCORES, arch_text, parse_arch_line, scorer
 from enas.evaluate.stats import kendall_tau_b, kendall_tau_b_se, within_pairs
 from enas.evaluate.table import SHIPPED, Table, read_shipped, read_table
-from enas.nas.space import ArchError, validate
 
 
 def policy_expectation(policy, archs: list, values: list[float]) -> dict[str, float]:
@@ -195,17 +194,9 @@ class Placed:
 
 
 def final_candidates(search) -> list:
-    """The final derive's candidates (the checkpoint's, in the order of the run's score):
-    where the final stage chose from. An entry that is not an architecture of the space is
-    left out (a checkpoint's values are anyone's)."""
-    entries = search.final.get("candidates") if isinstance(search.final, dict) else None
-    decisions, out = search.space.decisions(), []
-    for c in entries if isinstance(entries, list) else []:
-        try:
-            out.append(validate(decisions, c.get("arch") if isinstance(c, dict) else None))
-        except ArchError:
-            continue
-    return out
+    """The final derive's candidates (validated when the checkpoint loaded), in the order
+    of the run's score: where the final stage chose from."""
+    return [c["arch"] for c in search.final.get("candidates", [])]
 
 
 def _on(table: Table, title: str, search, texts, values, logp, placed: Placed, fitting: Table | None) -> dict:

@@ -50,20 +50,47 @@ class Candidate:
 
     @staticmethod
     def of(d: dict) -> "Candidate":
-        """From a checkpoint's dict (an epoch derive's has no ``derive_score``)."""
+        """From a dict this process wrote (an epoch derive's has no ``derive_score``)."""
         return Candidate(d["arch"], d["score"], d["se"], d.get("derive_score"))
 
     @staticmethod
-    def trained(item, decisions) -> "Candidate":
-        """A final-stage result as a checkpoint holds it, whose values are anyone's: an
-        architecture of this space with its three figures, nothing else."""
-        if not isinstance(item, dict) or set(item) != {"arch", "score", "se", "derive_score"}:
-            raise ValueError(f"a trained candidate is {brief(item)}")
+    def checked(item, decisions, what: str, rescored: bool) -> "Candidate":
+        """A candidate as a checkpoint holds it, whose values are anyone's: an architecture of
+        this space with its score and standard error, and ``derive_score`` exactly where the
+        candidate was ``rescored`` (final derive, final stage), nothing else."""
+        keys = {"arch", "score", "se"} | ({"derive_score"} if rescored else set())
+        if not isinstance(item, dict) or set(item) != keys:
+            raise ValueError(f"{what} is {brief(item)}")
         try:
             arch = validate(decisions, item["arch"])
         except ArchError as e:
-            raise ValueError(f"a trained candidate's architecture: {e}") from None
-        return Candidate(arch, float(item["score"]), float(item["se"]), float(item["derive_score"]))
+            raise ValueError(f"{what}'s architecture: {e}") from None
+        return Candidate(arch, float(item["score"]), float(item["se"]),
+                         float(item["derive_score"]) if rescored else None)
+
+
+def checked_final(final, decisions) -> dict:
+    """The final derive's result as a checkpoint holds it (``{}`` before the last epoch is
+    done): its winner, score, se and epoch, its candidates, then ``trained`` after a final
+    stage and the ``verdict``. Validated once here, so every reader may trust it."""
+    if final == {}:
+        return {}
+    required, optional = {"arch", "score", "se", "epoch", "candidates"}, {"trained", "verdict"}
+    if not isinstance(final, dict) or not required <= set(final) <= required | optional:
+        raise ValueError(f"the final derive's result is {brief(final)}")
+    if not isinstance(final["candidates"], list):
+        raise ValueError(f"the final derive's candidates are {brief(final['candidates'])}, not a list")
+    try:
+        arch = validate(decisions, final["arch"])
+    except ArchError as e:
+        raise ValueError(f"the final derive's architecture: {e}") from None
+    if type(final["epoch"]) is not int or final.get("trained", True) is not True:
+        raise ValueError(f"the final derive's epoch or trained flag is {brief((final['epoch'], final.get('trained')))}")
+    if not isinstance(final.get("verdict", {}), dict):
+        raise ValueError(f"the verdict is {brief(final['verdict'])}, not a mapping")
+    candidates = [Candidate.checked(c, decisions, "a final derive candidate", rescored=True).as_dict()
+                  for c in final["candidates"]]
+    return {**final, "arch": arch, "score": float(final["score"]), "se": float(final["se"]), "candidates": candidates}
 
 
 @dataclasses.dataclass(frozen=True)

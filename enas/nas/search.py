@@ -39,7 +39,7 @@ from enas.train.bn import make_plain
 from enas.nas.budget import Budget, budget_model_args
 from enas.config import ConfigError, SearchConfig, SearchSection, from_dict, to_dict
 from enas.nas.controller import RandomPolicy, build_policy
-from enas.nas.derive import Candidate, Derive, Derived
+from enas.nas.derive import Candidate, Derive, Derived, checked_final
 from enas.errors import brief
 from enas.nas.final_stage import train_candidates
 from enas.train.loop import Loop
@@ -169,10 +169,12 @@ class Search:
         self.controller.valid_cursor = int(st["valid_cursor"])
         self.controller.reward_sum, self.controller.reward_count = (float(st["ctrl_rewards"][0]),
                                                                     int(st["ctrl_rewards"][1]))
-        self.best, self.final = st["best"], st["final"]
-        self.candidates = [Candidate.of(c) for c in st["candidates"]]
+        decisions = self.space.decisions()
+        self.best, self.final = st["best"], checked_final(st["final"], decisions)
+        self.candidates = [Candidate.checked(c, decisions, "a derive candidate", rescored=False)
+                           for c in st["candidates"]]
         self.scoring.load_state_dict(st["scoring"])
-        self.trained = [Candidate.trained(c, self.space.decisions()) for c in st["trained"]]
+        self.trained = [Candidate.checked(c, decisions, "a trained candidate", rescored=True) for c in st["trained"]]
         epochs = st.get("collapse_epochs", [])  # absent from a checkpoint written before the verdict
         if not (isinstance(epochs, list) and all(type(e) is int for e in epochs)):
             raise ValueError(f"collapse_epochs is {brief(epochs)}, not a list of epochs")
